@@ -1,0 +1,85 @@
+"""featcomp: learned compressible CNN features for video.
+
+Implements "End-to-end learning of compressible features" (Singh et al., ICIP 2020,
+arXiv:2007.11797): a compressibility head trained jointly with a task objective plus lambda*rate,
+with the learned entropy model of Balle et al. 2018 (arXiv:1802.01436), entropy-coded with ANS into
+self-describing Zarr stores.
+
+Importing ``featcomp`` is cheap: the public names below are resolved lazily (PEP 562), so that
+reading a store never imports torchvision, decord or ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from featcomp.errors import (
+    BackboneError,
+    CodecError,
+    ConfigError,
+    FeatcompError,
+    ModelFileError,
+    PipelineError,
+    RegistryError,
+    StoreError,
+    VideoError,
+    WeightsNotFoundError,
+)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first access)
+_LAZY: dict[str, str] = {
+    # single clip: decode + backbone
+    "Features": "featcomp.features",
+    "extract_features": "featcomp.features",
+    # head, training, model file
+    "CompressibleHead": "featcomp.head",
+    "fit_head": "featcomp.train",
+    "save_model": "featcomp.model",
+    "load_model": "featcomp.model",
+    "Model": "featcomp.model",
+    "Extractor": "featcomp.model",
+    "CompressedClip": "featcomp.model",
+    # stores
+    "StoreWriter": "featcomp.store",
+    "open_store": "featcomp.store",
+    "verify_store": "featcomp.store",
+}
+
+__all__ = [
+    "__version__",
+    "FeatcompError",
+    "ConfigError",
+    "RegistryError",
+    "CodecError",
+    "VideoError",
+    "BackboneError",
+    "WeightsNotFoundError",
+    "ModelFileError",
+    "StoreError",
+    "PipelineError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featcomp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from featcomp.features import Features, extract_features
+    from featcomp.head import CompressibleHead
+    from featcomp.model import CompressedClip, Extractor, Model, load_model, save_model
+    from featcomp.store import StoreWriter, open_store, verify_store
+    from featcomp.train import fit_head

@@ -1,0 +1,85 @@
+"""The featcomp exception tree (layer 0: imports nothing from featcomp).
+
+Every error that bad input can cause is a :class:`FeatcompError` subclass whose message names the
+thing at fault (a file, a video id, a store and chunk, a codec digest) and says what to do about it.
+Callers can catch the whole family with ``except featcomp.FeatcompError``.
+
+Tree::
+
+    FeatcompError
+    ├── ConfigError          invalid configuration values, unknown registry names
+    │   └── RegistryError    unknown or duplicate names in a register_x/get_x registry
+    ├── CodecError           bitstreams and coding tables: corrupt, truncated, wrong codec, unfrozen model
+    ├── VideoError           files that cannot be opened or decoded, zero frames, decoder hangs
+    ├── BackboneError        unknown models or layers, missing weights (offline), key-remap mismatches
+    │   └── WeightsNotFoundError
+    ├── ModelFileError       model files of another format version, digest mismatches
+    ├── StoreError           not a featcomp store, digest mismatch, corrupt chunk, missing codec
+    └── PipelineError        the extraction job: bad inputs list, cluster address, failed stages
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FeatcompError",
+    "ConfigError",
+    "RegistryError",
+    "CodecError",
+    "VideoError",
+    "BackboneError",
+    "WeightsNotFoundError",
+    "ModelFileError",
+    "StoreError",
+    "PipelineError",
+]
+
+
+class FeatcompError(Exception):
+    """Base class of every error featcomp raises on purpose."""
+
+
+class ConfigError(FeatcompError, ValueError):
+    """A configuration value is invalid (wrong type, out of range, unknown field or version)."""
+
+
+class RegistryError(ConfigError, KeyError):
+    """A name is unknown to a registry, or registered twice.
+
+    ``KeyError`` is a base so that mapping-style callers keep working; ``__str__`` is overridden
+    because ``KeyError`` would otherwise wrap the message in quotes.
+    """
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return str(self.args[0]) if self.args else ""
+
+
+class CodecError(FeatcompError):
+    """An entropy-coded bitstream or coding table cannot be used.
+
+    Raised for truncated or corrupted streams, a stream made by another codec (digest mismatch),
+    an unknown format version, or compressing with a model that was never frozen.
+    """
+
+
+class VideoError(FeatcompError):
+    """A video cannot be opened or decoded; the message names the path and the reason."""
+
+
+class BackboneError(FeatcompError):
+    """A backbone cannot be built: unknown model or layer, incompatible weights."""
+
+
+class WeightsNotFoundError(BackboneError, FileNotFoundError):
+    """Pretrained weights are not available offline; the message names the file expected and where."""
+
+
+class ModelFileError(FeatcompError):
+    """A featcomp model file cannot be loaded (other format version, digest mismatch, missing part)."""
+
+
+class StoreError(FeatcompError):
+    """A feature store cannot be opened, read or written; names the store, the video and the chunk."""
+
+
+class PipelineError(FeatcompError):
+    """The extraction job cannot run (no inputs, bad manifest, unreachable cluster)."""

@@ -1,0 +1,74 @@
+"""The ``featcomp`` command.
+
+Each subcommand lives in the module of the area that owns it and exposes two functions:
+``configure(parser: argparse.ArgumentParser) -> None`` and ``main(args: argparse.Namespace) -> int``.
+Those modules keep heavy imports (torch, ray, decord) inside functions, so ``featcomp --help`` and
+``featcomp info`` stay fast. ``extract`` is the one command that launches a Ray job: it imports
+``pipelines.extract`` when run (see docs/decisions.md, "The CLI launches pipelines").
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from featcomp.errors import FeatcompError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "extract": ("pipelines.extract", "extract compressed features from many videos into a store (Ray job)"),
+    "train": ("featcomp.train.commands", "train a compressibility head on cached features or a --raw store"),
+    "compress": ("featcomp.model_commands", "compress one clip with a model file"),
+    "info": ("featcomp.store.commands", "summarize a feature store: videos, frames, bytes, bits per frame"),
+    "verify": ("featcomp.store.commands", "check every chunk of a store decodes and the index agrees"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from featcomp import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="featcomp",
+        description=(
+            "Extract CNN features from video and store them entropy-coded, an order of magnitude "
+            "smaller, with a compressibility head trained for the task they serve."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"featcomp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:  # a missing optional part must not break the other commands
+            p.set_defaults(_unavailable=f"{name}: unavailable ({e})")
+            continue
+        configure = getattr(mod, "configure_" + name, None) or getattr(mod, "configure")
+        run = getattr(mod, "main_" + name, None) or getattr(mod, "main")
+        configure(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_unavailable", None):
+        print(f"featcomp {args._unavailable}", file=sys.stderr)
+        return 2
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except FeatcompError as e:
+        print(f"featcomp {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"featcomp {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The ANS coder: integer tables + int32 symbols in, bytes out (numpy and constriction only).
+
+This module never sees floats from a model. It receives integer frequency tables (one per channel,
+``freqs`` summing to ``2**precision`` with ``precision <= 16``) and codes with constriction's
+``AnsCoder`` (64-bit state, 32-bit words).
+
+How the exact integer tables reach constriction
+-----------------------------------------------
+constriction 0.5's Python API takes float probabilities and quantizes them itself to 24-bit
+fixed point. With ``perfect=False`` it uses the "fast" rule: for ``n`` symbols with float weights
+``p_i`` and ``S_i = p_0 + ... + p_{i-1}``, the left cumulative of symbol ``i`` is
+``floor(S_i * (2**24 - n) / sum(p)) + i``. We pass ``p_i = f_i * 2**(24 - precision) - 1`` (an
+integer table embedded in 24 bits, minus the one unit constriction adds back per symbol). Then
+``sum(p) = 2**24 - n`` exactly, the scale is exactly 1.0, every partial sum is an integer below
+``2**24`` (exact in float32 and float64), and the left cumulative is ``F_i * 2**(24 - precision)``
+*exactly*: the coded model is our integer table, bit for bit, with no rounding anywhere.
+
+This is verified three ways: :func:`check_backend` encodes a fixed sequence once per process and
+compares the words with the ones recorded when this module was written (a constriction that
+quantized differently would raise :class:`CodecError` rather than write incompatible streams);
+``tests/entropy`` checks that coded sizes equal the integer tables' cross-entropy to within the
+ANS flush overhead on rare symbols, where an off-by-one in a 24-bit weight would show; and golden
+bitstreams under ``tests/fixtures/entropy`` catch any format drift.
+
+Invariant: tables are built once per codec and never recomputed from floats at decode time.
+
+Escapes
+-------
+Each channel's table covers ``[table_min, table_min + table_size)`` plus one escape symbol (the
+last). A value outside that range is coded as the escape symbol and then, in a second stage,
+exactly: ``d >= 1`` its distance beyond the nearer end, ``side`` which end, as a ``Uniform(66)``
+symbol ``side * 33 + bit_length(d) - 1`` followed by the ``bit_length(d) - 1`` low bits of ``d`` in
+groups of at most 16 bits, each coded with a uniform model. Nothing is ever clipped.
+
+Stream order (decode order): channel 0's symbols, channel 1's, ..., then the escape headers, the
+low bit groups, the high bit groups (the encoder pushes them in reverse, ANS being a stack).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import constriction
+
+from featcomp.errors import CodecError
+
+__all__ = ["ANS_PRECISION", "ESCAPE_HEADER_SIZE", "build_models", "check_backend", "encode", "decode"]
+
+_model = constriction.stream.model
+_AnsCoder = constriction.stream.stack.AnsCoder
+
+ANS_PRECISION = 24  # constriction's fixed-point precision for Categorical models in Python
+ESCAPE_HEADER_SIZE = 66  # side (2) x bit_length(d) - 1 in [0, 32] (33)
+_LOW_BITS = 16
+_BACKEND_CHECKED = False
+
+
+def build_models(freqs: np.ndarray, starts: np.ndarray, lengths: np.ndarray, precision: int) -> list:
+    """One constriction ``Categorical`` model per channel that reproduces the integer tables exactly.
+
+    Args:
+        freqs: uint32/int64 (sum(lengths),) concatenated per-channel frequencies, escape last,
+            each >= 1, each channel summing to ``2**precision``.
+        starts: int64 (C,) start of each channel's run in ``freqs``.
+        lengths: int64 (C,) number of symbols per channel, escape included (>= 2).
+        precision: bits of the integer tables (<= 16).
+
+    Returns:
+        A list of C models; build once per codec and reuse (never per call).
+    """
+    check_backend()
+    shift = 2.0 ** (ANS_PRECISION - precision)
+    weights = freqs.astype(np.float64) * shift - 1.0
+    return [
+        _model.Categorical(weights[s : s + n], perfect=False)
+        for s, n in zip(starts.tolist(), lengths.tolist())
+    ]
+
+
+def check_backend() -> None:
+    """Check once per process that constriction codes an integer table exactly as recorded.
+
+    Raises:
+        CodecError: if the installed constriction quantizes tables differently (streams would not
+            be compatible with those written elsewhere).
+    """
+    global _BACKEND_CHECKED
+    if _BACKEND_CHECKED:
+        return
+    freqs = np.array([3, 200, 50, 2, 1], np.float64)
+    model = _model.Categorical(freqs * 2.0 ** (ANS_PRECISION - 8) - 1.0, perfect=False)
+    sym = np.array([1, 1, 2, 0, 3, 4, 1, 2, 1, 1, 1, 3, 0, 4, 2, 2, 1], np.int32)
+    enc = _AnsCoder()
+    enc.encode_reverse(sym, model)
+    words = enc.get_compressed().tolist()
+    if words != [889126912, 3395069697, 3953]:
+        raise CodecError(
+            f"constriction {getattr(constriction, '__version__', '?')} codes integer tables "
+            "differently from the version featcomp was validated with (0.5.0); streams would be "
+            "incompatible. Install constriction 0.5.x."
+        )
+    _BACKEND_CHECKED = True
+
+
+def _bit_length(d: np.ndarray) -> np.ndarray:
+    """Exact bit length of positive int64 values below 2**53 (frexp is exact there)."""
+    return np.frexp(d.astype(np.float64))[1].astype(np.int64)
+
+
+def encode(
+    k: np.ndarray,
+    models: list,
+    table_min: np.ndarray,
+    table_size: np.ndarray,
+) -> bytes:
+    """Entropy-code ``k`` channel by channel.
+
+    Args:
+        k: int32 (C, M), C-contiguous; **overwritten** with table indices (pass a copy you own).
+        models: per-channel constriction models from :func:`build_models`.
+        table_min: int64 (C,) smallest in-table value per channel.
+        table_size: int64 (C,) number of in-table values per channel (escape excluded).
+
+    Returns:
+        The ANS words as little-endian bytes (length a multiple of 4).
+    """
+    C, M = k.shape
+    lo = table_min.astype(np.int64)[:, None]
+    hi = lo + table_size.astype(np.int64)[:, None] - 1
+    # Out-of-table values (rare): find them before k is turned into indices.
+    esc_mask = (k < lo) | (k > hi)
+    rows, cols = np.nonzero(esc_mask)
+    esc_vals = k[rows, cols].astype(np.int64)
+    np.subtract(k, table_min.astype(np.int32)[:, None], out=k, casting="unsafe")
+    if rows.size:
+        k[rows, cols] = table_size[rows].astype(np.int32)
+    del esc_mask
+
+    enc = _AnsCoder()
+    if rows.size:
+        r_lo, r_hi = lo[rows, 0], hi[rows, 0]
+        above = esc_vals > r_hi
+        d = np.where(above, esc_vals - r_hi, r_lo - esc_vals)  # >= 1
+        nb = _bit_length(d)  # in [1, 33]
+        rem = d - (np.int64(1) << (nb - 1))  # nb - 1 bits
+        mbits = nb - 1
+        low_bits = np.minimum(mbits, _LOW_BITS)
+        high_bits = mbits - low_bits
+        has_low = low_bits > 0
+        has_high = high_bits > 0
+        if has_high.any():
+            enc.encode_reverse(
+                (rem[has_high] >> _LOW_BITS).astype(np.int32),
+                _model.Uniform(),
+                (np.int64(1) << high_bits[has_high]).astype(np.int32),
+            )
+        if has_low.any():
+            enc.encode_reverse(
+                (rem[has_low] & 0xFFFF).astype(np.int32),
+                _model.Uniform(),
+                (np.int64(1) << low_bits[has_low]).astype(np.int32),
+            )
+        header = (np.where(above, 0, 33) + mbits).astype(np.int32)
+        enc.encode_reverse(header, _model.Uniform(ESCAPE_HEADER_SIZE))
+    for c in range(C - 1, -1, -1):
+        enc.encode_reverse(k[c], models[c])
+    return enc.get_compressed().astype("<u4", copy=False).tobytes()
+
+
+def decode(
+    payload: bytes,
+    C: int,
+    M: int,
+    models: list,
+    table_min: np.ndarray,
+    table_size: np.ndarray,
+) -> np.ndarray:
+    """Inverse of :func:`encode`: returns int32 (C, M).
+
+    Raises:
+        CodecError: if the payload is not a valid stream for these tables (constriction refuses
+            it, an escape decodes outside int32, or data is left over / missing at the end).
+    """
+    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    try:
+        dec = _AnsCoder(words) if words.size else _AnsCoder()
+        out = np.empty((C, M), dtype=np.int32)
+        for c in range(C):
+            out[c] = dec.decode(models[c], M)
+        size = table_size.astype(np.int32)[:, None]
+        esc_mask = out == size
+        rows, cols = np.nonzero(esc_mask)
+        del esc_mask
+        out += table_min.astype(np.int32)[:, None]
+        if rows.size:
+            header = dec.decode(_model.Uniform(ESCAPE_HEADER_SIZE), int(rows.size)).astype(np.int64)
+            above = header < 33
+            mbits = np.where(above, header, header - 33)
+            low_bits = np.minimum(mbits, _LOW_BITS)
+            high_bits = mbits - low_bits
+            has_low = low_bits > 0
+            has_high = high_bits > 0
+            rem = np.zeros(rows.size, np.int64)
+            if has_low.any():
+                rem[has_low] = dec.decode(
+                    _model.Uniform(), (np.int64(1) << low_bits[has_low]).astype(np.int32)
+                )
+            if has_high.any():
+                rem[has_high] += (
+                    dec.decode(_model.Uniform(), (np.int64(1) << high_bits[has_high]).astype(np.int32))
+                    .astype(np.int64)
+                    << _LOW_BITS
+                )
+            d = (np.int64(1) << mbits) + rem
+            lo = table_min.astype(np.int64)[rows]
+            hi = lo + table_size.astype(np.int64)[rows] - 1
+            vals = np.where(above, hi + d, lo - d)
+            if (vals < np.iinfo(np.int32).min).any() or (vals > np.iinfo(np.int32).max).any():
+                raise CodecError("corrupt stream: an escaped value decodes outside int32")
+            out[rows, cols] = vals.astype(np.int32)
+        if not dec.is_empty():
+            raise CodecError(
+                "corrupt stream or wrong codec: data left over after decoding every symbol"
+            )
+    except CodecError:
+        raise
+    except Exception as e:  # constriction raises ValueError/AssertionError-like errors on garbage
+        raise CodecError(f"corrupt stream or wrong codec: the ANS decoder failed ({e})") from None
+    return out

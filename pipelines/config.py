@@ -1,0 +1,222 @@
+"""Configuration of the extraction job: frozen featcomp ``Config`` dataclasses that round-trip YAML.
+
+``configs/extract_default.yaml`` is the embedded default (a small machine, local Ray);
+``configs/extract_gpu_cluster.yaml`` shows a multi-node GPU cluster. Every field has a default, so a
+YAML file names only what it changes; unknown keys are errors (a typo is never ignored).
+
+Example::
+
+    cfg = ExtractConfig.from_yaml(Path("configs/extract_default.yaml").read_text())
+    cfg.inference.batch_size  # 32
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from featcomp.config import Config, require
+from featcomp.errors import ConfigError
+
+__all__ = [
+    "RayConfig",
+    "DecodeConfig",
+    "InferenceConfig",
+    "OutputConfig",
+    "ExtractConfig",
+    "load_config",
+    "CONFIG_DIR",
+]
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class RayConfig(Config):
+    """How to reach (or start) Ray.
+
+    Attributes:
+        address: ``None`` starts Ray locally unless ``RAY_ADDRESS`` is set (``ray job submit`` sets
+            it); ``"auto"`` joins the cluster this node belongs to; ``"ray://host:10001"`` a remote one.
+        num_cpus: CPUs of a local Ray (``None``: all cores). Ignored when joining a cluster.
+        num_gpus: GPUs of a local Ray (``None``: detected). Ignored when joining a cluster.
+        object_store_memory_mb: Object store of a local Ray in MiB. Without it Ray reserves ~30% of
+            memory; frames are small once resized on decode, so 512 MiB is plenty for one machine.
+        include_dashboard: Start the dashboard with a local Ray.
+        namespace: Ray namespace of the job.
+        data_progress_bars: Show Ray Data's own per-operator progress bars as well as the job's.
+    """
+
+    address: str | None = None
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    object_store_memory_mb: int | None = 512
+    include_dashboard: bool = False
+    namespace: str | None = "featcomp"
+    data_progress_bars: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.num_cpus is None or self.num_cpus >= 1, f"ray.num_cpus must be >= 1, got {self.num_cpus}")
+        require(self.num_gpus is None or self.num_gpus >= 0, f"ray.num_gpus must be >= 0, got {self.num_gpus}")
+        require(
+            self.object_store_memory_mb is None or self.object_store_memory_mb >= 75,
+            f"ray.object_store_memory_mb must be >= 75 (Ray's minimum), got {self.object_store_memory_mb}",
+        )
+
+
+@dataclass(frozen=True)
+class DecodeConfig(Config):
+    """The decode stage: Ray tasks on CPU workers, one video per task, resized on decode.
+
+    Attributes:
+        num_cpus: CPUs reserved per decode task.
+        concurrency: Most decode tasks at once (``None``: Ray Data decides from free CPUs).
+        timeout_s: A video that yields no frames for this long is recorded as failed (decord can
+            hang on broken files); the job goes on.
+        max_retries: Retries of a decode task whose worker process died.
+        backend: ``"auto"``, ``"decord"`` or ``"pyav"`` (featcomp.video backends).
+        sampling: Overrides of the model's ``SamplingConfig`` fields (e.g. ``{fps: 2.0}``);
+            ``batch_size`` there is the frames per decoded chunk.
+    """
+
+    num_cpus: float = 1.0
+    concurrency: int | None = None
+    timeout_s: float = 60.0
+    max_retries: int = 3
+    backend: str = "auto"
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require(self.num_cpus > 0, f"decode.num_cpus must be > 0, got {self.num_cpus}")
+        require(self.concurrency is None or self.concurrency >= 1, "decode.concurrency must be >= 1")
+        require(self.timeout_s > 0, f"decode.timeout_s must be > 0, got {self.timeout_s}")
+        require(self.max_retries >= 0, "decode.max_retries must be >= 0")
+        require(self.backend in ("auto", "decord", "pyav"), f"decode.backend must be auto, decord or pyav, got {self.backend!r}")
+        require(isinstance(self.sampling, dict), "decode.sampling must be a mapping of SamplingConfig fields")
+
+
+@dataclass(frozen=True)
+class InferenceConfig(Config):
+    """The backbone + head stage: a pool of Ray actors, each holding one frozen model.
+
+    Attributes:
+        actors: Actors in the pool (fixed size), or the lower bound when ``max_actors`` is set.
+        max_actors: Upper bound of an autoscaling pool (``None``: fixed at ``actors``).
+        num_gpus: GPUs per actor (fractions share a GPU: 0.5 puts two actors on one device);
+            ``None`` means 1 when the cluster has GPUs and 0 otherwise.
+        num_cpus: CPUs reserved per actor.
+        torch_threads: Intra-op threads of torch in an actor (``None``: the node's cores divided by
+            the actors, at least 1). Ray would otherwise pin an actor with ``num_cpus=1`` to one thread.
+        batch_size: Frames per model call: decoded chunks hold at most this many frames.
+        chunks_per_call: Decoded chunks regrouped into one model call (fills large GPU batches
+            with the chunks of short videos); 1 keeps one chunk per call.
+        device: ``"auto"`` (cuda when the actor has a GPU), ``"cpu"`` or ``"cuda"``.
+        dtype: Autocast dtype for the backbone: ``"auto"`` (bfloat16 on GPU, float32 on CPU),
+            ``"float32"``, ``"bfloat16"``, ``"float16"``.
+        max_restarts: Restarts of an actor whose process died (-1: forever).
+        max_task_retries: Retries of a batch whose actor died while holding it (-1: forever).
+    """
+
+    actors: int = 1
+    max_actors: int | None = None
+    num_gpus: float | None = None
+    num_cpus: float = 1.0
+    torch_threads: int | None = None
+    batch_size: int = 32
+    chunks_per_call: int = 1
+    device: str = "auto"
+    dtype: str = "auto"
+    max_restarts: int = 3
+    max_task_retries: int = 3
+
+    def __post_init__(self) -> None:
+        require(self.actors >= 1, f"inference.actors must be >= 1, got {self.actors}")
+        require(self.max_actors is None or self.max_actors >= self.actors, "inference.max_actors must be >= actors")
+        require(self.num_gpus is None or self.num_gpus >= 0, "inference.num_gpus must be >= 0")
+        require(self.num_cpus >= 0, "inference.num_cpus must be >= 0")
+        require(self.torch_threads is None or self.torch_threads >= 1, "inference.torch_threads must be >= 1")
+        require(self.batch_size >= 1, f"inference.batch_size must be >= 1, got {self.batch_size}")
+        require(self.chunks_per_call >= 1, "inference.chunks_per_call must be >= 1")
+        require(self.device in ("auto", "cpu", "cuda"), f"inference.device must be auto, cpu or cuda, got {self.device!r}")
+        require(self.dtype in _DTYPES, f"inference.dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        require(self.max_restarts >= -1 and self.max_task_retries >= -1, "retries must be >= -1")
+
+
+@dataclass(frozen=True)
+class OutputConfig(Config):
+    """The store side.
+
+    Attributes:
+        chunk_frames: Frames per stored chunk (``None``: the store's default).
+        raw: Write float16 backbone features instead of coded latents (training data for a head).
+        overwrite: Re-extract videos already complete in the store (default: skip them).
+    """
+
+    chunk_frames: int | None = None
+    raw: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.chunk_frames is None or self.chunk_frames >= 1, "output.chunk_frames must be >= 1")
+
+
+@dataclass(frozen=True)
+class ExtractConfig(Config):
+    """Everything the extraction job needs besides inputs, store and model."""
+
+    FORMAT_VERSION = 1
+
+    ray: RayConfig = field(default_factory=RayConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    extensions: tuple[str, ...] = ()
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name, tp in (("ray", RayConfig), ("decode", DecodeConfig), ("inference", InferenceConfig), ("output", OutputConfig)):
+            require(isinstance(getattr(self, name), tp), f"ExtractConfig.{name} must be a {tp.__name__}")
+        require(all(e.startswith(".") for e in self.extensions), "extensions must start with a dot, e.g. .mp4")
+
+    def with_overrides(self, **sections: dict[str, Any]) -> ExtractConfig:
+        """A copy with fields of sections changed, e.g. ``with_overrides(ray={"address": "auto"})``."""
+        changes = {}
+        for name, values in sections.items():
+            if not values:
+                continue
+            sub = getattr(self, name, None)
+            if not isinstance(sub, Config):
+                raise ConfigError(f"ExtractConfig has no section {name!r}")
+            known = {f.name for f in dataclasses.fields(sub)}  # type: ignore[arg-type]
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise ConfigError(f"{type(sub).__name__}: unknown keys {unknown}; known keys: {sorted(known)}")
+            changes[name] = sub.replace(**values)
+        return self.replace(**changes) if changes else self
+
+
+def load_config(path: str | os.PathLike | None) -> ExtractConfig:
+    """Load an :class:`ExtractConfig` from YAML; ``None`` gives ``configs/extract_default.yaml``
+    when present, else the built-in defaults.
+
+    Raises:
+        ConfigError: unreadable file, invalid YAML, unknown keys or invalid values.
+    """
+    if path is None:
+        default = CONFIG_DIR / "extract_default.yaml"
+        if not default.exists():
+            return ExtractConfig()
+        path = default
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"config {path}: cannot read it ({e})") from None
+    try:
+        return ExtractConfig.from_yaml(text)
+    except ConfigError as e:
+        raise ConfigError(f"config {path}: {e}") from None

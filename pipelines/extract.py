@@ -1,0 +1,410 @@
+"""Distributed batch extraction on Ray Data: videos -> decode -> backbone + head -> entropy coding -> store.
+
+Run it as ``featcomp extract INPUT... --store STORE --model MODEL`` or as a Ray job::
+
+    python -m pipelines.extract data/clips --store runs/feat.zarr --model runs/model.fcm
+    ray job submit --working-dir . -- python -m pipelines.extract s3://bucket/videos \\
+        --store s3://bucket/feat.zarr --model s3://bucket/model.fcm --config configs/extract_gpu_cluster.yaml
+
+Stages (all streaming, so decoding overlaps inference):
+
+1. **discover** (driver): inputs -> ``(video_id, path)`` with deterministic ids; videos already
+   complete in the store are skipped (a re-run resumes).
+2. **decode** (Ray tasks on CPU workers, one video per task): ``featcomp.video`` resized on decode,
+   chunks of ``inference.batch_size`` frames; a watchdog reports hanging files.
+3. **encode** (a pool of Ray actors, GPU when present): ``featcomp.Extractor.encode_frames``
+   (backbone + frozen head -> int32 latents), or float16 backbone features with ``--raw``.
+4. **write** (driver, one ``featcomp.StoreWriter``): chunks are reassembled per video, entropy
+   coded by the writer and committed when the whole video is there, so a video appears in the
+   store only complete. A single writer needs no cross-process coordination; latents are ~100x
+   smaller than frames and ANS codes ~10^8 symbols/s, so the driver is never the bottleneck (see
+   docs/scaling.md).
+
+Fault tolerance: decode tasks are retried (``decode.max_retries``) and actors restarted
+(``inference.max_restarts``/``max_task_retries``) when their process dies; bad videos become rows of
+the store's failures table and the job goes on; killing the driver loses only uncommitted videos,
+which the next run redoes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from featcomp.errors import FeatcompError, PipelineError
+from pipelines.config import ExtractConfig, RayConfig, load_config
+from pipelines.inputs import VIDEO_EXTENSIONS, VideoInput, discover
+from pipelines.progress import JobSummary, Progress
+
+__all__ = ["configure", "main", "run_extract", "init_ray", "ChunkAssembler"]
+
+log = logging.getLogger("featcomp.pipelines.extract")
+
+
+# ------------------------------------------------------------------------------------------ Ray
+def init_ray(cfg: RayConfig, address: str | None = None) -> bool:
+    """Connect to Ray, or start it locally with small-machine settings.
+
+    Order: an already initialized Ray is reused; then ``address`` (``--address``), ``cfg.address``,
+    the ``RAY_ADDRESS`` environment variable (set by ``ray job submit``); otherwise a local Ray with
+    ``cfg.num_cpus`` CPUs and a ``cfg.object_store_memory_mb`` object store.
+
+    Returns:
+        True when this call started or connected Ray (so the job should shut it down at the end).
+
+    Raises:
+        PipelineError: the cluster cannot be reached.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    addr = address or cfg.address or os.environ.get("RAY_ADDRESS") or None
+    common: dict[str, Any] = {"namespace": cfg.namespace, "log_to_driver": True, "logging_level": logging.WARNING}
+    try:
+        if addr:
+            log.info("ray: connecting to the cluster at %s", addr)
+            ray.init(address=addr, **common)
+        else:
+            num_cpus = cfg.num_cpus or os.cpu_count() or 1
+            kwargs: dict[str, Any] = dict(num_cpus=num_cpus, include_dashboard=cfg.include_dashboard, **common)
+            if cfg.num_gpus is not None:
+                kwargs["num_gpus"] = cfg.num_gpus
+            if cfg.object_store_memory_mb:
+                kwargs["object_store_memory"] = int(cfg.object_store_memory_mb) * 2**20
+            log.info("ray: starting locally (%d CPUs, object store %s MiB)", num_cpus, cfg.object_store_memory_mb)
+            ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise PipelineError(f"cannot start or reach Ray at {addr or 'local'}: {e}") from None
+    return True
+
+
+def _cluster_resources() -> tuple[float, float]:
+    import ray
+
+    res = ray.cluster_resources()
+    return float(res.get("CPU", 0)), float(res.get("GPU", 0))
+
+
+# ------------------------------------------------------------------------------------- assembly
+@dataclass
+class _Pending:
+    chunks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    num_chunks: int | None = None
+    path: str = ""
+
+
+class ChunkAssembler:
+    """Reassembles per-video chunk rows arriving in any order (and possibly twice, after a retry).
+
+    ``add`` returns ``("done", video_id, path, latents, timestamps, indices)`` when the last missing
+    chunk of a video arrives, ``("failed", video_id, path, error)`` for a failure row (once per
+    video), or ``None``. Chunks of a failed video are dropped. Idempotent in the chunk index.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[str, _Pending] = {}
+        self.finished: set[str] = set()
+
+    def add(self, row: dict[str, Any]) -> tuple | None:
+        vid = str(row["video_id"])
+        if vid in self.finished:
+            return None
+        path = str(row["path"])
+        error = str(row.get("error", "") or "")
+        chunk = int(row["chunk"])
+        if error or chunk < 0:
+            self.pending.pop(vid, None)
+            self.finished.add(vid)
+            return ("failed", vid, path, error or "unknown error")
+        p = self.pending.setdefault(vid, _Pending(path=path))
+        p.chunks[chunk] = (np.asarray(row["latents"]), np.asarray(row["timestamps"]), np.asarray(row["indices"]))
+        if bool(row["last"]):
+            p.num_chunks = chunk + 1
+        if p.num_chunks is None or len(p.chunks) < p.num_chunks:
+            return None
+        del self.pending[vid]
+        self.finished.add(vid)
+        parts = [p.chunks[i] for i in range(p.num_chunks)]
+        return (
+            "done",
+            vid,
+            path,
+            np.concatenate([c[0] for c in parts]),
+            np.concatenate([c[1] for c in parts]).astype(np.float64),
+            np.concatenate([c[2] for c in parts]).astype(np.int64),
+        )
+
+    def incomplete(self) -> list[tuple[str, str]]:
+        """Videos with chunks still missing (should be empty once the dataset is exhausted)."""
+        return [(vid, p.path) for vid, p in self.pending.items()]
+
+
+# ------------------------------------------------------------------------------------------ job
+def _float16_bytes_per_frame(model: Any) -> int:
+    """Bytes of one frame's backbone features as float16 (the baseline of the summary's ratio)."""
+    card = model.model_card() if hasattr(model, "model_card") else {}
+    for key in ("backbone_feature_shape", "feature_shape", "backbone_shape"):
+        shape = card.get(key) if isinstance(card, dict) else None
+        if shape:
+            return int(np.prod(shape)) * 2
+    ch = None
+    if isinstance(card, dict):
+        ch = card.get("backbone_channels") or (card.get("backbone") or {}).get("out_channels")
+    return int(ch) * 2 if ch else 0
+
+
+def _plan_resources(cfg: ExtractConfig) -> dict[str, Any]:
+    cpus, gpus = _cluster_resources()
+    inf = cfg.inference
+    num_gpus = inf.num_gpus if inf.num_gpus is not None else (1.0 if gpus >= 1 else 0.0)
+    if num_gpus > 0 and gpus == 0:
+        raise PipelineError(f"inference.num_gpus={num_gpus} but the Ray cluster has no GPU; set it to 0")
+    device = inf.device
+    if device == "auto":
+        device = "cuda" if num_gpus > 0 else "cpu"
+    max_actors = inf.max_actors or inf.actors
+    threads = inf.torch_threads
+    if threads is None and device == "cpu":
+        threads = max(1, int(cpus // max(1, max_actors)))
+    return {
+        "num_gpus": num_gpus,
+        "device": device,
+        "concurrency": inf.actors if max_actors == inf.actors else (inf.actors, max_actors),
+        "torch_threads": threads,
+        "cluster": (cpus, gpus),
+    }
+
+
+def run_extract(
+    inputs: Sequence[str] | Sequence[VideoInput],
+    store: str,
+    model_path: str,
+    *,
+    config: ExtractConfig | None = None,
+    address: str | None = None,
+    shutdown: bool | None = None,
+) -> JobSummary:
+    """Extract every input video into ``store`` (the library-level entry point of the job).
+
+    Args:
+        inputs: Input specs for :func:`pipelines.inputs.discover`, or already resolved videos.
+        store: Path or URL of the Zarr store (created, or appended to).
+        model_path: A featcomp model file (``featcomp.save_model``), readable from every node.
+        config: Job configuration (default: ``configs/extract_default.yaml``).
+        address: Ray address; overrides ``config.ray.address``.
+        shutdown: Shut Ray down at the end (default: only when this call started it).
+
+    Returns:
+        The run's :class:`JobSummary`.
+
+    Raises:
+        PipelineError: no inputs, unreachable cluster, a stage that failed beyond its retries.
+        StoreError, ModelFileError: the store or model cannot be used.
+    """
+    import featcomp
+
+    t0 = time.perf_counter()
+    cfg = config or load_config(None)
+    raw = cfg.output.raw
+    extensions = cfg.extensions or VIDEO_EXTENSIONS
+    videos = list(inputs) if inputs and isinstance(inputs[0], VideoInput) else discover([str(i) for i in inputs], extensions=extensions)
+    model = featcomp.load_model(model_path)
+    sampling = model.sampling.replace(**cfg.decode.sampling) if cfg.decode.sampling else model.sampling
+    sampling = sampling.replace(batch_size=cfg.inference.batch_size)
+    writer_kwargs: dict[str, Any] = {"model_card": model.model_card(), "raw": raw}
+    if cfg.output.chunk_frames:
+        writer_kwargs["chunk_frames"] = cfg.output.chunk_frames
+    summary = JobSummary(store=str(store), total=len(videos), raw=raw)
+    f16_per_frame = _float16_bytes_per_frame(model)
+
+    with featcomp.StoreWriter(store, model, **writer_kwargs) as writer:
+        if cfg.output.overwrite:
+            todo = videos
+        else:
+            todo = [v for v in videos if v.video_id not in writer]
+        summary.skipped = len(videos) - len(todo)
+        log.info("store: %s (%d videos found, %d already complete, %d to extract)", store, len(videos), summary.skipped, len(todo))
+        log.info("failures are recorded in the store's failures table: featcomp info %s", store)
+        if not todo:
+            summary.wall_s = time.perf_counter() - t0
+            return summary
+
+        started = init_ray(cfg.ray, address)
+        try:
+            _run_dataset(todo, model_path, sampling, cfg, writer, summary, f16_per_frame)
+        finally:
+            if shutdown or (shutdown is None and started):
+                import ray
+
+                ray.shutdown()
+    summary.wall_s = time.perf_counter() - t0
+    return summary
+
+
+def _run_dataset(todo, model_path, sampling, cfg, writer, summary, f16_per_frame) -> None:
+    import ray
+    import ray.data
+
+    from pipelines.stages import EncodeChunks, decode_videos
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = cfg.ray.data_progress_bars
+    ctx.print_on_execution_start = cfg.ray.data_progress_bars
+    plan = _plan_resources(cfg)
+    log.info(
+        "ray: cluster of %g CPUs, %g GPUs; %s encoder actor(s) on %s (num_gpus=%g each, %s torch threads)",
+        *plan["cluster"], plan["concurrency"], plan["device"], plan["num_gpus"], plan["torch_threads"],
+    )
+    items = [{"video_id": v.video_id, "path": v.path} for v in todo]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    decode_args: dict[str, Any] = {}
+    if cfg.decode.concurrency:
+        decode_args["concurrency"] = cfg.decode.concurrency
+    ds = ds.map_batches(
+        decode_videos,
+        batch_size=1,
+        fn_kwargs={"sampling": sampling, "backend": cfg.decode.backend, "timeout_s": cfg.decode.timeout_s},
+        num_cpus=cfg.decode.num_cpus,
+        max_retries=cfg.decode.max_retries,
+        retry_exceptions=False,
+        **decode_args,
+    )
+    ds = ds.map_batches(
+        EncodeChunks,
+        batch_size=cfg.inference.chunks_per_call,
+        fn_constructor_kwargs={
+            "model_path": str(model_path),
+            "device": plan["device"],
+            "dtype": cfg.inference.dtype,
+            "batch_size": cfg.inference.batch_size,
+            "torch_threads": plan["torch_threads"],
+            "raw": cfg.output.raw,
+        },
+        concurrency=plan["concurrency"],
+        num_gpus=plan["num_gpus"] or None,
+        num_cpus=cfg.inference.num_cpus,
+        max_restarts=cfg.inference.max_restarts,
+        max_task_retries=cfg.inference.max_task_retries,
+    )
+    assembler = ChunkAssembler()
+    progress = Progress(len(todo), enabled=cfg.progress)
+    try:
+        for row in ds.iter_rows():
+            event = assembler.add(row)
+            if event is None:
+                continue
+            if event[0] == "failed":
+                _, vid, path, error = event
+                writer.record_failure(vid, path, error)
+                summary.failed += 1
+                summary.failures.append((vid, path, error))
+                log.warning("failed: %s (%s): %s", vid, path, error)
+                progress.update(failed=True)
+                continue
+            _, vid, path, latents, timestamps, indices = event
+            record = writer.write(
+                vid, latents, timestamps, metadata={"path": path, "frame_indices": indices.tolist()},
+                force=cfg.output.overwrite,
+            )
+            nbytes = _record_bytes(record, latents)
+            summary.done += 1
+            summary.frames += len(latents)
+            summary.bytes_written += nbytes
+            summary.float16_bytes += len(latents) * f16_per_frame
+            log.debug("wrote %s: %d frames, %d bytes", vid, len(latents), nbytes)
+            progress.update(frames=len(latents), nbytes=nbytes)
+    except ray.exceptions.RayError as e:
+        raise PipelineError(f"the Ray job failed beyond its retries: {e}") from e
+    finally:
+        progress.close()
+    for vid, path in assembler.incomplete():  # a stage lost chunks: never write a partial video
+        error = "PipelineError: chunks went missing in the pipeline; re-run the job to retry this video"
+        writer.record_failure(vid, path, error)
+        summary.failed += 1
+        summary.failures.append((vid, path, error))
+
+
+def _record_bytes(record: Any, latents: np.ndarray) -> int:
+    for name in ("nbytes", "bytes", "num_bytes", "payload_bytes", "coded_bytes"):
+        value = getattr(record, name, None)
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``featcomp extract`` / ``python -m pipelines.extract``."""
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="video files, directories (recursive), globs, manifests (.csv/.parquet/.txt) or fsspec URLs")
+    parser.add_argument("--store", required=True, help="Zarr store to write (path or URL); created or resumed")
+    parser.add_argument("--model", required=True, help="featcomp model file (featcomp.save_model)")
+    parser.add_argument("--config", default=None, help="job YAML (default: configs/extract_default.yaml)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address ('auto', 'ray://host:10001'); default: RAY_ADDRESS or a local Ray")
+    parser.add_argument("--raw", action="store_true", help="write float16 backbone features (to train a head at scale)")
+    parser.add_argument("--overwrite", action="store_true", help="re-extract videos already complete in the store")
+    parser.add_argument("--batch-size", type=int, default=None, help="frames per model call (overrides the config)")
+    parser.add_argument("--actors", type=int, default=None, help="encoder actors (overrides the config)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (overrides the config)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--summary-json", default=None, help="also write the summary as JSON to this file")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: log each video written")
+
+
+def _config_from_args(args: argparse.Namespace) -> ExtractConfig:
+    cfg = load_config(args.config)
+    inference = {k: v for k, v in (("batch_size", args.batch_size), ("actors", args.actors)) if v is not None}
+    if inference.get("actors") and cfg.inference.max_actors and cfg.inference.max_actors < inference["actors"]:
+        inference["max_actors"] = inference["actors"]
+    output = {"raw": True} if args.raw else {}
+    if args.overwrite:
+        output["overwrite"] = True
+    ray_cfg = {"num_cpus": args.num_cpus} if args.num_cpus else {}
+    cfg = cfg.with_overrides(inference=inference, output=output, ray=ray_cfg)
+    if args.no_progress:
+        cfg = cfg.replace(progress=False)
+    return cfg
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the job from parsed arguments; exit status 0 when every video is done or skipped, 3 when
+    some failed (they are in the store's failures table)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.getLogger("featcomp").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    cfg = _config_from_args(args)
+    summary = run_extract(args.inputs, args.store, args.model, config=cfg, address=args.address)
+    print(summary.format(), flush=True)
+    if args.summary_json:
+        with open(args.summary_json, "w") as f:
+            f.write(summary.to_json())
+    return 3 if summary.failed else 0
+
+
+def _entry(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.extract", description=__doc__.split("\n\n")[0])
+    configure(parser)
+    args = parser.parse_args(argv)
+    try:
+        return main(args)
+    except FeatcompError as e:
+        print(f"extract: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("extract: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(_entry())

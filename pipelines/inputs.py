@@ -1,0 +1,305 @@
+"""Input discovery for the extraction job: files, directories, globs, manifests and fsspec URLs.
+
+Every input resolves to :class:`VideoInput` records ``(video_id, path)``. Ids are deterministic, so a
+re-run of the same job maps every video to the same key in the store and skips finished work:
+
+=====================  =================================================  ==========================
+input                  what it yields                                     video id
+=====================  =================================================  ==========================
+a video file           that file                                          its file name
+a directory            video files under it, recursively, by extension    path relative to the dir
+a glob (``*``, ``?``)  matching video files                               path relative to the
+                                                                          glob's fixed prefix dir
+a manifest             one video per row (CSV/TSV, Parquet, text)         the ``video_id`` column
+                                                                          when given, else the path
+                                                                          as written in the manifest
+=====================  =================================================  ==========================
+
+Ids use ``/`` as the separator on every platform and never start with ``/`` or ``./``.
+URLs (``s3://``, ``gs://``, ``https://``, ``memory://`` ...) go through fsspec; local paths through
+``os``. This module imports neither ray nor torch: discovery is tested without a runtime.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob as _glob
+import io
+import os
+import posixpath
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from featcomp.errors import PipelineError
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "MANIFEST_EXTENSIONS",
+    "VideoInput",
+    "discover",
+    "read_manifest",
+    "is_url",
+]
+
+VIDEO_EXTENSIONS: tuple[str, ...] = (
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp",
+)
+MANIFEST_EXTENSIONS: tuple[str, ...] = (".csv", ".tsv", ".parquet", ".pq", ".txt", ".lst", ".list")
+
+# column names accepted in manifests, first match wins
+_PATH_COLUMNS = ("path", "video_path", "file", "filename", "url", "uri", "video")
+_ID_COLUMNS = ("video_id", "id", "key", "name")
+
+
+@dataclass(frozen=True, order=True)
+class VideoInput:
+    """One video to extract: its deterministic store key and where to read it (path or URL)."""
+
+    video_id: str
+    path: str
+
+
+def is_url(path: str) -> bool:
+    """True for ``scheme://...`` strings other than ``file://``."""
+    head, sep, _ = str(path).partition("://")
+    return bool(sep) and head.isidentifier() and head.lower() != "file" and len(head) > 1
+
+
+def _strip_file_scheme(path: str) -> str:
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def _norm_id(text: str, where: str) -> str:
+    vid = text.replace("\\", "/").strip()
+    while vid.startswith("./"):
+        vid = vid[2:]
+    vid = posixpath.normpath(vid).lstrip("/") if vid else vid
+    if not vid or vid == "." or vid.startswith("../") or vid == "..":
+        raise PipelineError(f"{where}: cannot derive a video id from {text!r}; give the video an explicit id")
+    return vid
+
+
+def _has_ext(name: str, extensions: Sequence[str]) -> bool:
+    return name.lower().endswith(tuple(e.lower() for e in extensions))
+
+
+# --------------------------------------------------------------------------------------- manifests
+def _rows_to_inputs(rows: Iterable[tuple[str, str | None]], base: str, where: str) -> list[VideoInput]:
+    out = []
+    for lineno, (path, vid) in enumerate(rows, start=1):
+        path = (path or "").strip()
+        if not path:
+            continue
+        resolved = path
+        if not is_url(path) and not os.path.isabs(_strip_file_scheme(path)):
+            resolved = posixpath.join(base, path) if is_url(base) else os.path.normpath(os.path.join(base, path))
+        vid = (vid or "").strip() or None
+        if vid is None and is_url(path):
+            vid = path.split("://", 1)[1]  # the URL's bucket/key, without the scheme
+        out.append(VideoInput(_norm_id(vid or path, f"{where} row {lineno}"), resolved))
+    return out
+
+
+def _pick(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
+    lower = {c.lower().strip(): c for c in columns}
+    for name in candidates:
+        if name in lower:
+            return lower[name]
+    return None
+
+
+def read_manifest(source: str, *, text: bytes | None = None) -> list[VideoInput]:
+    """Read a manifest (CSV/TSV with header, Parquet, or plain text) into video inputs.
+
+    CSV/TSV: a header naming a path column (``path``, ``video_path``, ``file``, ``url``, ...) and
+    optionally an id column (``video_id``, ``id``, ``key``, ``name``); without a recognizable header
+    the first column is the path and the second, when present, the id. Text: one path per line, an
+    optional id after a tab or comma; blank lines and ``#`` comments are skipped. Parquet: the same
+    column names as CSV. Relative paths are resolved against the manifest's directory.
+
+    Args:
+        source: Path or URL of the manifest.
+        text: The manifest's bytes, when already read (tests, URLs).
+
+    Raises:
+        PipelineError: unreadable manifest, or no path column.
+    """
+    where = f"manifest {source}"
+    ext = os.path.splitext(source.split("?")[0])[1].lower()
+    base = posixpath.dirname(source) if is_url(source) else os.path.dirname(os.path.abspath(_strip_file_scheme(source)))
+    if text is None:
+        try:
+            if is_url(source):
+                import fsspec
+
+                with fsspec.open(source, "rb") as f:
+                    text = f.read()
+            else:
+                text = Path(_strip_file_scheme(source)).read_bytes()
+        except OSError as e:
+            raise PipelineError(f"{where}: cannot read it ({e})") from None
+    if ext in (".parquet", ".pq"):
+        try:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(io.BytesIO(text))
+        except Exception as e:  # pyarrow raises several types for bad files
+            raise PipelineError(f"{where}: not a readable Parquet file ({e})") from None
+        pcol = _pick(table.column_names, _PATH_COLUMNS)
+        if pcol is None:
+            raise PipelineError(
+                f"{where}: no path column; name one of {', '.join(_PATH_COLUMNS)} (columns: {table.column_names})"
+            )
+        icol = _pick(table.column_names, _ID_COLUMNS)
+        paths = [str(p) if p is not None else "" for p in table.column(pcol).to_pylist()]
+        ids = [None if i is None else str(i) for i in table.column(icol).to_pylist()] if icol else [None] * len(paths)
+        return _rows_to_inputs(zip(paths, ids), base, where)
+    try:
+        decoded = text.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise PipelineError(f"{where}: not UTF-8 text ({e})") from None
+    if ext in (".csv", ".tsv"):
+        reader = csv.reader(io.StringIO(decoded), delimiter="\t" if ext == ".tsv" else ",")
+        rows = [r for r in reader if r and any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
+        if not rows:
+            return []
+        header = [c.strip() for c in rows[0]]
+        pcol = _pick(header, _PATH_COLUMNS)
+        if pcol is not None:
+            pi = header.index(pcol)
+            icol = _pick(header, _ID_COLUMNS)
+            ii = header.index(icol) if icol is not None else None
+            body = rows[1:]
+        else:
+            pi, ii, body = 0, (1 if len(rows[0]) > 1 else None), rows
+        pairs = [(r[pi] if pi < len(r) else "", r[ii] if ii is not None and ii < len(r) else None) for r in body]
+        return _rows_to_inputs(pairs, base, where)
+    # plain text
+    pairs = []
+    for line in decoded.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        for sep in ("\t", ","):
+            if sep in line:
+                p, _, i = line.partition(sep)
+                pairs.append((p, i))
+                break
+        else:
+            pairs.append((line, None))
+    return _rows_to_inputs(pairs, base, where)
+
+
+# --------------------------------------------------------------------------------------- discovery
+def _glob_root(pattern: str) -> str:
+    """The longest leading directory of ``pattern`` without glob magic."""
+    parts = pattern.replace("\\", "/").split("/")
+    fixed = []
+    for p in parts:
+        if _glob.has_magic(p):
+            break
+        fixed.append(p)
+    return "/".join(fixed[:-1] if len(fixed) == len(parts) else fixed) or "."
+
+
+def _local(inp: str, extensions: Sequence[str]) -> list[VideoInput]:
+    path = _strip_file_scheme(inp)
+    if _glob.has_magic(path):
+        root = _glob_root(path)
+        matches = sorted(m for m in _glob.glob(path, recursive=True) if not os.path.isdir(m))
+        vids = [m for m in matches if _has_ext(m, extensions)]
+        if not vids:
+            raise PipelineError(f"input {inp!r}: the glob matched no video files ({', '.join(extensions)})")
+        return [VideoInput(_norm_id(os.path.relpath(m, root), f"input {inp}"), os.path.abspath(m)) for m in vids]
+    if os.path.isdir(path):
+        out = []
+        for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith(".") or not _has_ext(name, extensions):
+                    continue
+                full = os.path.join(dirpath, name)
+                out.append(VideoInput(_norm_id(os.path.relpath(full, path), f"input {inp}"), os.path.abspath(full)))
+        if not out:
+            raise PipelineError(f"input {inp!r}: the directory holds no video files ({', '.join(extensions)})")
+        return out
+    if not os.path.lexists(path):
+        raise PipelineError(f"input {inp!r}: no such file or directory")
+    if _has_ext(path, MANIFEST_EXTENSIONS):
+        return read_manifest(path)
+    return [VideoInput(_norm_id(os.path.basename(path), f"input {inp}"), os.path.abspath(path))]
+
+
+def _remote(inp: str, extensions: Sequence[str]) -> list[VideoInput]:
+    try:
+        import fsspec
+        from fsspec.core import url_to_fs
+    except ImportError as e:  # pragma: no cover - fsspec is a dependency
+        raise PipelineError(f"input {inp!r}: URLs need fsspec ({e})") from None
+    try:
+        fs, fspath = url_to_fs(inp)
+    except (ImportError, ValueError) as e:
+        raise PipelineError(f"input {inp!r}: no filesystem for this URL ({e}); install the fsspec backend") from None
+    protocol = inp.split("://", 1)[0]
+
+    def unstrip(p: str) -> str:
+        return fsspec.utils.stringify_path(fs.unstrip_protocol(p)) if hasattr(fs, "unstrip_protocol") else f"{protocol}://{p}"
+
+    try:
+        if _glob.has_magic(fspath):
+            root = _glob_root(fspath)
+            matches = sorted(m for m in fs.glob(fspath) if _has_ext(m, extensions))
+            if not matches:
+                raise PipelineError(f"input {inp!r}: the glob matched no video files")
+            return [VideoInput(_norm_id(posixpath.relpath(m, root), f"input {inp}"), unstrip(m)) for m in matches]
+        if _has_ext(fspath, MANIFEST_EXTENSIONS):
+            return read_manifest(inp)
+        if _has_ext(fspath, extensions):
+            return [VideoInput(_norm_id(posixpath.basename(fspath), f"input {inp}"), inp)]
+        if fs.isdir(fspath):
+            root = fspath.rstrip("/")
+            found = sorted(m for m in fs.find(root) if _has_ext(m, extensions))
+            if not found:
+                raise PipelineError(f"input {inp!r}: the directory holds no video files")
+            return [VideoInput(_norm_id(posixpath.relpath(m, root), f"input {inp}"), unstrip(m)) for m in found]
+    except PipelineError:
+        raise
+    except Exception as e:  # network and permission errors of any backend
+        raise PipelineError(f"input {inp!r}: cannot list it ({type(e).__name__}: {e})") from None
+    # an extension-less object: treat it as one video
+    return [VideoInput(_norm_id(posixpath.basename(fspath.rstrip("/")), f"input {inp}"), inp)]
+
+
+def discover(inputs: Sequence[str], *, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[VideoInput]:
+    """Resolve job inputs to a sorted, de-duplicated list of videos with deterministic ids.
+
+    Args:
+        inputs: Files, directories (searched recursively for ``extensions``), globs, manifests
+            (``.csv``/``.tsv``/``.parquet``/``.txt``/``.lst``), and fsspec URLs of any of these.
+        extensions: Video file extensions, case-insensitive, with the dot.
+
+    Returns:
+        Videos sorted by id. The same path listed twice is kept once.
+
+    Raises:
+        PipelineError: no inputs, an input that does not exist or matches nothing, or one id that
+            names two different paths (give explicit ids in a manifest to resolve it).
+    """
+    if not inputs:
+        raise PipelineError("no inputs: give video files, directories, globs, manifests or URLs")
+    by_id: dict[str, VideoInput] = {}
+    for inp in inputs:
+        inp = str(inp)
+        found = _remote(inp, extensions) if is_url(inp) else _local(inp, extensions)
+        for v in found:
+            prev = by_id.get(v.video_id)
+            if prev is not None and prev.path != v.path:
+                raise PipelineError(
+                    f"video id {v.video_id!r} names two files: {prev.path} and {v.path}; "
+                    "give one input root per job or explicit ids in a manifest"
+                )
+            by_id[v.video_id] = v
+    if not by_id:
+        raise PipelineError(f"no videos found in {list(inputs)}")
+    return sorted(by_id.values())

@@ -1,0 +1,241 @@
+"""The Ray Data stages of the extraction job: decode (CPU tasks) and encode (an actor pool).
+
+Each stage is a thin adapter over featcomp's public API:
+
+* :func:`decode_videos` — one video per call: ``featcomp.video.open_video`` + ``sample_frames``
+  (resized on decode), yielding one row per chunk of at most ``inference.batch_size`` frames. A
+  watchdog turns a decoder that stops producing frames into a failure row instead of a hung job.
+* :class:`EncodeChunks` — ``__init__`` builds ``featcomp.Extractor(featcomp.load_model(path))``
+  once per actor; ``__call__`` makes one library call per batch (``encode_frames``, or the raw
+  backbone features with ``--raw``).
+
+Rows carry ``video_id``, ``path``, ``chunk`` (0-based), ``last`` (the final chunk of the video),
+``timestamps`` (seconds), ``indices`` (frame numbers) and ``error`` (empty when fine). A failed
+video yields exactly one row with ``chunk == -1`` and the error text; the driver records it in the
+store's failures table. Exceptions never escape a stage for bad input: a Ray Data UDF exception
+would fail the whole dataset. Process deaths (kill -9, OOM) do escape, and Ray retries them.
+
+This module is imported by Ray workers; it imports ray only for typing-free helpers (none at import).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = ["decode_videos", "EncodeChunks", "failure_row", "ERROR_CHUNK"]
+
+ERROR_CHUNK = -1
+_DONE = object()
+
+
+def _err_text(e: BaseException) -> str:
+    text = str(e).strip() or repr(e)
+    return f"{type(e).__name__}: {text}"
+
+
+def failure_row(video_id: str, path: str, error: str) -> dict[str, Any]:
+    """A one-row batch saying that ``video_id`` failed with ``error``."""
+    return {
+        "video_id": np.array([video_id]),
+        "path": np.array([path]),
+        "chunk": np.array([ERROR_CHUNK], dtype=np.int64),
+        "last": np.array([True]),
+        "frames": np.zeros((1, 0, 1, 1, 3), dtype=np.uint8),
+        "timestamps": np.zeros((1, 0), dtype=np.float64),
+        "indices": np.zeros((1, 0), dtype=np.int64),
+        "error": np.array([error]),
+    }
+
+
+def _chunk_row(video_id: str, path: str, chunk: int, last: bool, frames, timestamps, indices) -> dict[str, Any]:
+    return {
+        "video_id": np.array([video_id]),
+        "path": np.array([path]),
+        "chunk": np.array([chunk], dtype=np.int64),
+        "last": np.array([last]),
+        "frames": np.ascontiguousarray(frames)[None],
+        "timestamps": np.asarray(timestamps, dtype=np.float64)[None],
+        "indices": np.asarray(indices, dtype=np.int64)[None],
+        "error": np.array([""]),
+    }
+
+
+def _localize(path: str, tmpdir: str) -> str:
+    """Copy a remote (fsspec URL) video to ``tmpdir`` and return the local path; local paths as is."""
+    from pipelines.inputs import is_url
+
+    if not is_url(path):
+        return path[len("file://"):] if path.startswith("file://") else path
+    import fsspec
+
+    name = os.path.basename(path.split("?")[0]) or "video"
+    local = os.path.join(tmpdir, name)
+    with fsspec.open(path, "rb") as src, open(local, "wb") as dst:
+        shutil.copyfileobj(src, dst, 8 << 20)
+    return local
+
+
+def _produce(path: str, sampling: Any, backend: str, timeout_s: float, out: queue.Queue, tmpdir: str) -> None:
+    """Decode ``path`` into ``out``: FrameBatch items, then _DONE, or an exception."""
+    try:
+        from featcomp.video import open_video, sample_frames
+
+        local = _localize(path, tmpdir)
+        if os.path.exists(local) and os.path.getsize(local) == 0:
+            from featcomp.errors import VideoError
+
+            raise VideoError(f"{path}: the file is empty (0 bytes)")
+        width = getattr(sampling, "width", None)
+        height = getattr(sampling, "height", None)
+        with open_video(local, backend=backend, width=width, height=height, timeout_s=timeout_s) as decoder:
+            for fb in sample_frames(decoder, sampling):
+                out.put(fb)
+        out.put(_DONE)
+    except BaseException as e:  # noqa: BLE001 - reported as a failure row
+        out.put(e)
+
+
+def decode_videos(
+    batch: dict[str, np.ndarray], *, sampling: Any, backend: str = "auto", timeout_s: float = 60.0
+) -> Iterator[dict[str, Any]]:
+    """Ray Data UDF: decode the videos of ``batch`` into chunk rows (see the module docstring).
+
+    Args:
+        batch: Columns ``video_id`` and ``path`` (usually one row: one video per task).
+        sampling: The ``featcomp.video.SamplingConfig`` to decode with; its ``batch_size`` is the
+            number of frames per chunk, so memory is bounded by it, not by the video's length.
+        backend: featcomp.video backend name.
+        timeout_s: A video that produces no chunk for this long is reported as hanging.
+
+    Yields:
+        One-row batches: chunks of frames uint8 ``(1, n, H, W, 3)``, or a failure row.
+    """
+    for video_id, path in zip(batch["video_id"], batch["path"]):
+        video_id, path = str(video_id), str(path)
+        tmpdir = tempfile.mkdtemp(prefix="featcomp-decode-")
+        q: queue.Queue = queue.Queue(maxsize=2)  # bounded: the decoder runs at most 2 chunks ahead
+        worker = threading.Thread(
+            target=_produce, args=(path, sampling, backend, timeout_s, q, tmpdir), daemon=True, name=f"decode {video_id}"
+        )
+        worker.start()
+        held = None  # one chunk of look-ahead, so the final chunk can say last=True
+        chunk = 0
+        try:
+            while True:
+                try:
+                    item = q.get(timeout=timeout_s)
+                except queue.Empty:
+                    yield failure_row(
+                        video_id, path, f"VideoError: {path}: the decoder produced no frames for {timeout_s:g} s (hanging file?)"
+                    )
+                    held = None
+                    break  # the daemon thread is abandoned; it holds no lock the next video needs
+                if item is _DONE:
+                    if held is None:
+                        yield failure_row(video_id, path, f"VideoError: {path}: no frames could be decoded (empty video?)")
+                    else:
+                        yield _chunk_row(video_id, path, chunk, True, *held)
+                    held = None
+                    break
+                if isinstance(item, BaseException):
+                    yield failure_row(video_id, path, _err_text(item))
+                    held = None
+                    break
+                if held is not None:
+                    yield _chunk_row(video_id, path, chunk, False, *held)
+                    chunk += 1
+                held = (item.frames, item.timestamps, item.indices)
+        finally:
+            if not worker.is_alive():
+                shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+class EncodeChunks:
+    """Ray Data callable class: backbone + head (or backbone only with ``raw``) on decoded chunks.
+
+    One instance lives in each actor of the pool; the frozen model is built once in ``__init__``.
+
+    Args:
+        model_path: A featcomp model file readable from the actor's node.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        dtype: ``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"``.
+        batch_size: Frames per model call.
+        torch_threads: torch intra-op threads in this actor (``None``: leave torch's setting).
+        raw: Output float16 backbone features instead of int32 latents.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 32,
+        torch_threads: int | None = None,
+        raw: bool = False,
+    ) -> None:
+        import torch
+
+        import featcomp
+
+        if torch_threads:
+            torch.set_num_threads(int(torch_threads))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype == "auto":
+            dtype = "bfloat16" if device == "cuda" else "float32"
+        self.raw = raw
+        self.device = device
+        self.extractor = featcomp.Extractor(
+            featcomp.load_model(model_path), device=device, batch_size=batch_size, dtype=getattr(torch, dtype)
+        )
+
+    def _call_model(self, frames: np.ndarray) -> np.ndarray:
+        if self.raw:
+            return np.asarray(self.extractor.backbone_features(frames), dtype=np.float16)
+        return np.asarray(self.extractor.encode_frames(frames))
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        n = len(batch["video_id"])
+        errors = [str(e) for e in batch["error"]]
+        ok = [i for i in range(n) if not errors[i] and len(batch["frames"][i])]
+        outputs: list[Any] = [None] * n
+        if ok:
+            parts = [np.asarray(batch["frames"][i]) for i in ok]
+            sizes = [len(p) for p in parts]
+            try:
+                out = self._call_model(parts[0] if len(parts) == 1 else np.concatenate(parts))  # the one library call
+            except Exception as e:  # noqa: BLE001 - a bad chunk fails its videos, not the job
+                msg = _err_text(e)
+                for i in ok:
+                    errors[i] = msg
+                    batch["chunk"][i] = ERROR_CHUNK
+            else:
+                start = 0
+                for i, size in zip(ok, sizes):
+                    outputs[i] = out[start : start + size]
+                    start += size
+        shape = next((o.shape[1:] for o in outputs if o is not None), (0,))
+        dtype = np.float16 if self.raw else np.int32
+        for i in range(n):
+            if outputs[i] is None:
+                outputs[i] = np.zeros((0, *shape), dtype=dtype)
+        return {
+            "video_id": batch["video_id"],
+            "path": batch["path"],
+            "chunk": batch["chunk"],
+            "last": batch["last"],
+            "latents": outputs,
+            "timestamps": list(batch["timestamps"]),
+            "indices": list(batch["indices"]),
+            "error": np.array(errors),
+        }

@@ -1,0 +1,116 @@
+"""Job configs, the chunk assembler and the summary: no Ray runtime needed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from featcomp.errors import ConfigError
+from pipelines.config import CONFIG_DIR, ExtractConfig, InferenceConfig, RayConfig, load_config
+from pipelines.extract import ChunkAssembler
+from pipelines.progress import JobSummary, Progress
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIG_DIR.glob("extract_*.yaml")))
+def test_shipped_configs_load_and_round_trip(name):
+    cfg = load_config(CONFIG_DIR / name)
+    assert ExtractConfig.from_yaml(cfg.to_yaml()) == cfg
+    assert ExtractConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_default_config_is_the_small_machine_one():
+    assert {p.name for p in CONFIG_DIR.glob("extract_*.yaml")} >= {"extract_default.yaml", "extract_gpu_cluster.yaml"}
+    cfg = load_config(None)
+    assert cfg.ray.address is None and cfg.ray.object_store_memory_mb == 512
+    gpu = load_config(CONFIG_DIR / "extract_gpu_cluster.yaml")
+    assert gpu.inference.num_gpus == 1.0 and gpu.inference.dtype == "bfloat16" and gpu.ray.address == "auto"
+
+
+def test_partial_yaml_keeps_defaults_and_typos_are_errors(tmp_path):
+    cfg = ExtractConfig.from_yaml("inference:\n  batch_size: 8\n")
+    assert cfg.inference.batch_size == 8 and cfg.inference.actors == 1 and cfg.ray == RayConfig()
+    with pytest.raises(ConfigError, match="batchsize"):
+        ExtractConfig.from_yaml("inference:\n  batchsize: 8\n")
+    with pytest.raises(ConfigError, match="batch_size"):
+        ExtractConfig.from_yaml("inference:\n  batch_size: 0\n")
+    with pytest.raises(ConfigError, match="newer"):
+        ExtractConfig.from_yaml("format_version: 99\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ray: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(bad)
+
+
+def test_validation_and_overrides():
+    with pytest.raises(ConfigError):
+        InferenceConfig(dtype="int8")
+    with pytest.raises(ConfigError):
+        InferenceConfig(actors=4, max_actors=2)
+    with pytest.raises(ConfigError):
+        RayConfig(object_store_memory_mb=10)
+    cfg = ExtractConfig().with_overrides(ray={"address": "auto"}, inference={"actors": 3}, output={})
+    assert cfg.ray.address == "auto" and cfg.inference.actors == 3 and cfg.output == ExtractConfig().output
+    with pytest.raises(ConfigError, match="nope"):
+        ExtractConfig().with_overrides(ray={"nope": 1})
+    with pytest.raises(ConfigError):
+        ExtractConfig().replace(progress=True, extensions=("mp4",))
+
+
+def _row(vid, chunk, last, n=2, c=3, error=""):
+    return {
+        "video_id": vid,
+        "path": f"/v/{vid}",
+        "chunk": chunk,
+        "last": last,
+        "latents": np.full((n, c), chunk, dtype=np.int32),
+        "timestamps": np.arange(n) + 10.0 * chunk,
+        "indices": np.arange(n) + 100 * chunk,
+        "error": error,
+    }
+
+
+def test_assembler_reorders_dedups_and_completes_once():
+    a = ChunkAssembler()
+    assert a.add(_row("x", 2, True, n=1)) is None
+    assert a.add(_row("x", 0, False)) is None
+    assert a.add(_row("x", 0, False)) is None  # a retried task re-sent chunk 0
+    kind, vid, path, lat, ts, idx = a.add(_row("x", 1, False))
+    assert (kind, vid, path) == ("done", "x", "/v/x")
+    assert lat.shape == (5, 3) and lat[:, 0].tolist() == [0, 0, 1, 1, 2]
+    assert ts.tolist() == [0, 1, 10, 11, 20] and idx.dtype == np.int64
+    assert a.add(_row("x", 1, False)) is None  # late duplicate after completion: ignored
+    assert a.incomplete() == []
+
+
+def test_assembler_failure_drops_chunks_and_reports_once():
+    a = ChunkAssembler()
+    assert a.add(_row("y", 0, False)) is None
+    assert a.add(_row("y", -1, True, error="VideoError: broken")) == ("failed", "y", "/v/y", "VideoError: broken")
+    assert a.add(_row("y", 1, True)) is None
+    assert a.add(_row("y", -1, True, error="again")) is None
+    assert a.add(_row("z", 0, False)) is None
+    assert a.incomplete() == [("z", "/v/z")]
+
+
+def test_summary_numbers_and_text():
+    s = JobSummary(store="/s.zarr", total=5, done=3, skipped=1, failed=1, frames=100, bytes_written=5000,
+                   float16_bytes=256_000, wall_s=2.0, failures=[("bad.mp4", "/v/bad.mp4", "VideoError: empty")])
+    assert s.bits_per_frame == 400 and s.ratio_vs_float16 == pytest.approx(51.2) and s.frames_per_s == 50
+    text = s.format()
+    for needle in ("3 done", "1 skipped", "1 failed", "/s.zarr", "400 bits/frame", "51.2x", "bad.mp4", "VideoError: empty"):
+        assert needle in text
+    assert '"ratio_vs_float16": 51.2' in s.to_json()
+
+
+def test_progress_bar_counts(capsys):
+    import io
+
+    out = io.StringIO()
+    p = Progress(3, enabled=True, file=out)
+    p.update(frames=10, nbytes=100)
+    p.update(failed=True)
+    p.close()
+    assert (p.frames, p.bytes, p.failed) == (10, 100, 1)
+    quiet = Progress(2, enabled=False)
+    quiet.update(frames=1)
+    quiet.close()

@@ -1,0 +1,144 @@
+"""Input discovery, manifests and deterministic video ids (no Ray, no decoding)."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from featcomp.errors import PipelineError
+from pipelines.inputs import VideoInput, discover, is_url, read_manifest
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "videos"
+    for rel in ["a.mp4", "sub/b.MKV", "sub/deeper/c.avi", "notes.txt", "sub/.hidden.mp4", "img.png"]:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    return root
+
+
+def test_directory_is_recursive_by_extension_with_relative_ids(tree):
+    found = discover([str(tree)])
+    assert [v.video_id for v in found] == ["a.mp4", "sub/b.MKV", "sub/deeper/c.avi"]
+    assert all(os.path.isabs(v.path) and os.path.exists(v.path) for v in found)
+    assert found[1].path == str(tree / "sub" / "b.MKV")
+
+
+def test_ids_do_not_depend_on_the_working_directory(tree, monkeypatch):
+    first = discover([str(tree)])
+    monkeypatch.chdir(tree.parent)
+    assert discover(["videos"]) == first
+    monkeypatch.chdir(tree / "sub")
+    assert [v.video_id for v in discover([".."])] == [v.video_id for v in first]
+
+
+def test_single_file_and_glob(tree):
+    assert discover([str(tree / "sub" / "b.MKV")]) == [VideoInput("b.MKV", str(tree / "sub" / "b.MKV"))]
+    found = discover([str(tree / "sub" / "**" / "*.avi")])
+    assert [v.video_id for v in found] == ["deeper/c.avi"]
+    found = discover([str(tree / "*.mp4")])
+    assert [v.video_id for v in found] == ["a.mp4"]
+
+
+def test_extensions_filter(tree):
+    assert [v.video_id for v in discover([str(tree)], extensions=(".avi",))] == ["sub/deeper/c.avi"]
+
+
+def test_same_path_twice_is_kept_once_but_an_id_clash_is_an_error(tree, tmp_path):
+    assert len(discover([str(tree), str(tree / "a.mp4")])) == 3  # a.mp4 both times, same path
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.mp4").write_bytes(b"y")
+    with pytest.raises(PipelineError, match="a.mp4"):
+        discover([str(tree), str(other)])
+
+
+def test_missing_inputs_are_errors_that_name_them(tmp_path):
+    with pytest.raises(PipelineError, match="nope.mp4"):
+        discover([str(tmp_path / "nope.mp4")])
+    with pytest.raises(PipelineError, match="no inputs"):
+        discover([])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PipelineError, match="no video files"):
+        discover([str(tmp_path / "empty")])
+    with pytest.raises(PipelineError, match="matched no video"):
+        discover([str(tmp_path / "*.mp4")])
+
+
+def test_csv_manifest_with_header_ids_and_relative_paths(tmp_path):
+    (tmp_path / "m").mkdir()
+    m = tmp_path / "m" / "list.csv"
+    m.write_text("video_id,path,label\nclip-1,a.mp4,3\n,sub/b.mp4,4\nclip-3,/abs/c.mp4,5\n\n")
+    found = discover([str(m)])
+    assert found == [
+        VideoInput("clip-1", str(tmp_path / "m" / "a.mp4")),
+        VideoInput("clip-3", "/abs/c.mp4"),
+        VideoInput("sub/b.mp4", str(tmp_path / "m" / "sub" / "b.mp4")),
+    ]
+
+
+def test_csv_manifest_without_header_and_tsv(tmp_path):
+    m = tmp_path / "list.csv"
+    m.write_text("x/a.mp4,first\nx/b.mp4\n")
+    assert [(v.video_id, os.path.basename(v.path)) for v in read_manifest(str(m))] == [("first", "a.mp4"), ("x/b.mp4", "b.mp4")]
+    t = tmp_path / "list.tsv"
+    t.write_text("file\tname\nq.mp4\tQ\n")
+    assert [v.video_id for v in read_manifest(str(t))] == ["Q"]
+
+
+def test_text_manifest_skips_comments_and_accepts_ids(tmp_path):
+    m = tmp_path / "list.txt"
+    m.write_text("# my videos\n\n./a.mp4\nb.mp4\tbee\ns3://bucket/c.mp4\n")
+    found = read_manifest(str(m))
+    assert [(v.video_id, v.path) for v in found] == [
+        ("a.mp4", str(tmp_path / "a.mp4")),
+        ("bee", str(tmp_path / "b.mp4")),
+        ("bucket/c.mp4", "s3://bucket/c.mp4"),
+    ]
+
+
+def test_parquet_manifest(tmp_path):
+    m = tmp_path / "list.parquet"
+    pq.write_table(pa.table({"path": ["a.mp4", "b.mp4"], "video_id": ["A", None]}), m)
+    assert [v.video_id for v in discover([str(m)])] == ["A", "b.mp4"]
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"nothing": [1]}), bad)
+    with pytest.raises(PipelineError, match="no path column"):
+        read_manifest(str(bad))
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(PipelineError, match="junk.parquet"):
+        read_manifest(str(tmp_path / "junk.parquet"))
+
+
+def test_manifest_ids_that_escape_the_root_are_rejected(tmp_path):
+    m = tmp_path / "list.txt"
+    m.write_text("../up.mp4\n")
+    with pytest.raises(PipelineError, match="explicit id"):
+        read_manifest(str(m))
+
+
+def test_fsspec_urls_directory_glob_file_and_manifest():
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for p in ["/fc-test/v/a.mp4", "/fc-test/v/s/b.mp4", "/fc-test/v/readme.md"]:
+        fs.pipe(p, b"1")
+    fs.pipe("/fc-test/list.csv", b"path,id\nv/a.mp4,AA\n")
+    try:
+        assert [v.video_id for v in discover(["memory://fc-test/v"])] == ["a.mp4", "s/b.mp4"]
+        assert [v.video_id for v in discover(["memory://fc-test/v/*/*.mp4"])] == ["s/b.mp4"]
+        assert discover(["memory://fc-test/v/a.mp4"]) == [VideoInput("a.mp4", "memory://fc-test/v/a.mp4")]
+        (m,) = discover(["memory://fc-test/list.csv"])
+        assert m.video_id == "AA" and m.path.startswith("memory://") and m.path.endswith("/fc-test/v/a.mp4")
+    finally:
+        fs.rm("/fc-test", recursive=True)
+
+
+def test_is_url():
+    assert is_url("s3://b/k") and is_url("https://x/y.mp4") and is_url("memory://x")
+    assert not is_url("/a/b.mp4") and not is_url("file:///a/b.mp4") and not is_url("C:\\v.mp4")

@@ -1,0 +1,401 @@
+"""The video decoder protocol, the packet index, hang guards and ``open_video`` (layer 1).
+
+Imports numpy only at import time; PyAV and decord are imported when a file is opened, torch never.
+
+Timestamps are **presentation times** in seconds, taken from the packets' pts (not ``index / fps``),
+so variable-frame-rate files are sampled correctly; the first frame is at ``0.0``. The number of
+frames comes from demuxing the packets, not from the container header, which can be wrong
+(truncated files, files written without a count); when the header and the packets disagree, the
+tail of the file is decoded to find the last frame that really decodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+
+from featcomp.errors import VideoError
+from featcomp.registry import Registry
+
+__all__ = [
+    "VideoDecoder",
+    "VideoIndex",
+    "build_index",
+    "call_with_timeout",
+    "open_video",
+    "register_decoder",
+    "get_decoder",
+    "resolve_size",
+    "DEFAULT_TIMEOUT_S",
+]
+
+DEFAULT_TIMEOUT_S = 60.0
+T = TypeVar("T")
+
+
+@runtime_checkable
+class VideoDecoder(Protocol):
+    """Frame-accurate random access to one video's frames.
+
+    Attributes:
+        path: The file.
+        num_frames: Number of decodable frames (counted from packets, not the header).
+        fps: Average frame rate (frames per second), ``(num_frames - 1) / duration`` when known.
+        width: Width of the frames returned (after resize on decode), pixels.
+        height: Height of the frames returned, pixels.
+        timestamps: float64 ``(num_frames,)`` presentation time of each frame in seconds, increasing,
+            first frame at 0.0.
+    """
+
+    path: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    timestamps: np.ndarray
+
+    def get_frames(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Decode the frames at ``indices`` (any order, repeats allowed).
+
+        Returns:
+            np.ndarray uint8 ``(len(indices), height, width, 3)`` RGB, in the order asked.
+
+        Raises:
+            VideoError: an index out of range, a decode failure or a decoder hang (timeout).
+        """
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> VideoDecoder: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def call_with_timeout(fn: Callable[[], T], timeout_s: float | None, path: str, what: str) -> T:
+    """Run ``fn()`` in a daemon thread and wait at most ``timeout_s`` seconds.
+
+    Decoder libraries can hang on broken files (decord issue #269). A hang becomes a
+    :class:`VideoError`; the stuck thread is a daemon, so it never keeps the process alive.
+
+    Args:
+        fn: A callable of no arguments.
+        timeout_s: Deadline in seconds; ``None`` or ``<= 0`` calls ``fn`` directly.
+        path: The video (for the error message).
+        what: What ``fn`` does (for the error message), e.g. ``"opening"``.
+
+    Raises:
+        VideoError: on timeout. Exceptions raised by ``fn`` are re-raised unchanged.
+    """
+    if not timeout_s or timeout_s <= 0:
+        return fn()
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=run, name=f"featcomp-video-{what}", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        raise VideoError(
+            f"{path}: {what} did not finish within {timeout_s:g} s (the decoder hangs on this file; "
+            "it is probably corrupt). Re-encode it or raise timeout_s."
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoIndex:
+    """What demuxing a video's packets tells (no frames decoded unless the header disagrees).
+
+    Attributes:
+        path: The file.
+        pts: int64 ``(n,)`` presentation timestamps of the decodable frames in stream time base,
+            sorted increasing (display order).
+        time_base: Seconds per pts tick.
+        keyframe_pts: int64 sorted pts of keyframes (random-access points).
+        width: Native width in pixels.
+        height: Native height in pixels.
+        header_frames: Frame count the container header claims (0 when it has none).
+        codec: Codec name.
+        damaged: True when the packets disagree with the header or some are corrupt (the tail was
+            verified by decoding); decoders then avoid frame threading, which drops frames around damage.
+    """
+
+    path: str
+    pts: np.ndarray
+    time_base: float
+    keyframe_pts: np.ndarray
+    width: int
+    height: int
+    header_frames: int
+    codec: str
+    damaged: bool = False
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.pts.shape[0])
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        """float64 ``(n,)`` seconds from the first frame."""
+        return (self.pts - self.pts[0]).astype(np.float64) * self.time_base
+
+    @property
+    def fps(self) -> float:
+        ts = self.timestamps
+        if ts.shape[0] < 2 or ts[-1] <= 0:
+            return 0.0
+        return float((ts.shape[0] - 1) / ts[-1])
+
+
+def check_file(path: str | os.PathLike[str]) -> str:
+    """Return ``str(path)`` after checking it is an existing, non-empty regular file.
+
+    Raises:
+        VideoError: missing, a directory, unreadable or zero bytes.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(f"{p}: no such file")
+    if not p.is_file():
+        raise VideoError(f"{p}: not a regular file")
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise VideoError(f"{p}: cannot stat: {e}") from None
+    if size == 0:
+        raise VideoError(f"{p}: empty file (0 bytes), not a video")
+    if not os.access(p, os.R_OK):
+        raise VideoError(f"{p}: not readable (permissions)")
+    return str(p)
+
+
+def _index_with_pyav(path: str) -> VideoIndex:
+    import av
+
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{path}: not a readable video container ({e.__class__.__name__}: {e})") from None
+    try:
+        if not container.streams.video:
+            raise VideoError(f"{path}: the file has no video stream")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        codec = ctx.name if ctx is not None else "?"
+        if ctx is None or av.codec.Codec(codec, "r") is None:  # pragma: no cover - defensive
+            raise VideoError(f"{path}: unsupported codec {codec!r}")
+        width, height = int(ctx.width or 0), int(ctx.height or 0)
+        tb = float(stream.time_base) if stream.time_base else 0.0
+        pts_list: list[int] = []
+        key_list: list[int] = []
+        any_corrupt = False
+        dts_only = False
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                if packet.is_corrupt:
+                    any_corrupt = True
+                    continue
+                p = packet.pts
+                if p is None:
+                    p = packet.dts
+                    dts_only = True
+                if p is None:
+                    continue
+                pts_list.append(int(p))
+                if packet.is_keyframe:
+                    key_list.append(int(p))
+        except av.error.FFmpegError:
+            any_corrupt = True  # the demuxer stops at the damage; keep what came before
+        header = int(stream.frames or 0)
+    finally:
+        container.close()
+    if not pts_list:
+        raise VideoError(f"{path}: zero decodable frames (no video packets could be read)")
+    if tb <= 0:
+        raise VideoError(f"{path}: the video stream has no time base; cannot time its frames")
+    pts = np.unique(np.asarray(pts_list, dtype=np.int64))
+    keys = np.unique(np.asarray(key_list, dtype=np.int64))
+    if width <= 0 or height <= 0:
+        raise VideoError(f"{path}: the video stream has no frame size (codec {codec!r} unsupported?)")
+    index = VideoIndex(path, pts, tb, keys, width, height, header, codec)
+    if any_corrupt or dts_only or (header > 0 and header != pts.shape[0]):
+        index = _verify_tail(index)
+    return index
+
+
+def _verify_tail(index: VideoIndex) -> VideoIndex:
+    """Decode from the last keyframe to the end and drop trailing frames that do not decode."""
+    import av
+
+    path = index.path
+    start = int(index.keyframe_pts[-1]) if index.keyframe_pts.size else int(index.pts[0])
+    decoded: list[int] = []
+    with av.open(path, metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        try:
+            container.seek(start, stream=stream, backward=True, any_frame=False)
+        except av.error.FFmpegError:
+            container.seek(0)
+        try:
+            for packet in container.demux(stream):
+                try:
+                    for frame in packet.decode():
+                        if frame.pts is not None:
+                            decoded.append(int(frame.pts))
+                except av.error.FFmpegError:
+                    continue
+        except av.error.FFmpegError:
+            pass
+    if not decoded:
+        # nothing decodes after the last keyframe: fall back to the previous keyframes
+        keep = index.pts < start
+        if not keep.any():
+            raise VideoError(f"{path}: zero decodable frames (the stream is corrupt or truncated)")
+        pts = index.pts[keep]
+    else:
+        pts = index.pts[index.pts <= max(decoded)]
+    keys = index.keyframe_pts[index.keyframe_pts <= pts[-1]]
+    return dataclasses.replace(index, pts=pts, keyframe_pts=keys, damaged=True)
+
+
+def build_index(path: str | os.PathLike[str], *, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> VideoIndex:
+    """Demux ``path``'s packets (PyAV) into a :class:`VideoIndex`, guarded by a timeout.
+
+    Args:
+        path: Video file.
+        timeout_s: Deadline in seconds for the whole probe.
+
+    Returns:
+        The index: sorted frame pts, keyframes, native size, header count.
+
+    Raises:
+        VideoError: missing/empty file, not a video, no video stream, zero decodable frames, hang.
+    """
+    p = check_file(path)
+    return call_with_timeout(lambda: _index_with_pyav(p), timeout_s, p, "probing (demuxing packets)")
+
+
+def resolve_size(
+    native_w: int, native_h: int, width: int | None, height: int | None, short_side: int | None
+) -> tuple[int, int]:
+    """The output frame size for resize-on-decode.
+
+    Args:
+        native_w: Native width (pixels).
+        native_h: Native height (pixels).
+        width: Wanted width, or None.
+        height: Wanted height, or None.
+        short_side: Wanted length of the shorter side (aspect ratio kept), or None. Exclusive with
+            width/height.
+
+    Returns:
+        ``(width, height)`` in pixels; the native size when nothing is asked; a single given side
+        keeps the aspect ratio.
+    """
+    if short_side is not None:
+        s = short_side / min(native_w, native_h)
+        return max(1, round(native_w * s)), max(1, round(native_h * s))
+    if width is None and height is None:
+        return native_w, native_h
+    if width is None:
+        assert height is not None
+        return max(1, round(native_w * height / native_h)), height
+    if height is None:
+        return width, max(1, round(native_h * width / native_w))
+    return width, height
+
+
+_DECODERS: Registry[Callable[..., VideoDecoder]] = Registry("video decoder")
+
+
+def register_decoder(name: str, factory: Callable[..., VideoDecoder] | None = None, *, overwrite: bool = False):
+    """Register a decoder factory ``factory(path, *, index, width, height, timeout_s) -> VideoDecoder``.
+
+    ``index`` is the :class:`VideoIndex` from :func:`build_index` (or None when PyAV cannot demux the
+    file). Usable as a decorator. Raises :class:`~featcomp.errors.RegistryError` on duplicates.
+    """
+    return _DECODERS.register(name, factory, overwrite=overwrite)
+
+
+def get_decoder(name: str) -> Callable[..., VideoDecoder]:
+    """The decoder factory registered under ``name`` (``"decord"``, ``"pyav"``, ...)."""
+    return _DECODERS.get(name)
+
+
+def decoder_names() -> list[str]:
+    return _DECODERS.names()
+
+
+def open_video(
+    path: str | os.PathLike[str],
+    *,
+    backend: str = "auto",
+    width: int | None = None,
+    height: int | None = None,
+    short_side: int | None = None,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
+) -> VideoDecoder:
+    """Open a video for frame-accurate random access.
+
+    Args:
+        path: Video file.
+        backend: ``"decord"``, ``"pyav"``, any registered decoder name, or ``"auto"`` (decord, then
+            PyAV for files decord cannot open).
+        width: Output width in pixels (resize on decode); ``None`` keeps the aspect ratio / native.
+        height: Output height in pixels.
+        short_side: Resize so the shorter side is this many pixels (aspect kept); exclusive with
+            width/height.
+        timeout_s: Deadline (seconds) for opening/probing and for each ``get_frames`` call.
+
+    Returns:
+        A :class:`VideoDecoder` (also a context manager).
+
+    Raises:
+        VideoError: naming the path and the reason (missing, empty, not a video, truncated without
+            an index, zero decodable frames, unsupported codec, decoder hang).
+    """
+    if short_side is not None and (width is not None or height is not None):
+        raise VideoError(f"{path}: give short_side or width/height, not both")
+    p = check_file(path)
+    try:
+        index: VideoIndex | None = build_index(p, timeout_s=timeout_s)
+        index_error: VideoError | None = None
+    except VideoError as e:
+        if "no such file" in str(e) or "empty file" in str(e) or "did not finish" in str(e):
+            raise
+        index, index_error = None, e
+    names = ["decord", "pyav"] if backend == "auto" else [backend]
+    errors: list[str] = []
+    for name in names:
+        factory = get_decoder(name)
+        if index is None and name == "pyav":
+            errors.append(f"pyav: {index_error}")
+            continue
+        try:
+            return factory(p, index=index, width=width, height=height, short_side=short_side, timeout_s=timeout_s)
+        except VideoError as e:
+            errors.append(f"{name}: {e}")
+            if "did not finish" in str(e):
+                break
+        except ImportError as e:
+            errors.append(f"{name}: not installed ({e})")
+    if index is None and index_error is not None and len(errors) == len(names):
+        # PyAV could not read it and neither could anything else: report PyAV's diagnosis first
+        raise VideoError(f"{index_error} [tried: {'; '.join(errors)}]")
+    raise VideoError(f"{p}: cannot decode with {', '.join(names)}: " + "; ".join(errors))

@@ -1,0 +1,25 @@
+"""Fixtures for the entropy tests: one torch thread (the CI machine has 2 shared cores)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def laplace_symbols(rng: np.random.Generator, n: int, c: int, trailing: tuple[int, ...] = ()) -> np.ndarray:
+    """Integer Laplacian-like symbols (n, c, *trailing) with per-channel scales 0.3..6."""
+    scales = np.linspace(0.3, 6.0, c).reshape((1, c) + (1,) * len(trailing))
+    return np.round(rng.laplace(size=(n, c) + trailing) * scales).astype(np.int32)

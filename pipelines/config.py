@@ -50,6 +50,7 @@ class RayConfig(Config):
         include_dashboard: Start the dashboard with a local Ray.
         namespace: Ray namespace of the job.
         data_progress_bars: Show Ray Data's own per-operator progress bars as well as the job's.
+        log_to_driver: Forward workers' stdout/stderr (decoder warnings) to the driver's terminal.
     """
 
     address: str | None = None
@@ -59,6 +60,7 @@ class RayConfig(Config):
     include_dashboard: bool = False
     namespace: str | None = "featcomp"
     data_progress_bars: bool = False
+    log_to_driver: bool = False
 
     def __post_init__(self) -> None:
         require(self.num_cpus is None or self.num_cpus >= 1, f"ray.num_cpus must be >= 1, got {self.num_cpus}")

@@ -33,6 +33,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +45,7 @@ from pipelines.config import ExtractConfig, RayConfig, load_config
 from pipelines.inputs import VIDEO_EXTENSIONS, VideoInput, discover
 from pipelines.progress import JobSummary, Progress
 
-__all__ = ["configure", "main", "run_extract", "init_ray", "ChunkAssembler"]
+__all__ = ["configure", "main", "run_extract", "build_dataset", "init_ray", "ChunkAssembler"]
 
 log = logging.getLogger("featcomp.pipelines.extract")
 
@@ -69,7 +70,7 @@ def init_ray(cfg: RayConfig, address: str | None = None) -> bool:
     if ray.is_initialized():
         return False
     addr = address or cfg.address or os.environ.get("RAY_ADDRESS") or None
-    common: dict[str, Any] = {"namespace": cfg.namespace, "log_to_driver": True, "logging_level": logging.WARNING}
+    common: dict[str, Any] = {"namespace": cfg.namespace, "log_to_driver": cfg.log_to_driver, "logging_level": logging.WARNING}
     try:
         if addr:
             log.info("ray: connecting to the cluster at %s", addr)
@@ -98,7 +99,7 @@ def _cluster_resources() -> tuple[float, float]:
 # ------------------------------------------------------------------------------------- assembly
 @dataclass
 class _Pending:
-    chunks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    chunks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = field(default_factory=dict)
     num_chunks: int | None = None
     path: str = ""
 
@@ -106,7 +107,7 @@ class _Pending:
 class ChunkAssembler:
     """Reassembles per-video chunk rows arriving in any order (and possibly twice, after a retry).
 
-    ``add`` returns ``("done", video_id, path, latents, timestamps, indices)`` when the last missing
+    ``add`` returns ``("done", video_id, path, latents, timestamps, indices, float16_bytes)`` when the last missing
     chunk of a video arrives, ``("failed", video_id, path, error)`` for a failure row (once per
     video), or ``None``. Chunks of a failed video are dropped. Idempotent in the chunk index.
     """
@@ -127,7 +128,10 @@ class ChunkAssembler:
             self.finished.add(vid)
             return ("failed", vid, path, error or "unknown error")
         p = self.pending.setdefault(vid, _Pending(path=path))
-        p.chunks[chunk] = (np.asarray(row["latents"]), np.asarray(row["timestamps"]), np.asarray(row["indices"]))
+        p.chunks[chunk] = (
+            np.asarray(row["latents"]), np.asarray(row["timestamps"]), np.asarray(row["indices"]),
+            int(row.get("float16_bytes", 0) or 0),
+        )
         if bool(row["last"]):
             p.num_chunks = chunk + 1
         if p.num_chunks is None or len(p.chunks) < p.num_chunks:
@@ -142,6 +146,7 @@ class ChunkAssembler:
             np.concatenate([c[0] for c in parts]),
             np.concatenate([c[1] for c in parts]).astype(np.float64),
             np.concatenate([c[2] for c in parts]).astype(np.int64),
+            sum(c[3] for c in parts),
         )
 
     def incomplete(self) -> list[tuple[str, str]]:
@@ -150,19 +155,6 @@ class ChunkAssembler:
 
 
 # ------------------------------------------------------------------------------------------ job
-def _float16_bytes_per_frame(model: Any) -> int:
-    """Bytes of one frame's backbone features as float16 (the baseline of the summary's ratio)."""
-    card = model.model_card() if hasattr(model, "model_card") else {}
-    for key in ("backbone_feature_shape", "feature_shape", "backbone_shape"):
-        shape = card.get(key) if isinstance(card, dict) else None
-        if shape:
-            return int(np.prod(shape)) * 2
-    ch = None
-    if isinstance(card, dict):
-        ch = card.get("backbone_channels") or (card.get("backbone") or {}).get("out_channels")
-    return int(ch) * 2 if ch else 0
-
-
 def _plan_resources(cfg: ExtractConfig) -> dict[str, Any]:
     cpus, gpus = _cluster_resources()
     inf = cfg.inference
@@ -179,7 +171,7 @@ def _plan_resources(cfg: ExtractConfig) -> dict[str, Any]:
     return {
         "num_gpus": num_gpus,
         "device": device,
-        "concurrency": inf.actors if max_actors == inf.actors else (inf.actors, max_actors),
+        "actors": (inf.actors, max_actors),
         "torch_threads": threads,
         "cluster": (cpus, gpus),
     }
@@ -219,13 +211,18 @@ def run_extract(
     extensions = cfg.extensions or VIDEO_EXTENSIONS
     videos = list(inputs) if inputs and isinstance(inputs[0], VideoInput) else discover([str(i) for i in inputs], extensions=extensions)
     model = featcomp.load_model(model_path)
-    sampling = model.sampling.replace(**cfg.decode.sampling) if cfg.decode.sampling else model.sampling
-    sampling = sampling.replace(batch_size=cfg.inference.batch_size)
+    from featcomp.video import SamplingConfig
+
+    sampling = model.sampling if isinstance(model.sampling, SamplingConfig) else SamplingConfig.from_dict(model.sampling or {})
+    if cfg.decode.sampling:
+        sampling = sampling.replace(**cfg.decode.sampling)
+    sampling = sampling.replace(
+        batch_size=cfg.inference.batch_size, backend=cfg.decode.backend, timeout_s=cfg.decode.timeout_s
+    )
     writer_kwargs: dict[str, Any] = {"model_card": model.model_card(), "raw": raw}
     if cfg.output.chunk_frames:
         writer_kwargs["chunk_frames"] = cfg.output.chunk_frames
     summary = JobSummary(store=str(store), total=len(videos), raw=raw)
-    f16_per_frame = _float16_bytes_per_frame(model)
 
     with featcomp.StoreWriter(store, model, **writer_kwargs) as writer:
         if cfg.output.overwrite:
@@ -241,7 +238,7 @@ def run_extract(
 
         started = init_ray(cfg.ray, address)
         try:
-            _run_dataset(todo, model_path, sampling, cfg, writer, summary, f16_per_frame)
+            _run_dataset(todo, model_path, sampling, cfg, writer, summary)
         finally:
             if shutdown or (shutdown is None and started):
                 import ray
@@ -251,51 +248,69 @@ def run_extract(
     return summary
 
 
-def _run_dataset(todo, model_path, sampling, cfg, writer, summary, f16_per_frame) -> None:
-    import ray
+def build_dataset(todo: Sequence[VideoInput], model_path: str, sampling: Any, cfg: ExtractConfig,
+                  plan: dict[str, Any], encoder_cls: type | None = None):
+    """The lazy Ray Dataset of the job: videos -> decode tasks -> encoder actor pool.
+
+    Rows out: ``video_id``, ``path``, ``chunk``, ``last``, ``latents``, ``timestamps``, ``indices``,
+    ``error`` (see :mod:`pipelines.stages`).
+    """
     import ray.data
 
     from pipelines.stages import EncodeChunks, decode_videos
 
+    from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
+    items = [{"video_id": v.video_id, "path": v.path} for v in todo]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    lo, hi = plan["actors"]
+    pool = ActorPoolStrategy(size=lo) if lo == hi else ActorPoolStrategy(min_size=lo, max_size=hi)
+    with warnings.catch_warnings():
+        # Ray 2.60 flags **ray_remote_args as deprecated, yet retries/restarts have no named parameter
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*", category=DeprecationWarning)
+        ds = ds.map_batches(
+            decode_videos,
+            batch_size=1,
+            compute=TaskPoolStrategy(size=cfg.decode.concurrency),
+            fn_kwargs={"sampling": sampling, "timeout_s": 2 * cfg.decode.timeout_s + 5},
+            num_cpus=cfg.decode.num_cpus,
+            max_retries=cfg.decode.max_retries,
+            retry_exceptions=False,
+        )
+        return ds.map_batches(
+            encoder_cls or EncodeChunks,
+            batch_size=cfg.inference.chunks_per_call,
+            compute=pool,
+            fn_constructor_kwargs={
+                "model_path": str(model_path),
+                "device": plan["device"],
+                "dtype": cfg.inference.dtype,
+                "batch_size": cfg.inference.batch_size,
+                "torch_threads": plan["torch_threads"],
+                "raw": cfg.output.raw,
+            },
+            num_gpus=plan["num_gpus"] or None,
+            num_cpus=cfg.inference.num_cpus,
+            max_restarts=cfg.inference.max_restarts,
+            max_task_retries=cfg.inference.max_task_retries,
+        )
+
+
+def _run_dataset(todo, model_path, sampling, cfg, writer, summary) -> None:
+    import ray
+    import ray.data
+
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = cfg.ray.data_progress_bars
     ctx.print_on_execution_start = cfg.ray.data_progress_bars
+    if not cfg.ray.data_progress_bars:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     plan = _plan_resources(cfg)
     log.info(
         "ray: cluster of %g CPUs, %g GPUs; %s encoder actor(s) on %s (num_gpus=%g each, %s torch threads)",
-        *plan["cluster"], plan["concurrency"], plan["device"], plan["num_gpus"], plan["torch_threads"],
+        *plan["cluster"], "%d..%d" % plan["actors"], plan["device"], plan["num_gpus"], plan["torch_threads"],
     )
-    items = [{"video_id": v.video_id, "path": v.path} for v in todo]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    decode_args: dict[str, Any] = {}
-    if cfg.decode.concurrency:
-        decode_args["concurrency"] = cfg.decode.concurrency
-    ds = ds.map_batches(
-        decode_videos,
-        batch_size=1,
-        fn_kwargs={"sampling": sampling, "backend": cfg.decode.backend, "timeout_s": cfg.decode.timeout_s},
-        num_cpus=cfg.decode.num_cpus,
-        max_retries=cfg.decode.max_retries,
-        retry_exceptions=False,
-        **decode_args,
-    )
-    ds = ds.map_batches(
-        EncodeChunks,
-        batch_size=cfg.inference.chunks_per_call,
-        fn_constructor_kwargs={
-            "model_path": str(model_path),
-            "device": plan["device"],
-            "dtype": cfg.inference.dtype,
-            "batch_size": cfg.inference.batch_size,
-            "torch_threads": plan["torch_threads"],
-            "raw": cfg.output.raw,
-        },
-        concurrency=plan["concurrency"],
-        num_gpus=plan["num_gpus"] or None,
-        num_cpus=cfg.inference.num_cpus,
-        max_restarts=cfg.inference.max_restarts,
-        max_task_retries=cfg.inference.max_task_retries,
-    )
+    ds = build_dataset(todo, model_path, sampling, cfg, plan)
     assembler = ChunkAssembler()
     progress = Progress(len(todo), enabled=cfg.progress)
     try:
@@ -311,7 +326,7 @@ def _run_dataset(todo, model_path, sampling, cfg, writer, summary, f16_per_frame
                 log.warning("failed: %s (%s): %s", vid, path, error)
                 progress.update(failed=True)
                 continue
-            _, vid, path, latents, timestamps, indices = event
+            _, vid, path, latents, timestamps, indices, f16 = event
             record = writer.write(
                 vid, latents, timestamps, metadata={"path": path, "frame_indices": indices.tolist()},
                 force=cfg.output.overwrite,
@@ -320,7 +335,7 @@ def _run_dataset(todo, model_path, sampling, cfg, writer, summary, f16_per_frame
             summary.done += 1
             summary.frames += len(latents)
             summary.bytes_written += nbytes
-            summary.float16_bytes += len(latents) * f16_per_frame
+            summary.float16_bytes += f16
             log.debug("wrote %s: %d frames, %d bytes", vid, len(latents), nbytes)
             progress.update(frames=len(latents), nbytes=nbytes)
     except ray.exceptions.RayError as e:

@@ -84,37 +84,28 @@ def _localize(path: str, tmpdir: str) -> str:
     return local
 
 
-def _produce(path: str, sampling: Any, backend: str, timeout_s: float, out: queue.Queue, tmpdir: str) -> None:
+def _produce(path: str, sampling: Any, out: queue.Queue, tmpdir: str) -> None:
     """Decode ``path`` into ``out``: FrameBatch items, then _DONE, or an exception."""
     try:
-        from featcomp.video import open_video, sample_frames
+        from featcomp.video import sample_frames
 
-        local = _localize(path, tmpdir)
-        if os.path.exists(local) and os.path.getsize(local) == 0:
-            from featcomp.errors import VideoError
-
-            raise VideoError(f"{path}: the file is empty (0 bytes)")
-        width = getattr(sampling, "width", None)
-        height = getattr(sampling, "height", None)
-        with open_video(local, backend=backend, width=width, height=height, timeout_s=timeout_s) as decoder:
-            for fb in sample_frames(decoder, sampling):
-                out.put(fb)
+        for fb in sample_frames(_localize(path, tmpdir), sampling):
+            out.put(fb)
         out.put(_DONE)
     except BaseException as e:  # noqa: BLE001 - reported as a failure row
         out.put(e)
 
 
-def decode_videos(
-    batch: dict[str, np.ndarray], *, sampling: Any, backend: str = "auto", timeout_s: float = 60.0
-) -> Iterator[dict[str, Any]]:
+def decode_videos(batch: dict[str, np.ndarray], *, sampling: Any, timeout_s: float = 60.0) -> Iterator[dict[str, Any]]:
     """Ray Data UDF: decode the videos of ``batch`` into chunk rows (see the module docstring).
 
     Args:
         batch: Columns ``video_id`` and ``path`` (usually one row: one video per task).
-        sampling: The ``featcomp.video.SamplingConfig`` to decode with; its ``batch_size`` is the
-            number of frames per chunk, so memory is bounded by it, not by the video's length.
-        backend: featcomp.video backend name.
-        timeout_s: A video that produces no chunk for this long is reported as hanging.
+        sampling: The ``featcomp.video.SamplingConfig`` to decode with (size, backend, the decoder's
+            own deadline); its ``batch_size`` is the number of frames per chunk, so memory is
+            bounded by it, not by the video's length.
+        timeout_s: Watchdog: a video that produces no chunk for this long is reported as hanging
+            (a second line of defence behind the decoder's own ``sampling.timeout_s``).
 
     Yields:
         One-row batches: chunks of frames uint8 ``(1, n, H, W, 3)``, or a failure row.
@@ -124,7 +115,7 @@ def decode_videos(
         tmpdir = tempfile.mkdtemp(prefix="featcomp-decode-")
         q: queue.Queue = queue.Queue(maxsize=2)  # bounded: the decoder runs at most 2 chunks ahead
         worker = threading.Thread(
-            target=_produce, args=(path, sampling, backend, timeout_s, q, tmpdir), daemon=True, name=f"decode {video_id}"
+            target=_produce, args=(path, sampling, q, tmpdir), daemon=True, name=f"decode {video_id}"
         )
         worker.start()
         held = None  # one chunk of look-ahead, so the final chunk can say last=True
@@ -196,12 +187,18 @@ class EncodeChunks:
         self.raw = raw
         self.device = device
         self.extractor = featcomp.Extractor(
-            featcomp.load_model(model_path), device=device, batch_size=batch_size, dtype=getattr(torch, dtype)
+            featcomp.load_model(model_path), device=device, batch_size=batch_size,
+            dtype=None if dtype == "float32" else getattr(torch, dtype),
         )
+        self._feature_elems: int | None = None  # backbone values per frame, for the float16 baseline
 
     def _call_model(self, frames: np.ndarray) -> np.ndarray:
         if self.raw:
-            return np.asarray(self.extractor.backbone_features(frames), dtype=np.float16)
+            out = self.extractor.features(frames).cpu().numpy().astype(np.float16)
+            self._feature_elems = int(np.prod(out.shape[1:]))
+            return out
+        if self._feature_elems is None:  # once per actor: the backbone's output size on one frame
+            self._feature_elems = int(np.prod(self.extractor.features(frames[:1]).shape[1:]))
         return np.asarray(self.extractor.encode_frames(frames))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -238,4 +235,6 @@ class EncodeChunks:
             "timestamps": list(batch["timestamps"]),
             "indices": list(batch["indices"]),
             "error": np.array(errors),
+            # what the same frames' backbone features would take as float16 (the summary's baseline)
+            "float16_bytes": np.array([2 * len(o) * (self._feature_elems or 0) for o in outputs], dtype=np.int64),
         }

@@ -66,6 +66,7 @@ def _row(vid, chunk, last, n=2, c=3, error=""):
         "timestamps": np.arange(n) + 10.0 * chunk,
         "indices": np.arange(n) + 100 * chunk,
         "error": error,
+        "float16_bytes": 2 * n * 8,
     }
 
 
@@ -74,7 +75,8 @@ def test_assembler_reorders_dedups_and_completes_once():
     assert a.add(_row("x", 2, True, n=1)) is None
     assert a.add(_row("x", 0, False)) is None
     assert a.add(_row("x", 0, False)) is None  # a retried task re-sent chunk 0
-    kind, vid, path, lat, ts, idx = a.add(_row("x", 1, False))
+    kind, vid, path, lat, ts, idx, f16 = a.add(_row("x", 1, False))
+    assert f16 == 2 * 8 * 5
     assert (kind, vid, path) == ("done", "x", "/v/x")
     assert lat.shape == (5, 3) and lat[:, 0].tolist() == [0, 0, 1, 1, 2]
     assert ts.tolist() == [0, 1, 10, 11, 20] and idx.dtype == np.int64

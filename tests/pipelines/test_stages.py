@@ -1,0 +1,59 @@
+"""The decode stage without Ray: chunking, last flags, failure rows and the hang watchdog."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from featcomp.video import SamplingConfig
+from pipelines.stages import ERROR_CHUNK, decode_videos
+from tests.clips import make_clip, make_empty, make_not_video, read_barcodes
+
+pytestmark = pytest.mark.video
+
+
+def _run(path, sampling, timeout_s=30.0):
+    return list(decode_videos({"video_id": np.array(["v"]), "path": np.array([str(path)])}, sampling=sampling, timeout_s=timeout_s))
+
+
+def test_chunks_cover_the_sampled_frames_in_order_and_only_the_last_says_so(tmp_path):
+    path = make_clip(tmp_path / "a.mp4", 50, fps=25)
+    rows = _run(path, SamplingConfig(fps=10.0, batch_size=6))
+    assert [int(r["chunk"][0]) for r in rows] == list(range(len(rows)))
+    assert [bool(r["last"][0]) for r in rows] == [False] * (len(rows) - 1) + [True]
+    frames = np.concatenate([r["frames"][0] for r in rows])
+    idx = np.concatenate([r["indices"][0] for r in rows])
+    ts = np.concatenate([r["timestamps"][0] for r in rows])
+    assert all(len(r["frames"][0]) <= 6 for r in rows) and len(frames) == 20
+    assert (read_barcodes(frames) == idx).all()  # the frames are the ones the indices name
+    assert np.all(np.diff(ts) > 0) and ts[0] == pytest.approx(0.0)
+    assert all(r["error"][0] == "" for r in rows)
+
+
+@pytest.mark.parametrize("maker", [make_empty, make_not_video])
+def test_bad_files_give_one_failure_row_naming_the_file(tmp_path, maker):
+    path = maker(tmp_path / "bad.mp4")
+    (row,) = _run(path, SamplingConfig(batch_size=4))
+    assert int(row["chunk"][0]) == ERROR_CHUNK and "VideoError" in row["error"][0] and "bad.mp4" in row["error"][0]
+
+
+def test_watchdog_reports_a_decoder_that_stops_producing(tmp_path, monkeypatch):
+    import featcomp.video
+
+    release = threading.Event()
+
+    def hanging(path, sampling):
+        release.wait(30)  # a decoder stuck in native code
+        yield from ()
+
+    monkeypatch.setattr(featcomp.video, "sample_frames", hanging)
+    t0 = time.perf_counter()
+    try:
+        (row,) = _run(tmp_path / "x.mp4", SamplingConfig(), timeout_s=0.5)
+    finally:
+        release.set()
+    assert time.perf_counter() - t0 < 5
+    assert int(row["chunk"][0]) == ERROR_CHUNK and "hanging" in row["error"][0]

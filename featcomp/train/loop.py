@@ -1,0 +1,393 @@
+"""Training loops for the compressibility head: cached features, or a backbone in the loop.
+
+The loss is ``L = D + lambda * R`` (arXiv:2007.11797, Eq. 1), where ``D`` is the objective's distortion
+(nats per example for ``task``/``distill``, per-element MSE for ``reconstruct``) and ``R`` is the
+entropy model's rate in **bits per vector**: bits per example divided by the number of positions of
+the example (1 for ``(N, C)`` features, ``T`` for clips ``(N, C, T)``, so ``R`` is bits per frame;
+``H*W`` is *not* divided for maps ``(N, C, H, W)``: an image is one example). In training ``R`` is the
+noisy upper bound, in evaluation the rounded estimate (which is within 1% of the coded size).
+
+Runs on CPU or GPU (``device=``), seeded (``seed=``), with a tqdm bar showing loss, bits and the
+objective's metric, and optional checkpoints (``checkpoint=path``: saved every epoch, resumed when the
+file exists and ``resume=True``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from featcomp.errors import ConfigError
+from featcomp.head import CompressibleHead, HeadConfig
+from featcomp.train.objectives import Objective, get_objective
+
+__all__ = ["TrainResult", "train_head", "fit_head", "evaluate_head", "train_with_backbone", "rate_per_vector"]
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train_head` returns.
+
+    Attributes:
+        head: the trained :class:`CompressibleHead` (eval mode).
+        objective: the trained :class:`Objective` (its classifier, for ``task``).
+        history: one dict per epoch: ``epoch, lr, loss, bits, <metric>, time_s`` on the training batches
+            and ``val_loss, val_bits, val_<metric>`` when a validation split is given.
+        options: the training options (JSON-safe), recorded in model files.
+    """
+
+    head: CompressibleHead
+    objective: Objective
+    history: list[dict[str, float]]
+    options: dict[str, Any]
+
+
+def _as_tensor(a: Any, dtype=torch.float32) -> Tensor:
+    if isinstance(a, Tensor):
+        return a.to(dtype)
+    return torch.as_tensor(np.asarray(a), dtype=dtype)
+
+
+def rate_per_vector(bits: Tensor, x: Tensor) -> Tensor:
+    """Bits per example (N,) -> bits per vector: divided by T for clips (N, C, T); unchanged otherwise."""
+    return bits / x.shape[2] if x.ndim == 3 else bits
+
+
+def _seed_all(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def _default_synthesis(objective: str, teacher: Any) -> str:
+    if objective == "reconstruct" or (objective == "distill" and teacher is not None):
+        return "linear"
+    return "none"
+
+
+def _split_val(x: Tensor, y: Tensor | None, val: Any, g: torch.Generator):
+    """Returns (x_train, y_train, x_val, y_val); ``val`` is None, a fraction, or (features, labels)."""
+    if val is None:
+        return x, y, None, None
+    if isinstance(val, float):
+        if not 0.0 < val < 1.0:
+            raise ConfigError(f"fit_head: val fraction must be in (0, 1), got {val}")
+        n = x.shape[0]
+        perm = torch.randperm(n, generator=g)
+        nv = max(1, int(round(n * val)))
+        vi, ti = perm[:nv], perm[nv:]
+        return x[ti], (y[ti] if y is not None else None), x[vi], (y[vi] if y is not None else None)
+    if isinstance(val, (tuple, list)) and len(val) == 2:
+        xv = _as_tensor(val[0])
+        yv = None if val[1] is None else _as_tensor(val[1], torch.long if np.asarray(val[1]).ndim == 1 else torch.float32)
+        return x, y, xv, yv
+    raise ConfigError("fit_head: val must be None, a fraction in (0, 1), or (features, labels)")
+
+
+@torch.no_grad()
+def evaluate_head(head: CompressibleHead, objective: Objective, features: Any, labels: Any = None, *,
+                  batch_size: int = 1024, device: str | torch.device = "cpu",
+                  feature_fn: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
+    """Evaluate with hard rounding: mean objective loss, mean bits per vector, mean metric.
+
+    Args:
+        head, objective: trained modules (put in eval mode here and restored afterwards).
+        features: (N, C, *) float features (or inputs of ``feature_fn``).
+        labels: (N,) int labels, (N, K) teacher logits, or None.
+        feature_fn: maps a batch of ``features`` to backbone features (backbone in the loop), or None.
+
+    Returns:
+        ``{"loss", "bits", <metric>}`` averaged over examples; ``bits`` is the rounded estimate in bits
+        per vector (see module docstring).
+    """
+    was = head.training, objective.training
+    head.eval()
+    objective.eval()
+    x_all = features if isinstance(features, Tensor) else _as_tensor(features)
+    y_all = None if labels is None else (labels if isinstance(labels, Tensor) else
+                                         _as_tensor(labels, torch.long if np.asarray(labels).ndim == 1 else torch.float32))
+    tot: dict[str, float] = {}
+    n = x_all.shape[0]
+    for i in range(0, n, batch_size):
+        xb = x_all[i:i + batch_size].to(device)
+        if feature_fn is not None:
+            xb = feature_fn(xb)
+        yb = None if y_all is None else y_all[i:i + batch_size].to(device)
+        out = head(xb)
+        loss, metrics = objective(out, xb, yb)
+        m = xb.shape[0]
+        tot["loss"] = tot.get("loss", 0.0) + loss.item() * m
+        tot["bits"] = tot.get("bits", 0.0) + rate_per_vector(out.bits, xb).sum().item()
+        for k, v in metrics.items():
+            tot[k] = tot.get(k, 0.0) + v * m
+    head.train(was[0])
+    objective.train(was[1])
+    return {k: v / max(n, 1) for k, v in tot.items()}
+
+
+def _lr_at(schedule: str, base: float, step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    if schedule == "constant":
+        return base
+    t = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+    if schedule == "step":
+        return base * (0.1 if t > 0.8 else 1.0)
+    raise ConfigError(f"unknown lr schedule {schedule!r}; use 'cosine', 'step' or 'constant'")
+
+
+def train_head(features: Any, labels: Any = None, *, objective: str | Objective = "task", lam: float = 1e-2,
+               head: CompressibleHead | None = None, latent_channels: int | None = 64, analysis: str = "linear",
+               synthesis: str | None = None, standardize: bool = True, init_scale: float = 1.0,
+               objective_quant: str = "ste", density: dict | None = None,
+               objective_options: dict | None = None, teacher: Any = None, val: Any = None,
+               epochs: int = 20, batch_size: int = 256, lr: float = 1e-3, lr_schedule: str = "cosine",
+               warmup_steps: int = 0, weight_decay: float = 0.0, head_lr: float | None = None,
+               density_lr: float | None = None,
+               device: str | torch.device = "cpu", seed: int = 0, checkpoint: str | Path | None = None,
+               resume: bool = True, progress: bool = True,
+               feature_fn: Callable[[Tensor], Tensor] | None = None, extra_params: Sequence[nn.Parameter] = (),
+               extra_lr: float | None = None, in_channels: int | None = None) -> TrainResult:
+    """Train a :class:`CompressibleHead` jointly with an objective: ``loss = D + lam * bits_per_vector``.
+
+    Args:
+        features: float (N, C[, T | H, W]) numpy or torch backbone features (or the inputs of
+            ``feature_fn``, e.g. preprocessed frames, when the backbone is in the loop).
+        labels: int (N,) class labels (``task``), float (N, K) teacher logits (``distill`` without a
+            teacher module), or None.
+        objective: a registered objective name (``task``, ``distill``, ``reconstruct``) or an instance.
+        lam: lambda, nats (or objective units) per bit per vector.
+        head: an existing head to train further, or None to build one from the keyword options
+            (``latent_channels``, ``analysis``, ``synthesis`` (default: ``linear`` for ``reconstruct`` and for
+            ``distill`` with a teacher, else ``none``), ``standardize``, ``init_scale``,
+            ``objective_quant``, ``density``).
+        objective_options: keyword options of the objective factory (e.g. ``hidden``, ``tau``,
+            ``metric``, ``num_classes``, ``student``).
+        teacher: the ``distill`` teacher classifier (module or callable on backbone features).
+        val: None, a fraction of the training data to hold out (seeded), or ``(features, labels)``.
+        epochs, batch_size, lr, lr_schedule (``cosine``/``step``/``constant``), warmup_steps,
+        weight_decay: optimization (AdamW); ``head_lr``/``density_lr`` override ``lr`` for the head
+            transforms / the entropy model's density.
+        device: ``"cpu"``, ``"cuda"``, ...
+        seed: seeds torch, numpy, the shuffling and the validation split.
+        checkpoint: path of a checkpoint written after every epoch (resumed from when ``resume``).
+        progress: show a tqdm bar (loss, bits per vector, metric).
+        feature_fn: maps a batch of ``features`` to backbone features (backbone in the loop).
+        extra_params: further parameters to train (a fine-tuned backbone), at ``extra_lr``.
+        in_channels: C when ``feature_fn`` is given and ``head`` is None.
+
+    Returns:
+        A :class:`TrainResult` (head and objective in eval mode, per-epoch history).
+
+    Raises:
+        ConfigError: bad shapes or options; ``RegistryError`` for unknown objectives.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    g = _seed_all(seed)
+    x = features if isinstance(features, Tensor) else _as_tensor(features)
+    if x.ndim < 2:
+        raise ConfigError(f"fit_head: features must be (N, C, *), got shape {tuple(x.shape)}")
+    y = None
+    if labels is not None:
+        la = labels if isinstance(labels, Tensor) else torch.as_tensor(np.asarray(labels))
+        y = la.long() if la.ndim == 1 else la.float()
+        if y.shape[0] != x.shape[0]:
+            raise ConfigError(f"fit_head: {x.shape[0]} feature rows but {y.shape[0]} labels")
+    x_tr, y_tr, x_val, y_val = _split_val(x, y, val, g)
+
+    obj_name = objective if isinstance(objective, str) else objective.name
+    if head is None:
+        c = in_channels if feature_fn is not None else x.shape[1]
+        if c is None:
+            raise ConfigError("fit_head: give in_channels when feature_fn is used")
+        cl = c if analysis == "identity" or latent_channels is None else int(latent_channels)
+        cfg = HeadConfig(in_channels=int(c), latent_channels=cl, analysis=analysis,
+                         synthesis=synthesis or _default_synthesis(obj_name, teacher), standardize=standardize,
+                         init_scale=init_scale, objective_quant=objective_quant, density=dict(density or {}))
+        head = CompressibleHead(cfg)
+        if standardize:
+            if feature_fn is None:
+                head.set_input_stats(x_tr)
+            else:
+                with torch.no_grad():
+                    head.set_input_stats(feature_fn(x_tr[: min(512, x_tr.shape[0])].to(device)).cpu())
+    head.to(device)
+    if isinstance(objective, str):
+        opts = dict(objective_options or {})
+        if obj_name == "distill":
+            opts.setdefault("teacher", teacher)
+        obj = get_objective(objective)(head, labels=(None if y is None else y.numpy()), **opts)
+    else:
+        obj = objective
+    obj.to(device)
+    if obj.needs_labels and y is None:
+        raise ConfigError(f"objective {obj_name!r} needs labels")
+
+    # parameter groups: head transforms, density, objective, extra
+    dens_params = list(head.bottleneck.parameters())
+    dens_ids = {id(p) for p in dens_params}
+    head_params = [p for p in head.parameters() if id(p) not in dens_ids and p.requires_grad]
+    groups = [
+        {"params": head_params, "lr": head_lr or lr, "weight_decay": 0.0},
+        {"params": dens_params, "lr": density_lr or lr, "weight_decay": 0.0},
+        {"params": [p for p in obj.parameters() if p.requires_grad], "lr": lr, "weight_decay": weight_decay},
+    ]
+    if extra_params:
+        groups.append({"params": list(extra_params), "lr": extra_lr or lr * 0.1, "weight_decay": 0.0})
+    groups = [gr for gr in groups if gr["params"]]
+    for gr in groups:
+        gr["base_lr"] = gr["lr"]
+    opt = torch.optim.AdamW(groups)
+
+    options = dict(objective=obj_name, lam=float(lam), epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
+                   lr_schedule=lr_schedule, weight_decay=float(weight_decay), seed=int(seed),
+                   objective_options={k: v for k, v in (objective_options or {}).items()
+                                      if isinstance(v, (int, float, str, bool, type(None)))},
+                   n_train=int(x_tr.shape[0]), n_val=int(0 if x_val is None else x_val.shape[0]))
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        head.load_state_dict(state["head"])
+        obj.load_state_dict(state["objective"])
+        opt.load_state_dict(state["optimizer"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"]) + 1
+        g.set_state(state["generator"])
+
+    n = x_tr.shape[0]
+    steps_per_epoch = max(1, math.ceil(n / batch_size))
+    total = steps_per_epoch * epochs
+    metric = obj.metric
+    for epoch in range(start_epoch, epochs):
+        head.train()
+        obj.train()
+        t0 = time.time()
+        perm = torch.randperm(n, generator=g)
+        sums = {"loss": 0.0, "bits": 0.0, "metric": 0.0}
+        seen = 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for s in bar:
+            step = epoch * steps_per_epoch + s
+            for gr in opt.param_groups:
+                gr["lr"] = _lr_at(lr_schedule, gr["base_lr"], step, total, warmup_steps)
+            idx = perm[s * batch_size:(s + 1) * batch_size]
+            xb = x_tr[idx].to(device, non_blocking=True)
+            if feature_fn is not None:
+                xb = feature_fn(xb)
+            yb = None if y_tr is None else y_tr[idx].to(device, non_blocking=True)
+            out = head(xb)
+            d, metrics = obj(out, xb, yb)
+            rate = rate_per_vector(out.bits, xb).mean()
+            loss = d + lam * rate
+            aux = getattr(head.bottleneck, "aux_loss", None)
+            if callable(aux):
+                loss = loss + aux()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            m = xb.shape[0]
+            seen += m
+            sums["loss"] += loss.item() * m
+            sums["bits"] += rate.item() * m
+            if metric:
+                sums["metric"] += metrics.get(metric, 0.0) * m
+            post = {"loss": f"{sums['loss'] / seen:.4f}", "bits": f"{sums['bits'] / seen:.1f}"}
+            if metric:
+                post[metric] = f"{sums['metric'] / seen:.4f}"
+            bar.set_postfix(post)
+        bar.close()
+        rec: dict[str, float] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
+                                 "loss": sums["loss"] / seen, "bits": sums["bits"] / seen,
+                                 "time_s": time.time() - t0}
+        if metric:
+            rec[metric] = sums["metric"] / seen
+        if x_val is not None:
+            ev = evaluate_head(head, obj, x_val, y_val, device=device, feature_fn=feature_fn,
+                               batch_size=max(batch_size, 1024))
+            rec.update({f"val_{k}": v for k, v in ev.items()})
+        history.append(rec)
+        if progress:
+            msg = " ".join(f"{k}={v:.4g}" for k, v in rec.items() if k != "epoch")
+            tqdm.write(f"epoch {epoch + 1}/{epochs}: {msg}")
+        if ckpt is not None:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt.with_suffix(ckpt.suffix + ".tmp")
+            torch.save({"head": head.state_dict(), "objective": obj.state_dict(), "optimizer": opt.state_dict(),
+                        "history": history, "epoch": epoch, "generator": g.get_state(),
+                        "head_config": head.config.to_dict(), "options": options}, tmp)
+            tmp.replace(ckpt)
+    head.eval()
+    obj.eval()
+    return TrainResult(head=head, objective=obj, history=history, options=options)
+
+
+def fit_head(features: Any, labels: Any = None, *, objective: str | Objective = "task", lam: float = 1e-2,
+             **kwargs: Any) -> CompressibleHead:
+    """Train a compressibility head on cached features and return it (what ``featcomp.save_model`` takes).
+
+    A thin wrapper of :func:`train_head` (same arguments); the trained objective and the history are
+    attached to the returned head as ``head.train_result`` (a :class:`TrainResult`, not a submodule).
+
+    Example::
+
+        head = featcomp.fit_head(feats, labels, objective="task", lam=1e-2, latent_channels=64, epochs=20)
+        featcomp.save_model("m.safetensors", head, backbone=spec, sampling=sampling)
+    """
+    res = train_head(features, labels, objective=objective, lam=lam, **kwargs)
+    object.__setattr__(res.head, "train_result", res)
+    return res.head
+
+
+def train_with_backbone(backbone: nn.Module, frames: Any, labels: Any = None, *, finetune: bool = False,
+                        backbone_lr: float | None = None, **kwargs: Any) -> TrainResult:
+    """Train with the backbone in the loop: frames -> ``backbone.preprocess`` -> ``backbone`` -> head.
+
+    Args:
+        backbone: a :class:`featcomp.backbones.Backbone` (``preprocess`` + ``forward``), frozen unless
+            ``finetune``; its ``out_channels`` gives C.
+        frames: uint8 (N, H, W, 3) frames (numpy or torch).
+        labels: as in :func:`train_head`.
+        finetune: also train the backbone's parameters (at ``backbone_lr``, default ``lr / 10``).
+        **kwargs: :func:`train_head` options (``device``, ``objective``, ``lam``, ...).
+
+    Returns:
+        A :class:`TrainResult`. With ``finetune`` the backbone is modified in place.
+    """
+    device = torch.device(kwargs.get("device", "cpu"))
+    backbone.to(device)
+    frames_t = frames if isinstance(frames, Tensor) else torch.from_numpy(np.ascontiguousarray(frames))
+    for p in backbone.parameters():
+        p.requires_grad_(bool(finetune))
+    if not finetune:
+        backbone.eval()
+
+    def feature_fn(fr: Tensor) -> Tensor:
+        xb = backbone.preprocess(fr).to(device)
+        if finetune:
+            return backbone(xb)
+        with torch.no_grad():
+            return backbone(xb)
+
+    c = getattr(backbone, "out_channels", None)
+    if c is None:
+        with torch.no_grad():
+            c = feature_fn(frames_t[:1]).shape[1]
+    extra = list(backbone.parameters()) if finetune else []
+    return train_head(frames_t, labels, feature_fn=feature_fn, in_channels=int(c), extra_params=extra,
+                      extra_lr=backbone_lr, **kwargs)

@@ -118,6 +118,8 @@ class DeepFactorizedDensity(nn.Module):
             below = self.logits_cdf(mid) < target
             lo = torch.where(below, mid, lo)
             hi = torch.where(below, hi, mid)
-            if i % 8 == 7 and bool(((mid == lo) | (mid == hi)).all()):
-                break  # converged to the dtype's resolution
+            if i % 8 == 7:
+                nxt = 0.5 * (lo + hi)
+                if bool(((nxt == lo) | (nxt == hi)).all()):
+                    break  # converged to the dtype's resolution
         return (0.5 * (lo + hi)).squeeze(1)

@@ -105,7 +105,6 @@ def test_empty_and_wrong_inputs(codec3):
 
 
 # ---------------------------------------------------------------- rate
-@pytest.mark.slow
 def test_coded_size_matches_estimate_for_a_million_symbols():
     rng = np.random.default_rng(2)
     k = laplace_symbols(rng, 4000, 256)  # 1,024,000 symbols

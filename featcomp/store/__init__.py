@@ -1,0 +1,30 @@
+"""Entropy-coded Zarr feature stores (layer 2): codec, format, writer, reader, verification.
+
+Reading imports numpy, zarr, numcodecs, constriction and fsspec only; torch is imported by
+:mod:`featcomp.store.dataset` alone. Importing this package registers the ``featcomp.ans`` codec
+with zarr and numcodecs.
+"""
+
+from __future__ import annotations
+
+from featcomp.store.codec import CODEC_NAME, FeatcompANSCodec, FeatcompANSNumcodec, register_codecs
+from featcomp.store.format import FORMAT_VERSION
+from featcomp.store.reader import FeatureStore, StoredVideo, open_store
+from featcomp.store.verify import VerifyReport, compact_store, verify_store
+from featcomp.store.writer import StoreWriter, WriteRecord
+
+__all__ = [
+    "CODEC_NAME",
+    "FORMAT_VERSION",
+    "FeatcompANSCodec",
+    "FeatcompANSNumcodec",
+    "FeatureStore",
+    "StoredVideo",
+    "StoreWriter",
+    "VerifyReport",
+    "WriteRecord",
+    "compact_store",
+    "open_store",
+    "register_codecs",
+    "verify_store",
+]

@@ -1,0 +1,351 @@
+"""The ``featcomp.ans`` chunk codec: entropy-coded integer latents in zarr v3 and numcodecs.
+
+One byte layout, two front ends:
+
+* :class:`FeatcompANSCodec` is a native zarr v3 ``ArrayBytesCodec`` (registered as
+  ``"featcomp.ans"`` with :func:`zarr.registry.register_codec` and the ``zarr.codecs`` entry point).
+  It is the ``serializer`` of every coded part array, usually inside ``sharding_indexed``.
+* :class:`FeatcompANSNumcodec` is a :class:`numcodecs.abc.Codec` with ``codec_id = "featcomp.ans"``
+  (``numcodecs.registry.register_codec`` and the ``numcodecs.codecs`` entry point), for zarr format 2
+  arrays and any other numcodecs user.
+
+Both carry the frozen coding tables in their configuration (``tables``: base64 of
+``zlib.compress(EntropyCodec.to_bytes())``, plus the table ``digest``), so an array decodes with no
+model file. The decoded :class:`~featcomp.entropy.EntropyCodec` is cached per digest, so opening many
+arrays that share one set of tables parses them once.
+
+Chunk byte layout (little endian, see ``docs/format.md``)::
+
+    u8      layout version (1)
+    LEB128  n_total   frames in the chunk (the chunk's first dimension)
+    LEB128  n_coded   leading frames that are entropy-coded; frames n_coded.. are all zero
+    [LEB128 frame_size   elements per frame, only when n_coded == 0]
+    bytes   EntropyCodec.compress_symbols(k[:n_coded])   (absent when n_coded == 0)
+
+Trailing all-zero frames are not coded: the zero padding that zarr adds to the last (partial) chunk of
+an array costs nothing, and decoding pads them back. This is exact for every input.
+
+Invariant: tables are never rebuilt at decode time; decoding uses the stored integer tables only.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from featcomp.errors import CodecError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from featcomp.entropy import EntropyCodec
+
+__all__ = [
+    "CODEC_NAME",
+    "CHUNK_LAYOUT_VERSION",
+    "encode_tables",
+    "decode_tables",
+    "encode_chunk",
+    "decode_chunk",
+    "FeatcompANSCodec",
+    "FeatcompANSNumcodec",
+    "register_codecs",
+]
+
+CODEC_NAME = "featcomp.ans"
+CHUNK_LAYOUT_VERSION = 1
+
+_TABLE_CACHE: dict[str, Any] = {}
+_TABLE_LOCK = threading.Lock()
+
+
+# --------------------------------------------------------------------------------------- tables
+def encode_tables(codec: EntropyCodec) -> str:
+    """The codec's frozen tables as a compact ASCII string (base64 of zlib of ``to_bytes()``)."""
+    return base64.b64encode(zlib.compress(codec.to_bytes(), 9)).decode("ascii")
+
+
+def decode_tables(tables: str, digest: str | None = None) -> EntropyCodec:
+    """Rebuild (or fetch from the per-process cache) the :class:`EntropyCodec` of ``tables``.
+
+    Args:
+        tables: the string made by :func:`encode_tables`.
+        digest: the expected table digest (sha256 hex); checked when given.
+
+    Raises:
+        CodecError: the string does not decode, or its digest is not ``digest``.
+    """
+    key = tables if len(tables) < 64 else f"{len(tables)}:{zlib.crc32(tables.encode())}:{tables[-48:]}"
+    codec = _TABLE_CACHE.get(key)
+    if codec is None:
+        from featcomp.entropy import EntropyCodec
+
+        try:
+            raw = zlib.decompress(base64.b64decode(tables.encode("ascii"), validate=True))
+            codec = EntropyCodec.from_bytes(raw)
+        except CodecError:
+            raise
+        except Exception as e:  # binascii.Error, zlib.error, ValueError
+            raise CodecError(f"featcomp.ans: coding tables do not decode ({type(e).__name__}: {e})") from None
+        with _TABLE_LOCK:
+            _TABLE_CACHE[key] = codec
+    if digest is not None and codec.digest != digest:
+        raise CodecError(
+            f"featcomp.ans: table digest mismatch: configuration says {digest[:16]}..., "
+            f"tables hash to {codec.digest[:16]}... (the store's tables were altered)"
+        )
+    return codec
+
+
+# ---------------------------------------------------------------------------------- chunk bytes
+def _leb128(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _read_leb128(buf: memoryview | bytes, pos: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise CodecError("featcomp.ans: chunk truncated in its header")
+        b = buf[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return n, pos
+        shift += 7
+        if shift > 63:
+            raise CodecError("featcomp.ans: corrupt chunk header (varint too long)")
+
+
+def encode_chunk(k: np.ndarray, codec: EntropyCodec) -> bytes:
+    """Entropy-code one chunk of integer latents.
+
+    Args:
+        k: integer array ``(n, C[, H, W])``; values must fit int32.
+        codec: the frozen :class:`EntropyCodec` (``C == codec.channels``).
+
+    Returns:
+        The chunk bytes (layout in the module docstring).
+    """
+    k = np.asarray(k)
+    if k.ndim < 2:
+        raise CodecError(f"featcomp.ans: chunks must be (n, C, ...), got shape {k.shape}")
+    n_total = int(k.shape[0])
+    flat = k.reshape(n_total, -1)
+    nz = np.flatnonzero(flat.any(axis=1))
+    n_coded = int(nz[-1]) + 1 if nz.size else 0
+    head = bytearray([CHUNK_LAYOUT_VERSION])
+    head += _leb128(n_total)
+    head += _leb128(n_coded)
+    if n_coded == 0:
+        head += _leb128(int(flat.shape[1]))
+        return bytes(head)
+    body = codec.compress_symbols(np.ascontiguousarray(k[:n_coded], dtype=np.int32))
+    return bytes(head) + bytes(body)
+
+
+def decode_chunk(data: bytes | memoryview, codec: EntropyCodec, sample_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Decode chunk bytes made by :func:`encode_chunk`.
+
+    Args:
+        data: the chunk bytes.
+        codec: the frozen codec whose tables coded the chunk.
+        sample_shape: per-frame shape ``(C[, H, W])`` when known (needed only for all-zero chunks
+            when the caller wants a shaped result; otherwise a flat frame shape is used).
+
+    Returns:
+        int32 array ``(n_total, *sample_shape)``.
+
+    Raises:
+        CodecError: truncated or corrupt bytes, another codec's stream, a shape that disagrees.
+    """
+    buf = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+    if len(buf) < 3:
+        raise CodecError(f"featcomp.ans: chunk truncated ({len(buf)} bytes)")
+    if buf[0] != CHUNK_LAYOUT_VERSION:
+        raise CodecError(
+            f"featcomp.ans: unknown chunk layout version {buf[0]} (this featcomp reads {CHUNK_LAYOUT_VERSION}); "
+            "upgrade featcomp or the chunk is corrupt"
+        )
+    n_total, pos = _read_leb128(buf, 1)
+    n_coded, pos = _read_leb128(buf, pos)
+    if n_coded > n_total:
+        raise CodecError(f"featcomp.ans: corrupt chunk header ({n_coded} coded frames > {n_total})")
+    if n_coded == 0:
+        frame_size, pos = _read_leb128(buf, pos)
+        shape = tuple(sample_shape) if sample_shape is not None else (frame_size,)
+        if int(np.prod(shape)) != frame_size:
+            raise CodecError(f"featcomp.ans: chunk frame size {frame_size} != expected shape {shape}")
+        return np.zeros((n_total, *shape), dtype=np.int32)
+    k = codec.decompress_symbols(bytes(buf[pos:]))
+    if k.shape[0] != n_coded or (sample_shape is not None and tuple(k.shape[1:]) != tuple(sample_shape)):
+        raise CodecError(
+            f"featcomp.ans: decoded shape {k.shape} disagrees with the chunk header "
+            f"({n_coded} frames of {sample_shape})"
+        )
+    if n_coded == n_total:
+        return np.asarray(k, dtype=np.int32)
+    out = np.zeros((n_total, *k.shape[1:]), dtype=np.int32)
+    out[:n_coded] = k
+    return out
+
+
+# ------------------------------------------------------------------------------------- zarr v3
+from zarr.abc.codec import ArrayBytesCodec  # noqa: E402
+from zarr.core.buffer import Buffer, NDBuffer  # noqa: E402
+
+
+@dataclass(frozen=True)
+class FeatcompANSCodec(ArrayBytesCodec):
+    """zarr v3 serializer that entropy-codes int32 latent chunks with frozen featcomp tables.
+
+    Args:
+        tables: :func:`encode_tables` of the codec (carried in the array's metadata).
+        digest: the tables' sha256 digest (checked on load).
+
+    Use :meth:`from_codec` to build one from an :class:`EntropyCodec`. The array's dtype must be
+    int32 and its chunks ``(n, C[, H, W])`` with ``C == codec.channels``.
+    """
+
+    is_fixed_size = False
+
+    tables: str
+    digest: str
+
+    def __init__(self, *, tables: str, digest: str) -> None:
+        object.__setattr__(self, "tables", str(tables))
+        object.__setattr__(self, "digest", str(digest))
+
+    @classmethod
+    def from_codec(cls, codec: EntropyCodec) -> FeatcompANSCodec:
+        """Build the zarr codec for a frozen :class:`EntropyCodec`."""
+        tables = encode_tables(codec)
+        with _TABLE_LOCK:
+            _TABLE_CACHE[f"{len(tables)}:{zlib.crc32(tables.encode())}:{tables[-48:]}"] = codec
+        return cls(tables=tables, digest=codec.digest)
+
+    @property
+    def codec(self) -> EntropyCodec:
+        """The :class:`EntropyCodec` (cached per digest)."""
+        return decode_tables(self.tables, self.digest)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatcompANSCodec:
+        if data.get("name") != CODEC_NAME:
+            raise ValueError(f"expected codec name {CODEC_NAME!r}, got {data.get('name')!r}")
+        conf = dict(data.get("configuration") or {})
+        unknown = set(conf) - {"tables", "digest"}
+        if unknown or "tables" not in conf or "digest" not in conf:
+            raise ValueError(f"{CODEC_NAME}: configuration needs exactly 'tables' and 'digest', got {sorted(conf)}")
+        return cls(tables=conf["tables"], digest=conf["digest"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": CODEC_NAME, "configuration": {"tables": self.tables, "digest": self.digest}}
+
+    def validate(self, *, shape, dtype, chunk_grid) -> None:  # type: ignore[override]
+        native = dtype.to_native_dtype() if hasattr(dtype, "to_native_dtype") else np.dtype(dtype)
+        if np.dtype(native) != np.dtype("int32"):
+            raise ValueError(f"{CODEC_NAME} codes int32 arrays, not {native}")
+        if len(shape) < 2:
+            raise ValueError(f"{CODEC_NAME} needs arrays (T, C[, H, W]), got {len(shape)} dimensions")
+        channels = self.codec.channels
+        if shape[1] != channels:
+            raise ValueError(f"{CODEC_NAME}: array has {shape[1]} channels, the tables {channels}")
+
+    def _decode_sync(self, chunk_bytes: Buffer, chunk_spec) -> NDBuffer:
+        k = decode_chunk(chunk_bytes.as_numpy_array().tobytes(), self.codec, tuple(chunk_spec.shape[1:]))
+        if k.shape != tuple(chunk_spec.shape):
+            raise CodecError(f"{CODEC_NAME}: chunk decodes to {k.shape}, expected {tuple(chunk_spec.shape)}")
+        return chunk_spec.prototype.nd_buffer.from_ndarray_like(k)
+
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec) -> NDBuffer:
+        return self._decode_sync(chunk_bytes, chunk_spec)
+
+    def _encode_sync(self, chunk_array: NDBuffer, chunk_spec) -> Buffer | None:
+        data = encode_chunk(chunk_array.as_numpy_array(), self.codec)
+        return chunk_spec.prototype.buffer.from_bytes(data)
+
+    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec) -> Buffer | None:
+        return self._encode_sync(chunk_array, chunk_spec)
+
+    def compute_encoded_size(self, input_byte_length: int, _chunk_spec) -> int:
+        raise NotImplementedError  # variable size
+
+
+# ------------------------------------------------------------------------------------ numcodecs
+from numcodecs.abc import Codec as _NumcodecsCodec  # noqa: E402
+
+
+class FeatcompANSNumcodec(_NumcodecsCodec):
+    """numcodecs codec ``"featcomp.ans"`` (same chunk bytes as :class:`FeatcompANSCodec`).
+
+    Args:
+        tables: :func:`encode_tables` of the codec.
+        digest: the tables' sha256 digest.
+
+    ``encode(k)`` takes an integer array ``(n, C[, H, W])``; ``decode`` returns int32
+    ``(n, C[, H, W])`` (or writes into ``out``, e.g. a zarr v2 chunk buffer).
+    """
+
+    codec_id = CODEC_NAME
+
+    def __init__(self, tables: str, digest: str) -> None:
+        self.tables = str(tables)
+        self.digest = str(digest)
+
+    @classmethod
+    def from_codec(cls, codec: EntropyCodec) -> FeatcompANSNumcodec:
+        return cls(tables=encode_tables(codec), digest=codec.digest)
+
+    @property
+    def codec(self) -> EntropyCodec:
+        return decode_tables(self.tables, self.digest)
+
+    def encode(self, buf):
+        arr = np.asarray(buf)
+        if arr.ndim == 1:  # zarr v2 may hand a flat view of a 2-D chunk
+            arr = arr.reshape(-1, self.codec.channels)
+        return encode_chunk(arr, self.codec)
+
+    def decode(self, buf, out=None):
+        raw = bytes(memoryview(buf).cast("B")) if not isinstance(buf, bytes) else buf
+        k = decode_chunk(raw, self.codec)
+        if out is not None:
+            o = np.asarray(out)
+            o.reshape(-1)[...] = k.reshape(-1)
+            return out
+        return k
+
+    def get_config(self) -> dict[str, Any]:
+        return {"id": self.codec_id, "tables": self.tables, "digest": self.digest}
+
+
+# ------------------------------------------------------------------------------------ registry
+_registered = False
+
+
+def register_codecs() -> None:
+    """Register both front ends (idempotent; done on import of ``featcomp.store``)."""
+    global _registered
+    if _registered:
+        return
+    import numcodecs.registry
+    import zarr.registry
+
+    zarr.registry.register_codec(CODEC_NAME, FeatcompANSCodec)
+    numcodecs.registry.register_codec(FeatcompANSNumcodec)
+    _registered = True
+
+
+register_codecs()

@@ -1,0 +1,48 @@
+"""``featcomp info STORE`` and ``featcomp verify STORE`` (no torch imported)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def configure_info(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("store", help="store directory or fsspec URL")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def main_info(args: argparse.Namespace) -> int:
+    from featcomp.store.reader import open_store
+
+    info = open_store(args.store).info()
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+
+    def fmt(x, spec=",.1f"):
+        return "n/a" if x is None else format(x, spec)
+
+    print(f"store            {info['store']}")
+    print(f"format           featcomp.store v{info['format_version']} ({info['mode']}), tables {str(info['digest'])[:16]}")
+    print(f"videos           {info['videos']:,}")
+    print(f"frames           {info['frames']:,}")
+    print(f"frame shape      {info['sample_shape']}")
+    print(f"bytes            {info['bytes']:,} (data {info['data_bytes']:,}, index {info['index_bytes']:,}, other {info['other_bytes']:,})")
+    print(f"bits per frame   {fmt(info['bits_per_frame'])} (data only {fmt(info['data_bits_per_frame'])})")
+    print(f"ratio vs float16 {fmt(info['ratio_vs_float16'], '.2f')}x (float16 of the stored shape: {fmt(info['float16_bytes'], ',.0f')} bytes)")
+    print(f"failures         {info['failures']}")
+    return 0
+
+
+def configure_verify(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("store", help="store directory or fsspec URL")
+    parser.add_argument("--compact", action="store_true",
+                        help="after a clean check, fold index logs/files into one (safe with live writers on local disks)")
+
+
+def main_verify(args: argparse.Namespace) -> int:
+    from featcomp.store.verify import describe, verify_store
+
+    report = verify_store(args.store, compact=args.compact)
+    print(describe(report))
+    return 0 if report.ok else 1

@@ -1,0 +1,193 @@
+"""A torch ``Dataset`` over a featcomp store, per video or per window, with labels.
+
+Worker safety: the dataset holds the store's URL, the item list and the labels only; each
+process opens the store on first use (``DataLoader(num_workers>0)`` pickles nothing open).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from featcomp.errors import StoreError
+
+__all__ = ["FeatureDataset", "collate_features", "read_labels"]
+
+
+def read_labels(labels: Any) -> dict[str, Any]:
+    """Labels as ``{video_id: label}`` from a dict, a CSV path, a pandas Series or DataFrame.
+
+    CSV files need a header with ``video_id`` and ``label`` columns (else the first two columns
+    are used). DataFrames need ``video_id`` and ``label`` columns (or the index is the id and one
+    column is left).
+    """
+    if labels is None:
+        return {}
+    if isinstance(labels, (str, os.PathLike)):
+        with open(labels, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows:
+            return {}
+        head = [h.strip() for h in rows[0]]
+        if "video_id" in head and "label" in head:
+            i, j = head.index("video_id"), head.index("label")
+            body = rows[1:]
+        else:
+            i, j, body = 0, 1, rows
+        return {r[i]: r[j] for r in body if len(r) > max(i, j)}
+    if hasattr(labels, "columns") and hasattr(labels, "iterrows"):  # DataFrame
+        cols = list(labels.columns)
+        if "video_id" in cols and "label" in cols:
+            return dict(zip(labels["video_id"].tolist(), labels["label"].tolist()))
+        if len(cols) == 1:
+            return dict(zip(labels.index.tolist(), labels[cols[0]].tolist()))
+        raise StoreError(f"label table needs 'video_id' and 'label' columns, has {cols}")
+    if hasattr(labels, "items"):
+        return {str(k): v for k, v in labels.items()}
+    raise StoreError(f"labels must be a dict, a CSV path or a pandas object, got {type(labels).__name__}")
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """Items are videos (``window=None``) or windows of ``window`` frames every ``stride`` frames.
+
+    Args:
+        store: a store path/URL or an open :class:`~featcomp.store.FeatureStore` (only its URL is kept).
+        labels: ``{video_id: label}``, a CSV path, or a pandas Series/DataFrame (see :func:`read_labels`).
+            Videos without a label are skipped (counted in ``missing_labels``). Non-integer labels are
+            mapped to class indices in sorted order (``classes``).
+        window: frames per item (None: whole videos). Videos shorter than ``window`` give one shorter item.
+        stride: frames between window starts (default ``window``).
+        video_ids: restrict to these videos (default: all, in store order).
+        latents: return int32 latents instead of float32 features (coded stores).
+
+    Each item is a dict: ``features`` float32 tensor ``(L, C[, H, W])`` (or ``latents`` int32),
+    ``length`` (L), ``start`` (first frame), ``video_id`` and, with labels, ``label`` (int64).
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        labels: Any = None,
+        *,
+        window: int | None = None,
+        stride: int | None = None,
+        video_ids: list[str] | None = None,
+        latents: bool = False,
+    ) -> None:
+        from featcomp.store.reader import FeatureStore, open_store
+
+        st = store if isinstance(store, FeatureStore) else open_store(store)
+        self.url = st.url
+        self.latents = bool(latents)
+        if window is not None and int(window) < 1:
+            raise StoreError(f"window must be >= 1, got {window}")
+        self.window = None if window is None else int(window)
+        self.stride = int(stride) if stride is not None else self.window
+        if self.stride is not None and self.stride < 1:
+            raise StoreError(f"stride must be >= 1, got {stride}")
+        lab = read_labels(labels)
+        ids = list(st) if video_ids is None else list(video_ids)
+        missing = [v for v in ids if v not in st]
+        if missing:
+            raise StoreError(f"{self.url}: {len(missing)} requested videos are not in the store, e.g. {missing[:3]}")
+        self.missing_labels = 0
+        if labels is not None:
+            kept = [v for v in ids if v in lab]
+            self.missing_labels = len(ids) - len(kept)
+            ids = kept
+            values = [lab[v] for v in ids]
+            if all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in values):
+                self.classes = None
+                self._labels = {v: int(lab[v]) for v in ids}
+            else:
+                self.classes = sorted({str(x) for x in values})
+                pos = {c: i for i, c in enumerate(self.classes)}
+                self._labels = {v: pos[str(lab[v])] for v in ids}
+        else:
+            self.classes = None
+            self._labels = None
+        rows = [st._rows[v] for v in ids]
+        lengths = st.index.length[np.asarray(rows, dtype=np.int64)] if rows else np.zeros(0, np.int64)
+        items_vid, items_start, items_len = [], [], []
+        for k, (v, n) in enumerate(zip(ids, lengths.tolist())):
+            if self.window is None or n <= self.window:
+                items_vid.append(k)
+                items_start.append(0)
+                items_len.append(n if self.window is None else min(n, self.window))
+            else:
+                starts = np.arange(0, n - self.window + 1, self.stride)
+                items_vid.extend([k] * len(starts))
+                items_start.extend(starts.tolist())
+                items_len.extend([self.window] * len(starts))
+        self.video_ids = ids
+        self._item_vid = np.asarray(items_vid, dtype=np.int64)
+        self._item_start = np.asarray(items_start, dtype=np.int64)
+        self._item_len = np.asarray(items_len, dtype=np.int64)
+        self._store = st  # dropped when pickled
+
+    def __getstate__(self) -> dict:
+        d = dict(self.__dict__)
+        d["_store"] = None
+        return d
+
+    def _st(self):
+        if self._store is None:
+            from featcomp.store.reader import open_store
+
+            self._store = open_store(self.url)
+        return self._store
+
+    def __len__(self) -> int:
+        return len(self._item_vid)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        vid = self.video_ids[int(self._item_vid[i])]
+        s = int(self._item_start[i])
+        n = int(self._item_len[i])
+        v = self._st()[vid]
+        if s != 0 or n != v.frames:
+            v = v.window(s, s + n)
+        item: dict[str, Any] = {"video_id": vid, "start": s, "length": n}
+        if self.latents:
+            item["latents"] = torch.from_numpy(v.latents())
+        else:
+            item["features"] = torch.from_numpy(v.features())
+        if self._labels is not None:
+            item["label"] = torch.tensor(self._labels[vid], dtype=torch.int64)
+        return item
+
+
+def collate_features(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pad variable-length items into a batch.
+
+    Returns:
+        dict with ``features`` (or ``latents``) ``(B, L_max, C[, H, W])`` zero-padded, ``lengths``
+        int64 ``(B,)``, ``mask`` bool ``(B, L_max)`` (True on real frames), ``video_ids`` (list),
+        ``starts`` int64 ``(B,)`` and, when items have labels, ``labels`` int64 ``(B,)``.
+    """
+    key = "features" if "features" in batch[0] else "latents"
+    lengths = torch.tensor([int(b["length"]) for b in batch], dtype=torch.int64)
+    lmax = int(lengths.max()) if len(batch) else 0
+    first = batch[0][key]
+    out = first.new_zeros((len(batch), lmax, *first.shape[1:]))
+    for i, b in enumerate(batch):
+        out[i, : b[key].shape[0]] = b[key]
+    res: dict[str, Any] = {
+        key: out,
+        "lengths": lengths,
+        "mask": torch.arange(lmax)[None, :] < lengths[:, None],
+        "video_ids": [b["video_id"] for b in batch],
+        "starts": torch.tensor([int(b["start"]) for b in batch], dtype=torch.int64),
+    }
+    if "label" in batch[0]:
+        res["labels"] = torch.stack([b["label"] for b in batch])
+    return res

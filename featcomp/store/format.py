@@ -1,0 +1,367 @@
+"""The featcomp store format: layout, header, index records and index files (see ``docs/format.md``).
+
+Layout of a store (a directory or an fsspec URL prefix)::
+
+    zarr.json                     zarr v3 group; attributes["featcomp"] = the store header (JSON)
+    parts/zarr.json               zarr v3 group
+    parts/<writer_id>/            one append-only data array per writer session, (N, C[, H, W]),
+                                  chunked along time, sharded; coded: int32 with the featcomp.ans
+                                  serializer; raw: float16 with bytes + zstd
+    times/<writer_id>/            float64 (N,) timestamps, only for videos whose timestamps are not affine
+    index/<writer_id>.log         append-only JSON lines, one fsync'd commit record per video (local)
+    index/<writer_id>.log.d/<seq> the same records as one object each (object stores, memory://)
+    index/<name>.fcidx            compacted index files (binary, zstd), written atomically
+    failures/<writer_id>.jsonl    append-only failure records (or failures/<writer_id>.jsonl.d/<seq>)
+
+A video is visible once its commit record exists; records are merged on read (the newest
+``written`` wins for an id written twice with ``force=True``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from featcomp.errors import StoreError
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "PACKAGE_HINT",
+    "IndexTable",
+    "encode_record",
+    "decode_log",
+    "encode_index_file",
+    "decode_index_file",
+    "encode_timestamps",
+    "decode_timestamps",
+    "check_video_id",
+    "group_doc",
+]
+
+FORMAT_NAME = "featcomp.store"
+FORMAT_VERSION = 1
+PACKAGE_HINT = (
+    "this is a featcomp feature store: its chunks use the zarr codec 'featcomp.ans' from the Python "
+    "package 'featcomp' (pip install featcomp)"
+)
+
+INDEX_MAGIC = b"FCIDX\x00"
+INDEX_FILE_VERSION = 1
+
+# Timestamps kinds (column ``ts_kind``)
+TS_ARRAY = 0  # stored in times/<part>[start:start+length]
+TS_TICKS = 1  # (tick0 + i * dtick) / rate, integers
+TS_FLOAT = 2  # t0 + i * dt, float64 (bits in ts_a / ts_b)
+
+_RATES = (1, 1000, 1_000_000, 90_000, 30_000, 24_000, 60_000, 48_000, 44_100, 1_000_000_000)
+
+
+def check_video_id(video_id: Any) -> str:
+    """Validate a video id: a non-empty str without NUL or newline characters."""
+    if not isinstance(video_id, str) or not video_id or "\x00" in video_id or "\n" in video_id:
+        raise StoreError(f"video ids must be non-empty strings without NUL/newline, got {video_id!r}")
+    return video_id
+
+
+def group_doc(attributes: dict[str, Any] | None = None) -> bytes:
+    """A zarr v3 group ``zarr.json`` document."""
+    doc = {"zarr_format": 3, "node_type": "group", "attributes": attributes or {}}
+    return json.dumps(doc, indent=1, sort_keys=True).encode()
+
+
+# ---------------------------------------------------------------------------------- timestamps
+def encode_timestamps(ts: np.ndarray) -> tuple[int, int, int, int]:
+    """Find an exact compact form of ``ts``.
+
+    Args:
+        ts: float64 ``(T,)`` seconds.
+
+    Returns:
+        ``(kind, a, b, rate)``: ``TS_TICKS`` when ``ts == (a + i*b) / rate`` exactly for one of the
+        usual time bases, ``TS_FLOAT`` when ``ts == t0 + i*dt`` exactly (``a``/``b`` are the float64
+        bit patterns), else ``(TS_ARRAY, 0, 0, 0)``: the timestamps are stored as an array.
+    """
+    ts = np.asarray(ts, dtype=np.float64)
+    n = ts.shape[0]
+    i = np.arange(n, dtype=np.int64)
+    if n and np.all(np.isfinite(ts)) and np.abs(ts).max() < 1e9:
+        for rate in _RATES:
+            ticks = np.rint(ts * rate)
+            if np.abs(ticks).max() >= 2**53:
+                continue
+            t = ticks.astype(np.int64)
+            tick0 = int(t[0])
+            dtick = int(t[1] - t[0]) if n > 1 else 0
+            if np.array_equal(t, tick0 + i * dtick) and np.array_equal((tick0 + i * dtick) / rate, ts):
+                return TS_TICKS, tick0, dtick, rate
+        t0 = float(ts[0])
+        for dt in {float(ts[1] - ts[0]) if n > 1 else 0.0, float((ts[-1] - ts[0]) / (n - 1)) if n > 1 else 0.0}:
+            if np.array_equal(t0 + i * dt, ts):
+                return TS_FLOAT, _f2i(t0), _f2i(dt), 0
+    return TS_ARRAY, 0, 0, 0
+
+
+def decode_timestamps(kind: int, a: int, b: int, rate: int, n: int) -> np.ndarray | None:
+    """float64 ``(n,)`` timestamps from the compact form, or None for ``TS_ARRAY``."""
+    i = np.arange(n, dtype=np.int64)
+    if kind == TS_TICKS:
+        return (a + i * b) / rate
+    if kind == TS_FLOAT:
+        return _i2f(a) + i * _i2f(b)
+    return None
+
+
+def _f2i(x: float) -> int:
+    return struct.unpack("<q", struct.pack("<d", x))[0]
+
+
+def _i2f(x: int) -> float:
+    return struct.unpack("<d", struct.pack("<q", int(x)))[0]
+
+
+# ---------------------------------------------------------------------------------- index table
+_COLUMNS = (  # name, dtype
+    ("part", "<i4"),
+    ("start", "<i8"),  # stored as delta from the previous row's start + length (same part), see encode
+    ("length", "<i8"),
+    ("crc", "<u4"),
+    ("written", "<i8"),  # stored as delta from the previous row
+    ("ts_kind", "u1"),
+    ("ts_a", "<i8"),
+    ("ts_b", "<i8"),
+    ("ts_rate", "<i8"),
+)
+
+
+@dataclass
+class IndexTable:
+    """Columns of an index (one row per committed video).
+
+    Attributes:
+        parts: part names (writer ids); ``part`` indexes into it.
+        ids: video ids, list of str (N,).
+        part: int32 (N,); start, length: int64 (N,) frame range in the part array.
+        crc: uint32 (N,) CRC-32 of the video's stored array (int32 latents or float16 features,
+            C order, little endian). written: int64 (N,) ns since the epoch (newest wins).
+        ts_kind uint8, ts_a/ts_b/ts_rate int64 (N,): the compact timestamps (:func:`encode_timestamps`).
+        meta: list of str (N,): per-video metadata as JSON ("" when none).
+    """
+
+    parts: list[str]
+    ids: list[str]
+    part: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+    crc: np.ndarray
+    written: np.ndarray
+    ts_kind: np.ndarray
+    ts_a: np.ndarray
+    ts_b: np.ndarray
+    ts_rate: np.ndarray
+    meta: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def empty(cls) -> IndexTable:
+        return cls.from_records([], [])
+
+    @classmethod
+    def from_records(cls, parts: list[str], records: list[tuple[int, dict]]) -> IndexTable:
+        """Build from ``(part_index, record_dict)`` pairs (records as in :func:`encode_record`)."""
+        n = len(records)
+        cols = {name: np.zeros(n, dtype=dt) for name, dt in _COLUMNS}
+        ids, meta = [], []
+        for j, (p, r) in enumerate(records):
+            cols["part"][j] = p
+            cols["start"][j] = r["start"]
+            cols["length"][j] = r["length"]
+            cols["crc"][j] = r["crc"]
+            cols["written"][j] = r["written"]
+            kind, a, b, rate = r["ts"]
+            cols["ts_kind"][j], cols["ts_a"][j], cols["ts_b"][j], cols["ts_rate"][j] = kind, a, b, rate
+            ids.append(r["id"])
+            m = r.get("meta")
+            meta.append(json.dumps(m, sort_keys=True, separators=(",", ":")) if m else "")
+        return cls(parts=list(parts), ids=ids, meta=meta, **cols)
+
+    @staticmethod
+    def concat(tables: list[IndexTable]) -> IndexTable:
+        """Concatenate tables (part names are unified) and keep, per id, the newest row."""
+        tables = [t for t in tables if len(t)]
+        if not tables:
+            return IndexTable.empty()
+        parts: list[str] = []
+        pos: dict[str, int] = {}
+        remapped = []
+        for t in tables:
+            m = np.array([pos.setdefault(p, len(pos)) for p in t.parts] or [0], dtype=np.int32)
+            for p in t.parts:
+                if p not in parts:
+                    parts.append(p)
+            remapped.append(m[t.part] if len(t.parts) else t.part)
+        ids = [i for t in tables for i in t.ids]
+        meta = [m for t in tables for m in t.meta]
+        cols = {name: np.concatenate([getattr(t, name) for t in tables]) for name, _ in _COLUMNS if name != "part"}
+        out = IndexTable(parts=parts, ids=ids, meta=meta, part=np.concatenate(remapped).astype(np.int32), **cols)
+        return out.deduplicated()
+
+    def deduplicated(self) -> IndexTable:
+        """Keep one row per id: the newest ``written`` (ties: the later row)."""
+        if len(set(self.ids)) == len(self.ids):
+            return self
+        order = np.argsort(self.written, kind="stable")
+        last: dict[str, int] = {}
+        for j in order.tolist():
+            last[self.ids[j]] = j
+        keep = np.array(sorted(last.values()), dtype=np.int64)
+        return self.take(keep)
+
+    def take(self, rows: np.ndarray) -> IndexTable:
+        rows = np.asarray(rows, dtype=np.int64)
+        return IndexTable(
+            parts=list(self.parts),
+            ids=[self.ids[j] for j in rows.tolist()],
+            meta=[self.meta[j] for j in rows.tolist()],
+            **{name: getattr(self, name)[rows] for name, _ in _COLUMNS},
+        )
+
+
+def encode_record(video_id: str, start: int, length: int, crc: int, written: int, ts: tuple, meta: dict | None) -> bytes:
+    """One commit record: a JSON object on one line, terminated by ``\\n``.
+
+    Keys: ``id``, ``start``, ``length``, ``crc``, ``written`` (ns), ``ts`` ([kind, a, b, rate]) and
+    optionally ``meta``. A line without its final newline is an uncommitted (torn) record.
+    """
+    rec: dict[str, Any] = {
+        "id": video_id,
+        "start": int(start),
+        "length": int(length),
+        "crc": int(crc),
+        "written": int(written),
+        "ts": [int(x) for x in ts],
+    }
+    if meta:
+        rec["meta"] = meta
+    return (json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
+def decode_log(data: bytes, where: str) -> list[dict]:
+    """Parse an append-only log; a torn last line (no newline) is ignored.
+
+    Raises:
+        StoreError: a complete line that is not a valid record (names ``where`` and the line).
+    """
+    lines = data.split(b"\n")
+    out = []
+    for no, line in enumerate(lines[:-1], 1):  # the last element is "" or a torn record
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict) or "id" not in rec:
+                raise ValueError("not a record")
+        except ValueError as e:
+            raise StoreError(f"{where}: line {no} is not a valid commit record ({e}); run `featcomp verify`") from None
+        out.append(rec)
+    return out
+
+
+# ----------------------------------------------------------------------------------- index file
+def encode_index_file(table: IndexTable, level: int = 9) -> bytes:
+    """Serialize a table to the ``.fcidx`` format.
+
+    Layout: ``b"FCIDX\\0"``, u8 version, u8 reserved, u32 header length, header JSON
+    (``n``, ``parts``, ``columns`` [[name, dtype, offset, nbytes]], ``payload_crc32``), then the
+    payload: zstd of the concatenated columns. ``ids`` and ``meta`` are UTF-8 joined by NUL.
+    """
+    from numcodecs.zstd import Zstd
+
+    n = len(table)
+    cols = {name: np.ascontiguousarray(getattr(table, name), dtype=dt) for name, dt in _COLUMNS}
+    # delta-code monotone columns so that zstd sees runs of zeros
+    start = cols["start"].copy()
+    if n:
+        prev_end = np.concatenate([[0], (cols["start"] + cols["length"])[:-1]])
+        same = np.concatenate([[False], cols["part"][1:] == cols["part"][:-1]])
+        start = np.where(same, cols["start"] - prev_end, cols["start"])
+    cols["start"] = start.astype("<i8")
+    cols["written"] = np.diff(cols["written"], prepend=np.int64(0)).astype("<i8")
+    blobs: list[tuple[str, str, bytes]] = [(name, dt, cols[name].tobytes()) for name, dt in _COLUMNS]
+    blobs.append(("ids", "utf8-nul", "\x00".join(table.ids).encode("utf-8")))
+    blobs.append(("meta", "utf8-nul", "\x00".join(table.meta).encode("utf-8")))
+    columns, offset = [], 0
+    for name, dt, b in blobs:
+        columns.append([name, dt, offset, len(b)])
+        offset += len(b)
+    payload = Zstd(level=level).encode(b"".join(b for _, _, b in blobs))
+    header = json.dumps(
+        {"n": n, "parts": table.parts, "columns": columns, "payload_crc32": zlib.crc32(payload)},
+        separators=(",", ":"),
+    ).encode()
+    return INDEX_MAGIC + bytes([INDEX_FILE_VERSION, 0]) + struct.pack("<I", len(header)) + header + bytes(payload)
+
+
+def decode_index_file(data: bytes, where: str) -> IndexTable:
+    """Parse a ``.fcidx`` file.
+
+    Raises:
+        StoreError: bad magic, version, CRC or structure (names ``where``).
+    """
+    from numcodecs.zstd import Zstd
+
+    if len(data) < 12 or data[:6] != INDEX_MAGIC:
+        raise StoreError(f"{where}: not a featcomp index file (bad magic)")
+    if data[6] != INDEX_FILE_VERSION:
+        raise StoreError(f"{where}: index file version {data[6]} is not supported (upgrade featcomp)")
+    (hlen,) = struct.unpack("<I", data[8:12])
+    try:
+        header = json.loads(data[12 : 12 + hlen])
+        payload_c = data[12 + hlen :]
+        if zlib.crc32(payload_c) != header["payload_crc32"]:
+            raise ValueError("payload CRC mismatch")
+        payload = bytes(Zstd().decode(payload_c))
+        n = int(header["n"])
+        got: dict[str, Any] = {}
+        for name, dt, off, nb in header["columns"]:
+            raw = payload[off : off + nb]
+            if len(raw) != nb:
+                raise ValueError(f"column {name} truncated")
+            if dt == "utf8-nul":
+                got[name] = raw.decode("utf-8").split("\x00") if n else []
+            else:
+                got[name] = np.frombuffer(raw, dtype=dt).copy()
+        for name in ("ids", "meta", *(c for c, _ in _COLUMNS)):
+            if len(got[name]) != n:
+                raise ValueError(f"column {name} has {len(got[name])} rows, expected {n}")
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise StoreError(f"{where}: corrupt index file ({e}); rebuild it with `featcomp verify --compact`") from None
+    if n:
+        got["written"] = np.cumsum(got["written"]).astype(np.int64)
+        part = got["part"]
+        same = np.concatenate([[False], part[1:] == part[:-1]])
+        # undo the delta: start[i] = delta[i] + (start[i-1] + length[i-1]) within runs of one part,
+        # i.e. a cumulative sum that restarts at every run start
+        x = got["start"].astype(np.int64)
+        x[1:] += np.where(same[1:], got["length"][:-1], 0)
+        cs = np.cumsum(x)
+        run_first = np.maximum.accumulate(np.where(~same, np.arange(n), 0))
+        base = np.where(run_first > 0, cs[np.maximum(run_first - 1, 0)], 0)
+        got["start"] = cs - base
+    return IndexTable(parts=list(header["parts"]), ids=got.pop("ids"), meta=got.pop("meta"), **got)
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(s: str) -> str:
+    """A file-name-safe version of ``s`` (for writer ids)."""
+    return _SAFE.sub("-", s).strip("-") or "w"

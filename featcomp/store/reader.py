@@ -1,0 +1,532 @@
+"""Reading featcomp stores: ``open_store`` -> :class:`FeatureStore` (a read-only Mapping).
+
+Reads go straight to the shard files (the zarr v3 ``sharding_indexed`` layout: chunks then an index
+of (offset, nbytes) pairs and a CRC32C) and decode only the chunks a request needs with the store's
+own tables. Plain ``zarr.open`` reads the same arrays (the codec is registered); the direct path
+avoids per-chunk overhead and turns a missing or corrupt chunk into a :class:`StoreError` that names
+the store, the video and the chunk.
+
+Imports only numpy, zarr, numcodecs, constriction and fsspec (no torch, torchvision, decord, ray).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import zlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from featcomp.errors import CodecError, StoreError
+from featcomp.store._fs import StoreFS, read_logs
+from featcomp.store.format import (
+    TS_ARRAY,
+    IndexTable,
+    decode_index_file,
+    decode_log,
+    decode_timestamps,
+)
+from featcomp.store.writer import read_header
+
+__all__ = ["open_store", "FeatureStore", "StoredVideo", "load_index"]
+
+_EMPTY = np.uint64(2**64 - 1)
+
+
+def load_index(fs: StoreFS, *, retries: int = 8) -> IndexTable:
+    """Merge every ``index/*.fcidx`` file and every commit log into one table (newest wins).
+
+    Retries when a file vanishes between listing and reading (a writer or ``verify --compact``
+    replaced it).
+    """
+    last: Exception | None = None
+    for _ in range(retries):
+        try:
+            tables = []
+            for name in fs.listdir("index"):
+                if name.endswith(".fcidx"):
+                    tables.append(decode_index_file(fs.read(f"index/{name}"), f"{fs.url}/index/{name}"))
+            logs = read_logs(fs, "index", ".log")
+            for part, data in sorted(logs.items()):
+                recs = decode_log(data, f"{fs.url}/index/{part}.log")
+                if recs:
+                    tables.append(IndexTable.from_records([part], [(0, r) for r in recs]))
+            return IndexTable.concat(tables)
+        except FileNotFoundError as e:
+            last = e
+            continue
+    raise StoreError(f"{fs.url}: the index kept changing while being read ({last}); retry")
+
+
+def open_store(path_or_url: str | os.PathLike) -> FeatureStore:
+    """Open a featcomp store read-only.
+
+    Args:
+        path_or_url: a directory, ``file://`` URL or any fsspec URL (``memory://``, ``s3://``...).
+
+    Returns:
+        A :class:`FeatureStore`: ``Mapping[str, StoredVideo]`` plus ``info()`` and ``failures()``.
+
+    Raises:
+        StoreError: not a featcomp store, a newer format, a corrupt index or header.
+    """
+    return FeatureStore(path_or_url)
+
+
+class _Part:
+    """Direct reader for one part array (shard index parsing + chunk decoding)."""
+
+    def __init__(self, store: FeatureStore, name: str) -> None:
+        self.store = store
+        self.name = name
+        fs = store.fs
+        key = f"parts/{name}/zarr.json"
+        try:
+            meta = json.loads(fs.read(key))
+        except FileNotFoundError:
+            raise StoreError(f"{store.url}: part {name!r} is in the index but {key} is missing") from None
+        except ValueError as e:
+            raise StoreError(f"{store.url}: {key} is not valid JSON ({e})") from None
+        try:
+            self.shape = tuple(int(s) for s in meta["shape"])
+            self.sample_shape = self.shape[1:]
+            self.shard_frames = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+            (shard_codec,) = meta["codecs"]
+            if shard_codec["name"] != "sharding_indexed":
+                raise ValueError("not sharded")
+            conf = shard_codec["configuration"]
+            self.chunk_frames = int(conf["chunk_shape"][0])
+            self.chunks_per_shard = self.shard_frames // self.chunk_frames
+            if conf.get("index_location", "end") != "end":
+                raise ValueError("shard index not at the end")
+            names = [c["name"] for c in conf["codecs"]]
+            idx_names = [c["name"] for c in conf["index_codecs"]]
+            if idx_names != ["bytes", "crc32c"]:
+                raise ValueError(f"index codecs {idx_names}")
+            enc = meta.get("chunk_key_encoding", {})
+            if enc.get("name") != "default" or enc.get("configuration", {}).get("separator", "/") != "/":
+                raise ValueError("chunk key encoding")
+            self.dtype = np.dtype(meta["data_type"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise StoreError(f"{store.url}: part {name!r} does not have the featcomp layout ({e})") from None
+        from featcomp.store.codec import CODEC_NAME, decode_tables
+
+        if names == [CODEC_NAME]:
+            c = conf["codecs"][0]["configuration"]
+            hdr_digest = store.header.get("codec", {}).get("digest")
+            if c.get("digest") != hdr_digest:
+                raise StoreError(
+                    f"{store.url}: table digest mismatch: part {name!r} was coded with "
+                    f"{str(c.get('digest'))[:16]}..., the store header says {str(hdr_digest)[:16]}..."
+                )
+            try:
+                self.codec = decode_tables(c["tables"], c["digest"])
+            except CodecError as e:
+                raise StoreError(f"{store.url}: part {name!r}: {e}") from None
+            self.kind = "ans"
+        elif names == ["bytes", "zstd"]:
+            from numcodecs.zstd import Zstd
+
+            self.zstd = Zstd()
+            self.kind = "zstd"
+        else:
+            raise StoreError(f"{store.url}: part {name!r} uses codecs {names}, which featcomp does not read")
+        self.ndim = len(self.shape)
+
+    def shard_key(self, s: int) -> str:
+        return f"parts/{self.name}/c/{s}" + "/0" * (self.ndim - 1)
+
+    def _decode(self, raw: bytes, where: str) -> np.ndarray:
+        if self.kind == "ans":
+            from featcomp.store.codec import decode_chunk
+
+            return decode_chunk(raw, self.codec, self.sample_shape)
+        try:
+            b = self.zstd.decode(raw)
+        except Exception as e:
+            raise CodecError(f"zstd: {e}") from None
+        a = np.frombuffer(b, dtype="<f2")
+        if a.size != self.chunk_frames * int(np.prod(self.sample_shape)):
+            raise CodecError(f"decoded {a.size} values, expected {self.chunk_frames} frames of {self.sample_shape}")
+        return a.reshape(self.chunk_frames, *self.sample_shape)
+
+    def read(self, a: int, b: int, video: str) -> np.ndarray:
+        """Frames ``[a, b)`` of the part: int32 (coded) or float16 (raw) ``(b - a, *sample_shape)``."""
+        if b > self.shape[0]:
+            raise StoreError(
+                f"{self.store.url}: video {video!r}: frames {a}..{b} lie beyond part {self.name!r} "
+                f"({self.shape[0]} frames); the index disagrees with the data"
+            )
+        out = np.empty((b - a, *self.sample_shape), dtype=np.int32 if self.kind == "ans" else np.float16)
+        if b <= a:
+            return out
+        cf, cps = self.chunk_frames, self.chunks_per_shard
+        c0, c1 = a // cf, (b - 1) // cf
+        cache = self.store._chunk_cache
+        chunks: dict[int, np.ndarray] = {}
+        for j in range(c0, c1 + 1):
+            hit = cache.get((self.name, j))
+            if hit is not None:
+                chunks[j] = hit
+        for s in range(c0 // cps, c1 // cps + 1):
+            j0, j1 = max(c0, s * cps), min(c1, s * cps + cps - 1)
+            while j0 <= j1 and j0 in chunks:
+                j0 += 1
+            while j1 >= j0 and j1 in chunks:
+                j1 -= 1
+            if j0 > j1:
+                continue
+            for j, chunk in self._read_shard_chunks(s, j0, j1, video):
+                chunks[j] = chunk
+        for j in range(c0, c1 + 1):
+            chunk = chunks[j]
+            lo, hi = max(a, j * cf), min(b, (j + 1) * cf)
+            out[lo - a : hi - a] = chunk[lo - j * cf : hi - j * cf]
+        # keep the edge chunks: the neighbouring video (sequential reads) shares them
+        cache.put((self.name, c0), chunks[c0])
+        cache.put((self.name, c1), chunks[c1])
+        return out
+
+    def _read_shard_chunks(self, s: int, j0: int, j1: int, video: str):
+        key = self.shard_key(s)
+        fs = self.store.fs
+        n_idx = 16 * self.chunks_per_shard + 4
+        where = f"{self.store.url}: video {video!r}: shard {key}"
+        for attempt in range(2 if not fs.local else 1):
+            try:
+                if fs.local:
+                    with open(fs.path(key), "rb") as f:  # one open file: one consistent version
+                        size = os.fstat(f.fileno()).st_size
+                        if size < n_idx:
+                            raise StoreError(f"{where}: truncated shard ({size} bytes)")
+                        idx_raw = os.pread(f.fileno(), n_idx, size - n_idx)
+                        offs = self._parse_index(idx_raw, where, size)
+                        span, base = self._span(offs, j0, j1, s)
+                        blob = os.pread(f.fileno(), span[1] - span[0], span[0]) if span else b""
+                else:
+                    size = fs.size(key)
+                    if size < n_idx:
+                        raise StoreError(f"{where}: truncated shard ({size} bytes)")
+                    idx_raw = fs.read_range(key, size - n_idx, size)
+                    offs = self._parse_index(idx_raw, where, size)
+                    span, base = self._span(offs, j0, j1, s)
+                    blob = fs.read_range(key, span[0], span[1]) if span else b""
+                out = []
+                for j in range(j0, j1 + 1):
+                    o, nb = offs[j - s * self.chunks_per_shard]
+                    if o == _EMPTY:
+                        out.append((j, np.zeros((self.chunk_frames, *self.sample_shape), dtype=np.int32 if self.kind == "ans" else np.float16)))
+                        continue
+                    raw = blob[int(o) - span[0] : int(o) + int(nb) - span[0]]
+                    if len(raw) != int(nb):
+                        raise StoreError(f"{where}, chunk {j}: truncated ({len(raw)} of {int(nb)} bytes)")
+                    try:
+                        out.append((j, self._decode(raw, where)))
+                    except CodecError as e:
+                        raise StoreError(f"{where}, chunk {j} (frames {j * self.chunk_frames}..): corrupt: {e}") from None
+                return out
+            except FileNotFoundError:
+                raise StoreError(f"{where}: shard file is missing; the store lost data (run `featcomp verify`)") from None
+            except StoreError:
+                if attempt == 0 and not fs.local:
+                    continue  # the shard may have been replaced between two range reads
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _parse_index(self, idx_raw: bytes, where: str, size: int) -> np.ndarray:
+        import google_crc32c
+
+        body, crc = idx_raw[:-4], idx_raw[-4:]
+        if int.from_bytes(crc, "little") != google_crc32c.value(body):
+            raise StoreError(f"{where}: shard index CRC32C mismatch (corrupt or truncated shard)")
+        offs = np.frombuffer(body, dtype="<u8").reshape(-1, 2)
+        valid = offs[:, 0] != _EMPTY
+        if np.any(offs[valid, 0] + offs[valid, 1] > size - len(idx_raw)):
+            raise StoreError(f"{where}: shard index points past the end of the file (truncated shard)")
+        return offs
+
+    def _span(self, offs: np.ndarray, j0: int, j1: int, s: int):
+        sel = offs[j0 - s * self.chunks_per_shard : j1 - s * self.chunks_per_shard + 1]
+        sel = sel[sel[:, 0] != _EMPTY]
+        if not len(sel):
+            return None, 0
+        lo = int(sel[:, 0].min())
+        hi = int((sel[:, 0] + sel[:, 1]).max())
+        return (lo, hi), lo
+
+    def shard_count(self) -> int:
+        return -(-self.shape[0] // self.shard_frames)
+
+
+class _ChunkCache:
+    """A small LRU of decoded chunks (edge chunks shared by consecutive videos of a part).
+
+    Safe under concurrent appends: the frames a reader's index references were committed before
+    the index was read, and later writes never change them.
+    """
+
+    def __init__(self, max_items: int = 16) -> None:
+        from collections import OrderedDict
+
+        self.max_items = max_items
+        self._d: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            v = self._d.get(key)
+            if v is not None:
+                self._d.move_to_end(key)
+            return v
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self.max_items:
+                self._d.popitem(last=False)
+
+
+class FeatureStore(Mapping):
+    """A read-only featcomp store: ``Mapping[str, StoredVideo]``.
+
+    Attributes:
+        url: where the store lives. header: the store header (format version, codec, model card,
+        dequantization). model_card: the model card dict. mode: ``"coded"`` or ``"raw"``.
+
+    Picklable (only the URL travels; the index is reloaded lazily in the receiving process).
+    """
+
+    def __init__(self, path_or_url: str | os.PathLike) -> None:
+        self.url = os.fspath(path_or_url)
+        self.fs = StoreFS(self.url)
+        if self.fs.local and not os.path.isdir(self.fs.root):
+            raise StoreError(f"{self.url}: no such store directory")
+        self.header = read_header(self.fs)
+        self.mode = self.header.get("mode", "coded")
+        self.model_card = self.header.get("model_card", {})
+        self._index = load_index(self.fs)
+        self._rows = {vid: j for j, vid in enumerate(self._index.ids)}
+        self._parts: dict[int, _Part] = {}
+        self._times: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self._chunk_cache = _ChunkCache()
+        deq = self.header.get("dequantization")
+        self._offsets = np.asarray(deq["offsets"], dtype=np.float32) if deq else None
+        self._scale = np.asarray(deq["scale"], dtype=np.float32) if deq else None
+
+    # -- pickling: only the URL
+    def __getstate__(self):
+        return {"url": self.url}
+
+    def __setstate__(self, state):
+        self.__init__(state["url"])
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({self.url!r}, videos={len(self)}, mode={self.mode!r})"
+
+    # -- Mapping
+    def __getitem__(self, video_id: str) -> StoredVideo:
+        j = self._rows.get(video_id)
+        if j is None:
+            raise KeyError(f"video {video_id!r} is not in store {self.url}")
+        return StoredVideo(self, j)
+
+    def __contains__(self, video_id: object) -> bool:
+        return video_id in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index.ids)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    # -- internals
+    @property
+    def index(self) -> IndexTable:
+        return self._index
+
+    @property
+    def codec(self):
+        """The store's :class:`EntropyCodec` (coded stores), rebuilt from the stored tables."""
+        if self.mode != "coded":
+            return None
+        from featcomp.store.codec import decode_tables
+
+        c = self.header["codec"]
+        try:
+            return decode_tables(c["tables"], c["digest"])
+        except CodecError as e:
+            raise StoreError(f"{self.url}: {e}") from None
+
+    def _part(self, p: int) -> _Part:
+        part = self._parts.get(p)
+        if part is None:
+            with self._lock:
+                part = self._parts.get(p) or _Part(self, self._index.parts[p])
+                self._parts[p] = part
+        return part
+
+    def _timestamps(self, j: int) -> np.ndarray:
+        ix = self._index
+        n = int(ix.length[j])
+        t = decode_timestamps(int(ix.ts_kind[j]), int(ix.ts_a[j]), int(ix.ts_b[j]), int(ix.ts_rate[j]), n)
+        if t is not None:
+            return t
+        p = int(ix.part[j])
+        arr = self._times.get(p)
+        if arr is None:
+            import zarr
+
+            try:
+                arr = zarr.open_array(self.fs.zarr_store(read_only=True), path=f"times/{ix.parts[p]}", mode="r")
+            except Exception as e:
+                raise StoreError(f"{self.url}: video {ix.ids[j]!r}: timestamps array times/{ix.parts[p]} unreadable: {e}") from None
+            self._times[p] = arr
+        s = int(ix.start[j])
+        return np.asarray(arr[s : s + n], dtype=np.float64)
+
+    def dequantize(self, k: np.ndarray) -> np.ndarray:
+        """float32 features ``(k + offsets) * scale`` (per channel, axis 1)."""
+        shape = (1, -1) + (1,) * (k.ndim - 2)
+        out = k.astype(np.float32)
+        out += self._offsets.reshape(shape)
+        out *= self._scale.reshape(shape)
+        return out
+
+    # -- summaries
+    def info(self) -> dict[str, Any]:
+        """Counts and sizes.
+
+        Returns:
+            dict with ``videos``, ``frames``, ``parts``, ``bytes`` (every file of the store),
+            ``data_bytes`` (chunks under parts/ and times/), ``index_bytes``, ``other_bytes``,
+            ``bits_per_frame`` (all bytes), ``data_bits_per_frame``, ``sample_shape``,
+            ``float16_bytes`` (the same frames as float16 values of ``sample_shape``; for coded
+            stores the latent shape) and ``ratio_vs_float16``, ``failures``, ``mode``, ``digest``.
+        """
+        sizes = self.fs.walk_sizes()
+        total = sum(sizes.values())
+        data = sum(v for k, v in sizes.items() if (k.startswith("parts/") or k.startswith("times/")) and not k.endswith("zarr.json"))
+        index = sum(v for k, v in sizes.items() if k.startswith("index/"))
+        frames = int(self._index.length.sum())
+        shapes = {self._part(p).sample_shape for p in np.unique(self._index.part).tolist()} if len(self) else set()
+        sample = next(iter(shapes)) if len(shapes) == 1 else None
+        f16 = frames * int(np.prod(sample)) * 2 if sample else None
+        return {
+            "store": self.url,
+            "format_version": self.header.get("format_version"),
+            "mode": self.mode,
+            "digest": self.header.get("codec", {}).get("digest"),
+            "videos": len(self),
+            "frames": frames,
+            "parts": len(set(self._index.part.tolist())),
+            "sample_shape": list(sample) if sample else None,
+            "bytes": total,
+            "data_bytes": data,
+            "index_bytes": index,
+            "other_bytes": total - data - index,
+            "bits_per_frame": 8.0 * total / frames if frames else None,
+            "data_bits_per_frame": 8.0 * data / frames if frames else None,
+            "float16_bytes": f16,
+            "ratio_vs_float16": (f16 / total) if f16 and total else None,
+            "failures": len(self.failures()),
+        }
+
+    def failures(self, *, include_resolved: bool = False) -> list[dict]:
+        """Failure records (``id``, ``path``, ``error``, ``writer``, ``written``), newest per video.
+
+        Args:
+            include_resolved: also list videos that were written successfully afterwards.
+        """
+        recs: dict[str, dict] = {}
+        for w, data in sorted(read_logs(self.fs, "failures", ".jsonl").items()):
+            for r in decode_log(data, f"{self.url}/failures/{w}.jsonl"):
+                if r["id"] not in recs or r.get("written", 0) >= recs[r["id"]].get("written", 0):
+                    recs[r["id"]] = r
+        out = sorted(recs.values(), key=lambda r: r.get("written", 0))
+        if not include_resolved:
+            out = [r for r in out if r["id"] not in self._rows]
+        return out
+
+
+class StoredVideo:
+    """One video of a store (or a window of it, from :meth:`window`).
+
+    Attributes:
+        video_id: the key. frames: T (frames in this view). start: first frame of this view in the video.
+        sample_shape: ``(C[, H, W])``. metadata: dict given at write time (empty if none).
+    """
+
+    def __init__(self, store: FeatureStore, row: int, start: int = 0, stop: int | None = None) -> None:
+        self._store = store
+        self._row = row
+        ix = store.index
+        self.video_id: str = ix.ids[row]
+        self.total_frames = int(ix.length[row])
+        self.start = int(start)
+        self.stop = self.total_frames if stop is None else int(stop)
+        self.frames = self.stop - self.start
+
+    def __repr__(self) -> str:
+        return f"StoredVideo({self.video_id!r}, frames {self.start}..{self.stop} of {self.total_frames})"
+
+    def __len__(self) -> int:
+        return self.frames
+
+    @property
+    def metadata(self) -> dict:
+        m = self._store.index.meta[self._row]
+        return json.loads(m) if m else {}
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self._store._part(int(self._store.index.part[self._row])).sample_shape
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.frames, *self.sample_shape)
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        """float64 ``(frames,)`` seconds."""
+        return self._store._timestamps(self._row)[self.start : self.stop]
+
+    def window(self, start: int, stop: int) -> StoredVideo:
+        """A view of frames ``[start, stop)`` (relative to this view); reading it decodes only its chunks."""
+        n = self.frames
+        start, stop, step = slice(start, stop).indices(n)
+        if step != 1:
+            raise ValueError("windows are contiguous")
+        stop = max(start, stop)
+        return StoredVideo(self._store, self._row, self.start + start, self.start + stop)
+
+    def _raw(self) -> np.ndarray:
+        st = self._store
+        ix = st.index
+        p = int(ix.part[self._row])
+        s = int(ix.start[self._row])
+        data = st._part(p).read(s + self.start, s + self.stop, self.video_id)
+        if self.start == 0 and self.stop == self.total_frames:
+            if zlib.crc32(np.ascontiguousarray(data).tobytes()) != int(ix.crc[self._row]):
+                raise StoreError(
+                    f"{st.url}: video {self.video_id!r}: decoded data does not match its index CRC "
+                    f"(part {ix.parts[p]!r}, frames {s}..{s + self.total_frames}); the store is corrupt"
+                )
+        return data
+
+    def latents(self) -> np.ndarray:
+        """int32 ``(frames, C[, H, W])`` integer latents exactly as written (coded stores)."""
+        if self._store.mode != "coded":
+            raise StoreError(f"{self._store.url} is a raw (float16) store: it has features(), no latents()")
+        return self._raw()
+
+    def features(self) -> np.ndarray:
+        """float32 ``(frames, C[, H, W])``: dequantized latents (coded) or the stored float16 values."""
+        data = self._raw()
+        if self._store.mode == "coded":
+            return self._store.dequantize(data)
+        return data.astype(np.float32)

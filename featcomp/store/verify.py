@@ -1,0 +1,201 @@
+"""Integrity checks (``verify_store``) and index compaction (``compact_store``)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from featcomp.errors import CodecError, StoreError
+from featcomp.store._fs import StoreFS
+from featcomp.store.format import IndexTable, decode_index_file, decode_log, encode_index_file
+
+__all__ = ["VerifyReport", "verify_store", "compact_store"]
+
+
+@dataclass
+class VerifyReport:
+    """Result of :func:`verify_store`.
+
+    Attributes:
+        store: the URL. ok: no problems. problems: one line per problem (naming video/part/chunk).
+        videos, frames, parts, chunks: what was checked. compacted: index files folded by ``compact``.
+    """
+
+    store: str
+    videos: int = 0
+    frames: int = 0
+    parts: int = 0
+    chunks: int = 0
+    problems: list[str] = field(default_factory=list)
+    compacted: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000) -> VerifyReport:
+    """Check a store: header and tables digest, every chunk of every part decodes, every video's
+    frames lie inside its part and decode to the CRC its commit record holds.
+
+    Args:
+        path_or_url: the store.
+        compact: when everything checks out, fold the index logs and files into one
+            (:func:`compact_store`).
+        max_problems: stop listing after this many problems.
+
+    Returns:
+        A :class:`VerifyReport` (``report.ok``); problems are reported, not raised, except when the
+        path is not a featcomp store at all (``StoreError``).
+    """
+    from featcomp.store.reader import FeatureStore
+
+    st = FeatureStore(path_or_url)
+    rep = VerifyReport(store=st.url, videos=len(st), frames=int(st.index.length.sum()))
+
+    def problem(msg: str) -> None:
+        if len(rep.problems) < max_problems:
+            rep.problems.append(msg)
+
+    if st.mode == "coded":
+        try:
+            st.codec  # tables decode and hash to the recorded digest
+        except StoreError as e:
+            problem(str(e))
+    ix = st.index
+    used_parts = sorted(set(ix.part.tolist()))
+    rep.parts = len(used_parts)
+    ends: dict[int, int] = {}
+    for p in used_parts:
+        try:
+            part = st._part(p)
+        except StoreError as e:
+            problem(str(e))
+            continue
+        # every chunk of every shard decodes
+        for s in range(part.shard_count()):
+            key = part.shard_key(s)
+            j0 = s * part.chunks_per_shard
+            j1 = min(j0 + part.chunks_per_shard, -(-part.shape[0] // part.chunk_frames)) - 1
+            if j1 < j0:
+                continue
+            if not st.fs.exists(key):
+                # a shard may legitimately be absent only if all its chunks are empty (all zero)
+                rows = np.flatnonzero(ix.part == p)
+                lo, hi = j0 * part.chunk_frames, (j1 + 1) * part.chunk_frames
+                if np.any((ix.start[rows] < hi) & (ix.start[rows] + ix.length[rows] > lo) & (ix.crc[rows] != _zero_crc(ix, rows, part))):
+                    problem(f"{st.url}: part {ix.parts[p]!r}: shard {key} is missing")
+                continue
+            try:
+                rep.chunks += len(part._read_shard_chunks(s, j0, j1, "(verify)"))
+            except StoreError as e:
+                problem(str(e))
+        ends[p] = part.shape[0]
+    # every video: range inside the part, CRC of the decoded data
+    for j, vid in enumerate(ix.ids):
+        p = int(ix.part[j])
+        if p not in ends:
+            continue
+        if int(ix.start[j]) < 0 or int(ix.start[j] + ix.length[j]) > ends[p]:
+            problem(f"{st.url}: video {vid!r}: frames {int(ix.start[j])}..{int(ix.start[j] + ix.length[j])} "
+                    f"outside part {ix.parts[p]!r} ({ends[p]} frames)")
+            continue
+        try:
+            st[vid]._raw()
+            st._timestamps(j)
+        except (StoreError, CodecError) as e:
+            problem(str(e))
+    if compact and rep.ok:
+        rep.compacted = compact_store(st.url)
+    return rep
+
+
+def _zero_crc(ix: IndexTable, rows: np.ndarray, part) -> np.ndarray:
+    """CRCs that all-zero videos of these rows would have (their chunks need not exist)."""
+    dt = np.int32 if part.kind == "ans" else np.float16
+    per = int(np.prod(part.sample_shape))
+    return np.array([zlib.crc32(np.zeros(int(ix.length[r]) * per, dtype=dt).tobytes()) for r in rows.tolist()],
+                    dtype=np.int64)
+
+
+def _log_is_active(fs: StoreFS, key: str) -> bool:
+    """True when a live writer holds the log (local stores: a flock held while the writer is open)."""
+    if not fs.local:
+        return True
+    import fcntl
+
+    try:
+        fd = os.open(fs.path(key), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def compact_store(path_or_url, *, include_remote_logs: bool = False) -> int:
+    """Fold index files and the logs of finished (or crashed) writers into one ``.fcidx`` file.
+
+    Safe while other writers run: a log is folded only when no live writer holds it (local
+    stores: a ``flock`` that writers hold while open, released by the kernel on kill -9). On
+    object stores logs are folded only with ``include_remote_logs=True`` (no writer may be running).
+    Inputs are deleted only after the merged file is durable, so a crash loses nothing; concurrent
+    compactions can at worst leave duplicate rows, which readers de-duplicate.
+
+    Returns:
+        The number of index files and logs folded (0: nothing to do).
+    """
+    fs = StoreFS(path_or_url)
+    from featcomp.store.writer import read_header
+
+    read_header(fs)
+    tables, inputs = [], []
+    for name in fs.listdir("index"):
+        key = f"index/{name}"
+        if name.endswith(".fcidx"):
+            tables.append(decode_index_file(fs.read(key), f"{fs.url}/{key}"))
+            inputs.append(key)
+        elif name.endswith(".log") or name.endswith(".log.d"):
+            if name.endswith(".log.d") and not include_remote_logs:
+                continue
+            if name.endswith(".log") and _log_is_active(fs, key):
+                continue
+            part = name[: -len(".log")] if name.endswith(".log") else name[: -len(".log.d")]
+            if name.endswith(".log"):
+                data = fs.read(key)
+            else:
+                data = b"".join(fs.read(f"{key}/{s}") for s in fs.listdir(key))
+            recs = decode_log(data, f"{fs.url}/{key}")
+            tables.append(IndexTable.from_records([part], [(0, r) for r in recs]))
+            inputs.append(key)
+    if len(inputs) <= 1 and not any(k.endswith((".log", ".log.d")) for k in inputs):
+        return 0
+    merged = IndexTable.concat(tables)
+    name = f"index/merged-{time.time_ns()}-{secrets.token_hex(3)}.fcidx"
+    fs.write_atomic(name, encode_index_file(merged, level=19))
+    for key in inputs:
+        fs.delete(key)
+    return len(inputs)
+
+
+def describe(report: VerifyReport) -> str:
+    """Human-readable summary of a report."""
+    lines = [f"{report.store}: {report.videos} videos, {report.frames} frames, {report.parts} parts, "
+             f"{report.chunks} chunks checked"]
+    if report.compacted:
+        lines.append(f"compacted {report.compacted} index files/logs into one")
+    lines += [f"PROBLEM: {p}" for p in report.problems]
+    lines.append("OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)")
+    return "\n".join(lines)
+

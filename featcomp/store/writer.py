@@ -1,0 +1,482 @@
+"""``StoreWriter``: append videos to a featcomp store, atomically and idempotently per video.
+
+Concurrency and crash scheme (details in ``docs/format.md``):
+
+* every writer session gets its own part array ``parts/<writer_id>`` and its own commit log
+  ``index/<writer_id>.log``; no two writers ever write the same data or log file;
+* ``write`` first writes the video's frames into the part (zarr shard files are replaced atomically,
+  so frames of earlier videos that share a shard are never torn), then appends one JSON commit record
+  to the log and fsyncs it. The video exists once the record's newline is durable;
+* on ``close`` the writer compacts its own log into ``index/<writer_id>.fcidx`` (atomic), then deletes
+  the log. Readers merge every ``.fcidx`` and every log, so a kill -9 at any point leaves a store
+  that opens and holds every video whose ``write`` returned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from featcomp.errors import StoreError
+from featcomp.store._fs import AppendLog, StoreFS
+from featcomp.store.format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    PACKAGE_HINT,
+    TS_ARRAY,
+    IndexTable,
+    check_video_id,
+    encode_index_file,
+    encode_record,
+    encode_timestamps,
+    group_doc,
+    safe_name,
+)
+
+__all__ = ["StoreWriter", "WriteRecord", "auto_chunk_frames"]
+
+TARGET_CHUNK_ELEMENTS = 32768
+
+
+def auto_chunk_frames(sample_shape: tuple[int, ...]) -> int:
+    """Frames per chunk: about 32k symbols per chunk (a power of two, clipped to [4, 512]).
+
+    Large enough that per-chunk framing (a few tens of bytes) is well under 1% of the coded chunk,
+    small enough that a window decodes little more than it needs.
+    """
+    per = max(1, int(np.prod(sample_shape)))
+    n = max(1, TARGET_CHUNK_ELEMENTS // per)
+    return int(min(512, max(4, 1 << (n.bit_length() - 1))))
+
+
+@dataclass(frozen=True)
+class WriteRecord:
+    """What :meth:`StoreWriter.write` committed.
+
+    Attributes:
+        video_id: the video's key. store: the store URL. part: the writer's part name.
+        start: first frame in the part array. frames: number of frames (T).
+        codec: ``"featcomp.ans"`` or ``"zstd"`` (raw). digest: the coding tables' digest (None raw).
+        written: commit time, ns since the epoch.
+    """
+
+    video_id: str
+    store: str
+    part: str
+    start: int
+    frames: int
+    codec: str
+    digest: str | None
+    written: int
+
+
+def _resolve(codec_or_model: Any, model_card: dict | None, raw: bool):
+    """-> (EntropyCodec | None, card dict)."""
+    card = model_card
+    codec = None
+    obj = codec_or_model
+    if obj is not None and hasattr(obj, "compress_symbols") and hasattr(obj, "to_bytes"):
+        codec = obj
+    elif obj is not None and hasattr(obj, "codec"):
+        codec = obj.codec
+        if card is None and callable(getattr(obj, "model_card", None)):
+            card = obj.model_card()
+    elif obj is not None and not raw:
+        raise StoreError(
+            f"StoreWriter needs an EntropyCodec or a model with .codec and .model_card(), got {type(obj).__name__}"
+        )
+    if not raw and codec is None:
+        raise StoreError("StoreWriter: a coded store needs an EntropyCodec or a model (or pass raw=True)")
+    card = json.loads(json.dumps(card or {}, default=_json_default))
+    return (None if raw else codec), card
+
+
+def _json_default(o: Any):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    return str(o)
+
+
+def _dequantization(codec, card: dict) -> dict:
+    c = codec.channels
+    deq = card.get("dequantization") if isinstance(card.get("dequantization"), dict) else {}
+    offsets = deq.get("offsets", np.asarray(codec.offsets, dtype=np.float32).tolist())
+    scale = deq.get("scale", card.get("scale", [1.0] * c))
+    if np.ndim(scale) == 0:
+        scale = [float(scale)] * c
+    offsets = np.asarray(offsets, dtype=np.float32).reshape(-1)
+    scale = np.asarray(scale, dtype=np.float32).reshape(-1)
+    if offsets.shape != (c,) or scale.shape != (c,):
+        raise StoreError(f"dequantization offsets/scale must have {c} entries, got {offsets.shape}/{scale.shape}")
+    return {
+        "formula": "features = (k + offsets) * scale  (per channel, float32)",
+        "offsets": [float(x) for x in offsets],
+        "scale": [float(x) for x in scale],
+    }
+
+
+def build_header(codec, card: dict, *, raw: bool, chunk_frames: int | None, shard_chunks: int, raw_level: int) -> dict:
+    """The store header recorded in the root ``zarr.json`` attributes under ``"featcomp"``."""
+    from featcomp import __version__
+
+    h: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "package": "featcomp",
+        "package_hint": PACKAGE_HINT,
+        "featcomp_version": __version__,
+        "mode": "raw" if raw else "coded",
+        "dtype": "float16" if raw else "int32",
+        "chunk_frames": chunk_frames,
+        "shard_chunks": int(shard_chunks),
+        "model_card": card,
+    }
+    if raw:
+        h["codec"] = {"name": "zstd", "level": int(raw_level), "via": "numcodecs"}
+    else:
+        from featcomp.store.codec import CODEC_NAME, encode_tables
+
+        h["codec"] = {
+            "name": CODEC_NAME,
+            "digest": codec.digest,
+            "channels": int(codec.channels),
+            "precision": int(getattr(codec, "precision", 0)),
+            "tables": encode_tables(codec),
+        }
+        h["channels"] = int(codec.channels)
+        h["dequantization"] = _dequantization(codec, card)
+    return h
+
+
+def read_header(fs: StoreFS) -> dict:
+    """The store header, or StoreError when ``fs`` is not a featcomp store."""
+    try:
+        doc = json.loads(fs.read("zarr.json"))
+    except FileNotFoundError:
+        raise StoreError(
+            f"{fs.url} is not a featcomp store (no zarr.json); create one with featcomp.StoreWriter"
+        ) from None
+    except ValueError as e:
+        raise StoreError(f"{fs.url}: zarr.json is not valid JSON ({e})") from None
+    h = doc.get("attributes", {}).get("featcomp") if isinstance(doc, dict) else None
+    if not isinstance(h, dict) or h.get("format") != FORMAT_NAME:
+        raise StoreError(f"{fs.url} is a zarr node but not a featcomp store (no 'featcomp' header in its attributes)")
+    if int(h.get("format_version", 0)) > FORMAT_VERSION:
+        raise StoreError(
+            f"{fs.url}: store format version {h.get('format_version')} is newer than this featcomp "
+            f"supports ({FORMAT_VERSION}); upgrade featcomp"
+        )
+    return h
+
+
+class StoreWriter:
+    """Write videos' latents (or raw float16 features) into a featcomp store.
+
+    Args:
+        path: store directory or fsspec URL; created if missing.
+        codec_or_model: a frozen :class:`~featcomp.entropy.EntropyCodec`, or a model exposing
+            ``.codec`` and ``.model_card()`` (``featcomp.model.Model``). None only with ``raw=True``.
+        model_card: JSON-able dict recorded in the store (default: ``model.model_card()``). Its
+            optional ``dequantization: {offsets, scale}`` (per channel) is honoured.
+        chunk_frames: frames per chunk (default: about 32k symbols per chunk, see
+            :func:`auto_chunk_frames`).
+        shard_chunks: chunks per shard file (default 32).
+        raw: store float16 features with zstd instead of coded latents (the baseline).
+        raw_level: zstd level for raw stores.
+        writer_id: name of this writer's part (default ``host-pid-random``); must be unused.
+        fsync: fsync commit records and atomic writes (default True).
+        compact_on_close: fold this writer's log into an ``.fcidx`` file on close (default True).
+
+    Raises:
+        StoreError: ``path`` holds something that is not a featcomp store, or a store made with
+            other tables (digest mismatch) or another mode.
+
+    Use as a context manager. Not picklable on purpose: create one per process.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        codec_or_model: Any = None,
+        *,
+        model_card: dict | None = None,
+        chunk_frames: int | None = None,
+        shard_chunks: int = 32,
+        raw: bool = False,
+        raw_level: int = 3,
+        writer_id: str | None = None,
+        fsync: bool = True,
+        compact_on_close: bool = True,
+    ) -> None:
+        self.fs = StoreFS(path)
+        self.url = self.fs.url
+        self.raw = bool(raw)
+        self.codec, card = _resolve(codec_or_model, model_card, self.raw)
+        if chunk_frames is not None and int(chunk_frames) < 1:
+            raise StoreError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        self.chunk_frames = None if chunk_frames is None else int(chunk_frames)
+        self.shard_chunks = max(1, int(shard_chunks))
+        self.raw_level = int(raw_level)
+        self.fsync = bool(fsync)
+        self.compact_on_close = bool(compact_on_close)
+        self.writer_id = safe_name(writer_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
+        header = build_header(
+            self.codec, card, raw=self.raw, chunk_frames=self.chunk_frames,
+            shard_chunks=self.shard_chunks, raw_level=self.raw_level,
+        )
+        self.header = self._open_or_create(header)
+        if self.fs.exists(f"parts/{self.writer_id}/zarr.json") or self.fs.exists(f"index/{self.writer_id}.fcidx"):
+            raise StoreError(f"{self.url}: writer id {self.writer_id!r} is already used; pick another")
+        from featcomp.store.reader import load_index
+
+        self._known: set[str] = set(load_index(self.fs).ids)
+        self._records: list[dict] = []
+        self._log = AppendLog(self.fs, f"index/{self.writer_id}.log", fsync=self.fsync)
+        self._flog = AppendLog(self.fs, f"failures/{self.writer_id}.jsonl", fsync=self.fsync)
+        self._arr = None
+        self._times = None
+        self._frames = 0
+        self._capacity = 0
+        self._sample_shape: tuple[int, ...] | None = None
+        self._closed = False
+        self._lock_fd: int | None = None
+
+    # ------------------------------------------------------------------ store creation
+    def _open_or_create(self, header: dict) -> dict:
+        if not self.fs.exists("zarr.json"):
+            if self.fs.local and os.path.isdir(self.fs.root) and os.listdir(self.fs.root):
+                raise StoreError(
+                    f"{self.url} exists, is not empty and is not a featcomp store; refusing to write into it"
+                )
+            self.fs.write_new("zarr.json", group_doc({"featcomp": header}))
+            for g in ("parts", "times"):
+                if not self.fs.exists(f"{g}/zarr.json"):
+                    self.fs.write_atomic(f"{g}/zarr.json", group_doc(), fsync=self.fsync)
+        existing = read_header(self.fs)
+        if existing.get("mode") != header["mode"]:
+            raise StoreError(
+                f"{self.url} is a {existing.get('mode')} store; this writer would write {header['mode']} data"
+            )
+        if not self.raw:
+            d_old, d_new = existing.get("codec", {}).get("digest"), header["codec"]["digest"]
+            if d_old != d_new:
+                raise StoreError(
+                    f"{self.url}: table digest mismatch: the store was written with tables {str(d_old)[:16]}..., "
+                    f"this writer's codec is {d_new[:16]}...; write to another store"
+                )
+        return existing
+
+    # ------------------------------------------------------------------ protocol
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __contains__(self, video_id: object) -> bool:
+        """True when ``video_id`` is complete in the store (as of opening, plus this writer's writes)."""
+        return video_id in self._known
+
+    def __getstate__(self):
+        raise TypeError("StoreWriter holds open files and cannot be pickled; create one per process/actor")
+
+    def refresh(self) -> None:
+        """Re-read the index so that ``in`` also sees videos other writers committed since opening."""
+        from featcomp.store.reader import load_index
+
+        self._known |= set(load_index(self.fs).ids)
+
+    @property
+    def frames_written(self) -> int:
+        return self._frames
+
+    # ------------------------------------------------------------------ part arrays
+    def _ensure_part(self, sample_shape: tuple[int, ...]) -> None:
+        if self._arr is not None:
+            if sample_shape != self._sample_shape:
+                raise StoreError(
+                    f"{self.url}: frame shape {sample_shape} differs from this writer's {self._sample_shape}"
+                )
+            return
+        import zarr
+        from zarr.codecs import BytesCodec, ZstdCodec
+
+        if not self.raw and sample_shape[0] != self.codec.channels:
+            raise StoreError(
+                f"{self.url}: latents have {sample_shape[0]} channels, the codec {self.codec.channels}"
+            )
+        cf = self.chunk_frames or auto_chunk_frames(sample_shape)
+        self._cf = cf
+        shard = cf * self.shard_chunks
+        self._capacity = shard
+        self._zstore = self.fs.zarr_store(read_only=False)
+        if self.raw:
+            serializer, compressors, dtype = BytesCodec(), (ZstdCodec(level=self.raw_level),), "float16"
+        else:
+            from featcomp.store.codec import FeatcompANSCodec
+
+            serializer, compressors, dtype = FeatcompANSCodec.from_codec(self.codec), None, "int32"
+        self._arr = zarr.create_array(
+            self._zstore,
+            name=f"parts/{self.writer_id}",
+            shape=(self._capacity, *sample_shape),
+            chunks=(cf, *sample_shape),
+            shards=(shard, *sample_shape),
+            dtype=dtype,
+            serializer=serializer,
+            compressors=compressors,
+            filters=None,
+            fill_value=0,
+            attributes={"featcomp": {"part": self.writer_id, "format_version": FORMAT_VERSION}},
+            config={"write_empty_chunks": False},
+        )
+        self._sample_shape = sample_shape
+
+    def _ensure_times(self) -> None:
+        if self._times is not None:
+            return
+        import zarr
+        from zarr.codecs import ZstdCodec
+
+        self._times = zarr.create_array(
+            self._zstore,
+            name=f"times/{self.writer_id}",
+            shape=(self._capacity,),
+            chunks=(16384,),
+            dtype="float64",
+            compressors=(ZstdCodec(level=9),),
+            fill_value=0.0,
+        )
+
+    def _grow(self, needed: int) -> None:
+        if needed <= self._capacity:
+            return
+        shard = self._cf * self.shard_chunks
+        cap = max(needed, 2 * self._capacity)
+        cap = -(-cap // shard) * shard
+        self._arr.resize((cap, *self._sample_shape))
+        if self._times is not None:
+            self._times.resize((cap,))
+        self._capacity = cap
+
+    # ------------------------------------------------------------------ writing
+    def write(
+        self,
+        video_id: str,
+        latents: Any,
+        timestamps: Any,
+        *,
+        metadata: dict | None = None,
+        force: bool = False,
+    ) -> WriteRecord | None:
+        """Store one video; visible to readers only once complete.
+
+        Args:
+            video_id: the video's key (its path or id; no NUL/newline).
+            latents: ``(T, C[, H, W])``: integer latents (coded store; must fit int32) or float
+                features (raw store; stored as float16). T >= 1.
+            timestamps: float64 ``(T,)`` seconds (stored exactly; regular ones cost ~nothing).
+            metadata: optional JSON-able dict kept with the video.
+            force: write again even if ``video_id`` is already in the store (the new copy wins).
+
+        Returns:
+            A :class:`WriteRecord`, or None when the video was already stored (and not ``force``).
+
+        Raises:
+            StoreError: wrong shape/dtype, non-finite timestamps, values out of range, closed writer.
+        """
+        if self._closed:
+            raise StoreError(f"{self.url}: StoreWriter is closed")
+        video_id = check_video_id(video_id)
+        if not force and video_id in self._known:
+            return None
+        x = np.asarray(latents)
+        where = f"{self.url}: video {video_id!r}"
+        if x.ndim < 2 or x.shape[0] < 1:
+            raise StoreError(f"{where}: expected (T, C[, H, W]) with T >= 1, got shape {x.shape}")
+        if self.raw:
+            if not np.issubdtype(x.dtype, np.number):
+                raise StoreError(f"{where}: raw features must be numeric, got {x.dtype}")
+            data = x.astype("<f2")
+            if not np.all(np.isfinite(data)):
+                raise StoreError(f"{where}: features are not finite in float16 (NaN or |x| > 65504)")
+        else:
+            if not np.issubdtype(x.dtype, np.integer):
+                raise StoreError(
+                    f"{where}: coded stores take integer latents, got {x.dtype}; quantize with codec.quantize()"
+                )
+            if x.size and (x.min() < -(2**31) or x.max() > 2**31 - 1):
+                raise StoreError(f"{where}: latents do not fit int32")
+            data = x.astype("<i4")
+        data = np.ascontiguousarray(data)
+        t = np.asarray(timestamps, dtype=np.float64).reshape(-1) if timestamps is not None else None
+        if t is None or t.shape != (data.shape[0],) or not np.all(np.isfinite(t)):
+            raise StoreError(f"{where}: timestamps must be finite float64 of shape ({data.shape[0]},)")
+        if metadata is not None:
+            try:
+                metadata = json.loads(json.dumps(metadata, default=_json_default))
+            except (TypeError, ValueError) as e:
+                raise StoreError(f"{where}: metadata is not JSON-able ({e})") from None
+
+        sample = tuple(int(s) for s in data.shape[1:])
+        self._ensure_part(sample)
+        n = data.shape[0]
+        start = self._frames
+        self._grow(start + n)
+        ts = encode_timestamps(t)
+        try:
+            self._arr[start : start + n] = data
+            if ts[0] == TS_ARRAY:
+                self._ensure_times()
+                self._times[start : start + n] = t
+        except Exception as e:  # I/O errors from zarr/fsspec
+            raise StoreError(f"{where}: writing frames {start}..{start + n} of part {self.writer_id} failed: {e}") from e
+        written = time.time_ns()
+        crc = zlib.crc32(data.tobytes())
+        rec_bytes = encode_record(video_id, start, n, crc, written, ts, metadata)
+        self._log.append(rec_bytes)  # the commit point
+        self._records.append(json.loads(rec_bytes))
+        self._frames = start + n
+        self._known.add(video_id)
+        return WriteRecord(
+            video_id=video_id, store=self.url, part=self.writer_id, start=start, frames=n,
+            codec="zstd" if self.raw else "featcomp.ans", digest=None if self.raw else self.codec.digest,
+            written=written,
+        )
+
+    def record_failure(self, video_id: str, path: str | None, error: str) -> None:
+        """Record that a video could not be processed (readable with ``open_store(..).failures()``)."""
+        rec = {"id": str(video_id), "path": None if path is None else str(path), "error": str(error),
+               "writer": self.writer_id, "written": time.time_ns()}
+        self._flog.append((json.dumps(rec, sort_keys=True) + "\n").encode())
+
+    # ------------------------------------------------------------------ closing
+    def close(self) -> None:
+        """Trim the part to its frames and compact this writer's log (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._arr is not None and self._frames < self._capacity:
+                self._arr.resize((self._frames, *self._sample_shape))
+                if self._times is not None:
+                    self._times.resize((self._frames,))
+            if self.compact_on_close and self._records:
+                table = IndexTable.from_records([self.writer_id], [(0, r) for r in self._records])
+                self.fs.write_atomic(f"index/{self.writer_id}.fcidx", encode_index_file(table), fsync=self.fsync)
+                self._log.remove()
+        finally:
+            self._log.close()
+            self._flog.close()

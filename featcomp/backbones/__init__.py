@@ -1,0 +1,116 @@
+"""CNN backbones: torchvision models by name, feature taps, custom modules, weights (layer 1).
+
+``build_backbone("resnet50", weights="IMAGENET1K_V2")`` gives a :class:`Backbone` whose
+``preprocess`` turns uint8 frames into the model's input with the weights' own transforms, whose
+``forward`` returns pooled pre-classifier features (or any tapped layer), and whose ``classify`` runs
+the model's own classifier. See docs/video.md for the weights lookup order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from featcomp.backbones.core import Backbone, imagenet_preprocess, resolve_device
+from featcomp.backbones.custom import build_efficientnet_lite1, build_mobilenet_v2_deepsort, find_weights_file, from_module
+from featcomp.backbones.spec import BackboneSpec
+from featcomp.backbones.tv import build_torchvision, resolve_weights, torchvision_names
+from featcomp.backbones.weights import cache_path, load_state_dict_file, load_weights_into, remap_keys
+from featcomp.errors import ConfigError, RegistryError
+from featcomp.registry import Registry
+
+__all__ = [
+    "Backbone",
+    "BackboneSpec",
+    "build_backbone",
+    "register_backbone",
+    "get_backbone",
+    "list_backbones",
+    "from_module",
+    "imagenet_preprocess",
+    "resolve_device",
+    "resolve_weights",
+    "cache_path",
+    "load_state_dict_file",
+    "load_weights_into",
+    "remap_keys",
+    "find_weights_file",
+]
+
+BackboneFactory = Callable[[BackboneSpec], Backbone]
+_BACKBONES: Registry[BackboneFactory] = Registry("backbone")
+
+
+def register_backbone(name: str, factory: BackboneFactory | None = None, *, overwrite: bool = False):
+    """Register ``factory(spec: BackboneSpec) -> Backbone`` under ``name`` (usable as a decorator).
+
+    Raises:
+        RegistryError: ``name`` is already registered, or is a torchvision model name, and ``overwrite``
+            is False.
+    """
+    image, video = torchvision_names()
+    if not overwrite and (name in image or name in video):
+        raise RegistryError(f"backbone {name!r} is a torchvision model name; pick another name or pass overwrite=True")
+    return _BACKBONES.register(name, factory, overwrite=overwrite)
+
+
+def get_backbone(name: str) -> BackboneFactory:
+    """The factory for ``name``: a registered backbone, else a torchvision model.
+
+    Raises:
+        RegistryError: unknown name (lists the registered names).
+    """
+    if name in _BACKBONES:
+        return _BACKBONES.get(name)
+    image, video = torchvision_names()
+    if name in image or name in video:
+        return build_torchvision
+    raise RegistryError(
+        f"unknown backbone {name!r}; registered: {', '.join(_BACKBONES.names())}; "
+        "or any torchvision model in torchvision.models.list_models(module=torchvision.models[.video])"
+    )
+
+
+def list_backbones() -> list[str]:
+    """Registered names followed by torchvision's classification and video model names."""
+    image, video = torchvision_names()
+    return _BACKBONES.names() + sorted(image | video)
+
+
+def build_backbone(spec_or_name: BackboneSpec | str | nn.Module, **overrides: Any) -> Backbone:
+    """Build a :class:`Backbone`.
+
+    Args:
+        spec_or_name: A :class:`BackboneSpec`, a backbone name (registered or torchvision), or an
+            ``nn.Module`` (then ``overrides`` go to :func:`from_module`: ``preprocess``,
+            ``classifier``, ``is_3d``, ...).
+        **overrides: :class:`BackboneSpec` fields to change (e.g. ``weights=None``, ``layer="layer3"``,
+            ``device="cuda"``). A torchvision ``WeightsEnum`` member is accepted for ``weights``.
+
+    Raises:
+        RegistryError: unknown name. ConfigError: unknown override fields.
+        BackboneError / WeightsNotFoundError: see :func:`featcomp.backbones.tv.build_torchvision`.
+    """
+    if isinstance(spec_or_name, nn.Module):
+        return from_module(spec_or_name, **overrides)
+    w = overrides.get("weights")
+    if w is not None and not isinstance(w, str) and hasattr(w, "name") and hasattr(w, "url"):
+        overrides["weights"] = f"{type(w).__name__}.{w.name}"
+    if isinstance(spec_or_name, BackboneSpec):
+        spec = spec_or_name
+    elif isinstance(spec_or_name, str):
+        spec = BackboneSpec(name=spec_or_name)
+    else:
+        raise ConfigError(f"build_backbone expects a BackboneSpec, a name or an nn.Module, got {type(spec_or_name).__name__}")
+    if overrides:
+        try:
+            spec = spec.replace(**overrides)
+        except TypeError as e:
+            raise ConfigError(f"build_backbone: {e}") from None
+    return get_backbone(spec.name)(spec)
+
+
+register_backbone("mobilenet_v2_deepsort", build_mobilenet_v2_deepsort)
+register_backbone("efficientnet_lite1", build_efficientnet_lite1)

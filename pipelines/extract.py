@@ -219,11 +219,12 @@ def run_extract(
     sampling = sampling.replace(
         batch_size=cfg.inference.batch_size, backend=cfg.decode.backend, timeout_s=cfg.decode.timeout_s
     )
-    writer_kwargs: dict[str, Any] = {"model_card": model.model_card(), "raw": raw}
+    writer_kwargs: dict[str, Any] = {"raw": raw}
     if cfg.output.chunk_frames:
         writer_kwargs["chunk_frames"] = cfg.output.chunk_frames
     summary = JobSummary(store=str(store), total=len(videos), raw=raw)
 
+    size_before = _store_size(store)
     with featcomp.StoreWriter(store, model, **writer_kwargs) as writer:
         if cfg.output.overwrite:
             todo = videos
@@ -238,14 +239,26 @@ def run_extract(
 
         started = init_ray(cfg.ray, address)
         try:
-            _run_dataset(todo, model_path, sampling, cfg, writer, summary)
+            _run_dataset(todo, model_path, sampling, cfg, writer, summary, model.codec)
         finally:
             if shutdown or (shutdown is None and started):
                 import ray
 
                 ray.shutdown()
+    summary.bytes_written = max(0, _store_size(store) - size_before)
     summary.wall_s = time.perf_counter() - t0
     return summary
+
+
+def _store_size(url: str) -> int:
+    """Total bytes under a store (0 if it does not exist yet); local paths and fsspec URLs."""
+    try:
+        from fsspec.core import url_to_fs
+
+        fs, root = url_to_fs(str(url))
+        return int(fs.du(root, total=True)) if fs.exists(root) else 0
+    except Exception:  # size is informative only; never fail the job on it
+        return 0
 
 
 def build_dataset(todo: Sequence[VideoInput], model_path: str, sampling: Any, cfg: ExtractConfig,
@@ -296,7 +309,7 @@ def build_dataset(todo: Sequence[VideoInput], model_path: str, sampling: Any, cf
         )
 
 
-def _run_dataset(todo, model_path, sampling, cfg, writer, summary) -> None:
+def _run_dataset(todo, model_path, sampling, cfg, writer, summary, codec) -> None:
     import ray
     import ray.data
 
@@ -304,7 +317,7 @@ def _run_dataset(todo, model_path, sampling, cfg, writer, summary) -> None:
     ctx.enable_progress_bars = cfg.ray.data_progress_bars
     ctx.print_on_execution_start = cfg.ray.data_progress_bars
     if not cfg.ray.data_progress_bars:
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
     plan = _plan_resources(cfg)
     log.info(
         "ray: cluster of %g CPUs, %g GPUs; %s encoder actor(s) on %s (num_gpus=%g each, %s torch threads)",
@@ -331,13 +344,17 @@ def _run_dataset(todo, model_path, sampling, cfg, writer, summary) -> None:
                 vid, latents, timestamps, metadata={"path": path, "frame_indices": indices.tolist()},
                 force=cfg.output.overwrite,
             )
-            nbytes = _record_bytes(record, latents)
+            if record is None:  # already there (another run finished it meanwhile)
+                summary.skipped += 1
+                progress.update()
+                continue
+            bits = 16.0 * latents.size if cfg.output.raw else float(codec.estimate_bits(latents))
             summary.done += 1
             summary.frames += len(latents)
-            summary.bytes_written += nbytes
+            summary.payload_bits += bits
             summary.float16_bytes += f16
-            log.debug("wrote %s: %d frames, %d bytes", vid, len(latents), nbytes)
-            progress.update(frames=len(latents), nbytes=nbytes)
+            log.debug("wrote %s: %d frames, %.0f bits", vid, len(latents), bits)
+            progress.update(frames=len(latents), bits=bits)
     except ray.exceptions.RayError as e:
         raise PipelineError(f"the Ray job failed beyond its retries: {e}") from e
     finally:
@@ -347,14 +364,6 @@ def _run_dataset(todo, model_path, sampling, cfg, writer, summary) -> None:
         writer.record_failure(vid, path, error)
         summary.failed += 1
         summary.failures.append((vid, path, error))
-
-
-def _record_bytes(record: Any, latents: np.ndarray) -> int:
-    for name in ("nbytes", "bytes", "num_bytes", "payload_bytes", "coded_bytes"):
-        value = getattr(record, name, None)
-        if isinstance(value, (int, np.integer)):
-            return int(value)
-    return 0
 
 
 # ------------------------------------------------------------------------------------------ CLI

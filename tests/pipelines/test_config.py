@@ -95,24 +95,28 @@ def test_assembler_failure_drops_chunks_and_reports_once():
 
 
 def test_summary_numbers_and_text():
-    s = JobSummary(store="/s.zarr", total=5, done=3, skipped=1, failed=1, frames=100, bytes_written=5000,
-                   float16_bytes=256_000, wall_s=2.0, failures=[("bad.mp4", "/v/bad.mp4", "VideoError: empty")])
+    s = JobSummary(store="/s.zarr", total=5, done=3, skipped=1, failed=1, frames=100, bytes_written=6400,
+                   payload_bits=40_000, float16_bytes=256_000, wall_s=2.0,
+                   failures=[("bad.mp4", "/v/bad.mp4", "VideoError: empty")])
     assert s.bits_per_frame == 400 and s.ratio_vs_float16 == pytest.approx(51.2) and s.frames_per_s == 50
+    assert s.ratio_on_disk == pytest.approx(40.0)
     text = s.format()
-    for needle in ("3 done", "1 skipped", "1 failed", "/s.zarr", "400 bits/frame", "51.2x", "bad.mp4", "VideoError: empty"):
+    for needle in ("3 done", "1 skipped", "1 failed", "/s.zarr", "400 bits/frame", "51.2x", "40.0x", "bad.mp4", "VideoError: empty"):
         assert needle in text
     assert '"ratio_vs_float16": 51.2' in s.to_json()
 
 
-def test_progress_bar_counts(capsys):
+def test_progress_bar_counts(monkeypatch):
     import io
 
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
     out = io.StringIO()
     p = Progress(3, enabled=True, file=out)
-    p.update(frames=10, nbytes=100)
+    p.update(frames=10, bits=800.0)
     p.update(failed=True)
     p.close()
-    assert (p.frames, p.bytes, p.failed) == (10, 100, 1)
+    assert (p.frames, p.bits, p.failed) == (10, 800.0, 1)
+    assert "2/3" in out.getvalue() and "bits/frame=80" in out.getvalue()
     quiet = Progress(2, enabled=False)
     quiet.update(frames=1)
     quiet.close()

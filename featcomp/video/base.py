@@ -350,6 +350,7 @@ def open_video(
     height: int | None = None,
     short_side: int | None = None,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    index: VideoIndex | None = None,
 ) -> VideoDecoder:
     """Open a video for frame-accurate random access.
 
@@ -362,6 +363,7 @@ def open_video(
         short_side: Resize so the shorter side is this many pixels (aspect kept); exclusive with
             width/height.
         timeout_s: Deadline (seconds) for opening/probing and for each ``get_frames`` call.
+        index: A :class:`VideoIndex` already built for ``path`` by :func:`build_index` (skips the probe).
 
     Returns:
         A :class:`VideoDecoder` (also a context manager).
@@ -373,9 +375,10 @@ def open_video(
     if short_side is not None and (width is not None or height is not None):
         raise VideoError(f"{path}: give short_side or width/height, not both")
     p = check_file(path)
+    index_error: VideoError | None = None
     try:
-        index: VideoIndex | None = build_index(p, timeout_s=timeout_s)
-        index_error: VideoError | None = None
+        if index is None:
+            index = build_index(p, timeout_s=timeout_s)
     except VideoError as e:
         if "no such file" in str(e) or "empty file" in str(e) or "did not finish" in str(e):
             raise

@@ -256,7 +256,12 @@ class StoreWriter:
     # ------------------------------------------------------------------ store creation
     def _open_or_create(self, header: dict) -> dict:
         if not self.fs.exists("zarr.json"):
-            if self.fs.local and os.path.isdir(self.fs.root) and os.listdir(self.fs.root):
+            ours = {"parts", "times", "index", "failures"}
+            foreign = [
+                n for n in (os.listdir(self.fs.root) if self.fs.local and os.path.isdir(self.fs.root) else [])
+                if n not in ours and not (n.startswith("zarr.json.") and n.endswith(".tmp"))
+            ]  # another writer may be creating the store right now
+            if foreign:
                 raise StoreError(
                     f"{self.url} exists, is not empty and is not a featcomp store; refusing to write into it"
                 )

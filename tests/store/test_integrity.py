@@ -1,0 +1,168 @@
+"""Corrupt/truncated chunks, tampered tables, concurrent writers, kill -9 mid-write, info/verify CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featcomp.cli import main as cli_main
+from featcomp.errors import StoreError
+from featcomp.store import StoreWriter, compact_store, open_store, verify_store
+
+from .conftest import laplace_latents
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _store(tmp_path, codec, rng, n=4, t=40):
+    vids = {}
+    with StoreWriter(tmp_path / "s", codec, chunk_frames=8, shard_chunks=4, writer_id="w1") as w:
+        for i in range(n):
+            k = laplace_latents(rng, t)
+            w.write(f"v{i}", k, np.arange(t) / 5)
+            vids[f"v{i}"] = k
+    return tmp_path / "s", vids
+
+
+def _shard(path: Path, s: int) -> Path:
+    return path / "parts" / "w1" / "c" / str(s) / "0"
+
+
+def test_corrupt_chunk_names_video_and_chunk(tmp_path, codec, rng):
+    path, vids = _store(tmp_path, codec, rng)
+    shard = _shard(path, 0)  # frames 0..31: video v0 only
+    data = bytearray(shard.read_bytes())
+    n = 4
+    idx = np.frombuffer(bytes(data[-(16 * n + 4) : -4]), dtype="<u8").reshape(n, 2)
+    off, nb = int(idx[1, 0]), int(idx[1, 1])  # chunk 1 = frames 8..15
+    data[off + nb // 2] ^= 0x5A
+    shard.write_bytes(bytes(data))
+    st = open_store(path)
+    with pytest.raises(StoreError) as e:
+        st["v0"].latents()
+    msg = str(e.value)
+    assert "v0" in msg and "chunk 1" in msg and str(path) in msg and "c/0/0" in msg
+    # a window that avoids the damaged chunk still reads, other videos are intact
+    assert np.array_equal(st["v0"].window(16, 40).latents(), vids["v0"][16:40])
+    assert np.array_equal(st["v3"].latents(), vids["v3"])
+    rep = verify_store(path)
+    assert not rep.ok and any("chunk 1" in p for p in rep.problems)
+
+
+def test_truncated_shard(tmp_path, codec, rng):
+    path, _ = _store(tmp_path, codec, rng)
+    shard = _shard(path, 1)
+    shard.write_bytes(shard.read_bytes()[:-30])
+    st = open_store(path)
+    with pytest.raises(StoreError, match=r"v1.*(truncated|CRC)"):
+        st["v1"].latents()
+    shard.unlink()
+    with pytest.raises(StoreError, match="missing"):
+        open_store(path)["v1"].latents()
+    assert cli_main(["verify", str(path)]) == 1
+
+
+def test_tampered_tables_digest(tmp_path, codec, rng):
+    path, _ = _store(tmp_path, codec, rng)
+    doc = json.loads((path / "zarr.json").read_text())
+    doc["attributes"]["featcomp"]["codec"]["digest"] = "f" * 64
+    (path / "zarr.json").write_text(json.dumps(doc))
+    st = open_store(path)
+    with pytest.raises(StoreError, match="digest mismatch"):
+        st["v0"].latents()
+    assert not verify_store(path).ok
+
+
+def test_info_and_verify_commands(tmp_path, codec, rng, capsys):
+    path, vids = _store(tmp_path, codec, rng)
+    assert cli_main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "videos           4" in out and "bits per frame" in out and "ratio vs float16" in out
+    assert cli_main(["info", "--json", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["videos"] == 4 and info["frames"] == 160
+    assert cli_main(["verify", str(path)]) == 0
+    assert capsys.readouterr().out.strip().endswith("OK")
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["verify", str(tmp_path / "empty")]) == 1
+    assert "not a featcomp store" in capsys.readouterr().err
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time, numpy as np
+    from featcomp.entropy import EntropyCodec
+    from featcomp.store import StoreWriter
+    path, tag, n, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    rng = np.random.default_rng(0)
+    codec = EntropyCodec.fit(np.rint(rng.laplace(0, 1.2, (4000, 16))).astype(np.int32))
+    rng = np.random.default_rng(abs(hash(tag)) % 2**32)
+    with StoreWriter(path, codec, chunk_frames=8, shard_chunks=4) as w:
+        for i in range(n):
+            t = int(rng.integers(5, 60))
+            k = np.rint(rng.laplace(0, 1.2, (t, 16))).astype(np.int32)
+            w.write(f"{tag}-{i}", k, np.arange(t) / 5.0, metadata={"sum": int(k.sum())})
+            print(f"{tag}-{i}", flush=True)
+            time.sleep(delay)
+    """
+)
+
+
+def _spawn(path, tag, n, delay):
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(path), tag, str(n), str(delay)],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+@pytest.mark.timeout(120)
+def test_concurrent_writers(tmp_path):
+    path = tmp_path / "s"
+    procs = [_spawn(path, f"p{j}", 25, 0.0) for j in range(3)]
+    outs = [p.communicate(timeout=100)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    st = open_store(path)
+    assert set(st) == {v for o in outs for v in o} and len(st) == 75
+    for vid in st:
+        assert int(st[vid].latents().sum()) == st[vid].metadata["sum"]
+    rep = verify_store(path, compact=True)
+    assert rep.ok and rep.parts == 3
+    assert len(open_store(path)) == 75
+    assert [n for n in os.listdir(path / "index")].__len__() == 1
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_mid_write_keeps_finished_videos(tmp_path):
+    path = tmp_path / "s"
+    p = _spawn(path, "k", 10_000, 0.002)
+    done = []
+    deadline = time.time() + 60
+    while len(done) < 30 and time.time() < deadline:
+        line = p.stdout.readline()
+        if line:
+            done.append(line.strip())
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert len(done) >= 30
+    st = open_store(path)
+    missing = [v for v in done if v not in st]
+    assert not missing  # every video whose write() returned survived
+    assert len(st) >= len(done)
+    for vid in st:
+        assert int(st[vid].latents().sum()) == st[vid].metadata["sum"]
+    assert verify_store(path).ok
+    # the store stays writable; a new writer appends and compaction folds the dead writer's log
+    q = _spawn(path, "after", 3, 0.0)
+    q.communicate(timeout=60)
+    assert q.returncode == 0
+    assert compact_store(path) >= 2
+    st = open_store(path)
+    assert all(v in st for v in done) and "after-2" in st
+    assert verify_store(path).ok

@@ -1,0 +1,153 @@
+"""Decoders: exact frames by index, VFR timestamps, resize on decode, broken inputs, hang guard."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from featcomp import VideoError
+from featcomp.video import DecordDecoder, PyAVDecoder, build_index, open_video
+from featcomp.video import base as video_base
+from tests.clips import read_barcodes
+from tests.video.conftest import VFR_PTS
+
+pytestmark = [pytest.mark.video, pytest.mark.timeout(120)]
+
+BACKENDS = ["decord", "pyav"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_random_access_is_frame_exact(clips, backend):
+    with open_video(clips["cfr"], backend=backend) as dec:
+        assert dec.num_frames == 60
+        assert (dec.width, dec.height) == (96, 64)
+        # backwards, repeated, across keyframes (GOP 12), and the last frame
+        idx = [59, 0, 13, 13, 12, 11, 35, 1, 47, 24]
+        frames = dec.get_frames(idx)
+        assert frames.dtype == np.uint8 and frames.shape == (len(idx), 64, 96, 3)
+        assert read_barcodes(frames).tolist() == idx
+        assert read_barcodes(dec.get_frames(np.arange(60))).tolist() == list(range(60))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_timestamps_cfr(clips, backend):
+    with open_video(clips["cfr"], backend=backend) as dec:
+        np.testing.assert_allclose(dec.timestamps, np.arange(60) / 25, atol=1e-6)
+        assert dec.fps == pytest.approx(25.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vfr_timestamps_come_from_pts(clips, backend):
+    with open_video(clips["vfr"], backend=backend) as dec:
+        assert dec.num_frames == len(VFR_PTS)
+        np.testing.assert_allclose(dec.timestamps, VFR_PTS, atol=1e-3)
+        # index*fps would be wrong here: the average rate does not give these times
+        assert not np.allclose(dec.timestamps, np.arange(len(VFR_PTS)) / dec.fps, atol=1e-2)
+        assert read_barcodes(dec.get_frames([39, 3, 20])).tolist() == [39, 3, 20]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_resize_on_decode(clips, backend):
+    with open_video(clips["cfr"], backend=backend, width=64, height=32) as dec:
+        f = dec.get_frames([7, 30])
+        assert f.shape == (2, 32, 64, 3)
+        assert read_barcodes(f).tolist() == [7, 30]
+    with open_video(clips["cfr"], backend=backend, short_side=40) as dec:
+        assert (dec.width, dec.height) == (60, 40)
+        assert read_barcodes(dec.get_frames([5])).tolist() == [5]
+
+
+def test_auto_prefers_decord_and_falls_back_to_pyav(clips):
+    with open_video(clips["cfr"]) as dec:
+        assert isinstance(dec, DecordDecoder)
+    # decord cannot open the truncated faststart file; PyAV can
+    with pytest.raises(VideoError, match="truncated.mp4"):
+        open_video(clips["truncated"], backend="decord")
+    with open_video(clips["truncated"]) as dec:
+        assert isinstance(dec, PyAVDecoder)
+
+
+def test_mkv_without_header_count(clips):
+    idx = build_index(clips["mkv"])
+    assert idx.header_frames == 0 and idx.num_frames == 30
+    for backend in BACKENDS:
+        with open_video(clips["mkv"], backend=backend) as dec:
+            assert dec.num_frames == 30
+            assert read_barcodes(dec.get_frames([29, 0, 14])).tolist() == [29, 0, 14]
+
+
+def test_truncated_file_counts_frames_by_packets(clips):
+    index = build_index(clips["truncated"])
+    assert index.header_frames == 60  # the header still claims the whole clip
+    assert 0 < index.num_frames < 60 and index.damaged
+    with open_video(clips["truncated"]) as dec:
+        n = dec.num_frames
+        assert n == index.num_frames
+        # every counted frame decodes, and is the right one
+        assert read_barcodes(dec.get_frames(np.arange(n))).tolist() == list(range(n))
+        assert read_barcodes(dec.get_frames([n - 1, 0])).tolist() == [n - 1, 0]
+        with pytest.raises(VideoError, match="indices"):
+            dec.get_frames([n])
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("missing", "no such file"),
+        ("empty", "empty file"),
+        ("text", "not a readable video"),
+        ("nomoov", "not a readable video"),
+    ],
+)
+@pytest.mark.parametrize("backend", ["auto", "decord", "pyav"])
+def test_bad_inputs_raise_video_error_naming_the_path(clips, name, reason, backend):
+    with pytest.raises(VideoError) as info:
+        open_video(clips[name], backend=backend)
+    msg = str(info.value)
+    assert str(clips[name]) in msg and reason in msg
+
+
+def test_directory_is_not_a_video(tmp_path):
+    with pytest.raises(VideoError, match="not a regular file"):
+        open_video(tmp_path)
+
+
+def test_out_of_range_index(clips):
+    with open_video(clips["cfr"], backend="pyav") as dec, pytest.raises(VideoError, match=r"\[0, 60\)"):
+        dec.get_frames([60])
+
+
+def test_hanging_probe_becomes_video_error(clips, monkeypatch):
+    def hang(path):
+        time.sleep(30)
+
+    monkeypatch.setattr(video_base, "_index_with_pyav", hang)
+    t = time.perf_counter()
+    with pytest.raises(VideoError, match="did not finish within 0.5 s"):
+        open_video(clips["cfr"], timeout_s=0.5)
+    assert time.perf_counter() - t < 5
+
+
+def test_hanging_decode_becomes_video_error(clips):
+    with open_video(clips["cfr"], backend="decord", timeout_s=2.0) as dec:
+
+        class Stuck:
+            def get_batch(self, idx):
+                time.sleep(30)
+
+        dec._vr = Stuck()
+        with pytest.raises(VideoError, match="did not finish"):
+            dec.get_frames([0])
+        with pytest.raises(VideoError, match="unusable"):
+            dec.get_frames([1])
+
+
+def test_video_package_does_not_import_torch():
+    import subprocess
+
+    code = "import sys, featcomp.video; print('torch' in sys.modules, 'decord' in sys.modules, 'av' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False", "False"]

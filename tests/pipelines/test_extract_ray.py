@@ -1,0 +1,177 @@
+"""The extraction job end to end on a local Ray: results, failures, resume, and kill -9 of the driver
+and of an encoder actor (the library's own output is the reference)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.config import ExtractConfig
+from pipelines.extract import run_extract
+from tests.pipelines.conftest import BAD, GOOD
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cfg(**inference) -> ExtractConfig:
+    cfg = ExtractConfig(progress=False)
+    return cfg.with_overrides(inference={"batch_size": 8, **inference}, decode={"timeout_s": 30.0})
+
+
+def _check_store(store, expected=tuple(GOOD)):
+    import featcomp
+
+    s = featcomp.open_store(store)
+    assert sorted(s) == sorted(expected)
+    ids = list(s.index.ids)
+    assert len(ids) == len(set(ids)), f"duplicate videos in the index: {ids}"
+    report = featcomp.verify_store(store)
+    assert report.ok, report.problems
+    return s
+
+
+@pytest.mark.timeout(240)
+def test_extract_end_to_end_records_failures_and_rerun_skips(ray_local, clip_dir, tiny_model, tmp_path):
+    import featcomp
+    from featcomp.video import sample_frames
+
+    store = tmp_path / "feat.zarr"
+    summary = run_extract([str(clip_dir)], str(store), str(tiny_model), config=_cfg())
+    assert (summary.total, summary.done, summary.skipped, summary.failed) == (9, 6, 0, 3)
+
+    s = _check_store(store)
+    model = featcomp.load_model(tiny_model)
+    extractor = featcomp.Extractor(model)
+    sampling = model.sampling
+    total_frames = 0
+    for vid in GOOD:
+        batches = list(sample_frames(clip_dir / vid, sampling))
+        frames = np.concatenate([b.frames for b in batches])
+        ts = np.concatenate([b.timestamps for b in batches])
+        stored = s[vid]
+        total_frames += len(frames)
+        # the store holds exactly what the library computes for the same frames, in time order
+        np.testing.assert_array_equal(stored.latents(), extractor.encode_frames(frames))
+        np.testing.assert_allclose(stored.timestamps, ts)
+        assert stored.metadata["path"] == str(clip_dir / vid)
+    assert summary.frames == total_frames
+    assert summary.payload_bits > 0 and summary.bytes_written > 0 and summary.float16_bytes == total_frames * 576 * 2
+
+    failures = {f["id"]: f for f in s.failures()}
+    assert set(failures) == set(BAD)
+    for vid, f in failures.items():
+        assert f["path"] == str(clip_dir / vid) and vid in f["error"] and "VideoError" in f["error"]
+    assert {v for v, _, _ in summary.failures} == set(BAD)
+
+    again = run_extract([str(clip_dir)], str(store), str(tiny_model), config=_cfg())
+    assert (again.done, again.skipped, again.failed, again.frames) == (0, 6, 3, 0)
+    _check_store(store)
+
+
+@pytest.mark.timeout(120)
+def test_raw_mode_writes_float16_backbone_features(ray_local, clip_dir, tiny_model, tmp_path):
+    import featcomp
+    from featcomp.video import sample_frames
+
+    store = tmp_path / "raw.zarr"
+    videos = [str(clip_dir / "a.mp4"), str(clip_dir / "sub" / "c.mp4")]
+    cfg = _cfg().with_overrides(output={"raw": True})
+    summary = run_extract(videos, str(store), str(tiny_model), config=cfg)
+    assert (summary.done, summary.failed) == (2, 0)
+    s = featcomp.open_store(store)
+    assert s.mode == "raw" and sorted(s) == ["a.mp4", "c.mp4"]
+    extractor = featcomp.Extractor(featcomp.load_model(tiny_model))
+    frames = np.concatenate([b.frames for b in sample_frames(clip_dir / "a.mp4", extractor.model.sampling)])
+    want = extractor.features(frames).numpy().astype(np.float16)
+    np.testing.assert_array_equal(s["a.mp4"].features().astype(np.float16), want)
+    assert featcomp.verify_store(store).ok
+
+
+def _spawn_job(clip_dir, store, model, address) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "pipelines.extract", str(clip_dir), "--store", str(store), "--model", str(model),
+           "--address", address, "--batch-size", "4", "--no-progress", "-v"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_writes(proc: subprocess.Popen, n: int, timeout: float = 120.0) -> list[str]:
+    lines, t0 = [], time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if sum("wrote " in ln for ln in lines) >= n:
+            return lines
+    raise AssertionError("the job did not write videos in time:\n" + "".join(lines))
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_of_the_driver_mid_job_then_rerun_finishes_without_duplicates(ray_local, tiny_model, tmp_path):
+    import featcomp
+    from tests.pipelines.conftest import make_clip_dir
+
+    clips = make_clip_dir(tmp_path / "videos", good={f"v{i:02d}.mp4": 60 for i in range(12)}, bad=("zero.mp4",))
+    store = tmp_path / "feat.zarr"
+    proc = _spawn_job(clips, store, tiny_model, ray_local)
+    try:
+        _wait_for_writes(proc, 2)
+        assert proc.poll() is None, "the job finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    committed = featcomp.open_store(store)
+    k = len(committed)
+    assert 2 <= k < 12
+    assert featcomp.verify_store(store).ok  # what a killed driver leaves is a valid store
+
+    summary = run_extract([str(clips)], str(store), str(tiny_model), config=_cfg())
+    assert summary.skipped == k and summary.done == 12 - k and summary.failed == 1
+    s = featcomp.open_store(store)
+    assert sorted(s) == [f"v{i:02d}.mp4" for i in range(12)]
+    ids = list(s.index.ids)
+    assert len(ids) == len(set(ids)) == 12
+    assert all(len(s[v]) == 24 for v in s)  # 60 frames at 25 fps sampled at 10 fps: no partial videos
+    assert featcomp.verify_store(store).ok
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_of_an_encoder_actor_is_retried(ray_local, tiny_model, tmp_path):
+    import psutil
+
+    from tests.pipelines.conftest import make_clip_dir
+
+    good = {f"v{i:02d}.mp4": 60 for i in range(12)}
+    clips = make_clip_dir(tmp_path / "videos", good=good, bad=("corrupt.mp4",))
+    store = tmp_path / "feat.zarr"
+    proc = _spawn_job(clips, store, tiny_model, ray_local)
+    killed = []
+    try:
+        before = _wait_for_writes(proc, 1)
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if "EncodeChunks" in cmd and "MapWorker" in cmd:
+                os.kill(p.info["pid"], signal.SIGKILL)
+                killed.append(p.info["pid"])
+        assert proc.poll() is None, "the job finished before the actor could be killed"
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert killed, "no encoder actor process found"
+    written_before_kill = sum("wrote " in ln for ln in before)
+    assert written_before_kill < 12
+    assert proc.returncode == 3, out  # 3: finished, with the bad file recorded as a failure
+    assert "12 done" in out and "1 failed" in out
+    s = _check_store(store, good)
+    assert all(len(s[v]) == 24 for v in s)
+    assert [f["id"] for f in s.failures()] == ["corrupt.mp4"]

@@ -144,8 +144,9 @@ class EntropyCodec:
         if (tsize < 1).any() or (tsize.astype(np.int64) + 1 > (1 << precision)).any():
             raise CodecError(f"table sizes must be in [1, 2**precision - 1], got {tsize.min()}..{tsize.max()}")
         tmin64, tsize64 = tmin.astype(np.int64), tsize.astype(np.int64)
-        if (tmin64 < _I32.min).any() or (tmin64 + tsize64 - 1 > _I32.max).any():
-            raise CodecError("table ranges must lie inside int32")
+        if (tmin64 < -(2**30)).any() or (tmin64 + tsize64 > 2**30).any():
+            # (the coder's one-comparison escape test relies on this; see coder.find_escapes)
+            raise CodecError("table ranges must lie inside [-2**30, 2**30]")
         lengths = tsize64 + 1
         if freqs.ndim != 1 or freqs.shape[0] != int(lengths.sum()):
             raise CodecError(f"freqs must be 1-D with {int(lengths.sum())} entries, got shape {freqs.shape}")
@@ -320,8 +321,8 @@ class EntropyCodec:
     ) -> EntropyCodec:
         """Tables from the empirical per-channel histograms of integer symbols (numpy only).
 
-        The table of channel c covers ``[min, max]`` of ``k[:, c]`` when that range has at most
-        ``max_table_size`` values; otherwise the ``max_table_size`` values centred on the median
+        The table of channel c covers ``[min, max]`` of ``k[:, c]``, widened by a quarter of its
+        width (plus one) on each side, when that range has at most ``max_table_size`` values; otherwise the ``max_table_size`` values centred on the median
         (the rest is escape-coded exactly). Escape probability = the fraction of escaped samples,
         floored at ``escape_floor`` so unseen values stay cheap-ish.
 
@@ -344,11 +345,17 @@ class EntropyCodec:
         kt = np.moveaxis(k, 1, 0).reshape(C, -1).astype(np.int64)
         lo = kt.min(axis=1)
         hi = kt.max(axis=1)
+        # widen each table a little beyond the observed range: unseen values next to it then cost
+        # ~precision bits as in-table symbols (frequency 1) rather than an escape
+        margin = (hi - lo) // 4 + 1
+        lo, hi = lo - margin, hi + margin
         wide = hi - lo + 1 > max_table_size
         if wide.any():
             med = np.median(kt[wide], axis=1).astype(np.int64)
             lo[wide] = med - max_table_size // 2
             hi[wide] = lo[wide] + max_table_size - 1
+        lo = np.clip(lo, -(2**30), 2**30 - max_table_size)
+        hi = np.clip(hi, lo, lo + max_table_size - 1)
         tsize = hi - lo + 1
         Lmax = int(tsize.max())
         idx = kt - lo[:, None]
@@ -419,8 +426,13 @@ class EntropyCodec:
         return k.astype(np.float32) + off
 
     # ------------------------------------------------------------------ coding
-    def _symbols_ct(self, k: Any) -> tuple[np.ndarray, tuple[int, ...]]:
-        """A fresh C-contiguous int32 (C, M) copy of k (N, C, *) and its original shape."""
+    def _symbols_ct(self, k: Any, subtract_min: bool = False) -> tuple[np.ndarray, tuple[int, ...]]:
+        """A fresh C-contiguous int32 (C, M) copy of k (N, C, *) and k's shape.
+
+        With ``subtract_min`` the copy holds ``k - table_min`` (int32 wraparound; see
+        :func:`coder.find_escapes`). The transpose is done in blocks of rows that fit in cache,
+        fused with the subtraction (one pass over the data).
+        """
         k = _to_numpy(k)
         self._check_channels(k.shape, "k")
         if not np.issubdtype(k.dtype, np.integer):
@@ -428,10 +440,30 @@ class EntropyCodec:
         if k.dtype.itemsize > 4 or k.dtype == np.uint32:
             if k.size and (k.min() < _I32.min or k.max() > _I32.max):
                 raise CodecError("symbols exceed the int32 range")
+            k = k.astype(np.int32)
         shape = tuple(int(s) for s in k.shape)
-        kt = np.empty((self.channels, k.size // self.channels if k.size else 0), np.int32)
-        np.copyto(kt.reshape((self.channels, shape[0]) + shape[2:]), np.moveaxis(k, 1, 0), casting="unsafe")
-        return kt, shape
+        C, N = self.channels, shape[0]
+        R = math.prod(shape[2:])
+        k3 = k.reshape(N, C, R)
+        kt = np.empty((C, N, R), np.int32)
+        sub = (self.table_min if subtract_min else np.zeros(C, np.int32))[:, None, None]
+        B = max(1, 32768 // max(1, C * R))  # rows per block: ~128 KiB, fits in cache
+        with np.errstate(over="ignore"):
+            for i in range(0, N, B):
+                np.subtract(k3[i : i + B].transpose(1, 0, 2), sub, out=kt[:, i : i + B], casting="unsafe")
+        return kt.reshape(C, N * R), shape
+
+    def _from_ct(self, idx: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """(C, M) int32 table indices -> (N, C, *) int32 values (blocked transpose + table_min)."""
+        C, N = self.channels, shape[0]
+        R = math.prod(shape[2:])
+        src = idx.reshape(C, N, R)
+        out = np.empty((N, C, R), np.int32)
+        lo = self.table_min[None, :, None]
+        B = max(1, 32768 // max(1, C * R))  # rows per block: ~128 KiB, fits in cache
+        for i in range(0, N, B):
+            np.add(src[:, i : i + B].transpose(1, 0, 2), lo, out=out[i : i + B])
+        return out.reshape(shape)
 
     def compress_symbols(self, k: Any) -> bytes:
         """Entropy-code integer symbols exactly (any int32 value; out-of-table ones are escaped).
@@ -443,8 +475,8 @@ class EntropyCodec:
             A self-checking stream: header (magic, version, shape, digest prefix, CRC32) + ANS
             payload; see ``docs/entropy.md``.
         """
-        kt, shape = self._symbols_ct(k)
-        if kt.shape[0] * kt.shape[1] > _MAX_ELEMENTS:
+        kt, shape = self._symbols_ct(k, subtract_min=True)
+        if kt.size > _MAX_ELEMENTS:
             raise CodecError(f"array of shape {shape} is too large for one stream; split it")
         payload = coder.encode(kt, self._models, self.table_min, self.table_size) if kt.size else b""
         return bitstream.pack(shape, self.digest, payload)
@@ -475,8 +507,15 @@ class EntropyCodec:
             if h.payload:
                 raise CodecError("corrupt stream: an empty array with a non-empty payload")
             return np.zeros(shape, np.int32)
-        kt = coder.decode(h.payload, self.channels, M, self._models, self.table_min, self.table_size)
-        return np.ascontiguousarray(np.moveaxis(kt.reshape((self.channels, shape[0]) + shape[2:]), 0, 1))
+        idx, rows, cols, vals = coder.decode(
+            h.payload, self.channels, M, self._models, self.table_min, self.table_size
+        )
+        out = self._from_ct(idx, shape)
+        if rows.size:
+            R = M // shape[0]
+            n, r = np.divmod(cols, R)
+            out.reshape(shape[0], self.channels, R)[n, rows, r] = vals
+        return out
 
     def compress(self, y: Any) -> bytes:
         """``compress_symbols(quantize(y))``: y float (N, C, *) numpy or torch."""

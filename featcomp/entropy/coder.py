@@ -44,7 +44,7 @@ import constriction
 
 from featcomp.errors import CodecError
 
-__all__ = ["ANS_PRECISION", "ESCAPE_HEADER_SIZE", "build_models", "check_backend", "encode", "decode"]
+__all__ = ["ANS_PRECISION", "ESCAPE_HEADER_SIZE", "build_models", "check_backend", "find_escapes", "encode", "decode"]
 
 _model = constriction.stream.model
 _AnsCoder = constriction.stream.stack.AnsCoder
@@ -107,38 +107,60 @@ def _bit_length(d: np.ndarray) -> np.ndarray:
     return np.frexp(d.astype(np.float64))[1].astype(np.int64)
 
 
+def find_escapes(idx: np.ndarray, table_size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of out-of-table values in ``idx`` (C, M) int32 = ``k - table_min`` (wrapping).
+
+    With tables inside ``[-2**30, 2**30]`` (enforced by EntropyCodec), the wrapped difference seen
+    as uint32 is ``< table_size`` exactly for in-table values, so one unsigned comparison per
+    element finds escapes; rows are screened with a max first (escapes are rare).
+
+    Returns:
+        ``(rows, cols)`` int64 arrays in row-major order (the order escapes are coded in).
+    """
+    u = idx.view(np.uint32)
+    size = table_size.astype(np.uint32)
+    hot = np.nonzero(u.max(axis=1) >= size)[0]
+    if hot.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if hot.size > max(4, u.shape[0] // 8):  # many channels escape: one vectorized pass
+        rows, cols = np.nonzero(u >= size[:, None])
+        return rows.astype(np.int64), cols.astype(np.int64)
+    rows, cols = [], []
+    for r in hot.tolist():  # only the few channels that have escapes
+        c = np.flatnonzero(u[r] >= size[r])
+        rows.append(np.full(c.size, r, np.int64))
+        cols.append(c)
+    return np.concatenate(rows), np.concatenate(cols).astype(np.int64)
+
+
 def encode(
-    k: np.ndarray,
+    idx: np.ndarray,
     models: list,
     table_min: np.ndarray,
     table_size: np.ndarray,
 ) -> bytes:
-    """Entropy-code ``k`` channel by channel.
+    """Entropy-code one array channel by channel.
 
     Args:
-        k: int32 (C, M), C-contiguous; **overwritten** with table indices (pass a copy you own).
+        idx: int32 (C, M), C-contiguous, ``k - table_min[:, None]`` computed with int32
+            wraparound; **overwritten** (escapes replaced by the escape symbol).
         models: per-channel constriction models from :func:`build_models`.
-        table_min: int64 (C,) smallest in-table value per channel.
-        table_size: int64 (C,) number of in-table values per channel (escape excluded).
+        table_min: int32 (C,) smallest in-table value per channel, inside ``[-2**30, 2**30]``.
+        table_size: int (C,) number of in-table values per channel (escape excluded).
 
     Returns:
         The ANS words as little-endian bytes (length a multiple of 4).
     """
-    C, M = k.shape
-    lo = table_min.astype(np.int64)[:, None]
-    hi = lo + table_size.astype(np.int64)[:, None] - 1
-    # Out-of-table values (rare): find them before k is turned into indices.
-    esc_mask = (k < lo) | (k > hi)
-    rows, cols = np.nonzero(esc_mask)
-    esc_vals = k[rows, cols].astype(np.int64)
-    np.subtract(k, table_min.astype(np.int32)[:, None], out=k, casting="unsafe")
-    if rows.size:
-        k[rows, cols] = table_size[rows].astype(np.int32)
-    del esc_mask
-
+    C, M = idx.shape
+    rows, cols = find_escapes(idx, table_size)
     enc = _AnsCoder()
     if rows.size:
-        r_lo, r_hi = lo[rows, 0], hi[rows, 0]
+        # undo the wrapped subtraction for the escaped values only
+        esc_vals = idx[rows, cols].astype(np.int64) + table_min.astype(np.int64)[rows]
+        esc_vals = (esc_vals + 2**31) % 2**32 - 2**31
+        idx[rows, cols] = table_size.astype(np.int32)[rows]
+        r_lo = table_min.astype(np.int64)[rows]
+        r_hi = r_lo + table_size.astype(np.int64)[rows] - 1
         above = esc_vals > r_hi
         d = np.where(above, esc_vals - r_hi, r_lo - esc_vals)  # >= 1
         nb = _bit_length(d)  # in [1, 33]
@@ -163,7 +185,7 @@ def encode(
         header = (np.where(above, 0, 33) + mbits).astype(np.int32)
         enc.encode_reverse(header, _model.Uniform(ESCAPE_HEADER_SIZE))
     for c in range(C - 1, -1, -1):
-        enc.encode_reverse(k[c], models[c])
+        enc.encode_reverse(idx[c], models[c])
     return enc.get_compressed().astype("<u4", copy=False).tobytes()
 
 
@@ -174,24 +196,26 @@ def decode(
     models: list,
     table_min: np.ndarray,
     table_size: np.ndarray,
-) -> np.ndarray:
-    """Inverse of :func:`encode`: returns int32 (C, M).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of :func:`encode`.
+
+    Returns:
+        ``(idx, rows, cols, values)``: idx int32 (C, M) table indices (escape positions hold the
+        escape symbol; add ``table_min`` for values), and the escaped positions with their exact
+        int32 values.
 
     Raises:
         CodecError: if the payload is not a valid stream for these tables (constriction refuses
-            it, an escape decodes outside int32, or data is left over / missing at the end).
+            it, an escape decodes outside int32, or data is left over at the end).
     """
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     try:
         dec = _AnsCoder(words) if words.size else _AnsCoder()
-        out = np.empty((C, M), dtype=np.int32)
+        idx = np.empty((C, M), dtype=np.int32)
         for c in range(C):
-            out[c] = dec.decode(models[c], M)
-        size = table_size.astype(np.int32)[:, None]
-        esc_mask = out == size
-        rows, cols = np.nonzero(esc_mask)
-        del esc_mask
-        out += table_min.astype(np.int32)[:, None]
+            idx[c] = dec.decode(models[c], M)
+        rows, cols = find_escapes(idx, table_size)  # decoded indices are <= size; == size: escape
+        vals = np.zeros(0, np.int32)
         if rows.size:
             header = dec.decode(_model.Uniform(ESCAPE_HEADER_SIZE), int(rows.size)).astype(np.int64)
             above = header < 33
@@ -214,10 +238,10 @@ def decode(
             d = (np.int64(1) << mbits) + rem
             lo = table_min.astype(np.int64)[rows]
             hi = lo + table_size.astype(np.int64)[rows] - 1
-            vals = np.where(above, hi + d, lo - d)
-            if (vals < np.iinfo(np.int32).min).any() or (vals > np.iinfo(np.int32).max).any():
+            v = np.where(above, hi + d, lo - d)
+            if (v < np.iinfo(np.int32).min).any() or (v > np.iinfo(np.int32).max).any():
                 raise CodecError("corrupt stream: an escaped value decodes outside int32")
-            out[rows, cols] = vals.astype(np.int32)
+            vals = v.astype(np.int32)
         if not dec.is_empty():
             raise CodecError(
                 "corrupt stream or wrong codec: data left over after decoding every symbol"
@@ -226,4 +250,4 @@ def decode(
         raise
     except Exception as e:  # constriction raises ValueError/AssertionError-like errors on garbage
         raise CodecError(f"corrupt stream or wrong codec: the ANS decoder failed ({e})") from None
-    return out
+    return idx, rows, cols, vals

@@ -251,3 +251,144 @@ def decode(
     except Exception as e:  # constriction raises ValueError/AssertionError-like errors on garbage
         raise CodecError(f"corrupt stream or wrong codec: the ANS decoder failed ({e})") from None
     return idx, rows, cols, vals
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-symbol table choice (indexed families; used by the temporal and hyperprior codecs).
+#
+# These functions are additions: the per-channel ``encode``/``decode`` above and their streams are
+# unchanged. The same exact embedding is used, through constriction's per-symbol model family
+# ``Categorical(perfect=False)`` with a 2-D weight array (one row per symbol). With ``perfect=False``
+# the per-symbol (lazy) models use the same "fast" quantization rule as the 1-D models, so each row
+# reproduces its integer table exactly; :func:`check_family_backend` verifies this once per process by
+# comparing the words with those of the 1-D per-channel path.
+
+_FAMILY_CHECKED = False
+_CAT_FAMILY = None
+
+
+def family_weights(freqs: np.ndarray, precision: int) -> np.ndarray:
+    """float64 (K, n) constriction weights ``f * 2**(24 - precision) - 1`` of integer tables (K, n).
+
+    Args:
+        freqs: integer (K, n) tables, each entry >= 1, each row summing to ``2**precision``.
+        precision: table bits (<= 16).
+    """
+    check_family_backend()
+    w = np.asarray(freqs).astype(np.float64) * 2.0 ** (ANS_PRECISION - precision) - 1.0
+    w.flags.writeable = False
+    return w
+
+
+def _family_model():
+    global _CAT_FAMILY
+    if _CAT_FAMILY is None:
+        _CAT_FAMILY = _model.Categorical(perfect=False)
+    return _CAT_FAMILY
+
+
+def check_family_backend() -> None:
+    """Check once per process that per-symbol 2-D tables code exactly like the 1-D exact tables.
+
+    Raises:
+        CodecError: if constriction's per-symbol categorical path quantizes differently.
+    """
+    global _FAMILY_CHECKED
+    if _FAMILY_CHECKED:
+        return
+    check_backend()
+    rng = np.random.default_rng(1234)
+    tables = np.array([[3, 200, 50, 2, 1], [100, 100, 50, 5, 1], [1, 1, 1, 1, 252]], np.int64)
+    w = tables.astype(np.float64) * 2.0 ** (ANS_PRECISION - 8) - 1.0
+    sym = rng.integers(0, 5, 64).astype(np.int32)
+    tab = rng.integers(0, 3, 64)
+    a = _AnsCoder()
+    a.encode_reverse(sym, _model.Categorical(perfect=False), w[tab])
+    b = _AnsCoder()
+    models = [_model.Categorical(w[i], perfect=False) for i in range(3)]
+    for i in range(63, -1, -1):
+        b.encode_reverse(sym[i : i + 1], models[int(tab[i])])
+    if a.get_compressed().tolist() != b.get_compressed().tolist():
+        raise CodecError(
+            "constriction's per-symbol categorical models quantize integer tables differently from "
+            "its per-channel models; indexed (temporal/hyperprior) streams would not be exact. "
+            "Install constriction 0.5.x."
+        )
+    _FAMILY_CHECKED = True
+
+
+def push_indexed(enc, sym: np.ndarray, table: np.ndarray, weights: np.ndarray) -> None:
+    """Push symbols ``sym`` int32 (m,), symbol i coded with table ``table[i]`` (rows of ``weights``).
+
+    Decoded back in forward order by :func:`pop_indexed` with the same ``table``.
+    """
+    if sym.size:
+        enc.encode_reverse(np.ascontiguousarray(sym, dtype=np.int32), _family_model(), weights[table])
+
+
+def pop_indexed(dec, table: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Pop ``len(table)`` symbols (int32) coded by :func:`push_indexed` with these table indices."""
+    if table.size == 0:
+        return np.zeros(0, np.int32)
+    return np.asarray(dec.decode(_family_model(), weights[table]), dtype=np.int32)
+
+
+def push_escapes(enc, vals: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+    """Push the exact values of escaped symbols (same format as :func:`encode`'s second stage).
+
+    Args:
+        enc: a constriction ``AnsCoder``.
+        vals: int64 (e,) values outside ``[lo, hi]`` (elementwise), ``|distance| < 2**33``.
+        lo, hi: int64 (e,) the table range each value escaped from.
+    """
+    if vals.size == 0:
+        return
+    vals = vals.astype(np.int64)
+    above = vals > hi
+    d = np.where(above, vals - hi, lo - vals)
+    if (d < 1).any() or (d >= (np.int64(1) << 33)).any():
+        raise CodecError("escape distance out of range (values must lie outside the table, within 2**33)")
+    nb = _bit_length(d)
+    rem = d - (np.int64(1) << (nb - 1))
+    mbits = nb - 1
+    low_bits = np.minimum(mbits, _LOW_BITS)
+    high_bits = mbits - low_bits
+    has_low, has_high = low_bits > 0, high_bits > 0
+    if has_high.any():
+        enc.encode_reverse((rem[has_high] >> _LOW_BITS).astype(np.int32), _model.Uniform(),
+                           (np.int64(1) << high_bits[has_high]).astype(np.int32))
+    if has_low.any():
+        enc.encode_reverse((rem[has_low] & 0xFFFF).astype(np.int32), _model.Uniform(),
+                           (np.int64(1) << low_bits[has_low]).astype(np.int32))
+    enc.encode_reverse((np.where(above, 0, 33) + mbits).astype(np.int32), _model.Uniform(ESCAPE_HEADER_SIZE))
+
+
+def pop_escapes(dec, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`push_escapes`: int64 (e,) values for escapes from ranges ``[lo, hi]``."""
+    e = lo.size
+    if e == 0:
+        return np.zeros(0, np.int64)
+    header = np.asarray(dec.decode(_model.Uniform(ESCAPE_HEADER_SIZE), e), np.int64)
+    above = header < 33
+    mbits = np.where(above, header, header - 33)
+    low_bits = np.minimum(mbits, _LOW_BITS)
+    high_bits = mbits - low_bits
+    has_low, has_high = low_bits > 0, high_bits > 0
+    rem = np.zeros(e, np.int64)
+    if has_low.any():
+        rem[has_low] = dec.decode(_model.Uniform(), (np.int64(1) << low_bits[has_low]).astype(np.int32))
+    if has_high.any():
+        rem[has_high] += np.asarray(
+            dec.decode(_model.Uniform(), (np.int64(1) << high_bits[has_high]).astype(np.int32)), np.int64
+        ) << _LOW_BITS
+    d = (np.int64(1) << mbits) + rem
+    return np.where(above, hi.astype(np.int64) + d, lo.astype(np.int64) - d)
+
+
+def escape_bits(vals: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
+    """Ideal cost in bits of :func:`push_escapes` for these values (escape symbols not included)."""
+    if vals.size == 0:
+        return 0.0
+    vals = vals.astype(np.int64)
+    d = np.where(vals > hi, vals - hi, lo - vals)
+    return float(vals.size * np.log2(ESCAPE_HEADER_SIZE) + (_bit_length(d) - 1).sum())

@@ -64,6 +64,8 @@ class FeatureDataset(torch.utils.data.Dataset):
         stride: frames between window starts (default ``window``).
         video_ids: restrict to these videos (default: all, in store order).
         latents: return int32 latents instead of float32 features (coded stores).
+        classes: the class list for non-integer labels (e.g. ``train.classes`` for a validation split);
+            default: the sorted labels present.
 
     Each item is a dict: ``features`` float32 tensor ``(L, C[, H, W])`` (or ``latents`` int32),
     ``length`` (L), ``start`` (first frame), ``video_id`` and, with labels, ``label`` (int64).
@@ -78,6 +80,7 @@ class FeatureDataset(torch.utils.data.Dataset):
         stride: int | None = None,
         video_ids: list[str] | None = None,
         latents: bool = False,
+        classes: list[str] | None = None,
     ) -> None:
         from featcomp.store.reader import FeatureStore, open_store
 
@@ -101,12 +104,15 @@ class FeatureDataset(torch.utils.data.Dataset):
             self.missing_labels = len(ids) - len(kept)
             ids = kept
             values = [lab[v] for v in ids]
-            if all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in values):
+            if classes is None and all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in values):
                 self.classes = None
                 self._labels = {v: int(lab[v]) for v in ids}
             else:
-                self.classes = sorted({str(x) for x in values})
+                self.classes = list(classes) if classes is not None else sorted({str(x) for x in values})
                 pos = {c: i for i, c in enumerate(self.classes)}
+                unknown = sorted({str(x) for x in values} - set(pos))
+                if unknown:
+                    raise StoreError(f"labels {unknown[:5]} are not in classes {self.classes[:10]}")
                 self._labels = {v: pos[str(lab[v])] for v in ids}
         else:
             self.classes = None

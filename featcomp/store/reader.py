@@ -135,6 +135,7 @@ class _Part:
         else:
             raise StoreError(f"{store.url}: part {name!r} uses codecs {names}, which featcomp does not read")
         self.ndim = len(self.shape)
+        self._index_cache: dict[tuple, np.ndarray] = {}  # (key, size, mtime_ns, inode) -> parsed shard index
 
     def shard_key(self, s: int) -> str:
         return f"parts/{self.name}/c/{s}" + "/0" * (self.ndim - 1)
@@ -199,11 +200,18 @@ class _Part:
             try:
                 if fs.local:
                     with open(fs.path(key), "rb") as f:  # one open file: one consistent version
-                        size = os.fstat(f.fileno()).st_size
+                        stat = os.fstat(f.fileno())
+                        size = stat.st_size
                         if size < n_idx:
                             raise StoreError(f"{where}: truncated shard ({size} bytes)")
-                        idx_raw = os.pread(f.fileno(), n_idx, size - n_idx)
-                        offs = self._parse_index(idx_raw, where, size)
+                        ident = (key, size, stat.st_mtime_ns, stat.st_ino)
+                        offs = self._index_cache.get(ident)
+                        if offs is None:
+                            idx_raw = os.pread(f.fileno(), n_idx, size - n_idx)
+                            offs = self._parse_index(idx_raw, where, size)
+                            if len(self._index_cache) > 64:
+                                self._index_cache.clear()
+                            self._index_cache[ident] = offs
                         span, base = self._span(offs, j0, j1, s)
                         blob = os.pread(f.fileno(), span[1] - span[0], span[0]) if span else b""
                 else:

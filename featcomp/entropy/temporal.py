@@ -107,10 +107,10 @@ def integer_context(
 
         dev = k_prev.device
         x = k_prev.to(torch.int64).clamp(-clip, clip)
-        wl = torch.as_tensor(np.asarray(w_loc, np.int64), device=dev)
-        ws = torch.as_tensor(np.asarray(w_scale, np.int64), device=dev)
-        bl = torch.as_tensor(np.asarray(b_loc, np.int64), device=dev)[:, None]
-        bs = torch.as_tensor(np.asarray(b_scale, np.int64), device=dev)[:, None]
+        wl = torch.tensor(np.asarray(w_loc, np.int64), device=dev)
+        ws = torch.tensor(np.asarray(w_scale, np.int64), device=dev)
+        bl = torch.tensor(np.asarray(b_loc, np.int64), device=dev)[:, None]
+        bs = torch.tensor(np.asarray(b_scale, np.int64), device=dev)[:, None]
         # elementwise product + sum (CUDA has no int64 matmul); exact integer arithmetic either way
         acc = (wl[:, :, None] * x.unsqueeze(-3)).sum(-2) + bl
         acc_s = (ws[:, :, None] * x.abs().unsqueeze(-3)).sum(-2) + bs
@@ -332,7 +332,7 @@ class TemporalCodec:
         kk = _to_numpy(k)
         self._check_channels(kk.shape, "k")
         T = kk.shape[0]
-        K = kk.reshape(T, self.channels, -1).astype(np.int64)
+        K = kk.reshape(T, self.channels, math.prod(kk.shape[2:])).astype(np.int64)
         M = K.shape[2]
         mu = np.empty((T, self.channels, M), np.int64)
         tab = np.empty_like(mu)
@@ -351,7 +351,8 @@ class TemporalCodec:
         if k.size and (k.min() < _I32.min or k.max() > _I32.max):
             raise CodecError("symbols exceed the int32 range")
         shape = tuple(int(s) for s in k.shape)
-        return k.reshape(shape[0], self.channels, -1).astype(np.int64), shape
+        M = math.prod(shape[2:])
+        return k.reshape(shape[0], self.channels, M).astype(np.int64), shape
 
     def compress_symbols(self, k: Any) -> bytes:
         """Code one chunk of integer latents exactly (any int32 value; far values are escaped).

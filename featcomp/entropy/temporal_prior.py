@@ -1,0 +1,220 @@
+"""The trainable temporal prior (torch) and its joint training with a head; freezes to a TemporalCodec.
+
+:class:`TemporalPrior` is the float, differentiable twin of :func:`featcomp.entropy.temporal.integer_context`:
+for a sequence of latents ``x_t = y_t - offsets`` (quantization units, (B, T, C, *)) it predicts
+
+* ``mu_t = w_loc @ xr_{t-1} + b_loc`` and ``u_t = w_scale @ |xr_{t-1}| + b_scale`` for ``t >= 1``, where
+  ``xr`` is the straight-through rounded latent (what the decoder will have: ``k_{t-1}``);
+* ``mu_0 = fresh_loc``, ``u_0 = fresh_scale`` for the first frame of a chunk;
+
+with ``sigma = scale_min * exp(step * clamp(u, 0, S-1))`` (``u`` is the continuous scale index on the
+family's log grid), and the rate ``-log2 P(x_t)`` where ``P`` is the Laplace density of location ``mu``
+and scale ``sigma`` convolved with ``U(-1/2, 1/2)`` (the training proxy of Ballé et al. 2018,
+arXiv:1802.01436): with noisy ``x_t`` it is a differentiable upper bound on the coded rate.
+
+:meth:`TemporalPrior.freeze` quantizes the weights to ``2**-frac_bits`` fixed point, builds the table
+family once and returns an immutable :class:`~featcomp.entropy.temporal.TemporalCodec`; from then on
+only integers are used (the rate may move slightly with the fixed-point rounding; correctness cannot).
+
+:func:`fit_temporal_head` trains a head and a prior jointly on sequences with ``objective + lam *
+rate`` (Singh et al. 2020, arXiv:2007.11797). The head is duck-typed (``analyze``, ``scale``,
+``bottleneck``, ``synthesize``: :class:`featcomp.head.CompressibleHead`), so this layer-1 module does
+not import layer 2. With ``prior=None`` the same loop trains the factorized baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from featcomp.entropy.indexed import TableFamily, scale_grid
+from featcomp.entropy.temporal import TemporalCodec
+
+__all__ = ["TemporalPrior", "laplace_bits", "fit_temporal_head", "ste_round"]
+
+_LOG2 = math.log(2.0)
+
+
+def ste_round(x: Tensor) -> Tensor:
+    """Round half to even in the forward pass, identity gradient."""
+    return x + (torch.round(x) - x).detach()
+
+
+def laplace_bits(r: Tensor, sigma: Tensor) -> Tensor:
+    """``-log2`` of the Laplace(0, sigma) mass on ``[r - 1/2, r + 1/2]``, elementwise, stable in the tails.
+
+    Args:
+        r: float residuals (any shape). sigma: positive float scales (broadcastable).
+    """
+    a = r.abs()
+    inv = 1.0 / sigma
+    # a >= 1/2: p = 0.5 * exp(-(a - 1/2)/sigma) * (1 - exp(-1/sigma))
+    log_far = math.log(0.5) - (a - 0.5) * inv + torch.log(-torch.expm1(-inv))
+    # a < 1/2: p = 1 - 0.5 exp(-(1/2 - a)/sigma) - 0.5 exp(-(1/2 + a)/sigma)
+    near = 1.0 - 0.5 * torch.exp(-(0.5 - a).clamp_min(0) * inv) - 0.5 * torch.exp(-(0.5 + a) * inv)
+    log_near = torch.log(near.clamp_min(1e-12))
+    logp = torch.where(a >= 0.5, log_far, log_near)
+    return -logp.clamp_min(math.log(1e-9)) / _LOG2
+
+
+class TemporalPrior(nn.Module):
+    """Float temporal context model, frozen into a :class:`TemporalCodec`.
+
+    Args:
+        channels: C, latent channels.
+        levels: S, scale indices. scale_min, scale_max: the log grid of scales.
+        Q: fractional location steps of the tables. radius: table half-width (escapes beyond).
+        frac_bits: fixed-point fraction bits of the frozen weights.
+        init_rho: initial diagonal of ``w_loc`` (temporal correlation guess).
+
+    Shapes: ``bits(x)`` takes x float (B, T, C, *) in quantization units (``y - offsets``) and returns
+    float (B, T): bits per frame.
+    """
+
+    def __init__(self, channels: int, *, levels: int = 64, scale_min: float = 0.11, scale_max: float = 48.0,
+                 Q: int = 4, radius: int = 48, frac_bits: int = 12, init_rho: float = 0.5) -> None:
+        super().__init__()
+        C = int(channels)
+        self.channels, self.levels, self.Q, self.radius, self.frac_bits = C, int(levels), int(Q), int(radius), int(frac_bits)
+        self.scale_min, self.scale_max = float(scale_min), float(scale_max)
+        self.step = math.log(scale_max / scale_min) / (levels - 1)
+        u1 = math.log(1.0 / scale_min) / self.step  # index of sigma = 1
+        self.w_loc = nn.Parameter(init_rho * torch.eye(C))
+        self.b_loc = nn.Parameter(torch.zeros(C))
+        self.w_scale = nn.Parameter(torch.zeros(C, C))
+        self.b_scale = nn.Parameter(torch.full((C,), u1))
+        self.fresh_loc = nn.Parameter(torch.zeros(C))
+        self.fresh_scale = nn.Parameter(torch.full((C,), u1 + 1.0 / self.step))
+
+    def sigma(self, u: Tensor) -> Tensor:
+        """Scale of continuous index ``u`` on the grid (clamped to ``[0, S-1]``)."""
+        return self.scale_min * torch.exp(self.step * u.clamp(0, self.levels - 1))
+
+    def predict(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Location and continuous scale index of every frame: x (B, T, C, *) -> (mu, u) like x."""
+        B, T, C = x.shape[:3]
+        xr = ste_round(x[:, :-1]).flatten(3)  # (B, T-1, C, M)
+        extra = (1,) * (x.dim() - 3)
+        mu0 = self.fresh_loc.reshape(1, 1, C, *extra).expand(B, 1, C, *x.shape[3:])
+        u0 = self.fresh_scale.reshape(1, 1, C, *extra).expand(B, 1, C, *x.shape[3:])
+        mu = torch.einsum("cd,btdm->btcm", self.w_loc, xr) + self.b_loc[:, None]
+        u = torch.einsum("cd,btdm->btcm", self.w_scale, xr.abs()) + self.b_scale[:, None]
+        mu = torch.cat([mu0, mu.reshape(B, T - 1, C, *x.shape[3:])], 1)
+        u = torch.cat([u0, u.reshape(B, T - 1, C, *x.shape[3:])], 1)
+        return mu, u
+
+    def bits(self, x: Tensor, x_coded: Tensor | None = None) -> Tensor:
+        """Bits per frame (B, T) of ``x_coded`` (default: x + U(-1/2,1/2) noise in training, round(x) in eval)
+        given the context from the rounded ``x``."""
+        if x_coded is None:
+            x_coded = x + torch.empty_like(x).uniform_(-0.5, 0.5) if self.training else torch.round(x)
+        mu, u = self.predict(x)
+        b = laplace_bits(x_coded - mu, self.sigma(u))
+        return b.flatten(2).sum(-1)
+
+    @torch.no_grad()
+    def freeze(self, offsets: Any, *, precision: int = 16) -> TemporalCodec:
+        """Fixed-point weights + the table family built once -> an immutable :class:`TemporalCodec`.
+
+        Args:
+            offsets: float (C,) the quantization offsets of the latents (the head's medians).
+            precision: table bits (<= 16).
+        """
+        F = self.frac_bits
+        lim = (1 << 20) - 1
+
+        def fx(p: Tensor, scale: float, limit: int) -> np.ndarray:
+            return np.clip(np.round(p.detach().cpu().double().numpy() * scale), -limit, limit).astype(np.int64)
+
+        fam = TableFamily.build(scale_grid(self.scale_min, self.scale_max, self.levels), Q=self.Q,
+                                radius=self.radius, precision=precision, shape="laplace")
+        return TemporalCodec(
+            np.asarray(offsets.detach().cpu().numpy() if hasattr(offsets, "detach") else offsets, np.float32),
+            fam,
+            fx(self.w_loc, 2.0**F, lim).astype(np.int32),
+            fx(self.b_loc, 2.0**F, (1 << 40) - 1),
+            fx(self.w_scale, 2.0**F, lim).astype(np.int32),
+            fx(self.b_scale, 2.0**F, (1 << 40) - 1),
+            fx(self.fresh_loc, float(self.Q), (1 << 30) - 1),
+            np.clip(np.round(self.fresh_scale.detach().cpu().numpy()), 0, self.levels - 1).astype(np.int32),
+            frac_bits=F,
+        )
+
+
+def _windows(seqs: list[np.ndarray], length: int, batch: int, g: np.random.Generator) -> np.ndarray:
+    """A batch of random windows (batch, length, C, *) from a list of (T_i, C, *) sequences."""
+    out = []
+    lens = np.array([len(s) for s in seqs])
+    p = np.maximum(lens - length + 1, 0).astype(np.float64)
+    p /= p.sum()
+    for i in g.choice(len(seqs), size=batch, p=p):
+        s = seqs[i]
+        a = int(g.integers(0, len(s) - length + 1))
+        out.append(s[a : a + length])
+    return np.stack(out)
+
+
+def fit_temporal_head(
+    head: Any,
+    seqs: list[np.ndarray],
+    distortion: Callable[[Tensor, Tensor], Tensor],
+    *,
+    prior: TemporalPrior | None,
+    lam: float,
+    steps: int = 1000,
+    window: int = 8,
+    batch: int = 16,
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> tuple[Any, TemporalPrior | None]:
+    """Train ``head`` (and ``prior``) jointly: ``distortion(x, x_hat) + lam * bits per frame``.
+
+    Args:
+        head: a :class:`featcomp.head.CompressibleHead` with a synthesis transform.
+        seqs: list of float32 (T_i, C_in, *) feature sequences (frames in time order, T_i >= window).
+        distortion: ``(x, x_hat) -> scalar`` on flattened frames (N, C_in, *).
+        prior: a :class:`TemporalPrior` (temporal rate) or None (the head's factorized rate).
+        lam: rate weight (per bit per frame). steps, window, batch, lr, seed: optimization.
+
+    Returns:
+        ``(head, prior)`` trained, in eval mode.
+    """
+    torch.manual_seed(seed)
+    g = np.random.default_rng(seed)
+    params = list(head.parameters()) + (list(prior.parameters()) if prior is not None else [])
+    opt = torch.optim.Adam(params, lr=lr)
+    head.train()
+    if prior is not None:
+        prior.train()
+    for step in range(steps):
+        for grp in opt.param_groups:  # cosine decay
+            grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        xb = torch.as_tensor(_windows(seqs, window, batch, g))  # (B, W, C_in, *)
+        B, W = xb.shape[:2]
+        x = xb.flatten(0, 1)
+        y = head.analyze(x)  # (N, C', *) quantization units
+        off = head.bottleneck.offsets.detach()
+        offb = off.reshape((1, -1) + (1,) * (y.dim() - 2)).to(y.dtype)
+        q = ste_round(y - offb) + offb
+        x_hat = head.synthesize(q * head.scale.reshape((1, -1) + (1,) * (y.dim() - 2)))
+        if prior is None:
+            _, bits = head.bottleneck(y)
+            rate = bits.mean()
+        else:
+            rate = prior.bits((y - offb).reshape(B, W, *y.shape[1:])).mean()
+            # keep the factorized bottleneck's medians meaningful (they define the quantization grid)
+            _, fb = head.bottleneck(y.detach())
+            rate = rate + 1e-3 * fb.mean()
+        loss = distortion(x, x_hat) + lam * rate
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    head.eval()
+    if prior is not None:
+        prior.eval()
+    return head, prior

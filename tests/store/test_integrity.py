@@ -166,3 +166,13 @@ def test_kill_9_mid_write_keeps_finished_videos(tmp_path):
     st = open_store(path)
     assert all(v in st for v in done) and "after-2" in st
     assert verify_store(path).ok
+
+
+def test_unknown_part_codec_is_store_error(tmp_path, codec, rng):
+    path, _ = _store(tmp_path, codec, rng)
+    meta_path = path / "parts" / "w1" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["codecs"][0]["configuration"]["codecs"][0]["name"] = "featcomp.ans99"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match=r"part 'w1'.*featcomp.ans99"):
+        open_store(path)["v0"].latents()

@@ -11,7 +11,6 @@ DataLoader epoch of a linear probe. Writes the "store" section of docs/benchmark
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys

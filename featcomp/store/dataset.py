@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np

@@ -23,7 +23,6 @@ import numpy as np
 from featcomp.errors import CodecError, StoreError
 from featcomp.store._fs import StoreFS, read_logs
 from featcomp.store.format import (
-    TS_ARRAY,
     IndexTable,
     decode_index_file,
     decode_log,

@@ -15,15 +15,23 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from featcomp.entropy.codec import EntropyCodec
+from featcomp.entropy.indexed import TableFamily
+from featcomp.entropy.kinds import FrozenCodec, codec_from_dict, codec_kind, codec_kinds, get_codec_kind, register_codec_kind
+from featcomp.entropy.temporal import TemporalCodec
 
 _LAZY: dict[str, str] = {
     "EntropyBottleneck": "featcomp.entropy.bottleneck",
     "DeepFactorizedDensity": "featcomp.entropy.prior",
     "QuantizationMode": "featcomp.entropy.quantization",
     "quantize": "featcomp.entropy.quantization",
+    "TemporalPrior": "featcomp.entropy.temporal_prior",
+    "fit_temporal_head": "featcomp.entropy.temporal_prior",
 }
 
-__all__ = ["EntropyCodec", *_LAZY]
+__all__ = [
+    "EntropyCodec", "TableFamily", "TemporalCodec", "FrozenCodec", "codec_from_dict", "codec_kind",
+    "codec_kinds", "get_codec_kind", "register_codec_kind", *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:

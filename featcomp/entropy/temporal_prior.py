@@ -98,7 +98,7 @@ class TemporalPrior(nn.Module):
     def predict(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Location and continuous scale index of every frame: x (B, T, C, *) -> (mu, u) like x."""
         B, T, C = x.shape[:3]
-        xr = ste_round(x[:, :-1]).flatten(3)  # (B, T-1, C, M)
+        xr = ste_round(x[:, :-1]).reshape(B, T - 1, C, -1)  # (B, T-1, C, M)
         extra = (1,) * (x.dim() - 3)
         mu0 = self.fresh_loc.reshape(1, 1, C, *extra).expand(B, 1, C, *x.shape[3:])
         u0 = self.fresh_scale.reshape(1, 1, C, *extra).expand(B, 1, C, *x.shape[3:])
@@ -115,7 +115,7 @@ class TemporalPrior(nn.Module):
             x_coded = x + torch.empty_like(x).uniform_(-0.5, 0.5) if self.training else torch.round(x)
         mu, u = self.predict(x)
         b = laplace_bits(x_coded - mu, self.sigma(u))
-        return b.flatten(2).sum(-1)
+        return b.reshape(b.shape[0], b.shape[1], -1).sum(-1)
 
     @torch.no_grad()
     def freeze(self, offsets: Any, *, precision: int = 16) -> TemporalCodec:

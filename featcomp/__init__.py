@@ -46,6 +46,10 @@ _LAZY: dict[str, str] = {
     "StoreWriter": "featcomp.store",
     "open_store": "featcomp.store",
     "verify_store": "featcomp.store",
+    # one-call conveniences
+    "compress": "featcomp.api",
+    "decompress": "featcomp.api",
+    "store_info": "featcomp.api",
 }
 
 __all__ = [
@@ -83,3 +87,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from featcomp.model import CompressedClip, Extractor, Model, load_model, save_model
     from featcomp.store import StoreWriter, open_store, verify_store
     from featcomp.train import fit_head
+    from featcomp.api import compress, decompress, store_info

@@ -151,3 +151,12 @@ def test_video_package_does_not_import_torch():
     code = "import sys, featcomp.video; print('torch' in sys.modules, 'decord' in sys.modules, 'av' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False", "False"]
+
+
+def test_auto_sends_long_videos_to_pyav(clips, monkeypatch):
+    monkeypatch.setattr(video_base, "AUTO_DECORD_MAX_FRAMES", 59)
+    with open_video(clips["cfr"]) as dec:  # 60 frames > 59
+        assert isinstance(dec, PyAVDecoder)
+    monkeypatch.setattr(video_base, "AUTO_DECORD_MAX_FRAMES", 60)
+    with open_video(clips["cfr"]) as dec:
+        assert isinstance(dec, DecordDecoder)

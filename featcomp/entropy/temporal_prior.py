@@ -171,6 +171,7 @@ def fit_temporal_head(
     batch: int = 16,
     lr: float = 3e-3,
     seed: int = 0,
+    offsets_every: int = 25,
 ) -> tuple[Any, TemporalPrior | None]:
     """Train ``head`` (and ``prior``) jointly: ``distortion(x, x_hat) + lam * bits per frame``.
 
@@ -180,6 +181,7 @@ def fit_temporal_head(
         distortion: ``(x, x_hat) -> scalar`` on flattened frames (N, C_in, *).
         prior: a :class:`TemporalPrior` (temporal rate) or None (the head's factorized rate).
         lam: rate weight (per bit per frame). steps, window, batch, lr, seed: optimization.
+        offsets_every: refresh the quantization offsets (the bottleneck's medians) every this many steps.
 
     Returns:
         ``(head, prior)`` trained, in eval mode.
@@ -198,7 +200,8 @@ def fit_temporal_head(
         B, W = xb.shape[:2]
         x = xb.flatten(0, 1)
         y = head.analyze(x)  # (N, C', *) quantization units
-        off = head.bottleneck.offsets.detach()
+        if step % offsets_every == 0:  # the medians' bisection is costly; they move slowly
+            off = head.bottleneck.offsets.detach()
         offb = off.reshape((1, -1) + (1,) * (y.dim() - 2)).to(y.dtype)
         q = ste_round(y - offb) + offb
         x_hat = head.synthesize(q * head.scale.reshape((1, -1) + (1,) * (y.dim() - 2)))

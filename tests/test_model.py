@@ -1,0 +1,194 @@
+"""Model file round trips, integrity errors, the Extractor on synthetic clips, compressed clips, CLIs."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+import featcomp
+from featcomp.errors import CodecError, ModelFileError
+from featcomp.head import CompressibleHead
+from featcomp.model import CompressedClip, Extractor, load_model, save_model
+from tests.clips import make_clip
+
+
+def _head(c=24, cl=6, seed=0, synthesis="linear"):
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(300, c)).astype(np.float32) * 2
+    y = (x[:, 0] > 0).astype(np.int64)
+    head = featcomp.fit_head(x, y, lam=1e-2, latent_channels=cl, synthesis=synthesis, epochs=2, batch_size=100,
+                             progress=False)
+    return head, x
+
+
+def test_roundtrip_same_outputs_and_bytes(tmp_path):
+    head, x = _head()
+    p1 = save_model(tmp_path / "a.safetensors", head, sampling={"mode": "all"}, metadata={"note": "t"},
+                    extra=head.train_result.objective)
+    m = load_model(p1)
+    frozen = head.freeze()
+    k = frozen.encode(x)
+    np.testing.assert_array_equal(m.head.encode(x), k)
+    assert m.codec == frozen.codec and m.codec.digest == frozen.codec.digest
+    assert m.codec.compress_symbols(k) == frozen.codec.compress_symbols(k)
+    np.testing.assert_array_equal(m.head.decode(k), frozen.decode(k))
+    np.testing.assert_allclose(m.head.synthesize(m.head.decode(k)).numpy(),
+                               frozen.synthesize(frozen.decode(k)).numpy(), rtol=0, atol=0)
+    assert "classifier.weight" in m.extra and m.metadata == {"note": "t"}
+    # saving the loaded model's frozen head again gives an identical file
+    p2 = save_model(tmp_path / "b.safetensors", m.head, sampling={"mode": "all"}, metadata={"note": "t"},
+                    training=m.training, extra=m.extra)
+    assert load_model(p2).digest == m.digest
+    assert p1.read_bytes() == p2.read_bytes()
+
+
+def test_model_card_dequantization_matches_decode(tmp_path):
+    head, x = _head()
+    m = load_model(save_model(tmp_path / "m.safetensors", head))
+    card = json.loads(json.dumps(m.model_card()))  # JSON-safe
+    assert card["codec_digest"] == m.codec.digest and card["model_digest"] == m.digest
+    assert card["dequantization"]["formula"] == "features = (k + offsets) * scale"
+    k = m.head.encode(x)
+    off = np.asarray(card["dequantization"]["offsets"], np.float32)
+    sc = np.asarray(card["dequantization"]["scale"], np.float32)
+    np.testing.assert_array_equal((k.astype(np.float32) + off) * sc, m.head.decode(k))
+
+
+def _rewrite(path, out, *, meta_fn=None, tensor_fn=None):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    doc = json.loads(meta["featcomp"])
+    if meta_fn:
+        meta_fn(doc)
+    if tensor_fn:
+        tensor_fn(tensors)
+    save_file(tensors, str(out), metadata={"featcomp": json.dumps(doc)})
+    return out
+
+
+def test_wrong_version_and_digest_mismatch_raise(tmp_path):
+    head, _ = _head()
+    p = save_model(tmp_path / "m.safetensors", head)
+
+    def bump(d):
+        d["format_version"] = 99
+
+    with pytest.raises(ModelFileError, match="format version"):
+        load_model(_rewrite(p, tmp_path / "v.safetensors", meta_fn=bump))
+
+    def tamper(t):
+        t["head.scale"] = t["head.scale"] * 1.01
+
+    with pytest.raises(ModelFileError, match="digest"):
+        load_model(_rewrite(p, tmp_path / "d.safetensors", tensor_fn=tamper))
+
+    def meta_tamper(d):
+        d["metadata"] = {"evil": 1}
+
+    with pytest.raises(ModelFileError, match="digest"):
+        load_model(_rewrite(p, tmp_path / "e.safetensors", meta_fn=meta_tamper))
+
+    (tmp_path / "junk.safetensors").write_bytes(b"not a model")
+    with pytest.raises(ModelFileError):
+        load_model(tmp_path / "junk.safetensors")
+    with pytest.raises(ModelFileError):
+        load_model(tmp_path / "missing.safetensors")
+
+
+def test_compressed_clip_bytes_roundtrip():
+    k = np.arange(40, dtype=np.int32).reshape(10, 4)
+    for ts in (np.arange(10) * 0.04, np.cumsum(np.random.default_rng(0).uniform(0.01, 0.1, 10))):
+        clip = CompressedClip(data=b"xyz", shape=k.shape, timestamps=ts, frame_indices=np.arange(0, 20, 2),
+                              codec_digest="ab" * 32, model_digest="cd" * 32)
+        back = CompressedClip.from_bytes(clip.to_bytes())
+        assert back.data == clip.data and back.shape == clip.shape and back.codec_digest == clip.codec_digest
+        np.testing.assert_array_equal(back.timestamps, ts)
+        np.testing.assert_array_equal(back.frame_indices, np.arange(0, 20, 2))
+    with pytest.raises(CodecError):
+        CompressedClip.from_bytes(b"FCCX" + struct.pack("<BI", 1, 0))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A random-init MobileNetV2 trunk at 32 px (1280-d) and a 16-channel head set on its features."""
+    from featcomp.backbones import BackboneSpec, build_backbone
+    from featcomp.video import SamplingConfig, SamplingMode
+
+    d = tmp_path_factory.mktemp("extract")
+    clip = make_clip(d / "clip.mp4", num_frames=200, fps=25, width=64, height=48)
+    spec = BackboneSpec(name="mobilenet_v2_deepsort", weights=None, input_size=32, batch_size=64)
+    torch.manual_seed(0)
+    bb = build_backbone(spec).eval()
+    from featcomp.video import sample_frames
+
+    sampling = SamplingConfig(mode=SamplingMode.ALL, batch_size=64)
+    frames = np.concatenate([b.frames for b in sample_frames(str(clip), sampling)])
+    with torch.no_grad():
+        feats = bb(bb.preprocess(frames))
+    head = CompressibleHead(in_channels=feats.shape[1], latent_channels=16, init_scale=0.5)
+    head.set_input_stats(feats)
+    head.eval()
+    path = save_model(d / "m.safetensors", head, backbone=spec, sampling=sampling)
+    return path, bb, clip, frames, feats, head
+
+
+def test_extractor_compress_decodes_to_the_heads_latents(tiny_model):
+    path, bb, clip_path, frames, feats, head = tiny_model
+    ex = Extractor(path, backbone=bb, batch_size=50)
+    k = ex.encode_frames(frames)
+    assert k.dtype == np.int32 and k.shape == (len(frames), 16)
+    np.testing.assert_array_equal(k, head.freeze().encode(feats))
+    clip = ex.compress(clip_path)
+    assert clip.num_frames == len(frames) == 200
+    np.testing.assert_array_equal(ex.decompress_latents(clip), k)
+    np.testing.assert_array_equal(ex.decompress(CompressedClip.from_bytes(clip.to_bytes())), ex.model.head.decode(k))
+    # framing: the stream costs at most 1 bit/frame above the tables' ideal cost at 200 frames
+    framing = (8 * len(clip.data) - ex.codec.estimate_bits(k)) / clip.num_frames
+    assert 0 <= framing <= 1.0
+    assert np.all(np.diff(clip.timestamps) > 0)
+
+
+def test_extractor_builds_backbone_from_the_model_file_and_cli(tiny_model, tmp_path):
+    from featcomp.cli import main as cli
+
+    path, _, clip_path, frames, _, _ = tiny_model
+    ex = Extractor(path)  # random-init backbone built from the recorded spec
+    clip = ex.compress(clip_path)
+    np.testing.assert_array_equal(ex.decompress_latents(clip), ex.encode_frames(frames))
+    out = tmp_path / "c.fcc"
+    assert cli(["compress", str(clip_path), "--model", str(path), "-o", str(out)]) == 0
+    blob = CompressedClip.from_bytes(out.read_bytes())
+    assert blob.codec_digest == ex.codec.digest and blob.num_frames == 200
+    feats = tmp_path / "f.npy"
+    assert cli(["compress", str(out), "--model", str(path), "--decompress", "-o", str(feats)]) == 0
+    assert np.load(feats).shape == (200, 16)
+    # a clip from another codec is refused
+    other = CompressedClip(data=clip.data, shape=clip.shape, timestamps=clip.timestamps,
+                           frame_indices=clip.frame_indices, codec_digest="00" * 32)
+    with pytest.raises(CodecError):
+        ex.decompress(other)
+
+
+def test_train_cli_writes_a_loadable_model(tmp_path):
+    from featcomp.cli import main as cli
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 12)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "f.npz", features=x, labels=y)
+    out = tmp_path / "m.safetensors"
+    rc = cli(["train", str(tmp_path / "f.npz"), "-o", str(out), "--latent", "4", "--epochs", "2",
+              "--batch-size", "100", "--no-progress"])
+    assert rc == 0
+    m = load_model(out)
+    assert m.latent_channels == 4 and m.training["options"]["objective"] == "task"
+    assert m.head.encode(x).shape == (300, 4)

@@ -10,9 +10,15 @@ One byte layout, two front ends:
   arrays and any other numcodecs user.
 
 Both carry the frozen coding tables in their configuration (``tables``: base64 of
-``zlib.compress(EntropyCodec.to_bytes())``, plus the table ``digest``), so an array decodes with no
-model file. The decoded :class:`~featcomp.entropy.EntropyCodec` is cached per digest, so opening many
-arrays that share one set of tables parses them once.
+``zlib.compress(codec.to_bytes())``, the table ``digest`` and, for every entropy-model kind but the
+factorized one, ``kind``), so an array decodes with no model file. The codec may be any registered
+:class:`~featcomp.entropy.FrozenCodec` kind (``"factorized"``: :class:`~featcomp.entropy.EntropyCodec`,
+``"temporal"``: :class:`~featcomp.entropy.TemporalCodec`, ``"hyperprior"``); a configuration without
+``kind`` is factorized, so stores written before kinds existed are read unchanged. The decoded codec is
+cached per (kind, tables), so opening many arrays that share one set of tables parses them once.
+
+With a temporal codec every chunk is one temporal stream whose first frame uses the fresh context:
+a chunk decodes without any other chunk (windows keep random access).
 
 Chunk byte layout (little endian, see ``docs/format.md``)::
 
@@ -23,7 +29,9 @@ Chunk byte layout (little endian, see ``docs/format.md``)::
     bytes   EntropyCodec.compress_symbols(k[:n_coded])   (absent when n_coded == 0)
 
 Trailing all-zero frames are not coded: the zero padding that zarr adds to the last (partial) chunk of
-an array costs nothing, and decoding pads them back. This is exact for every input.
+an array costs nothing, and decoding pads them back. This is exact for every input and every kind:
+the coded part is a *prefix* of the chunk, and a temporal stream's context for frame t depends on
+frames < t only, so the prefix codes and decodes exactly as it would inside the whole chunk.
 
 Invariant: tables are never rebuilt at decode time; decoding uses the stored integer tables only.
 """
@@ -50,6 +58,7 @@ __all__ = [
     "decode_tables",
     "encode_chunk",
     "decode_chunk",
+    "decode_chunks",
     "FeatcompANSCodec",
     "FeatcompANSNumcodec",
     "register_codecs",
@@ -63,33 +72,64 @@ _TABLE_LOCK = threading.Lock()
 
 
 # --------------------------------------------------------------------------------------- tables
-def encode_tables(codec: EntropyCodec) -> str:
-    """The codec's frozen tables as a compact ASCII string (base64 of zlib of ``to_bytes()``)."""
+FACTORIZED = "factorized"
+
+
+def codec_kind_of(codec: Any) -> str:
+    """The entropy-model kind of a frozen codec (``codec.kind``; ``"factorized"`` when absent)."""
+    return str(getattr(codec, "kind", FACTORIZED))
+
+
+def encode_tables(codec: Any) -> str:
+    """The codec's frozen tables as a compact ASCII string (base64 of zlib of ``to_bytes()``).
+
+    Args:
+        codec: any frozen codec with ``to_bytes()`` (:class:`EntropyCodec`, ``TemporalCodec``, ...).
+    """
     return base64.b64encode(zlib.compress(codec.to_bytes(), 9)).decode("ascii")
 
 
-def decode_tables(tables: str, digest: str | None = None) -> EntropyCodec:
-    """Rebuild (or fetch from the per-process cache) the :class:`EntropyCodec` of ``tables``.
+def _cache_key(tables: str, kind: str) -> str:
+    base = tables if len(tables) < 64 else f"{len(tables)}:{zlib.crc32(tables.encode())}:{tables[-48:]}"
+    return base if kind == FACTORIZED else f"{kind}|{base}"
+
+
+def decode_tables(tables: str, digest: str | None = None, kind: str | None = None) -> Any:
+    """Rebuild (or fetch from the per-process cache) the frozen codec of ``tables``.
 
     Args:
         tables: the string made by :func:`encode_tables`.
         digest: the expected table digest (sha256 hex); checked when given.
+        kind: the entropy-model kind (``None``/``"factorized"``: :class:`EntropyCodec`); resolved
+            through :func:`featcomp.entropy.get_codec_kind`, whose class must have ``from_bytes``.
 
     Raises:
-        CodecError: the string does not decode, or its digest is not ``digest``.
+        CodecError: the string does not decode, the kind is unknown (a newer featcomp wrote it), or
+            the digest is not ``digest``.
     """
-    key = tables if len(tables) < 64 else f"{len(tables)}:{zlib.crc32(tables.encode())}:{tables[-48:]}"
+    kind = FACTORIZED if kind is None else str(kind)
+    key = _cache_key(tables, kind)
     codec = _TABLE_CACHE.get(key)
     if codec is None:
-        from featcomp.entropy import EntropyCodec
+        from featcomp.entropy import get_codec_kind
+        from featcomp.errors import RegistryError
 
         try:
+            cls = get_codec_kind(kind)
+        except RegistryError:
+            raise CodecError(
+                f"featcomp.ans: unknown entropy-model kind {kind!r} (this featcomp knows "
+                f"{_known_kinds()}); upgrade featcomp"
+            ) from None
+        try:
             raw = zlib.decompress(base64.b64decode(tables.encode("ascii"), validate=True))
-            codec = EntropyCodec.from_bytes(raw)
+            codec = cls.from_bytes(raw)
         except CodecError:
             raise
         except Exception as e:  # binascii.Error, zlib.error, ValueError
             raise CodecError(f"featcomp.ans: coding tables do not decode ({type(e).__name__}: {e})") from None
+        if codec_kind_of(codec) != kind:
+            raise CodecError(f"featcomp.ans: tables decode to a {codec_kind_of(codec)!r} codec, the metadata says {kind!r}")
         with _TABLE_LOCK:
             _TABLE_CACHE[key] = codec
     if digest is not None and codec.digest != digest:
@@ -98,6 +138,12 @@ def decode_tables(tables: str, digest: str | None = None) -> EntropyCodec:
             f"tables hash to {codec.digest[:16]}... (the store's tables were altered)"
         )
     return codec
+
+
+def _known_kinds() -> list[str]:
+    from featcomp.entropy import codec_kinds
+
+    return codec_kinds()
 
 
 # ---------------------------------------------------------------------------------- chunk bytes
@@ -128,12 +174,13 @@ def _read_leb128(buf: memoryview | bytes, pos: int) -> tuple[int, int]:
             raise CodecError("featcomp.ans: corrupt chunk header (varint too long)")
 
 
-def encode_chunk(k: np.ndarray, codec: EntropyCodec) -> bytes:
+def encode_chunk(k: np.ndarray, codec: Any) -> bytes:
     """Entropy-code one chunk of integer latents.
 
     Args:
         k: integer array ``(n, C[, H, W])``; values must fit int32.
-        codec: the frozen :class:`EntropyCodec` (``C == codec.channels``).
+        codec: any frozen codec (``C == codec.channels``); a temporal codec codes the chunk as one
+            stream that starts fresh.
 
     Returns:
         The chunk bytes (layout in the module docstring).
@@ -155,21 +202,8 @@ def encode_chunk(k: np.ndarray, codec: EntropyCodec) -> bytes:
     return bytes(head) + bytes(body)
 
 
-def decode_chunk(data: bytes | memoryview, codec: EntropyCodec, sample_shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """Decode chunk bytes made by :func:`encode_chunk`.
-
-    Args:
-        data: the chunk bytes.
-        codec: the frozen codec whose tables coded the chunk.
-        sample_shape: per-frame shape ``(C[, H, W])`` when known (needed only for all-zero chunks
-            when the caller wants a shaped result; otherwise a flat frame shape is used).
-
-    Returns:
-        int32 array ``(n_total, *sample_shape)``.
-
-    Raises:
-        CodecError: truncated or corrupt bytes, another codec's stream, a shape that disagrees.
-    """
+def _parse_chunk(data: bytes | memoryview, sample_shape: tuple[int, ...] | None):
+    """-> (n_total, n_coded, stream bytes | None, zero-chunk shape | None)."""
     buf = memoryview(data).cast("B") if not isinstance(data, bytes) else data
     if len(buf) < 3:
         raise CodecError(f"featcomp.ans: chunk truncated ({len(buf)} bytes)")
@@ -187,8 +221,11 @@ def decode_chunk(data: bytes | memoryview, codec: EntropyCodec, sample_shape: tu
         shape = tuple(sample_shape) if sample_shape is not None else (frame_size,)
         if int(np.prod(shape)) != frame_size:
             raise CodecError(f"featcomp.ans: chunk frame size {frame_size} != expected shape {shape}")
-        return np.zeros((n_total, *shape), dtype=np.int32)
-    k = codec.decompress_symbols(bytes(buf[pos:]))
+        return n_total, 0, None, shape
+    return n_total, n_coded, bytes(buf[pos:]), None
+
+
+def _finish_chunk(k: np.ndarray, n_total: int, n_coded: int, sample_shape: tuple[int, ...] | None) -> np.ndarray:
     if k.shape[0] != n_coded or (sample_shape is not None and tuple(k.shape[1:]) != tuple(sample_shape)):
         raise CodecError(
             f"featcomp.ans: decoded shape {k.shape} disagrees with the chunk header "
@@ -198,6 +235,67 @@ def decode_chunk(data: bytes | memoryview, codec: EntropyCodec, sample_shape: tu
         return np.asarray(k, dtype=np.int32)
     out = np.zeros((n_total, *k.shape[1:]), dtype=np.int32)
     out[:n_coded] = k
+    return out
+
+
+def decode_chunk(data: bytes | memoryview, codec: Any, sample_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Decode chunk bytes made by :func:`encode_chunk`.
+
+    Args:
+        data: the chunk bytes.
+        codec: the frozen codec (any kind) whose tables coded the chunk.
+        sample_shape: per-frame shape ``(C[, H, W])`` when known (needed only for all-zero chunks
+            when the caller wants a shaped result; otherwise a flat frame shape is used).
+
+    Returns:
+        int32 array ``(n_total, *sample_shape)``.
+
+    Raises:
+        CodecError: truncated or corrupt bytes, another codec's stream, a shape that disagrees.
+    """
+    n_total, n_coded, stream, zshape = _parse_chunk(data, sample_shape)
+    if stream is None:
+        return np.zeros((n_total, *zshape), dtype=np.int32)
+    return _finish_chunk(codec.decompress_symbols(stream), n_total, n_coded, sample_shape)
+
+
+def decode_chunks(datas: list, codec: Any, sample_shape: tuple[int, ...] | None = None) -> list[np.ndarray]:
+    """Decode several chunks of one array; same result as ``[decode_chunk(d, codec, ...) for d in datas]``.
+
+    When the codec offers ``decompress_chunks(streams) -> list[np.ndarray]`` (the temporal codec
+    decodes independent streams in lockstep, one native call per frame step for all of them), the
+    coded chunks go through it in one call; otherwise chunks decode one by one.
+
+    Raises:
+        CodecError: as :func:`decode_chunk`; the error names the position of the bad chunk in
+            ``datas`` (``chunk #i``).
+    """
+    parsed = []
+    for i, d in enumerate(datas):
+        try:
+            parsed.append(_parse_chunk(d, sample_shape))
+        except CodecError as e:
+            raise CodecError(f"chunk #{i}: {e}") from None
+    coded = [i for i, p in enumerate(parsed) if p[2] is not None]
+    many = getattr(codec, "decompress_chunks", None)
+    decoded: dict[int, np.ndarray] = {}
+    if many is not None and len(coded) > 1:
+        try:
+            ks = many([parsed[i][2] for i in coded])
+        except CodecError:
+            ks = None  # find which chunk is bad, one by one (below)
+        if ks is not None:
+            decoded = dict(zip(coded, ks))
+    out = []
+    for i, (n_total, n_coded, stream, zshape) in enumerate(parsed):
+        if stream is None:
+            out.append(np.zeros((n_total, *zshape), dtype=np.int32))
+            continue
+        try:
+            k = decoded[i] if i in decoded else codec.decompress_symbols(stream)
+            out.append(_finish_chunk(k, n_total, n_coded, sample_shape))
+        except CodecError as e:
+            raise CodecError(f"chunk #{i}: {e}") from None
     return out
 
 
@@ -213,45 +311,55 @@ class FeatcompANSCodec(ArrayBytesCodec):
     Args:
         tables: :func:`encode_tables` of the codec (carried in the array's metadata).
         digest: the tables' sha256 digest (checked on load).
+        kind: the entropy-model kind (default ``"factorized"``, which is not written to the
+            configuration, so factorized arrays keep the version-1 metadata byte for byte).
 
-    Use :meth:`from_codec` to build one from an :class:`EntropyCodec`. The array's dtype must be
-    int32 and its chunks ``(n, C[, H, W])`` with ``C == codec.channels``.
+    Use :meth:`from_codec` to build one from any frozen codec. The array's dtype must be int32 and
+    its chunks ``(n, C[, H, W])`` with ``C == codec.channels``.
     """
 
     is_fixed_size = False
 
     tables: str
     digest: str
+    kind: str
 
-    def __init__(self, *, tables: str, digest: str) -> None:
+    def __init__(self, *, tables: str, digest: str, kind: str = FACTORIZED) -> None:
         object.__setattr__(self, "tables", str(tables))
         object.__setattr__(self, "digest", str(digest))
+        object.__setattr__(self, "kind", str(kind))
 
     @classmethod
-    def from_codec(cls, codec: EntropyCodec) -> FeatcompANSCodec:
-        """Build the zarr codec for a frozen :class:`EntropyCodec`."""
+    def from_codec(cls, codec: Any) -> FeatcompANSCodec:
+        """Build the zarr codec for a frozen codec of any registered kind."""
         tables = encode_tables(codec)
+        kind = codec_kind_of(codec)
         with _TABLE_LOCK:
-            _TABLE_CACHE[f"{len(tables)}:{zlib.crc32(tables.encode())}:{tables[-48:]}"] = codec
-        return cls(tables=tables, digest=codec.digest)
+            _TABLE_CACHE[_cache_key(tables, kind)] = codec
+        return cls(tables=tables, digest=codec.digest, kind=kind)
 
     @property
-    def codec(self) -> EntropyCodec:
-        """The :class:`EntropyCodec` (cached per digest)."""
-        return decode_tables(self.tables, self.digest)
+    def codec(self) -> Any:
+        """The frozen codec (cached per kind and tables)."""
+        return decode_tables(self.tables, self.digest, self.kind)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatcompANSCodec:
         if data.get("name") != CODEC_NAME:
             raise ValueError(f"expected codec name {CODEC_NAME!r}, got {data.get('name')!r}")
         conf = dict(data.get("configuration") or {})
-        unknown = set(conf) - {"tables", "digest"}
+        unknown = set(conf) - {"tables", "digest", "kind"}
         if unknown or "tables" not in conf or "digest" not in conf:
-            raise ValueError(f"{CODEC_NAME}: configuration needs exactly 'tables' and 'digest', got {sorted(conf)}")
-        return cls(tables=conf["tables"], digest=conf["digest"])
+            raise ValueError(
+                f"{CODEC_NAME}: configuration needs 'tables' and 'digest' (and optionally 'kind'), got {sorted(conf)}"
+            )
+        return cls(tables=conf["tables"], digest=conf["digest"], kind=conf.get("kind", FACTORIZED))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": CODEC_NAME, "configuration": {"tables": self.tables, "digest": self.digest}}
+        conf = {"tables": self.tables, "digest": self.digest}
+        if self.kind != FACTORIZED:
+            conf["kind"] = self.kind
+        return {"name": CODEC_NAME, "configuration": conf}
 
     def validate(self, *, shape, dtype, chunk_grid) -> None:  # type: ignore[override]
         native = dtype.to_native_dtype() if hasattr(dtype, "to_native_dtype") else np.dtype(dtype)
@@ -293,6 +401,7 @@ class FeatcompANSNumcodec(_NumcodecsCodec):
     Args:
         tables: :func:`encode_tables` of the codec.
         digest: the tables' sha256 digest.
+        kind: the entropy-model kind (default ``"factorized"``; written to the config otherwise).
 
     ``encode(k)`` takes an integer array ``(n, C[, H, W])``; ``decode`` returns int32
     ``(n, C[, H, W])`` (or writes into ``out``, e.g. a zarr v2 chunk buffer).
@@ -300,17 +409,18 @@ class FeatcompANSNumcodec(_NumcodecsCodec):
 
     codec_id = CODEC_NAME
 
-    def __init__(self, tables: str, digest: str) -> None:
+    def __init__(self, tables: str, digest: str, kind: str = FACTORIZED) -> None:
         self.tables = str(tables)
         self.digest = str(digest)
+        self.kind = str(kind)
 
     @classmethod
-    def from_codec(cls, codec: EntropyCodec) -> FeatcompANSNumcodec:
-        return cls(tables=encode_tables(codec), digest=codec.digest)
+    def from_codec(cls, codec: Any) -> FeatcompANSNumcodec:
+        return cls(tables=encode_tables(codec), digest=codec.digest, kind=codec_kind_of(codec))
 
     @property
-    def codec(self) -> EntropyCodec:
-        return decode_tables(self.tables, self.digest)
+    def codec(self) -> Any:
+        return decode_tables(self.tables, self.digest, self.kind)
 
     def encode(self, buf):
         arr = np.asarray(buf)
@@ -328,7 +438,10 @@ class FeatcompANSNumcodec(_NumcodecsCodec):
         return k
 
     def get_config(self) -> dict[str, Any]:
-        return {"id": self.codec_id, "tables": self.tables, "digest": self.digest}
+        conf = {"id": self.codec_id, "tables": self.tables, "digest": self.digest}
+        if self.kind != FACTORIZED:
+            conf["kind"] = self.kind
+        return conf
 
 
 # ------------------------------------------------------------------------------------ registry

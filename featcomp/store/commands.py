@@ -24,6 +24,7 @@ def main_info(args: argparse.Namespace) -> int:
 
     print(f"store            {info['store']}")
     print(f"format           featcomp.store v{info['format_version']} ({info['mode']}), tables {str(info['digest'])[:16]}")
+    print(f"entropy model    {info['codec_kind'] or 'none (raw float16 + zstd)'}")
     print(f"videos           {info['videos']:,}")
     print(f"frames           {info['frames']:,}")
     print(f"frame shape      {info['sample_shape']}")

@@ -33,6 +33,8 @@ from featcomp.errors import StoreError
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "FACTORIZED_FORMAT_VERSION",
+    "format_version_for",
     "PACKAGE_HINT",
     "IndexTable",
     "encode_record",
@@ -46,7 +48,18 @@ __all__ = [
 ]
 
 FORMAT_NAME = "featcomp.store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest store format this featcomp reads and writes
+FACTORIZED_FORMAT_VERSION = 1  # factorized stores are still written as version 1 (older readers open them)
+
+
+def format_version_for(kind: str) -> int:
+    """The store format version written for an entropy-model kind.
+
+    Version 1: factorized tables only (no ``kind`` anywhere). Version 2: the header's ``codec`` and
+    the parts' ``featcomp.ans`` configuration carry ``kind`` (temporal, hyperprior, ...); a version-1
+    reader refuses such a store with "upgrade featcomp" instead of misreading its tables.
+    """
+    return FACTORIZED_FORMAT_VERSION if kind == "factorized" else FORMAT_VERSION
 PACKAGE_HINT = (
     "this is a featcomp feature store: its chunks use the zarr codec 'featcomp.ans' from the Python "
     "package 'featcomp' (pip install featcomp)"

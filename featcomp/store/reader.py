@@ -121,8 +121,14 @@ class _Part:
                     f"{store.url}: table digest mismatch: part {name!r} was coded with "
                     f"{str(c.get('digest'))[:16]}..., the store header says {str(hdr_digest)[:16]}..."
                 )
+            part_kind = c.get("kind", "factorized")
+            if part_kind != store.kind:
+                raise StoreError(
+                    f"{store.url}: part {name!r} records entropy-model kind {part_kind!r}, "
+                    f"the store header {store.kind!r}; the store is inconsistent"
+                )
             try:
-                self.codec = decode_tables(c["tables"], c["digest"])
+                self.codec = decode_tables(c["tables"], c["digest"], part_kind)
             except CodecError as e:
                 raise StoreError(f"{store.url}: part {name!r}: {e}") from None
             self.kind = "ans"
@@ -138,6 +144,14 @@ class _Part:
 
     def shard_key(self, s: int) -> str:
         return f"parts/{self.name}/c/{s}" + "/0" * (self.ndim - 1)
+
+    def _decode_many(self, raws: list[bytes], where: str) -> list[np.ndarray]:
+        """Decode several chunks (coded parts: one batched call, see ``codec.decode_chunks``)."""
+        if self.kind == "ans":
+            from featcomp.store.codec import decode_chunks
+
+            return decode_chunks(raws, self.codec, self.sample_shape)
+        return [self._decode(r, where) for r in raws]
 
     def _decode(self, raw: bytes, where: str) -> np.ndarray:
         if self.kind == "ans":
@@ -222,6 +236,7 @@ class _Part:
                     span, base = self._span(offs, j0, j1, s)
                     blob = fs.read_range(key, span[0], span[1]) if span else b""
                 out = []
+                todo: list[tuple[int, bytes]] = []
                 for j in range(j0, j1 + 1):
                     o, nb = offs[j - s * self.chunks_per_shard]
                     if o == _EMPTY:
@@ -230,10 +245,19 @@ class _Part:
                     raw = blob[int(o) - span[0] : int(o) + int(nb) - span[0]]
                     if len(raw) != int(nb):
                         raise StoreError(f"{where}, chunk {j}: truncated ({len(raw)} of {int(nb)} bytes)")
+                    todo.append((j, raw))
+                if len(todo) > 1:
+                    try:  # several chunks: one batched decode (temporal streams decode in lockstep)
+                        out += list(zip([j for j, _ in todo], self._decode_many([r for _, r in todo], where)))
+                        todo = []
+                    except CodecError:
+                        out = [x for x in out if x[0] not in {j for j, _ in todo}]  # name the bad chunk below
+                for j, raw in todo:
                     try:
                         out.append((j, self._decode(raw, where)))
                     except CodecError as e:
                         raise StoreError(f"{where}, chunk {j} (frames {j * self.chunk_frames}..): corrupt: {e}") from None
+                out.sort(key=lambda x: x[0])
                 return out
             except FileNotFoundError:
                 raise StoreError(f"{where}: shard file is missing; the store lost data (run `featcomp verify`)") from None
@@ -315,6 +339,8 @@ class FeatureStore(Mapping):
         self.header = read_header(self.fs)
         self.mode = self.header.get("mode", "coded")
         self.model_card = self.header.get("model_card", {})
+        #: entropy-model kind of a coded store ("factorized", "temporal", ...); None for raw stores
+        self.kind = self.header.get("codec", {}).get("kind", "factorized") if self.mode == "coded" else None
         self._index = load_index(self.fs)
         self._rows = {vid: j for j, vid in enumerate(self._index.ids)}
         self._parts: dict[int, _Part] = {}
@@ -358,14 +384,15 @@ class FeatureStore(Mapping):
 
     @property
     def codec(self):
-        """The store's :class:`EntropyCodec` (coded stores), rebuilt from the stored tables."""
+        """The store's frozen codec (coded stores; :class:`EntropyCodec` for factorized stores, the
+        kind's class otherwise), rebuilt from the stored tables with no model file."""
         if self.mode != "coded":
             return None
         from featcomp.store.codec import decode_tables
 
         c = self.header["codec"]
         try:
-            return decode_tables(c["tables"], c["digest"])
+            return decode_tables(c["tables"], c["digest"], self.kind)
         except CodecError as e:
             raise StoreError(f"{self.url}: {e}") from None
 
@@ -413,7 +440,8 @@ class FeatureStore(Mapping):
             ``data_bytes`` (chunks under parts/ and times/), ``index_bytes``, ``other_bytes``,
             ``bits_per_frame`` (all bytes), ``data_bits_per_frame``, ``sample_shape``,
             ``float16_bytes`` (the same frames as float16 values of ``sample_shape``; for coded
-            stores the latent shape) and ``ratio_vs_float16``, ``failures``, ``mode``, ``digest``.
+            stores the latent shape) and ``ratio_vs_float16``, ``failures``, ``mode``, ``digest``,
+            ``codec_kind`` (the entropy-model kind; None for raw stores).
         """
         sizes = self.fs.walk_sizes()
         total = sum(sizes.values())
@@ -427,6 +455,7 @@ class FeatureStore(Mapping):
             "store": self.url,
             "format_version": self.header.get("format_version"),
             "mode": self.mode,
+            "codec_kind": self.kind,
             "digest": self.header.get("codec", {}).get("digest"),
             "videos": len(self),
             "frames": frames,

@@ -23,6 +23,7 @@ class VerifyReport:
 
     Attributes:
         store: the URL. ok: no problems. problems: one line per problem (naming video/part/chunk).
+        kind: the entropy-model kind of a coded store (None: raw). format_version: the store's.
         videos, frames, parts, chunks: what was checked. compacted: index files folded by ``compact``.
     """
 
@@ -33,6 +34,8 @@ class VerifyReport:
     chunks: int = 0
     problems: list[str] = field(default_factory=list)
     compacted: int = 0
+    kind: str | None = None
+    format_version: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -56,7 +59,8 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
     from featcomp.store.reader import FeatureStore
 
     st = FeatureStore(path_or_url)
-    rep = VerifyReport(store=st.url, videos=len(st), frames=int(st.index.length.sum()))
+    rep = VerifyReport(store=st.url, videos=len(st), frames=int(st.index.length.sum()), kind=st.kind,
+                       format_version=st.header.get("format_version"))
 
     def problem(msg: str) -> None:
         if len(rep.problems) < max_problems:
@@ -191,8 +195,9 @@ def compact_store(path_or_url, *, include_remote_logs: bool = False) -> int:
 
 def describe(report: VerifyReport) -> str:
     """Human-readable summary of a report."""
-    lines = [f"{report.store}: {report.videos} videos, {report.frames} frames, {report.parts} parts, "
-             f"{report.chunks} chunks checked"]
+    what = f"{report.kind} entropy model" if report.kind else "raw float16"
+    lines = [f"{report.store}: featcomp.store v{report.format_version} ({what}): {report.videos} videos, "
+             f"{report.frames} frames, {report.parts} parts, {report.chunks} chunks checked"]
     if report.compacted:
         lines.append(f"compacted {report.compacted} index files/logs into one")
     lines += [f"PROBLEM: {p}" for p in report.problems]

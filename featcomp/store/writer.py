@@ -30,6 +30,7 @@ from featcomp.store._fs import AppendLog, StoreFS
 from featcomp.store.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    format_version_for,
     PACKAGE_HINT,
     TS_ARRAY,
     IndexTable,
@@ -65,7 +66,7 @@ class WriteRecord:
         video_id: the video's key. store: the store URL. part: the writer's part name.
         start: first frame in the part array. frames: number of frames (T).
         codec: ``"featcomp.ans"`` or ``"zstd"`` (raw). digest: the coding tables' digest (None raw).
-        written: commit time, ns since the epoch.
+        written: commit time, ns since the epoch. kind: the entropy-model kind (None raw).
     """
 
     video_id: str
@@ -76,10 +77,11 @@ class WriteRecord:
     codec: str
     digest: str | None
     written: int
+    kind: str | None = None
 
 
 def _resolve(codec_or_model: Any, model_card: dict | None, raw: bool):
-    """-> (EntropyCodec | None, card dict)."""
+    """-> (frozen codec of any kind | None, card dict)."""
     card = model_card
     codec = None
     obj = codec_or_model
@@ -91,10 +93,21 @@ def _resolve(codec_or_model: Any, model_card: dict | None, raw: bool):
             card = obj.model_card()
     elif obj is not None and not raw:
         raise StoreError(
-            f"StoreWriter needs an EntropyCodec or a model with .codec and .model_card(), got {type(obj).__name__}"
+            "StoreWriter needs a frozen codec (EntropyCodec, TemporalCodec, ... with compress_symbols and "
+            f"to_bytes) or a model with .codec and .model_card(), got {type(obj).__name__}"
         )
     if not raw and codec is None:
         raise StoreError("StoreWriter: a coded store needs an EntropyCodec or a model (or pass raw=True)")
+    if codec is not None and not raw:
+        from featcomp.entropy import codec_kinds
+
+        from featcomp.store.codec import codec_kind_of
+
+        if codec_kind_of(codec) not in codec_kinds():
+            raise StoreError(
+                f"StoreWriter: codec kind {codec_kind_of(codec)!r} is not registered "
+                f"(featcomp.entropy.register_codec_kind); known: {codec_kinds()}"
+            )
     card = json.loads(json.dumps(card or {}, default=_json_default))
     return (None if raw else codec), card
 
@@ -131,9 +144,12 @@ def build_header(codec, card: dict, *, raw: bool, chunk_frames: int | None, shar
     """The store header recorded in the root ``zarr.json`` attributes under ``"featcomp"``."""
     from featcomp import __version__
 
+    from featcomp.store.codec import codec_kind_of
+
+    kind = None if raw else codec_kind_of(codec)
     h: dict[str, Any] = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": format_version_for(kind or "factorized"),
         "package": "featcomp",
         "package_hint": PACKAGE_HINT,
         "featcomp_version": __version__,
@@ -152,9 +168,11 @@ def build_header(codec, card: dict, *, raw: bool, chunk_frames: int | None, shar
             "name": CODEC_NAME,
             "digest": codec.digest,
             "channels": int(codec.channels),
-            "precision": int(getattr(codec, "precision", 0)),
+            "precision": int(getattr(codec, "precision", getattr(getattr(codec, "family", None), "precision", 0))),
             "tables": encode_tables(codec),
         }
+        if kind != "factorized":  # version 2; version-1 headers (factorized) stay byte-identical
+            h["codec"]["kind"] = kind
         h["channels"] = int(codec.channels)
         h["dequantization"] = _dequantization(codec, card)
     return h
@@ -186,8 +204,12 @@ class StoreWriter:
 
     Args:
         path: store directory or fsspec URL; created if missing.
-        codec_or_model: a frozen :class:`~featcomp.entropy.EntropyCodec`, or a model exposing
+        codec_or_model: any frozen codec of a registered kind (:class:`~featcomp.entropy.EntropyCodec`,
+            :class:`~featcomp.entropy.TemporalCodec`, the hyperprior codec), or a model exposing
             ``.codec`` and ``.model_card()`` (``featcomp.model.Model``). None only with ``raw=True``.
+            With a temporal codec each time chunk (``chunk_frames`` frames of the part) is one
+            temporal stream that starts fresh, so any window decodes from its own chunks only; the
+            kind is recorded in the header and every part (store format version 2).
         model_card: JSON-able dict recorded in the store (default: ``model.model_card()``). Its
             optional ``dequantization: {offsets, scale}`` (per channel) is honoured.
         chunk_frames: frames per chunk (default: about 32k symbols per chunk, see
@@ -344,7 +366,7 @@ class StoreWriter:
             compressors=compressors,
             filters=None,
             fill_value=0,
-            attributes={"featcomp": {"part": self.writer_id, "format_version": FORMAT_VERSION}},
+            attributes={"featcomp": {"part": self.writer_id, "format_version": int(self.header["format_version"])}},
             config={"write_empty_chunks": False},
         )
         self._sample_shape = sample_shape
@@ -458,6 +480,7 @@ class StoreWriter:
         return WriteRecord(
             video_id=video_id, store=self.url, part=self.writer_id, start=start, frames=n,
             codec="zstd" if self.raw else "featcomp.ans", digest=None if self.raw else self.codec.digest,
+            kind=None if self.raw else self.header["codec"].get("kind", "factorized"),
             written=written,
         )
 

@@ -64,7 +64,7 @@ def test_model_card_scale_and_irregular_timestamps(tmp_path, codec, rng):
     expect = (k + codec.offsets[None, :]).astype(np.float32) * scale[None, :]
     np.testing.assert_allclose(st["a"].features(), expect, rtol=1e-6)
     np.testing.assert_array_equal(st["a"].timestamps, ts)
-    assert st.header["format_version"] == featcomp.store.FORMAT_VERSION
+    assert st.header["format_version"] == featcomp.store.format.FACTORIZED_FORMAT_VERSION == 1
     assert st.header["package"] == "featcomp"
 
 

@@ -539,3 +539,43 @@ def frozen_state(head: CompressibleHead) -> dict[str, Tensor]:
         gdn("synthesis", head.synthesis[0])
         lin("synthesis", head.synthesis[1])
     return {k: v.float().contiguous() for k, v in out.items()}
+
+
+@torch.no_grad()
+def init_from_classifier(head: CompressibleHead, weight: Tensor | np.ndarray) -> None:
+    """Initialize a linear analysis/synthesis pair from a linear classifier's weight (data-independent).
+
+    With ``W = U S V^T`` (K x C, the teacher's last layer), the analysis starts as the projection
+    ``y = S_d V_d^T (x - mean)`` onto the d = C' right singular directions the logits are most sensitive
+    to (scaled by their singular values, so a unit quantization step costs the same logit error in every
+    latent channel), and the synthesis as its pseudo-inverse. Unlike a projection learned on a few
+    videos (or PCA of them), it does not depend on the training images, so it generalizes to unseen
+    videos; training then adapts steps, rates and the transforms. Used by the ``distill`` runs of
+    ``scripts/rd_eval.py``.
+
+    Args:
+        head: a head with ``analysis="linear"`` and ``synthesis="linear"`` (or ``"none"``).
+        weight: float (K, C) classifier weight (logits = weight @ x + bias).
+
+    Raises:
+        ConfigError: wrong head kind or shapes.
+    """
+    if head.config.analysis != "linear":
+        raise ConfigError("init_from_classifier needs analysis='linear'")
+    w = torch.as_tensor(np.asarray(weight.detach().cpu() if isinstance(weight, Tensor) else weight), dtype=torch.float64)
+    if w.ndim != 2 or w.shape[1] != head.in_channels:
+        raise ConfigError(f"init_from_classifier: weight must be (K, {head.in_channels}), got {tuple(w.shape)}")
+    d = head.latent_channels
+    _, s, vt = torch.linalg.svd(w, full_matrices=False)
+    if d > s.numel():
+        raise ConfigError(f"init_from_classifier: latent_channels={d} > rank bound {s.numel()}")
+    p = vt[:d] * s[:d, None]  # (d, C)
+    std = head.input_std.double() if head.config.standardize else torch.ones(head.in_channels, dtype=torch.float64)
+    head.analysis.weight.copy_((p * std[None, :]).float())
+    head.analysis.bias.zero_()
+    if head.synthesis is not None and head.config.synthesis == "linear":
+        pinv = torch.linalg.pinv(p)  # (C, d)
+        head.synthesis.weight.copy_((pinv / std[:, None]).float())
+        head.synthesis.bias.zero_()
+        if not head.config.standardize:
+            head.synthesis.bias.zero_()

@@ -159,7 +159,8 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
                device: str | torch.device = "cpu", seed: int = 0, checkpoint: str | Path | None = None,
                resume: bool = True, progress: bool = True,
                feature_fn: Callable[[Tensor], Tensor] | None = None, extra_params: Sequence[nn.Parameter] = (),
-               extra_lr: float | None = None, in_channels: int | None = None) -> TrainResult:
+               extra_lr: float | None = None, in_channels: int | None = None,
+               init_analysis: str | None = None) -> TrainResult:
     """Train a :class:`CompressibleHead` jointly with an objective: ``loss = D + lam * bits_per_vector``.
 
     Args:
@@ -187,6 +188,8 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
         feature_fn: maps a batch of ``features`` to backbone features (backbone in the loop).
         extra_params: further parameters to train (a fine-tuned backbone), at ``extra_lr``.
         in_channels: C when ``feature_fn`` is given and ``head`` is None.
+        init_analysis: None (random init) or ``"teacher_svd"``: start the linear analysis/synthesis from
+            the SVD of the distill teacher's weight (:func:`featcomp.head.init_from_classifier`).
 
     Returns:
         A :class:`TrainResult` (head and objective in eval mode, per-epoch history).
@@ -225,6 +228,15 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
             else:
                 with torch.no_grad():
                     head.set_input_stats(feature_fn(x_tr[: min(512, x_tr.shape[0])].to(device)).cpu())
+        if init_analysis == "teacher_svd":
+            from featcomp.head import init_from_classifier
+
+            w = getattr(teacher, "weight", None)
+            if w is None:
+                raise ConfigError("init_analysis='teacher_svd' needs a teacher with a .weight (an nn.Linear)")
+            init_from_classifier(head, w)
+        elif init_analysis is not None:
+            raise ConfigError(f"init_analysis must be None or 'teacher_svd', got {init_analysis!r}")
     head.to(device)
     if isinstance(objective, str):
         opts = dict(objective_options or {})

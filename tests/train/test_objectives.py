@@ -132,3 +132,21 @@ def test_backbone_in_the_loop(finetune):
                               batch_size=40, lr=2e-2, progress=False)
     assert res.history[-1]["acc"] > 0.8
     assert (not torch.equal(bb.conv.weight, w0)) == finetune
+
+
+def test_teacher_svd_init_preserves_the_teachers_logits():
+    torch.manual_seed(0)
+    x, _ = _data()
+    teacher = nn.Linear(16, 5)
+    res = train_head(x, None, objective="distill", teacher=teacher, latent_channels=5, epochs=0,
+                     init_analysis="teacher_svd", progress=False)
+    head = res.head
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        y = head.analyze(xt) * head.scale  # unquantized latent, dequantized units
+        xh = head.synthesize(y)
+        np.testing.assert_allclose(teacher(xh).numpy(), teacher(xt).numpy(), rtol=1e-4, atol=1e-4)
+        assert (xh - xt).norm() > 0.1 * xt.norm()  # only the teacher's row space is kept
+    with pytest.raises(ConfigError):
+        train_head(x, None, objective="distill", teacher=lambda f: f[:, :3], latent_channels=3, epochs=0,
+                   init_analysis="teacher_svd", progress=False)

@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from featcomp.entropy.codec import EntropyCodec
+from featcomp.entropy.hyperprior import HyperpriorCodec
 from featcomp.entropy.indexed import TableFamily
 from featcomp.entropy.kinds import FrozenCodec, codec_from_dict, codec_kind, codec_kinds, get_codec_kind, register_codec_kind
 from featcomp.entropy.temporal import TemporalCodec
@@ -26,10 +27,11 @@ _LAZY: dict[str, str] = {
     "quantize": "featcomp.entropy.quantization",
     "TemporalPrior": "featcomp.entropy.temporal_prior",
     "fit_temporal_head": "featcomp.entropy.temporal_prior",
+    "HyperpriorPrior": "featcomp.entropy.hyperprior_prior",
 }
 
 __all__ = [
-    "EntropyCodec", "TableFamily", "TemporalCodec", "FrozenCodec", "codec_from_dict", "codec_kind",
+    "EntropyCodec", "HyperpriorCodec", "TableFamily", "TemporalCodec", "FrozenCodec", "codec_from_dict", "codec_kind",
     "codec_kinds", "get_codec_kind", "register_codec_kind", *_LAZY,
 ]
 

@@ -9,7 +9,9 @@ model files and stores stay readable.
 
 Registered kinds: ``"factorized"`` (:class:`~featcomp.entropy.EntropyCodec`, frames independent) and
 ``"temporal"`` (:class:`~featcomp.entropy.temporal.TemporalCodec`, axis 0 is time; a stream is one
-chunk of consecutive frames and decodes alone).
+chunk of consecutive frames and decodes alone) and ``"hyperprior"``
+(:class:`~featcomp.entropy.hyperprior.HyperpriorCodec`, spatial latents (N, C, H, W), frames independent,
+scales from coded side information).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from featcomp.entropy.codec import EntropyCodec
+from featcomp.entropy.hyperprior import HyperpriorCodec
 from featcomp.entropy.temporal import TemporalCodec
 from featcomp.errors import CodecError
 from featcomp.registry import Registry
@@ -77,3 +80,4 @@ def codec_from_dict(d: dict[str, Any]) -> FrozenCodec:
 
 register_codec_kind("factorized", EntropyCodec)
 register_codec_kind("temporal", TemporalCodec)
+register_codec_kind("hyperprior", HyperpriorCodec)

@@ -199,3 +199,26 @@ def test_factorized_stores_keep_version_1_metadata(tmp_path, codec):
     conf = part_meta["codecs"][0]["configuration"]["codecs"][0]["configuration"]
     assert sorted(conf) == ["digest", "tables"]
     assert verify_store(path).kind == "factorized"
+
+
+def test_hyperprior_store_round_trips_spatial_latents(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    fix = Path(__file__).resolve().parents[1] / "fixtures" / "make_hyperprior_golden.py"
+    spec = importlib.util.spec_from_file_location("make_hyperprior_golden_s", fix)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    hcodec = mod.make_codec()
+    rng = np.random.default_rng(12)
+    vids = {f"v{i}": np.round(rng.laplace(0, 3, (t, 5, 5, 3))).astype(np.int32) for i, t in enumerate([9, 3, 14])}
+    path = tmp_path / "s"
+    with StoreWriter(path, hcodec, chunk_frames=4) as w:
+        for vid, k in vids.items():
+            w.write(vid, k, np.arange(len(k)) / 5.0)
+    st = open_store(path)
+    assert st.kind == "hyperprior" and st.header["format_version"] == 2 and st.codec == hcodec
+    for vid, k in vids.items():
+        np.testing.assert_array_equal(st[vid].latents(), k)
+        np.testing.assert_array_equal(st[vid].window(2, 3).latents(), k[2:3])
+    assert verify_store(path).ok

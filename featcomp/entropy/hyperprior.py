@@ -1,0 +1,426 @@
+"""Scale hyperprior for spatial feature maps (numpy + constriction; no torch at import).
+
+Ballé et al. 2018 ("Variational image compression with a scale hyperprior", arXiv:1802.01436): the
+latents ``y`` (N, C, H, W) of a spatial tap are coded with zero-centred (around the quantization
+offsets) Laplace tables whose **scale** varies per element, predicted from side information ``z``
+(N, Cz, h, w), ``h = ceil(H / p)``, ``w = ceil(W / p)``, which is itself coded with a factorized
+:class:`~featcomp.entropy.EntropyCodec`. Spatially varying magnitudes (a busy region vs background)
+are then coded at their own scale instead of the channel's average one.
+
+Integer arithmetic (bit-identical on any machine)
+--------------------------------------------------
+Analysis (encoder only; ``z`` is transmitted, but it is integer too, so re-encoding is exact)::
+
+    g       = lut[min(|k|, LUT_MAX)]                 # round(2**8 * log2(1 + |k|)), int64, built at freeze
+    S       = sum of g over each p x p cell           # (N, C, h, w), partial cells at the edges
+    z       = clip(((A @ S) // count + b + 2**(F+7)) >> (F + 8), -2**15, 2**15)   # (N, Cz, h, w)
+
+Synthesis of the scale index (encoder and decoder, from the decoded integers ``z``)::
+
+    zc      = clip(z, -2**15, 2**15)
+    s       = clip((B @ zc + c + 2**(F-1)) >> F, 0, S - 1)    # (N, C, h, w), int64
+    table   = s at the cell of each position                   # nearest upsampling to (H, W)
+
+``A`` (Cz, C), ``B`` (C, Cz) are int32 fixed-point weights (``|w| < 2**20``, units ``2**-F``),
+``b``, ``c`` int64 biases; every accumulator stays below ``2**52``. :func:`scale_index` runs the
+synthesis in numpy or torch (any device) with identical results.
+
+Stream layout: the common header (:mod:`featcomp.entropy.bitstream`, this codec's digest prefix,
+shape (N, C, H, W)), then the payload: LEB128 length of ``z``'s stream, ``z``'s stream
+(``z_codec.compress_symbols``, a complete factorized stream with its own header and CRC), then the
+zero bytes up to a multiple of 4, then the ANS words of ``y``: all N * C * H * W symbols (image-major, channel-major), then their escapes.
+Frames are independent given their own ``z``: a stream of N frames is N images coded together.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import functools
+import hashlib
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+import constriction
+
+from featcomp.entropy import bitstream, coder
+from featcomp.entropy.codec import EntropyCodec
+from featcomp.entropy.indexed import TableFamily
+from featcomp.errors import CodecError
+
+__all__ = ["HyperpriorCodec", "scale_index", "analysis_int", "log_lut", "Z_LIMIT", "LUT_MAX", "LUT_BITS"]
+
+_MAGIC = b"FCHP"
+_VERSION = 1
+Z_LIMIT = 1 << 15
+LUT_MAX = 4095
+LUT_BITS = 8
+WEIGHT_LIMIT = 1 << 20
+_I32 = np.iinfo(np.int32)
+_MAX_ELEMENTS = 1 << 34
+
+
+def log_lut() -> np.ndarray:
+    """int64 (LUT_MAX + 1,) ``round(2**8 * log2(1 + v))`` (float64 evaluated once; values fixed)."""
+    return np.round((1 << LUT_BITS) * np.log2(1.0 + np.arange(LUT_MAX + 1, dtype=np.float64))).astype(np.int64)
+
+
+_LUT = log_lut()
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _readonly(a: Any, dtype) -> np.ndarray:
+    a = np.ascontiguousarray(np.asarray(a).astype(dtype))
+    a.flags.writeable = False
+    return a
+
+
+def _cells(n: int, p: int) -> int:
+    return -(-n // p)
+
+
+def cell_pool(x: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sum over p x p cells (zero padding at the far edges) and the count of real elements per cell.
+
+    Args:
+        x: (N, C, H, W) int64 or float64.
+
+    Returns:
+        ``(sums (N, C, h, w), counts (h, w) int64)``.
+    """
+    N, C, H, W = x.shape
+    h, w = _cells(H, p), _cells(W, p)
+    pad = np.zeros((N, C, h * p, w * p), x.dtype)
+    pad[:, :, :H, :W] = x
+    sums = pad.reshape(N, C, h, p, w, p).sum(axis=(3, 5))
+    ones = np.zeros((h * p, w * p), np.int64)
+    ones[:H, :W] = 1
+    return sums, ones.reshape(h, p, w, p).sum(axis=(1, 3))
+
+
+def analysis_int(k: np.ndarray, A: np.ndarray, b: np.ndarray, *, pool: int, frac_bits: int) -> np.ndarray:
+    """The integer analysis ``z`` (N, Cz, h, w) int64 of integer latents ``k`` (N, C, H, W) (module doc)."""
+    g = _LUT[np.minimum(np.abs(k.astype(np.int64)), LUT_MAX)]
+    S, cnt = cell_pool(g, pool)
+    acc = np.einsum("zc,nchw->nzhw", A.astype(np.int64), S) // cnt
+    sh = frac_bits + LUT_BITS
+    z = (acc + b.astype(np.int64)[None, :, None, None] + (1 << (sh - 1))) >> sh
+    return np.clip(z, -Z_LIMIT, Z_LIMIT)
+
+
+def scale_index(z: Any, B: Any, c: Any, *, frac_bits: int, levels: int, pool: int, H: int, W: int) -> Any:
+    """Scale (table) index of every element of y from the integer side information, exactly.
+
+    Works on numpy arrays or torch tensors (any device, no float anywhere); same library out.
+
+    Args:
+        z: int (or float holding integers) (N, Cz, h, w), the decoded side-information integers.
+        B: int (C, Cz) fixed-point weights; c: int (C,) biases (``2**-frac_bits`` units).
+        frac_bits: F. levels: S, number of scales. pool: p. H, W: y's spatial size.
+
+    Returns:
+        int64 (N, C, H, W) indices in ``[0, S)``.
+    """
+    if hasattr(z, "detach"):
+        import torch
+
+        dev = z.device
+        zc = z.to(torch.int64).clamp(-Z_LIMIT, Z_LIMIT)
+        Bt = torch.tensor(np.asarray(B, np.int64), device=dev)
+        ct = torch.tensor(np.asarray(c, np.int64), device=dev)
+        # elementwise product + sum (no int64 matmul on CUDA); exact integer arithmetic
+        acc = (Bt[None, :, :, None, None] * zc[:, None]).sum(2) + ct[None, :, None, None]
+        s = ((acc + (1 << (frac_bits - 1))) >> frac_bits).clamp(0, levels - 1)
+        s = s.repeat_interleave(pool, dim=2).repeat_interleave(pool, dim=3)
+        return s[:, :, :H, :W].contiguous()
+    zc = np.clip(np.asarray(z).astype(np.int64), -Z_LIMIT, Z_LIMIT)
+    acc = np.einsum("cz,nzhw->nchw", np.asarray(B, np.int64), zc) + np.asarray(c, np.int64)[None, :, None, None]
+    s = np.clip((acc + (1 << (frac_bits - 1))) >> frac_bits, 0, levels - 1)
+    return np.repeat(np.repeat(s, pool, axis=2), pool, axis=3)[:, :, :H, :W]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class HyperpriorCodec:
+    """Immutable scale-hyperprior codec for spatial latents (N, C, H, W); kind ``"hyperprior"``.
+
+    Same interface as :class:`~featcomp.entropy.EntropyCodec` (``quantize``, ``dequantize``,
+    ``compress_symbols``, ``decompress_symbols``, ``estimate_bits``, ``to_bytes``/``from_bytes``,
+    ``to_dict``/``from_dict``, ``digest``). Frames (axis 0) are independent.
+
+    Attributes:
+        offsets: float32 (C,) quantization offsets of y (``k = round(y - offsets)``).
+        z_codec: the factorized :class:`EntropyCodec` of the side information (Cz channels).
+        family: :class:`TableFamily` of zero-centred scales (``Q == 1``).
+        A: int32 (Cz, C), b: int64 (Cz,) analysis; B: int32 (C, Cz), c: int64 (C,) synthesis.
+        pool: p, the side-information cell size. frac_bits: F.
+        kind: ``"hyperprior"``. channels: C. z_channels: Cz. digest: sha256 hex.
+    """
+
+    offsets: np.ndarray
+    z_codec: EntropyCodec
+    family: TableFamily
+    A: np.ndarray
+    b: np.ndarray
+    B: np.ndarray
+    c: np.ndarray
+    pool: int = 2
+    frac_bits: int = 12
+    kind: str = dataclasses.field(default="hyperprior", init=False)
+    channels: int = dataclasses.field(init=False)
+    z_channels: int = dataclasses.field(init=False)
+    digest: str = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        set_ = functools.partial(object.__setattr__, self)
+        off = np.asarray(self.offsets, np.float32).reshape(-1)
+        C, Cz = off.size, int(self.z_codec.channels)
+        if not 1 <= C <= (1 << 16) or not np.isfinite(off).all():
+            raise CodecError(f"HyperpriorCodec needs 1..65536 finite offsets, got {off.shape}")
+        if self.family.Q != 1:
+            raise CodecError("HyperpriorCodec tables are zero-centred: the family must have Q == 1")
+        F, p = int(self.frac_bits), int(self.pool)
+        if not 1 <= F <= 24 or not 1 <= p <= 64:
+            raise CodecError(f"invalid frac_bits={F} or pool={p}")
+        for name, shape, dtype, limit in (("A", (Cz, C), np.int32, WEIGHT_LIMIT), ("B", (C, Cz), np.int32, WEIGHT_LIMIT),
+                                          ("b", (Cz,), np.int64, 1 << 44), ("c", (C,), np.int64, 1 << 40)):
+            a = np.asarray(getattr(self, name))
+            if a.shape != shape or not np.issubdtype(a.dtype, np.integer):
+                raise CodecError(f"HyperpriorCodec.{name} must be integer {shape}, got {a.dtype} {a.shape}")
+            if (np.abs(a.astype(np.int64)) >= limit).any():
+                raise CodecError(f"HyperpriorCodec.{name} out of range (|value| < {limit})")
+            set_(name, _readonly(a, dtype))
+        set_("offsets", _readonly(off, np.float32))
+        set_("frac_bits", F)
+        set_("pool", p)
+        set_("channels", C)
+        set_("z_channels", Cz)
+        set_("digest", hashlib.sha256(self._body()).hexdigest())
+
+    # ------------------------------------------------------------------ identity and serialization
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HyperpriorCodec) and other.digest == self.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def __repr__(self) -> str:
+        return (f"HyperpriorCodec(channels={self.channels}, z_channels={self.z_channels}, pool={self.pool}, "
+                f"family={self.family!r}, digest={self.digest[:12]}...)")
+
+    def _body(self) -> bytes:
+        zb, fb = self.z_codec.to_bytes(), self.family.to_bytes()
+        head = _MAGIC + struct.pack("<BIIBBII", _VERSION, self.channels, self.z_channels, self.frac_bits, self.pool,
+                                    len(zb), len(fb))
+        return b"".join([head, zb, fb, self.offsets.astype("<f4").tobytes(), self.A.astype("<i4").tobytes(),
+                         self.b.astype("<i8").tobytes(), self.B.astype("<i4").tobytes(), self.c.astype("<i8").tobytes()])
+
+    def to_bytes(self) -> bytes:
+        """Canonical bytes + sha256 (magic, version, C, Cz, F, p, z codec, family, offsets, A, b, B, c)."""
+        body = self._body()
+        return body + hashlib.sha256(body).digest()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> HyperpriorCodec:
+        """Inverse of :meth:`to_bytes`. Raises :class:`CodecError` on corruption or a bad version."""
+        data = bytes(data)
+        hs = 4 + struct.calcsize("<BIIBBII")
+        if len(data) < hs + 32 or data[:4] != _MAGIC:
+            raise CodecError("not a featcomp HyperpriorCodec (bad magic or too short)")
+        body, dig = data[:-32], data[-32:]
+        if hashlib.sha256(body).digest() != dig:
+            raise CodecError("corrupt HyperpriorCodec bytes: sha256 mismatch")
+        version, C, Cz, F, p, zl, fl = struct.unpack_from("<BIIBBII", body, 4)
+        if version != _VERSION:
+            raise CodecError(f"unknown HyperpriorCodec version {version}; upgrade featcomp")
+        pos = hs
+        zc = EntropyCodec.from_bytes(body[pos : pos + zl])
+        pos += zl
+        fam = TableFamily.from_bytes(body[pos : pos + fl])
+        pos += fl
+        out = []
+        for dt, count in (("<f4", C), ("<i4", Cz * C), ("<i8", Cz), ("<i4", C * Cz), ("<i8", C)):
+            try:
+                a = np.frombuffer(body, dt, count, pos)
+            except ValueError:
+                raise CodecError("truncated HyperpriorCodec bytes") from None
+            out.append(a)
+            pos += a.nbytes
+        if pos != len(body):
+            raise CodecError("HyperpriorCodec bytes have trailing data")
+        off, A, b, B, c = out
+        return cls(off, zc, fam, A.reshape(Cz, C), b, B.reshape(C, Cz), c, p, F)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict: ``kind``, ``format``, ``digest``, ``channels`` and the canonical bytes (base64)."""
+        return {"kind": "hyperprior", "format": "featcomp.entropy.HyperpriorCodec", "format_version": _VERSION,
+                "channels": self.channels, "digest": self.digest,
+                "bytes_b64": base64.b64encode(self.to_bytes()).decode("ascii")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HyperpriorCodec:
+        """Inverse of :meth:`to_dict`; checks the digest. Raises :class:`CodecError`."""
+        if d.get("format") != "featcomp.entropy.HyperpriorCodec":
+            raise CodecError(f"not a HyperpriorCodec dict (format={d.get('format')!r})")
+        try:
+            codec = cls.from_bytes(base64.b64decode(d["bytes_b64"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CodecError(f"invalid HyperpriorCodec dict: {e!r}") from None
+        if d.get("digest", codec.digest) != codec.digest:
+            raise CodecError("HyperpriorCodec dict digest does not match its contents: corrupted or edited")
+        return codec
+
+    # ------------------------------------------------------------------ quantization
+    def _check(self, shape: tuple[int, ...], what: str) -> None:
+        if len(shape) != 4 or shape[1] != self.channels:
+            raise CodecError(f"{what} must have shape (N, {self.channels}, H, W), got {tuple(shape)}")
+
+    def quantize(self, y: Any) -> np.ndarray:
+        """int32 ``round(y - offsets)`` (half to even), y float (N, C, H, W)."""
+        y = _to_numpy(y).astype(np.float32, copy=False)
+        self._check(y.shape, "y")
+        k = np.round(y - self.offsets[None, :, None, None])
+        if not np.isfinite(k).all():
+            raise CodecError("cannot quantize non-finite values (NaN or inf in y)")
+        if k.size and (k.min() < _I32.min or k.max() > _I32.max):
+            raise CodecError("quantized values exceed the int32 range")
+        return k.astype(np.int32)
+
+    def dequantize(self, k: Any) -> np.ndarray:
+        """float32 ``k + offsets`` per channel (N, C, H, W)."""
+        k = _to_numpy(k)
+        self._check(k.shape, "k")
+        return k.astype(np.float32) + self.offsets[None, :, None, None]
+
+    # ------------------------------------------------------------------ side information
+    def side_information(self, k: Any) -> np.ndarray:
+        """int32 (N, Cz, h, w) integer side information ``z`` of latents k (N, C, H, W) (encoder)."""
+        k = _to_numpy(k)
+        self._check(k.shape, "k")
+        return analysis_int(k, self.A, self.b, pool=self.pool, frac_bits=self.frac_bits).astype(np.int32)
+
+    def tables(self, z: Any, H: int, W: int) -> Any:
+        """Scale indices int64 (N, C, H, W) from side information z (numpy or torch), exactly."""
+        return scale_index(z, self.B, self.c, frac_bits=self.frac_bits, levels=self.family.levels,
+                           pool=self.pool, H=H, W=W)
+
+    # ------------------------------------------------------------------ coding
+    def _symbols(self, k: Any) -> tuple[np.ndarray, tuple[int, ...]]:
+        k = _to_numpy(k)
+        self._check(k.shape, "k")
+        if not np.issubdtype(k.dtype, np.integer):
+            raise CodecError(f"symbols must be integers, got dtype {k.dtype}; use compress() for floats")
+        if k.size and (k.min() < _I32.min or k.max() > _I32.max):
+            raise CodecError("symbols exceed the int32 range")
+        return k.astype(np.int64), tuple(int(s) for s in k.shape)
+
+    def compress_symbols(self, k: Any) -> bytes:
+        """Code integer latents (N, C, H, W) exactly (any int32 value; far values escape): z, then y."""
+        K, shape = self._symbols(k)
+        if K.size > _MAX_ELEMENTS:
+            raise CodecError(f"array of shape {shape} is too large for one stream; split it")
+        if K.size == 0:
+            return bitstream.pack(shape, self.digest, b"")
+        N, C, H, W = shape
+        z = analysis_int(K, self.A, self.b, pool=self.pool, frac_bits=self.frac_bits).astype(np.int32)
+        zs = self.z_codec.compress_symbols(z)
+        tab = self.tables(z, H, W).reshape(-1)
+        R, n = self.family.radius, self.family.n
+        flat = K.reshape(-1)
+        esc = (flat < -R) | (flat > R)
+        sym = np.where(esc, n - 1, flat + R).astype(np.int32)
+        enc = constriction.stream.stack.AnsCoder()
+        if esc.any():
+            coder.push_escapes(enc, flat[esc], np.full(int(esc.sum()), -R, np.int64), np.full(int(esc.sum()), R, np.int64))
+        coder.push_indexed(enc, sym, tab, self.family.weights)
+        ywords = enc.get_compressed().astype("<u4", copy=False).tobytes()
+        head = bitstream.encode_varint(len(zs)) + zs
+        head += b"\x00" * ((-len(head)) % 4)  # y's words start 4-aligned (the reader re-pads the end)
+        return bitstream.pack(shape, self.digest, head + ywords)
+
+    def decompress_symbols(self, data: bytes) -> np.ndarray:
+        """Decode a stream of :meth:`compress_symbols`: int32 (N, C, H, W) equal to the coded array.
+
+        Raises:
+            CodecError: not a featcomp stream, another codec's stream, corruption or truncation.
+        """
+        h = bitstream.unpack(data)
+        if h.digest_prefix != bytes.fromhex(self.digest)[: len(h.digest_prefix)]:
+            raise CodecError(
+                f"stream was written by codec {h.digest_prefix.hex()}..., not by this hyperprior codec "
+                f"{self.digest[:8]}...; decode it with the codec recorded next to it"
+            )
+        shape = h.shape
+        self._check(shape, "the stream's array")
+        numel = math.prod(shape)
+        if numel > _MAX_ELEMENTS:
+            raise CodecError(f"corrupt stream header: shape {shape} is implausibly large")
+        if numel == 0:
+            if h.payload:
+                raise CodecError("corrupt stream: an empty array with a non-empty payload")
+            return np.zeros(shape, np.int32)
+        N, C, H, W = shape
+        try:
+            zlen, pos = bitstream.decode_varint(h.payload, 0)
+        except CodecError:
+            raise
+        except Exception as e:
+            raise CodecError(f"corrupt hyperprior stream ({e})") from None
+        ystart = pos + zlen + (-(pos + zlen)) % 4
+        if ystart > len(h.payload):
+            raise CodecError("corrupt hyperprior stream: side-information length out of range")
+        z = self.z_codec.decompress_symbols(h.payload[pos : pos + zlen])
+        if z.shape != (N, self.z_channels, _cells(H, self.pool), _cells(W, self.pool)):
+            raise CodecError(f"corrupt hyperprior stream: side information has shape {z.shape}")
+        tab = self.tables(z, H, W).reshape(-1)
+        R, esc_sym = self.family.radius, self.family.n - 1
+        words = np.frombuffer(h.payload[ystart:], dtype="<u4").astype(np.uint32)
+        try:
+            dec = constriction.stream.stack.AnsCoder(words) if words.size else constriction.stream.stack.AnsCoder()
+            sym = coder.pop_indexed(dec, tab, self.family.weights)
+            out = sym.astype(np.int64) - R
+            e = sym == esc_sym
+            if e.any():
+                m = int(e.sum())
+                out[e] = coder.pop_escapes(dec, np.full(m, -R, np.int64), np.full(m, R, np.int64))
+            if not dec.is_empty():
+                raise CodecError("corrupt stream or wrong codec: data left over after decoding every symbol")
+        except CodecError:
+            raise
+        except Exception as ex:
+            raise CodecError(f"corrupt stream or wrong codec: the ANS decoder failed ({ex})") from None
+        if out.min() < _I32.min or out.max() > _I32.max:
+            raise CodecError("corrupt stream: a decoded value lies outside int32")
+        return out.astype(np.int32).reshape(shape)
+
+    def compress(self, y: Any) -> bytes:
+        """``compress_symbols(quantize(y))``."""
+        return self.compress_symbols(self.quantize(y))
+
+    def decompress(self, data: bytes) -> np.ndarray:
+        """float32 ``dequantize(decompress_symbols(data))``."""
+        return self.dequantize(self.decompress_symbols(data))
+
+    def estimate_bits(self, k: Any) -> float:
+        """Ideal cost in bits of z (factorized tables) plus y (indexed tables), escapes included."""
+        K, shape = self._symbols(k)
+        if K.size == 0:
+            return 0.0
+        N, C, H, W = shape
+        z = analysis_int(K, self.A, self.b, pool=self.pool, frac_bits=self.frac_bits).astype(np.int32)
+        tab = self.tables(z, H, W).reshape(-1)
+        R, n = self.family.radius, self.family.n
+        flat = K.reshape(-1)
+        esc = (flat < -R) | (flat > R)
+        bits = float(self.family.cost_bits[tab, np.where(esc, n - 1, flat + R)].sum())
+        if esc.any():
+            m = int(esc.sum())
+            bits += coder.escape_bits(flat[esc], np.full(m, -R, np.int64), np.full(m, R, np.int64))
+        return bits + self.z_codec.estimate_bits(z)

@@ -206,7 +206,10 @@ def run_fmnist(args) -> None:
                            backbone=fmnist_backbone_spec(), extra=obj,
                            training={"options": res.options, "history_last": last})
             log(f"saved {p}")
+            report_framing(p)
 
+    CACHE.mkdir(parents=True, exist_ok=True)
+    (CACHE / "rd_fmnist_results.json").write_text(json.dumps({"rows": rows, "learned": learned, "n_train": len(Xtr)}))
     report_fmnist(rows, learned, args, len(Xtr))
 
 
@@ -215,7 +218,8 @@ def report_fmnist(rows, learned, args, n_train) -> None:
     for r in rows + learned:
         r["bits_s"] = f"{r['bits']:,.1f}"
         r["acc_s"] = f"{100 * r['acc']:.2f}%"
-        r["x16"] = f"{f16 / r['bits']:,.0f}x"
+        ratio = f16 / r["bits"]
+        r["x16"] = f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2f}x"
     base_tbl = table(rows, [("label", "representation"), ("bits_s", "bits/example (stored)"),
                             ("acc_s", "test acc (linear probe)"), ("x16", "vs float16+zstd")])
     for r in learned:
@@ -227,9 +231,12 @@ def report_fmnist(rows, learned, args, n_train) -> None:
                                 ("framing_s", "stored - estimate"), ("acc_s", "test acc (joint classifier)"),
                                 ("probe_s", "test acc (linear probe)"), ("x16", "vs float16+zstd"),
                                 ("active", "active channels"), ("val_s", "val bits / acc")])
-    # checks against the targets
-    ok = [r for r in learned if r["acc"] >= 0.872]
-    best = min(ok, key=lambda r: r["bits"]) if ok else None
+    # checks against the targets: lambda is chosen on the VALIDATION split, never on the test split
+    def pick(margin):
+        ok = [r for r in learned if r["val_acc"] >= 0.872 + margin]
+        return min(ok, key=lambda r: r["val_bits"]) if ok else None
+
+    strict, safe = pick(0.0), pick(0.005)
     pcas = [r for r in rows if r["kind"] == "pca_ec"]
     dominated = []
     for r in learned:
@@ -256,14 +263,17 @@ def report_fmnist(rows, learned, args, n_train) -> None:
         "### Targets",
         "",
     ]
-    if best:
-        lines.append(f"- <= 25 bits/example at >= 87.2%: best learned point meeting 87.2% stores "
+    for rule, best in (("val acc >= 87.2%", strict), ("val acc >= 87.7% (0.5-point margin for val/test noise)", safe)):
+        if best is None:
+            lines.append(f"- rule '{rule}': no lambda qualifies on the validation split (missed).")
+            continue
+        met = best["bits"] <= 25 and best["acc"] >= 0.872
+        lines.append(f"- lambda chosen on validation by the rule '{rule}': lambda={best['lam']:g} -> test "
                      f"**{best['bits']:.2f} bits/example at {100 * best['acc']:.2f}%** "
-                     f"({'met' if best['bits'] <= 25 else 'missed'}).")
-        lines.append(f"- >= 500x fewer bits than float16+zstd: {f16 / best['bits']:,.0f}x "
-                     f"({'met' if f16 / best['bits'] >= 500 else 'missed'}).")
-    else:
-        lines.append("- no learned point reached 87.2% test accuracy (missed).")
+                     f"(target <= 25 bits at >= 87.2%: {'met' if met else 'missed'}); "
+                     f"{f16 / best['bits']:,.0f}x fewer bits than float16+zstd "
+                     f"(target >= 500x: {'met' if f16 / best['bits'] >= 500 else 'missed'}).")
+    lines.append("- test accuracy on 10,000 examples has a standard error of about 0.34 points at 87%.")
     lines.append(f"- learned curve below PCA + uniform quantization + ANS at every accuracy tested: "
                  f"{'met' if not any(dominated) else 'missed for ' + str(sum(dominated)) + ' point(s)'} "
                  "(a learned point counts as beaten if some PCA+ANS point has both fewer bits and higher accuracy).")
@@ -272,6 +282,38 @@ def report_fmnist(rows, learned, args, n_train) -> None:
                  "(stream header + ANS flush over 10,000 examples).")
     write_section("fmnist", "\n".join(lines))
     plot_fmnist(rows, learned)
+
+
+def report_framing(model_path: Path) -> None:
+    """Framing overhead of one stream vs the frames it holds (the model file's own codec)."""
+    import featcomp
+
+    m = featcomp.load_model(model_path)
+    Xte, _ = fmnist_features("t10k")
+    k = m.head.encode(Xte)
+    rows = []
+    for t in (100, 250, 1000, 10000):
+        kk = k[:t]
+        stream = m.codec.compress_symbols(kk)
+        est = m.codec.estimate_bits(kk)
+        rows.append({"t": t, "bytes": len(stream), "bits": f"{8 * len(stream) / t:.2f}", "est": f"{est / t:.2f}",
+                     "framing": f"{(8 * len(stream) - est) / t:.3f}"})
+    f100 = float(rows[0]["framing"])
+    fixed = f100 * 100
+    body = "\n".join([
+        "## Framing overhead of one stream (Fashion-MNIST head, lambda=0.01, 64 latents)",
+        "",
+        f"Model file `{model_path.relative_to(ROOT)}`; the first T test examples coded as one stream.",
+        "",
+        table(rows, [("t", "examples (frames) per stream"), ("bytes", "stream bytes"), ("bits", "bits/example"),
+                     ("est", "tables' ideal bits/example"), ("framing", "framing bits/example")]),
+        "",
+        f"The fixed cost is about {fixed:.0f} bits per stream: the 13-byte header (magic, version, shape, codec "
+        f"digest prefix, CRC32) plus the ANS flush. Target <= 1 bit/frame at >= 100 frames: "
+        f"{'met' if f100 <= 1 else f'missed at 100 frames ({f100:.2f} bits/frame)'}; below 1 bit/frame from about "
+        f"{int(np.ceil(fixed))} frames per stream.",
+    ])
+    write_section("framing", body)
 
 
 def plot_fmnist(rows, learned) -> None:
@@ -499,11 +541,18 @@ def main(argv=None) -> int:
     p.add_argument("--distill-epochs", type=int, default=40)
     p.add_argument("--tau", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--report-only", action="store_true", help="fmnist: re-render docs from the last results JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     t0 = time.time()
-    if "fmnist" in args.part:
+    if "fmnist" in args.part and args.report_only:
+        res = json.loads((CACHE / "rd_fmnist_results.json").read_text())
+        report_fmnist(res["rows"], res["learned"], args, res["n_train"])
+        mp = ROOT / "runs" / "fmnist_task_lam0.01.safetensors"
+        if mp.is_file():
+            report_framing(mp)
+    elif "fmnist" in args.part:
         run_fmnist(args)
     if "distill" in args.part:
         run_distill(args)

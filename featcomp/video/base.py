@@ -120,6 +120,29 @@ def call_with_timeout(fn: Callable[[], T], timeout_s: float | None, path: str, w
     return box["value"]
 
 
+def checked_indices(path: str, num_frames: int, broken: str | None, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Validate frame indices for ``get_frames`` (shared by every backend).
+
+    Args:
+        path: the video, for messages.
+        num_frames: frames the decoder can return.
+        broken: the reason an earlier call left the decoder unusable, or None.
+        indices: requested frame numbers.
+
+    Returns:
+        int64 (n,) indices (possibly empty).
+
+    Raises:
+        VideoError: the decoder is unusable, or an index lies outside ``[0, num_frames)``.
+    """
+    if broken:
+        raise VideoError(f"{path}: decoder unusable after an earlier failure ({broken})")
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= num_frames):
+        raise VideoError(f"{path}: frame indices must lie in [0, {num_frames}), got {idx.min()}..{idx.max()}")
+    return idx
+
+
 @dataclasses.dataclass(frozen=True)
 class VideoIndex:
     """What demuxing a video's packets tells (no frames decoded unless the header disagrees).

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from featcomp.errors import VideoError
-from featcomp.video.base import DEFAULT_TIMEOUT_S, VideoIndex, call_with_timeout, register_decoder, resolve_size
+from featcomp.video.base import (
+    DEFAULT_TIMEOUT_S,
+    VideoIndex,
+    call_with_timeout,
+    checked_indices,
+    register_decoder,
+    resolve_size,
+)
 
 __all__ = ["DecordDecoder"]
 
@@ -107,13 +114,9 @@ class DecordDecoder:
         Returns:
             np.ndarray uint8 ``(len(indices), height, width, 3)`` RGB.
         """
-        if self._broken:
-            raise VideoError(f"{self.path}: decoder unusable after an earlier failure ({self._broken})")
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        idx = checked_indices(self.path, self.num_frames, self._broken, indices)
         if idx.size == 0:
             return np.empty((0, self.height, self.width, 3), dtype=np.uint8)
-        if idx.min() < 0 or idx.max() >= self.num_frames:
-            raise VideoError(f"{self.path}: frame indices must lie in [0, {self.num_frames}), got {idx.min()}..{idx.max()}")
         vr = self._vr
 
         def _get() -> np.ndarray:

@@ -160,3 +160,14 @@ def test_auto_sends_long_videos_to_pyav(clips, monkeypatch):
     monkeypatch.setattr(video_base, "AUTO_DECORD_MAX_FRAMES", 60)
     with open_video(clips["cfr"]) as dec:
         assert isinstance(dec, DecordDecoder)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_out_of_range_indices_name_the_file(clips, backend):
+    with open_video(clips["cfr"], backend=backend) as dec:
+        assert dec.get_frames([]).shape == (0, 64, 96, 3)
+        for bad in ([60], [-1], [3, 61]):
+            with pytest.raises(VideoError, match=r"cfr\.mp4.*\[0, 60\)"):
+                dec.get_frames(bad)
+        # a refused request leaves the decoder usable
+        assert read_barcodes(dec.get_frames([2])).tolist() == [2]

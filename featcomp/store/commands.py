@@ -31,6 +31,8 @@ def main_info(args: argparse.Namespace) -> int:
     print(f"bytes            {info['bytes']:,} (data {info['data_bytes']:,}, index {info['index_bytes']:,}, other {info['other_bytes']:,})")
     print(f"bits per frame   {fmt(info['bits_per_frame'])} (data only {fmt(info['data_bits_per_frame'])})")
     print(f"ratio vs float16 {fmt(info['ratio_vs_float16'], '.2f')}x (float16 of the stored shape: {fmt(info['float16_bytes'], ',.0f')} bytes)")
+    if info.get('ratio_vs_backbone_float16'):
+        print(f"ratio vs backbone float16 {info['ratio_vs_backbone_float16']:.1f}x (the float16 features the latents replace: {info['backbone_float16_bytes']:,} bytes)")
     print(f"failures         {info['failures']}")
     return 0
 

@@ -440,7 +440,9 @@ class FeatureStore(Mapping):
             ``data_bytes`` (chunks under parts/ and times/), ``index_bytes``, ``other_bytes``,
             ``bits_per_frame`` (all bytes), ``data_bits_per_frame``, ``sample_shape``,
             ``float16_bytes`` (the same frames as float16 values of ``sample_shape``; for coded
-            stores the latent shape) and ``ratio_vs_float16``, ``failures``, ``mode``, ``digest``,
+            stores the latent shape) and ``ratio_vs_float16``, ``backbone_float16_bytes`` and
+            ``ratio_vs_backbone_float16`` (coded stores whose model card names the head's
+            ``in_channels``: the float16 backbone features the latents replace), ``failures``, ``mode``, ``digest``,
             ``codec_kind`` (the entropy-model kind; None for raw stores).
         """
         sizes = self.fs.walk_sizes()
@@ -451,6 +453,7 @@ class FeatureStore(Mapping):
         shapes = {self._part(p).sample_shape for p in np.unique(self._index.part).tolist()} if len(self) else set()
         sample = next(iter(shapes)) if len(shapes) == 1 else None
         f16 = frames * int(np.prod(sample)) * 2 if sample else None
+        bb16 = self._backbone_float16_bytes(frames, sample)
         return {
             "store": self.url,
             "format_version": self.header.get("format_version"),
@@ -469,8 +472,26 @@ class FeatureStore(Mapping):
             "data_bits_per_frame": 8.0 * data / frames if frames else None,
             "float16_bytes": f16,
             "ratio_vs_float16": (f16 / total) if f16 and total else None,
+            "backbone_float16_bytes": bb16,
+            "ratio_vs_backbone_float16": (bb16 / total) if bb16 and total else None,
             "failures": len(self.failures()),
         }
+
+    def _backbone_float16_bytes(self, frames: int, sample: tuple[int, ...] | None) -> int | None:
+        """float16 bytes of the backbone features the stored latents replace, from the model card.
+
+        The head maps ``in_channels`` backbone channels to ``latent_channels`` per position (pooled,
+        per time step, or per spatial cell), so the backbone sample holds
+        ``prod(sample) * in_channels / latent_channels`` values. None for raw stores or cards
+        without a head description.
+        """
+        head = (self.model_card or {}).get("head") if isinstance(self.model_card, dict) else None
+        if not sample or not isinstance(head, dict) or self.mode == "raw":
+            return None
+        cin, cout = head.get("in_channels"), head.get("latent_channels")
+        if not isinstance(cin, int) or not isinstance(cout, int) or cout <= 0 or sample[0] != cout:
+            return None
+        return frames * (int(np.prod(sample)) // cout) * cin * 2
 
     def failures(self, *, include_resolved: bool = False) -> list[dict]:
         """Failure records (``id``, ``path``, ``error``, ``writer``, ``written``), newest per video.

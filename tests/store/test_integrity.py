@@ -97,6 +97,24 @@ def test_info_and_verify_commands(tmp_path, codec, rng, capsys):
     assert "not a featcomp store" in capsys.readouterr().err
 
 
+
+def test_info_reports_ratio_against_the_backbone_features_the_latents_replace(tmp_path, codec, rng, capsys):
+    t, cin = 50, 1280
+    card = {"head": {"in_channels": cin, "latent_channels": codec.channels}}
+    with StoreWriter(tmp_path / "m", codec, model_card=card) as w:
+        w.write("a", laplace_latents(rng, t), np.arange(t) / 5)
+    info = open_store(tmp_path / "m").info()
+    assert info["backbone_float16_bytes"] == t * cin * 2
+    assert info["ratio_vs_backbone_float16"] == pytest.approx(t * cin * 2 / info["bytes"])
+    # a bigger backbone dimension is a bigger ratio: the figure follows the card, not the latents
+    assert info["ratio_vs_backbone_float16"] > info["ratio_vs_float16"] * cin / codec.channels * 0.99
+    assert cli_main(["info", str(tmp_path / "m")]) == 0
+    assert "ratio vs backbone float16" in capsys.readouterr().out
+    # without a head description (e.g. the tests' codec-only stores) there is no such figure
+    path, _ = _store(tmp_path, codec, rng)
+    assert open_store(path).info()["ratio_vs_backbone_float16"] is None
+
+
 WRITER = textwrap.dedent(
     """
     import sys, time, numpy as np

@@ -472,8 +472,9 @@ class EntropyCodec:
             k: int (N, C, *) numpy array or torch tensor; N may be 0.
 
         Returns:
-            A self-checking stream: header (magic, version, shape, digest prefix, CRC32) + ANS
-            payload; see ``docs/entropy.md``.
+            A self-checking stream (format version 2): header (magic, version/ndim byte, shape,
+            CRC32 over this codec's digest, the header and the payload) + ANS payload; see
+            ``docs/entropy.md``.
         """
         kt, shape = self._symbols_ct(k, subtract_min=True)
         if kt.size > _MAX_ELEMENTS:
@@ -488,15 +489,11 @@ class EntropyCodec:
             int32 array of the coded shape, equal to the input element for element.
 
         Raises:
-            CodecError: not a featcomp stream, another codec's stream (digest prefix), truncated
-                or corrupted (CRC32, or the decoder's own end check).
+            CodecError: not a featcomp stream, another codec's stream (version 2: the CRC32, which
+                covers the codec digest; version 1: the digest prefix), truncated or corrupted
+                (CRC32, or the decoder's own end check). Streams of format versions 1 and 2 decode.
         """
-        h = bitstream.unpack(data)
-        if h.digest_prefix != bytes.fromhex(self.digest)[: len(h.digest_prefix)]:
-            raise CodecError(
-                f"stream was written by codec {h.digest_prefix.hex()}..., not by this codec "
-                f"{self.digest[:8]}...; decode it with the codec recorded next to it"
-            )
+        h = bitstream.unpack(data, self.digest, self.channels)
         shape = h.shape
         self._check_channels(shape, "the stream's array")
         numel = math.prod(shape)

@@ -351,12 +351,7 @@ class HyperpriorCodec:
         Raises:
             CodecError: not a featcomp stream, another codec's stream, corruption or truncation.
         """
-        h = bitstream.unpack(data)
-        if h.digest_prefix != bytes.fromhex(self.digest)[: len(h.digest_prefix)]:
-            raise CodecError(
-                f"stream was written by codec {h.digest_prefix.hex()}..., not by this hyperprior codec "
-                f"{self.digest[:8]}...; decode it with the codec recorded next to it"
-            )
+        h = bitstream.unpack(data, self.digest, self.channels, what="hyperprior codec")
         shape = h.shape
         self._check(shape, "the stream's array")
         numel = math.prod(shape)

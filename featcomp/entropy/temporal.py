@@ -395,12 +395,7 @@ class TemporalCodec:
 
     def _check_stream(self, data: bytes) -> tuple[tuple[int, ...], bytes]:
         """Header checks of one stream -> (shape, payload)."""
-        h = bitstream.unpack(data)
-        if h.digest_prefix != bytes.fromhex(self.digest)[: len(h.digest_prefix)]:
-            raise CodecError(
-                f"stream was written by codec {h.digest_prefix.hex()}..., not by this temporal codec "
-                f"{self.digest[:8]}...; decode it with the codec recorded next to it"
-            )
+        h = bitstream.unpack(data, self.digest, self.channels, what="temporal codec")
         shape = h.shape
         self._check_channels(shape, "the stream's array")
         numel = math.prod(shape)

@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 ANALYSES = ("identity", "linear", "linear_gdn")
+ENTROPY_MODELS = ("factorized", "temporal", "hyperprior")
 SYNTHESES = ("none", "linear", "igdn_linear")
 OBJECTIVE_QUANT = ("ste", "noise")
 
@@ -71,6 +72,16 @@ class HeadConfig(Config):
         init_scale: initial quantization step ``s`` (all channels), in analysis-output units.
         objective_quant: ``"ste"`` (straight-through rounding) or ``"noise"`` for the objective path.
         density: keyword options passed to :class:`featcomp.entropy.EntropyBottleneck`.
+        entropy_model: the prior trained jointly with the head and frozen into its codec:
+            ``"factorized"`` (:class:`~featcomp.entropy.EntropyBottleneck` -> ``EntropyCodec``, frames
+            independent), ``"temporal"`` (:class:`~featcomp.entropy.temporal_prior.TemporalPrior` ->
+            ``TemporalCodec``; trains on clips (N, C, T), frozen axis 0 is time) or ``"hyperprior"``
+            (:class:`~featcomp.entropy.hyperprior_prior.HyperpriorPrior` -> ``HyperpriorCodec``; maps
+            (N, C, H, W)).
+        prior: keyword options of the temporal / hyperprior prior (ignored for ``"factorized"``).
+        rate_lams: variable rate: the lambda of each rate level, ascending (level 0 = most bits). Empty
+            for a fixed-rate head. Each level has a learned per-channel gain applied before quantization
+            (``y * gain_l``) and undone at dequantization; the entropy model is shared by all levels.
     """
 
     FORMAT_VERSION = 1
@@ -83,6 +94,14 @@ class HeadConfig(Config):
     init_scale: float = 1.0
     objective_quant: str = "ste"
     density: dict = dataclasses.field(default_factory=dict)
+    entropy_model: str = "factorized"
+    prior: dict = dataclasses.field(default_factory=dict)
+    rate_lams: tuple = ()
+
+    @property
+    def rate_levels(self) -> int:
+        """Number of rate levels (0 for a fixed-rate head)."""
+        return len(self.rate_lams)
 
     def __post_init__(self) -> None:
         require(int(self.in_channels) > 0, f"HeadConfig.in_channels must be > 0, got {self.in_channels}")
@@ -98,6 +117,18 @@ class HeadConfig(Config):
             self.objective_quant in OBJECTIVE_QUANT,
             f"HeadConfig.objective_quant must be one of {OBJECTIVE_QUANT}, got {self.objective_quant!r}",
         )
+        require(
+            self.entropy_model in ENTROPY_MODELS,
+            f"HeadConfig.entropy_model must be one of {ENTROPY_MODELS}, got {self.entropy_model!r}",
+        )
+        lams = tuple(float(v) for v in self.rate_lams)
+        require(all(v > 0 for v in lams), f"HeadConfig.rate_lams must be positive, got {lams}")
+        require(
+            all(a < b for a, b in zip(lams, lams[1:])),
+            f"HeadConfig.rate_lams must be strictly ascending (level 0 = most bits), got {lams}",
+        )
+        require(len(lams) != 1, "HeadConfig.rate_lams: give at least two levels (or none for a fixed rate)")
+        object.__setattr__(self, "rate_lams", lams)
 
 
 @dataclasses.dataclass
@@ -270,7 +301,26 @@ class CompressibleHead(nn.Module):
             self.analysis = nn.Sequential(ChannelLinear(c, cl), GDN(cl))
         # quantization step per latent channel, log-parameterized (positive)
         self.log_scale = nn.Parameter(torch.full((cl,), math.log(config.init_scale)))
-        self.bottleneck = _make_bottleneck(cl, dict(config.density))
+        # the entropy model: a factorized bottleneck, or a conditional prior (no bottleneck then)
+        self.bottleneck = None
+        self.prior = None
+        if config.entropy_model == "factorized":
+            self.bottleneck = _make_bottleneck(cl, dict(config.density))
+        elif config.entropy_model == "temporal":
+            from featcomp.entropy.temporal_prior import TemporalPrior
+
+            self.prior = TemporalPrior(cl, **dict(config.prior))
+        else:
+            from featcomp.entropy.hyperprior_prior import HyperpriorPrior
+
+            self.prior = HyperpriorPrior(cl, **dict(config.prior))
+        # variable rate: one log-gain vector per level; step ~ sqrt(lambda) at high rate, hence the init
+        if config.rate_levels:
+            lams = torch.tensor(config.rate_lams, dtype=torch.float64)
+            init = -0.5 * torch.log(lams / lams.log().mean().exp())
+            self.log_gains = nn.Parameter(init[:, None].repeat(1, cl).float())
+        else:
+            self.log_gains = None
         if config.synthesis == "none":
             self.synthesis = None
         elif config.synthesis == "linear":
@@ -306,14 +356,46 @@ class CompressibleHead(nn.Module):
                 f"CompressibleHead: expected features (N, {self.in_channels}, *), got shape {tuple(x.shape)}"
             )
 
-    def analyze(self, x: Tensor) -> Tensor:
-        """The latent in quantization units: ``g_a(standardize(x)) / scale``, (N, C', *)."""
+    def log_gain(self, rate: float | None = None) -> Tensor | None:
+        """float (C',) log of the gain of rate ``rate`` (a level, or a float between levels), or None.
+
+        Between levels ``l`` and ``l + 1`` the log-gains are interpolated linearly (geometric
+        interpolation of the gains). ``rate=None`` is level 0. A fixed-rate head returns None.
+
+        Raises:
+            ConfigError: a rate outside ``[0, levels - 1]`` or a rate given to a fixed-rate head.
+        """
+        return _interp_log_gain(self.log_gains, rate, "CompressibleHead")
+
+    def effective_scale(self, rate: float | None = None) -> Tensor:
+        """float (C',) the quantization step at ``rate``: ``scale / gain(rate)`` (``scale`` at fixed rate)."""
+        lg = self.log_gain(rate)
+        return self.scale if lg is None else self.scale * torch.exp(-lg)
+
+    def quant_offsets(self, like: Tensor | None = None) -> Tensor:
+        """float (C',) the quantization offsets (detached): the factorized bottleneck's medians, the
+        hyperprior's learned offsets, or zeros for the temporal prior (its context predicts locations)."""
+        if self.bottleneck is not None:
+            off = self.bottleneck.offsets.detach()
+        elif self.config.entropy_model == "hyperprior":
+            off = self.prior.offsets.detach()
+        else:
+            off = torch.zeros(self.latent_channels, device=self.log_scale.device)
+        return off if like is None else off.to(like.dtype)
+
+    def entropy_parameters(self) -> list[nn.Parameter]:
+        """The entropy model's parameters (bottleneck or prior), for a separate optimizer group."""
+        m = self.bottleneck if self.bottleneck is not None else self.prior
+        return list(m.parameters())
+
+    def analyze(self, x: Tensor, rate: float | None = None) -> Tensor:
+        """The latent in quantization units: ``g_a(standardize(x)) / effective_scale(rate)``, (N, C', *)."""
         self._check(x)
         x = x.float()
         if self.config.standardize:
             x = (x - _bcast(self.input_mean, x.ndim)) / _bcast(self.input_std, x.ndim)
         y = self.analysis(x)
-        return y / _bcast(self.scale, y.ndim)
+        return y / _bcast(self.effective_scale(rate), y.ndim)
 
     def synthesize(self, y_hat: Tensor) -> Tensor:
         """Map a dequantized latent (N, C', *) back to the backbone feature space (N, C, *).
@@ -328,27 +410,90 @@ class CompressibleHead(nn.Module):
             x = x * _bcast(self.input_std, x.ndim) + _bcast(self.input_mean, x.ndim)
         return x
 
-    def forward(self, x: Tensor) -> HeadOutput:
-        """Quantize ``x`` (N, C, *) and price it; see :class:`HeadOutput` and the module docstring."""
-        y = self.analyze(x)
-        if self.training:
-            y_noisy, bits = self.bottleneck(y, mode=_quant_mode("NOISE"))
-            if self.config.objective_quant == "ste":
-                off = _bcast(self.bottleneck.offsets.detach().to(y.dtype), y.ndim)
-                r = y - off
+    def _rate_bits(self, y: Tensor) -> Tensor:
+        """Bits (N,) of the latent ``y`` (quantization units) under the conditional prior."""
+        off = _bcast(self.quant_offsets(y), y.ndim)
+        if self.config.entropy_model == "temporal":
+            if y.ndim != 3:
+                raise ConfigError(
+                    "CompressibleHead: the temporal entropy model prices clips (N, C, T) (frames in time order on "
+                    f"axis 2), got latents of shape {tuple(y.shape)}"
+                )
+            return self.prior.bits((y - off).movedim(2, 1)).sum(1)
+        if y.ndim != 4:
+            raise ConfigError(f"CompressibleHead: the hyperprior prices maps (N, C, H, W), got {tuple(y.shape)}")
+        _, bits = self.prior(y)
+        return bits
+
+    def forward(self, x: Tensor, rate: float | None = None) -> HeadOutput:
+        """Quantize ``x`` (N, C, *) at ``rate`` (variable-rate heads; None = level 0) and price it.
+
+        See :class:`HeadOutput` and the module docstring. With ``entropy_model="temporal"`` the input
+        must be clips (N, C, T); with ``"hyperprior"`` maps (N, C, H, W).
+        """
+        y = self.analyze(x, rate)
+        if self.bottleneck is not None:
+            if self.training:
+                y_noisy, bits = self.bottleneck(y, mode=_quant_mode("NOISE"))
+                if self.config.objective_quant == "ste":
+                    off = _bcast(self.bottleneck.offsets.detach().to(y.dtype), y.ndim)
+                    r = y - off
+                    q = r + (torch.round(r) - r).detach() + off
+                else:
+                    q = y_noisy
+            else:
+                q, bits = self.bottleneck(y, mode=_quant_mode("ROUND"))
+        else:
+            bits = self._rate_bits(y)
+            off = _bcast(self.quant_offsets(y), y.ndim)
+            r = y - off
+            if self.training and self.config.objective_quant == "noise":
+                q = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+            elif self.training:
                 q = r + (torch.round(r) - r).detach() + off
             else:
-                q = y_noisy
-        else:
-            q, bits = self.bottleneck(y, mode=_quant_mode("ROUND"))
-        y_hat = q * _bcast(self.scale, q.ndim)
+                q = torch.round(r) + off
+        y_hat = q * _bcast(self.effective_scale(rate), q.ndim)
         x_hat = self.synthesize(y_hat) if self.synthesis is not None else None
         return HeadOutput(y_hat=y_hat, bits=bits, x_hat=x_hat, y=y)
 
-    def freeze(self, *, precision: int = 16) -> FrozenHead:
-        """Freeze into integer tables: returns an immutable :class:`FrozenHead` (copies the weights)."""
-        codec = self.bottleneck.freeze(precision=precision)
-        return FrozenHead.from_head(self, codec)
+    @torch.no_grad()
+    def freeze_codec(self, *, precision: int = 16):
+        """Freeze the entropy model alone into its integer codec (``EntropyCodec``, ``TemporalCodec``
+        or ``HyperpriorCodec``, by ``config.entropy_model``)."""
+        if self.bottleneck is not None:
+            return self.bottleneck.freeze(precision=precision)
+        if self.config.entropy_model == "temporal":
+            return self.prior.freeze(self.quant_offsets().cpu(), precision=precision)
+        return self.prior.freeze(precision=precision)
+
+    def freeze(self, *, precision: int = 16, rate: float | None = None) -> FrozenHead:
+        """Freeze into integer tables: returns an immutable :class:`FrozenHead` (copies the weights).
+
+        Args:
+            precision: table precision in bits.
+            rate: the rate the frozen head encodes at (variable-rate heads; None = level 0); change it
+                later with :meth:`FrozenHead.at_rate`.
+        """
+        codec = self.freeze_codec(precision=precision)
+        return FrozenHead.from_head(self, codec, rate=rate)
+
+
+def _interp_log_gain(log_gains: Tensor | None, rate: float | None, who: str) -> Tensor | None:
+    """Log-gain (C',) at a level or between two levels (linear in log-gain); None for fixed rate."""
+    if log_gains is None:
+        if rate is not None:
+            raise ConfigError(f"{who}: rate={rate!r} given, but this head has a fixed rate (no rate_lams)")
+        return None
+    L = log_gains.shape[0]
+    r = 0.0 if rate is None else float(rate)
+    if not (0.0 <= r <= L - 1) or math.isnan(r):
+        raise ConfigError(f"{who}: rate must be a level in [0, {L - 1}] (floats interpolate), got {rate!r}")
+    lo = min(int(math.floor(r)), L - 1)
+    t = r - lo
+    if t == 0.0:
+        return log_gains[lo]
+    return (1.0 - t) * log_gains[lo] + t * log_gains[lo + 1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -368,10 +513,19 @@ class FrozenHead(nn.Module):
         state: tensors ``input_mean``, ``input_std``, ``scale`` (C',) and the analysis/synthesis weights
             under ``analysis.*`` / ``synthesis.*`` (as in the trainable head's ``state_dict``, with GDN
             parameters already reparameterized to their values).
-        codec: the frozen :class:`~featcomp.entropy.EntropyCodec`.
+        codec: the frozen codec of the head's kind (any :class:`~featcomp.entropy.FrozenCodec`:
+            ``EntropyCodec``, ``TemporalCodec``, ``HyperpriorCodec``).
+        rate: variable-rate heads (``config.rate_lams``, state ``log_gains`` (L, C')): the level (or a
+            float between levels) this head encodes at; None = level 0. Must be None at fixed rate.
+
+    Attributes:
+        scale: float32 (C',) the **effective** quantization step at ``rate`` (``base_scale / gain``);
+            what dequantization multiplies by and what a store's model card records.
+        base_scale: float32 (C',) the learned step before gains (== ``scale`` at fixed rate).
+        rate: float level or None (fixed rate).
     """
 
-    def __init__(self, config: HeadConfig, state: dict[str, Tensor], codec) -> None:
+    def __init__(self, config: HeadConfig, state: dict[str, Tensor], codec, *, rate: float | None = None) -> None:
         super().__init__()
         self.config = config
         self.codec = codec
@@ -380,7 +534,20 @@ class FrozenHead(nn.Module):
             raise CodecError(f"FrozenHead: codec has {codec.channels} channels, head latent has {cl}")
         self.register_buffer("input_mean", state["input_mean"].float().clone())
         self.register_buffer("input_std", state["input_std"].float().clone())
-        self.register_buffer("scale", state["scale"].float().clone())
+        self.register_buffer("base_scale", state["scale"].float().clone())
+        lg = state.get("log_gains")
+        if config.rate_levels:
+            if lg is None or tuple(lg.shape) != (config.rate_levels, cl):
+                raise CodecError(f"FrozenHead: a variable-rate head needs log_gains ({config.rate_levels}, {cl}), "
+                                 f"got {None if lg is None else tuple(lg.shape)}")
+            self.register_buffer("log_gains", lg.float().clone())
+            self.rate: float | None = 0.0 if rate is None else float(rate)
+        else:
+            self.log_gains = None
+            self.rate = None
+        g = _interp_log_gain(None if self.log_gains is None else self.log_gains.double(), rate, "FrozenHead")
+        eff = self.base_scale if g is None else (self.base_scale.double() * torch.exp(-g)).float()
+        self.register_buffer("scale", eff.clone())
         self.register_buffer("offsets", torch.tensor(np.array(codec.offsets, np.float32)))
         self._analysis_w = _FrozenTransforms(config.analysis, state, "analysis", c, cl)
         self._synthesis_w = (
@@ -391,17 +558,45 @@ class FrozenHead(nn.Module):
             p.requires_grad_(False)
 
     @classmethod
-    def from_head(cls, head: CompressibleHead, codec) -> FrozenHead:
+    def from_head(cls, head: CompressibleHead, codec, *, rate: float | None = None) -> FrozenHead:
         state = frozen_state(head)
-        return cls(head.config, state, codec)
+        return cls(head.config, state, codec, rate=rate)
+
+    @property
+    def kind(self) -> str:
+        """The entropy model's kind (``"factorized"``, ``"temporal"``, ``"hyperprior"``)."""
+        return getattr(self.codec, "kind", "factorized")
+
+    @property
+    def rate_lams(self) -> tuple[float, ...]:
+        """The lambda of each rate level (empty at fixed rate)."""
+        return tuple(self.config.rate_lams)
+
+    def lam_at(self, rate: float | None = None) -> float | None:
+        """The lambda of ``rate`` (default: this head's rate), geometric between levels; None at fixed rate."""
+        if not self.config.rate_levels:
+            return None
+        r = self.rate if rate is None else float(rate)
+        lams = np.log(np.asarray(self.config.rate_lams, np.float64))
+        return float(np.exp(np.interp(r, np.arange(lams.size), lams)))
+
+    def at_rate(self, rate: float | None) -> FrozenHead:
+        """The same head (weights, codec) encoding at another rate level (or a float between levels).
+
+        Raises:
+            ConfigError: a fixed-rate head given a rate, or a rate outside ``[0, levels - 1]``.
+        """
+        return FrozenHead(self.config, self.state_tensors(), self.codec, rate=rate)
 
     def state_tensors(self) -> dict[str, Tensor]:
         """Flat name -> tensor dict of everything needed to rebuild this head (with the codec)."""
         out = {
             "input_mean": self.input_mean,
             "input_std": self.input_std,
-            "scale": self.scale,
+            "scale": self.base_scale,
         }
+        if self.log_gains is not None:
+            out["log_gains"] = self.log_gains
         out.update(self._analysis_w.tensors("analysis"))
         if self._synthesis_w is not None:
             out.update(self._synthesis_w.tensors("synthesis"))
@@ -519,6 +714,8 @@ def frozen_state(head: CompressibleHead) -> dict[str, Tensor]:
         "input_std": head.input_std.detach().cpu(),
         "scale": head.scale.detach().cpu(),
     }
+    if head.log_gains is not None:
+        out["log_gains"] = head.log_gains.detach().cpu()
 
     def lin(prefix: str, m: ChannelLinear) -> None:
         out[f"{prefix}.weight"] = m.weight.detach().cpu()

@@ -20,6 +20,15 @@ Contents:
 :func:`load_model` refuses a file of another ``format_version``, a codec whose digest differs from
 ``codec_digest``, or contents whose digest differs from ``digest`` (:class:`ModelFileError`).
 
+**Format versions.** Version 1 (a factorized, fixed-rate head) holds the codec as the ``codec`` uint8
+tensor (``EntropyCodec.to_bytes()``). Version 2 is written for any other head: a conditional entropy
+model (``head.entropy_model`` = ``"temporal"`` or ``"hyperprior"``) or a variable-rate head. Its JSON
+carries ``codec`` = ``codec.to_dict()`` (with ``kind``; rebuilt by
+:func:`featcomp.entropy.codec_from_dict`), ``entropy_model`` (the kind) and ``rate`` (``{"lams": [...],
+"levels": L}`` or null); the head's ``log_gains`` (L, C') tensor holds the per-level gains. Factorized
+fixed-rate heads are still written as version 1 byte for byte, so older featcomp releases read them;
+:func:`load_model` reads both versions.
+
 Invariant: the codec's integer tables are stored and never rebuilt on load (decoding is integer-only
 and identical on every machine).
 """
@@ -44,13 +53,16 @@ from featcomp.head import CompressibleHead, FrozenHead, HeadConfig
 __all__ = [
     "MODEL_FORMAT_VERSION",
     "Model",
+    "decode_clip",
     "save_model",
     "load_model",
     "Extractor",
     "CompressedClip",
 ]
 
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
+READ_FORMAT_VERSIONS = (1, 2)
+_V2_HEAD_FIELDS = ("entropy_model", "prior", "rate_lams")  # HeadConfig fields a version-1 file never holds
 _META_KEY = "featcomp"
 _DEQUANT_FORMULA = "features = (k + offsets) * scale"
 
@@ -116,16 +128,51 @@ class Model:
     def latent_channels(self) -> int:
         return self.head.latent_channels
 
+    @property
+    def kind(self) -> str:
+        """The entropy model's kind: ``"factorized"``, ``"temporal"`` or ``"hyperprior"``."""
+        return self.head.kind
+
+    @property
+    def rate(self) -> float | None:
+        """The rate level the head encodes at (None for a fixed-rate head)."""
+        return self.head.rate
+
+    def at_rate(self, rate: float | None) -> Model:
+        """This model encoding at another rate level (a float interpolates between levels).
+
+        Same file, weights and codec (the entropy model is shared by all levels); only the per-channel
+        gain and hence the dequantization scale change. ``rate=None`` returns ``self``.
+
+        Raises:
+            ConfigError: a fixed-rate model, or a rate outside ``[0, levels - 1]``.
+        """
+        if rate is None:
+            return self
+        return dataclasses.replace(self, head=self.head.at_rate(rate))
+
+    def rate_card(self) -> dict[str, Any] | None:
+        """``{"level", "levels", "lams", "lam"}`` of a variable-rate model, None at fixed rate."""
+        if self.head.rate is None:
+            return None
+        return {"level": float(self.head.rate), "levels": self.head.config.rate_levels,
+                "lams": [float(v) for v in self.head.rate_lams], "lam": self.head.lam_at()}
+
     def model_card(self) -> dict[str, Any]:
         """JSON-safe description a store records next to the features it writes.
 
         Includes the dequantization ``features = (k + offsets) * scale`` (per latent channel, float32
         values as lists), the codec digest, the model digest, the backbone spec, the sampling, the head
         config and the training summary. A store decodes to float with this card and the codec alone.
+        Also ``entropy_model`` (the codec kind) and ``rate`` (the chosen level, the levels' lambdas and
+        the interpolated lambda; null for a fixed-rate model): ``dequantization.scale`` is the step *at
+        that rate*.
         """
         return {
             "kind": "featcomp.model",
-            "format_version": MODEL_FORMAT_VERSION,
+            "format_version": _format_version_for(self.head),
+            "entropy_model": self.kind,
+            "rate": self.rate_card(),
             "model_digest": self.digest,
             "codec_digest": self.codec.digest,
             "latent_channels": self.latent_channels,
@@ -180,29 +227,45 @@ def save_model(path: str | Path, head: CompressibleHead | FrozenHead, *, backbon
         frozen = head
     else:
         raise ModelFileError(f"save_model {path}: expected a CompressibleHead or FrozenHead, got {type(head).__name__}")
-    codec_bytes = frozen.codec.to_bytes()
+    version = _format_version_for(frozen)
     tensors: dict[str, Tensor] = {f"head.{k}": v for k, v in frozen.state_tensors().items()}
-    tensors["codec"] = torch.frombuffer(bytearray(codec_bytes), dtype=torch.uint8).clone()
+    head_dict = frozen.config.to_dict()
+    if version == 1:
+        codec_bytes = frozen.codec.to_bytes()
+        tensors["codec"] = torch.frombuffer(bytearray(codec_bytes), dtype=torch.uint8).clone()
+        for k in _V2_HEAD_FIELDS:  # at their defaults here; a version-1 reader rejects unknown keys
+            head_dict.pop(k, None)
     if extra is not None:
         sd = extra.state_dict() if isinstance(extra, nn.Module) else extra
         for k, v in sd.items():
             tensors[f"extra.{k}"] = v.detach().cpu().contiguous()
     meta: dict[str, Any] = {
-        "format_version": MODEL_FORMAT_VERSION,
+        "format_version": version,
         "featcomp_version": _version(),
-        "head": frozen.config.to_dict(),
+        "head": head_dict,
         "backbone": _plain(backbone),
         "sampling": _plain(sampling),
         "codec_digest": frozen.codec.digest,
         "training": json.loads(json.dumps(training or {}, default=str)),
         "metadata": json.loads(json.dumps(metadata or {}, default=str)),
     }
+    if version >= 2:
+        meta["codec"] = json.loads(json.dumps(frozen.codec.to_dict()))
+        meta["codec"].setdefault("kind", frozen.kind)
+        meta["entropy_model"] = frozen.kind
+        meta["rate"] = ({"lams": [float(v) for v in frozen.rate_lams], "levels": frozen.config.rate_levels}
+                        if frozen.config.rate_levels else None)
     meta["digest"] = _content_digest(meta, tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
     tmp.replace(path)
     return path
+
+
+def _format_version_for(head: FrozenHead) -> int:
+    """1 for a factorized fixed-rate head (the original layout), 2 otherwise."""
+    return 1 if head.kind == "factorized" and not head.config.rate_levels else 2
 
 
 def _version() -> str:
@@ -257,21 +320,32 @@ def load_model(path: str | Path) -> Model:
     except json.JSONDecodeError as e:
         raise ModelFileError(f"model file {path}: corrupt metadata JSON ({e})") from None
     version = meta.get("format_version")
-    if version != MODEL_FORMAT_VERSION:
+    if version not in READ_FORMAT_VERSIONS:
         raise ModelFileError(
-            f"model file {path}: format version {version!r}, this featcomp reads version {MODEL_FORMAT_VERSION}; "
+            f"model file {path}: format version {version!r}, this featcomp reads versions {READ_FORMAT_VERSIONS}; "
             "use the featcomp release that wrote it, or re-save the model"
         )
     digest = _content_digest(meta, tensors)
     if digest != meta.get("digest"):
         raise ModelFileError(f"model file {path}: digest mismatch (stored {str(meta.get('digest'))[:16]}..., "
                              f"computed {digest[:16]}...); the file is corrupt or was modified")
-    if "codec" not in tensors:
-        raise ModelFileError(f"model file {path}: missing the codec tensor")
-    try:
-        codec = EntropyCodec.from_bytes(tensors["codec"].numpy().tobytes())
-    except CodecError as e:
-        raise ModelFileError(f"model file {path}: the codec cannot be read ({e})") from None
+    if version == 1:
+        if "codec" not in tensors:
+            raise ModelFileError(f"model file {path}: missing the codec tensor")
+        try:
+            codec = EntropyCodec.from_bytes(tensors["codec"].numpy().tobytes())
+        except CodecError as e:
+            raise ModelFileError(f"model file {path}: the codec cannot be read ({e})") from None
+    else:
+        from featcomp.entropy import codec_from_dict
+
+        if not isinstance(meta.get("codec"), dict):
+            raise ModelFileError(f"model file {path}: version 2 without a codec dict in its metadata")
+        try:
+            codec = codec_from_dict(meta["codec"])
+        except FeatcompError as e:
+            raise ModelFileError(f"model file {path}: the {meta['codec'].get('kind', 'factorized')!r} codec cannot "
+                                 f"be read ({e}); a newer featcomp may be needed") from None
     if codec.digest != meta.get("codec_digest"):
         raise ModelFileError(f"model file {path}: codec digest {codec.digest[:16]}... differs from the recorded "
                              f"{str(meta.get('codec_digest'))[:16]}...")
@@ -292,7 +366,9 @@ def load_model(path: str | Path) -> Model:
 # compressed clips
 
 _CLIP_MAGIC = b"FCCL"
-_CLIP_VERSION = 1
+_CLIP_VERSION = 2
+_CLIP_READ_VERSIONS = (1, 2)
+DEFAULT_TEMPORAL_CHUNK = 256  # frames per independently decodable temporal stream in a clip
 
 
 def _affine(a: np.ndarray, rtol: float = 0.0) -> tuple[float, float] | None:
@@ -307,15 +383,23 @@ def _affine(a: np.ndarray, rtol: float = 0.0) -> tuple[float, float] | None:
 
 @dataclasses.dataclass(frozen=True)
 class CompressedClip:
-    """One clip's features as one entropy-coded stream.
+    """One clip's features as entropy-coded stream(s).
 
     Attributes:
-        data: the codec stream of int latents of shape ``shape`` (``codec.compress_symbols``).
+        data: the codec stream of int latents of shape ``shape`` (``codec.compress_symbols``), or, when
+            ``chunks`` is set, the concatenation of independent streams (one per chunk of frames).
         shape: (T, C', *) latent shape.
         timestamps: float64 (T,) seconds of each frame.
         frame_indices: int64 (T,) frame numbers in the video.
         codec_digest: sha256 hex of the codec that made ``data`` (decoding checks it).
         model_digest: digest of the model file, or "".
+        kind: the codec kind (``"factorized"``, ``"temporal"``, ``"hyperprior"``).
+        chunks: byte lengths of the streams in ``data`` (temporal clips: each chunk of frames starts
+            with a fresh context and decodes alone), or None for one stream.
+        rate: the rate level of a variable-rate model (it sets the dequantization scale), or None.
+
+    Serialized as clip format version 1 (the original layout) when ``kind`` is factorized with one
+    stream and no rate, else version 2 (``kind``, ``chunks``, ``rate`` in the JSON header).
     """
 
     data: bytes
@@ -324,6 +408,22 @@ class CompressedClip:
     frame_indices: np.ndarray
     codec_digest: str
     model_digest: str = ""
+    kind: str = "factorized"
+    chunks: tuple[int, ...] | None = None
+    rate: float | None = None
+
+    @property
+    def streams(self) -> list[bytes]:
+        """The independent codec streams in ``data`` (one unless ``chunks`` is set)."""
+        if self.chunks is None:
+            return [self.data]
+        if sum(self.chunks) != len(self.data):
+            raise CodecError(f"compressed clip: chunk lengths sum to {sum(self.chunks)}, stream has {len(self.data)} bytes")
+        out, pos = [], 0
+        for n in self.chunks:
+            out.append(self.data[pos:pos + n])
+            pos += n
+        return out
 
     @property
     def num_frames(self) -> int:
@@ -357,8 +457,12 @@ class CompressedClip:
         else:
             hdr["fi"] = None
             side += fi.astype("<i8").tobytes()
+        version = 1 if (self.kind == "factorized" and self.chunks is None and self.rate is None) else _CLIP_VERSION
+        if version >= 2:
+            hdr.update(kind=self.kind, chunks=None if self.chunks is None else [int(c) for c in self.chunks],
+                       rate=None if self.rate is None else float(self.rate))
         h = json.dumps(hdr, separators=(",", ":")).encode()
-        return _CLIP_MAGIC + struct.pack("<BI", _CLIP_VERSION, len(h)) + h + side + self.data
+        return _CLIP_MAGIC + struct.pack("<BI", version, len(h)) + h + side + self.data
 
     @classmethod
     def from_bytes(cls, b: bytes) -> CompressedClip:
@@ -367,8 +471,8 @@ class CompressedClip:
         if len(b) < 9 or b[:4] != _CLIP_MAGIC:
             raise CodecError("not a featcomp compressed clip (bad magic)")
         version, hl = struct.unpack_from("<BI", b, 4)
-        if version != _CLIP_VERSION:
-            raise CodecError(f"compressed clip format version {version}, this featcomp reads {_CLIP_VERSION}")
+        if version not in _CLIP_READ_VERSIONS:
+            raise CodecError(f"compressed clip format version {version}, this featcomp reads {_CLIP_READ_VERSIONS}")
         pos = 9
         try:
             hdr = json.loads(b[pos:pos + hl])
@@ -390,8 +494,48 @@ class CompressedClip:
                 raise CodecError("compressed clip: truncated frame indices")
             fi = np.frombuffer(b, "<i8", count=n, offset=pos).astype(np.int64)
             pos += 8 * n
+        chunks = hdr.get("chunks")
         return cls(data=b[pos:], shape=tuple(int(s) for s in hdr["shape"]), timestamps=ts, frame_indices=fi,
-                   codec_digest=hdr["codec_digest"], model_digest=hdr.get("model_digest", ""))
+                   codec_digest=hdr["codec_digest"], model_digest=hdr.get("model_digest", ""),
+                   kind=hdr.get("kind", "factorized"), chunks=None if chunks is None else tuple(int(c) for c in chunks),
+                   rate=hdr.get("rate"))
+
+
+def decode_clip(model: Model, clip: CompressedClip | bytes, *, dequantize: bool = True) -> np.ndarray:
+    """Decode a compressed clip with its model (no backbone needed).
+
+    Args:
+        model: the :class:`Model` that compressed it (any rate: the clip's recorded rate is used).
+        clip: a :class:`CompressedClip` or its bytes.
+        dequantize: return float32 ``(k + offsets) * scale`` at the clip's rate (True) or the int32 latents.
+
+    Returns:
+        float32 or int32 (T, C', *).
+
+    Raises:
+        CodecError: a foreign codec digest, a kind mismatch, or a stream whose shape differs from the header.
+    """
+    if isinstance(clip, (bytes, bytearray, memoryview)):
+        clip = CompressedClip.from_bytes(bytes(clip))
+    codec = model.codec
+    if clip.codec_digest != codec.digest:
+        raise CodecError(f"compressed clip was made by codec {clip.codec_digest[:12]}..., this model's codec is "
+                         f"{codec.digest[:12]}...; use the model that compressed it")
+    streams = clip.streams
+    if len(streams) == 1:
+        k = codec.decompress_symbols(streams[0])
+    elif not streams:
+        k = np.zeros(tuple(clip.shape), np.int32)
+    else:
+        many = getattr(codec, "decompress_chunks", None)
+        parts = many(streams) if callable(many) else [codec.decompress_symbols(s) for s in streams]
+        k = np.concatenate(parts, 0)
+    if tuple(k.shape) != tuple(clip.shape):
+        raise CodecError(f"compressed clip: stream shape {k.shape} differs from the recorded {clip.shape}")
+    if not dequantize:
+        return k
+    head = model.head if clip.rate == model.head.rate else model.head.at_rate(clip.rate)
+    return head.decode(k)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -410,11 +554,22 @@ class Extractor:
         backbone: an already-built backbone module (``preprocess`` + ``forward``) to use instead of
             building ``model.backbone`` (tests, custom modules).
         sampling: overrides the model's default sampling for :meth:`compress`.
+        rate: variable-rate models: the rate level to encode at (an int level, or a float between two
+            levels; level 0 = most bits). None keeps the model's rate (level 0 when loaded).
+        chunk_frames: frames per independent stream of a temporal clip (default 256).
+
+    Raises:
+        ConfigError: ``rate`` given for a fixed-rate model or outside the levels.
     """
 
     def __init__(self, model_or_path: Model | str | Path, *, device: str | torch.device = "cpu", batch_size: int = 64,
-                 dtype: torch.dtype | None = None, backbone: nn.Module | None = None, sampling: Any = None) -> None:
-        self.model = model_or_path if isinstance(model_or_path, Model) else load_model(model_or_path)
+                 dtype: torch.dtype | None = None, backbone: nn.Module | None = None, sampling: Any = None,
+                 rate: float | None = None, chunk_frames: int | None = None) -> None:
+        model = model_or_path if isinstance(model_or_path, Model) else load_model(model_or_path)
+        self.model = model.at_rate(rate)
+        self.chunk_frames = int(chunk_frames or DEFAULT_TEMPORAL_CHUNK)
+        if self.chunk_frames < 1:
+            raise ConfigError(f"Extractor: chunk_frames must be >= 1, got {chunk_frames}")
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.dtype = dtype
@@ -488,25 +643,30 @@ class Extractor:
 
     def compress_latents(self, k: np.ndarray, timestamps: np.ndarray, frame_indices: np.ndarray | None = None
                          ) -> CompressedClip:
-        """int latents (T, C', *) + timestamps (T,) -> :class:`CompressedClip` (one stream)."""
+        """int latents (T, C', *) + timestamps (T,) -> :class:`CompressedClip`.
+
+        One stream for frame-independent kinds; a temporal clip is cut into chunks of ``chunk_frames``
+        frames, each an independent stream starting from the codec's fresh context
+        (``TemporalCodec.compress_chunks``).
+        """
         k = np.asarray(k, np.int32)
-        data = self.codec.compress_symbols(k)
+        kind = self.model.kind
+        chunks = None
+        if kind == "temporal":
+            streams = self.codec.compress_chunks(k, self.chunk_frames) if len(k) else []
+            chunks = tuple(len(b) for b in streams)
+            data = b"".join(streams)
+        else:
+            data = self.codec.compress_symbols(k)
         fi = np.arange(len(k), dtype=np.int64) if frame_indices is None else np.asarray(frame_indices, np.int64)
         return CompressedClip(data=data, shape=tuple(k.shape), timestamps=np.asarray(timestamps, np.float64),
-                              frame_indices=fi, codec_digest=self.codec.digest, model_digest=self.model.digest)
+                              frame_indices=fi, codec_digest=self.codec.digest, model_digest=self.model.digest,
+                              kind=kind, chunks=chunks, rate=self.model.rate)
 
     def decompress_latents(self, clip: CompressedClip | bytes) -> np.ndarray:
         """-> int32 latents (T, C', *) exactly as :meth:`encode_frames` produced them."""
-        if isinstance(clip, (bytes, bytearray, memoryview)):
-            clip = CompressedClip.from_bytes(bytes(clip))
-        if clip.codec_digest != self.codec.digest:
-            raise CodecError(f"compressed clip was made by codec {clip.codec_digest[:12]}..., this model's codec is "
-                             f"{self.codec.digest[:12]}...; use the model that compressed it")
-        k = self.codec.decompress_symbols(clip.data)
-        if tuple(k.shape) != tuple(clip.shape):
-            raise CodecError(f"compressed clip: stream shape {k.shape} differs from the recorded {clip.shape}")
-        return k
+        return decode_clip(self.model, clip, dequantize=False)
 
     def decompress(self, clip: CompressedClip | bytes) -> np.ndarray:
-        """-> float32 dequantized latents (T, C', *), ``(k + offsets) * scale``."""
-        return self.model.head.decode(self.decompress_latents(clip))
+        """-> float32 dequantized latents (T, C', *), ``(k + offsets) * scale`` at the clip's rate."""
+        return decode_clip(self.model, clip)

@@ -22,13 +22,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device for the backbone and head (default cpu)")
     parser.add_argument("--batch-size", type=int, default=64, help="frames per backbone call")
     parser.add_argument("--fps", type=float, default=None, help="override the model's sampling rate (frames per second)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="variable-rate models: rate level to encode at (0 = most bits; floats interpolate)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def main(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from featcomp.model import CompressedClip, Extractor, load_model
+    from featcomp.model import CompressedClip, Extractor, decode_clip, load_model
 
     model = load_model(args.model)
     out = Path(args.output)
@@ -43,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
         if clip.codec_digest != model.codec.digest:
             raise CodecError(f"{args.input} was made by codec {clip.codec_digest[:12]}..., model {args.model} has "
                              f"{model.codec.digest[:12]}...")
-        feats = model.head.decode(model.codec.decompress_symbols(clip.data))
+        feats = decode_clip(model, clip)  # any codec kind; the clip's recorded rate
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, feats)
         summary = {"input": args.input, "output": str(out), "frames": clip.num_frames, "shape": list(feats.shape)}
@@ -55,14 +57,15 @@ def main(args: argparse.Namespace) -> int:
             base = sampling if not isinstance(sampling, dict) and sampling is not None else None
             sampling = (base.replace(mode=SamplingMode.FPS, fps=args.fps) if base is not None
                         else SamplingConfig(mode=SamplingMode.FPS, fps=args.fps))
-        ex = Extractor(model, device=args.device, batch_size=args.batch_size, sampling=sampling)
+        ex = Extractor(model, device=args.device, batch_size=args.batch_size, sampling=sampling, rate=args.rate)
         clip = ex.compress(args.input)
         blob = clip.to_bytes()
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(blob)
         summary = {"input": args.input, "output": str(out), "frames": clip.num_frames, "latent_shape": list(clip.shape),
                    "stream_bytes": len(clip.data), "file_bytes": len(blob),
-                   "bits_per_frame": round(clip.bits_per_frame, 2), "codec_digest": clip.codec_digest[:16]}
+                   "bits_per_frame": round(clip.bits_per_frame, 2), "codec_digest": clip.codec_digest[:16],
+                   "entropy_model": clip.kind, "rate": clip.rate}
     if args.json:
         print(json.dumps(summary))
     else:

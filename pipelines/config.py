@@ -122,6 +122,8 @@ class InferenceConfig(Config):
             ``"float32"``, ``"bfloat16"``, ``"float16"``.
         max_restarts: Restarts of an actor whose process died (-1: forever).
         max_task_retries: Retries of a batch whose actor died while holding it (-1: forever).
+        rate: Rate level of a variable-rate model (0 = most bits; floats interpolate between levels);
+            ``None`` keeps the model's default. Recorded in the store's model card.
     """
 
     actors: int = 1
@@ -135,8 +137,10 @@ class InferenceConfig(Config):
     dtype: str = "auto"
     max_restarts: int = 3
     max_task_retries: int = 3
+    rate: float | None = None
 
     def __post_init__(self) -> None:
+        require(self.rate is None or self.rate >= 0, f"inference.rate must be >= 0, got {self.rate}")
         require(self.actors >= 1, f"inference.actors must be >= 1, got {self.actors}")
         require(self.max_actors is None or self.max_actors >= self.actors, "inference.max_actors must be >= actors")
         require(self.num_gpus is None or self.num_gpus >= 0, "inference.num_gpus must be >= 0")

@@ -210,7 +210,7 @@ def run_extract(
     raw = cfg.output.raw
     extensions = cfg.extensions or VIDEO_EXTENSIONS
     videos = list(inputs) if inputs and isinstance(inputs[0], VideoInput) else discover([str(i) for i in inputs], extensions=extensions)
-    model = featcomp.load_model(model_path)
+    model = featcomp.load_model(model_path).at_rate(cfg.inference.rate)  # the card records the rate
     from featcomp.video import SamplingConfig
 
     sampling = model.sampling if isinstance(model.sampling, SamplingConfig) else SamplingConfig.from_dict(model.sampling or {})
@@ -301,6 +301,7 @@ def build_dataset(todo: Sequence[VideoInput], model_path: str, sampling: Any, cf
                 "batch_size": cfg.inference.batch_size,
                 "torch_threads": plan["torch_threads"],
                 "raw": cfg.output.raw,
+                **({"rate": cfg.inference.rate} if cfg.inference.rate is not None else {}),
             },
             num_gpus=plan["num_gpus"] or None,
             num_cpus=cfg.inference.num_cpus,
@@ -380,6 +381,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="re-extract videos already complete in the store")
     parser.add_argument("--batch-size", type=int, default=None, help="frames per model call (overrides the config)")
     parser.add_argument("--actors", type=int, default=None, help="encoder actors (overrides the config)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="variable-rate models: rate level (0 = most bits; floats interpolate; overrides the config)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (overrides the config)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--summary-json", default=None, help="also write the summary as JSON to this file")
@@ -388,7 +391,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _config_from_args(args: argparse.Namespace) -> ExtractConfig:
     cfg = load_config(args.config)
-    inference = {k: v for k, v in (("batch_size", args.batch_size), ("actors", args.actors)) if v is not None}
+    inference = {k: v for k, v in (("batch_size", args.batch_size), ("actors", args.actors),
+                                   ("rate", getattr(args, "rate", None))) if v is not None}
     if inference.get("actors") and cfg.inference.max_actors and cfg.inference.max_actors < inference["actors"]:
         inference["max_actors"] = inference["actors"]
     output = {"raw": True} if args.raw else {}

@@ -162,6 +162,7 @@ class EncodeChunks:
         batch_size: Frames per model call.
         torch_threads: torch intra-op threads in this actor (``None``: leave torch's setting).
         raw: Output float16 backbone features instead of int32 latents.
+        rate: Rate level of a variable-rate model (``None``: the model's default).
     """
 
     def __init__(
@@ -173,6 +174,7 @@ class EncodeChunks:
         batch_size: int = 32,
         torch_threads: int | None = None,
         raw: bool = False,
+        rate: float | None = None,
     ) -> None:
         import torch
 
@@ -188,7 +190,7 @@ class EncodeChunks:
         self.device = device
         self.extractor = featcomp.Extractor(
             featcomp.load_model(model_path), device=device, batch_size=batch_size,
-            dtype=None if dtype == "float32" else getattr(torch, dtype),
+            dtype=None if dtype == "float32" else getattr(torch, dtype), rate=rate,
         )
         self._feature_elems: int | None = None  # backbone values per frame, for the float16 baseline
 

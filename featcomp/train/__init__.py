@@ -8,7 +8,7 @@ See docs/training.md.
 from __future__ import annotations
 
 from featcomp.train.baselines import Baseline, baseline_names, get_baseline, register_baseline
-from featcomp.train.loop import TrainResult, evaluate_head, fit_head, train_head, train_with_backbone
+from featcomp.train.loop import TrainResult, clip_windows, evaluate_head, fit_head, train_head, train_with_backbone
 from featcomp.train.objectives import (
     DistillObjective,
     Objective,
@@ -39,4 +39,5 @@ __all__ = [
     "register_objective",
     "train_head",
     "train_with_backbone",
+    "clip_windows",
 ]

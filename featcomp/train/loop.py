@@ -29,7 +29,8 @@ from featcomp.errors import ConfigError
 from featcomp.head import CompressibleHead, HeadConfig
 from featcomp.train.objectives import Objective, get_objective
 
-__all__ = ["TrainResult", "train_head", "fit_head", "evaluate_head", "train_with_backbone", "rate_per_vector"]
+__all__ = ["TrainResult", "train_head", "fit_head", "evaluate_head", "train_with_backbone", "rate_per_vector",
+           "clip_windows"]
 
 
 @dataclasses.dataclass
@@ -59,6 +60,30 @@ def _as_tensor(a: Any, dtype=torch.float32) -> Tensor:
 def rate_per_vector(bits: Tensor, x: Tensor) -> Tensor:
     """Bits per example (N,) -> bits per vector: divided by T for clips (N, C, T); unchanged otherwise."""
     return bits / x.shape[2] if x.ndim == 3 else bits
+
+
+def clip_windows(seqs: Sequence[Any], length: int, stride: int = 1) -> np.ndarray:
+    """Cut frame sequences into clips for the temporal entropy model.
+
+    Args:
+        seqs: float (T_i, C, ...) feature sequences, frames in time order (one per video / sampling phase).
+        length: T, frames per clip (>= 2 for the temporal prior to see a previous frame).
+        stride: frames between the starts of consecutive clips of a sequence.
+
+    Returns:
+        float32 (N, C, T) clips (axis 2 is time), what ``train_head(..., entropy_model="temporal")`` takes.
+
+    Raises:
+        ConfigError: no sequence is at least ``length`` frames long.
+    """
+    out = []
+    for s in seqs:
+        a = np.asarray(s, np.float32)
+        for i in range(0, a.shape[0] - length + 1, max(1, int(stride))):
+            out.append(np.moveaxis(a[i:i + length], 0, -1))
+    if not out:
+        raise ConfigError(f"clip_windows: no sequence has {length} frames")
+    return np.stack(out)
 
 
 def _seed_all(seed: int) -> torch.Generator:
@@ -97,7 +122,8 @@ def _split_val(x: Tensor, y: Tensor | None, val: Any, g: torch.Generator):
 @torch.no_grad()
 def evaluate_head(head: CompressibleHead, objective: Objective, features: Any, labels: Any = None, *,
                   batch_size: int = 1024, device: str | torch.device = "cpu",
-                  feature_fn: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
+                  feature_fn: Callable[[Tensor], Tensor] | None = None, rate: float | None = None
+                  ) -> dict[str, float]:
     """Evaluate with hard rounding: mean objective loss, mean bits per vector, mean metric.
 
     Args:
@@ -105,6 +131,7 @@ def evaluate_head(head: CompressibleHead, objective: Objective, features: Any, l
         features: (N, C, *) float features (or inputs of ``feature_fn``).
         labels: (N,) int labels, (N, K) teacher logits, or None.
         feature_fn: maps a batch of ``features`` to backbone features (backbone in the loop), or None.
+        rate: the rate level of a variable-rate head (None: level 0).
 
     Returns:
         ``{"loss", "bits", <metric>}`` averaged over examples; ``bits`` is the rounded estimate in bits
@@ -123,7 +150,7 @@ def evaluate_head(head: CompressibleHead, objective: Objective, features: Any, l
         if feature_fn is not None:
             xb = feature_fn(xb)
         yb = None if y_all is None else y_all[i:i + batch_size].to(device)
-        out = head(xb)
+        out = head(xb, rate) if rate is not None else head(xb)
         loss, metrics = objective(out, xb, yb)
         m = xb.shape[0]
         tot["loss"] = tot.get("loss", 0.0) + loss.item() * m
@@ -148,7 +175,8 @@ def _lr_at(schedule: str, base: float, step: int, total: int, warmup: int) -> fl
     raise ConfigError(f"unknown lr schedule {schedule!r}; use 'cosine', 'step' or 'constant'")
 
 
-def train_head(features: Any, labels: Any = None, *, objective: str | Objective = "task", lam: float = 1e-2,
+def train_head(features: Any, labels: Any = None, *, objective: str | Objective = "task",
+               lam: float | Sequence[float] = 1e-2, entropy_model: str = "factorized", prior: dict | None = None,
                head: CompressibleHead | None = None, latent_channels: int | None = 64, analysis: str = "linear",
                synthesis: str | None = None, standardize: bool = True, init_scale: float = 1.0,
                objective_quant: str = "ste", density: dict | None = None,
@@ -169,7 +197,14 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
         labels: int (N,) class labels (``task``), float (N, K) teacher logits (``distill`` without a
             teacher module), or None.
         objective: a registered objective name (``task``, ``distill``, ``reconstruct``) or an instance.
-        lam: lambda, nats (or objective units) per bit per vector.
+        lam: lambda, nats (or objective units) per bit per vector. A sequence of lambdas trains one
+            **variable-rate** head: level ``l`` (lambdas sorted ascending, level 0 = most bits) has a learned
+            per-channel gain; each batch draws a level uniformly and uses its lambda; the entropy model is
+            shared by all levels (see docs/training.md, "Variable rate").
+        entropy_model: ``"factorized"``, ``"temporal"`` (features must be clips (N, C, T), e.g. from
+            :func:`clip_windows`; R is bits per frame) or ``"hyperprior"`` (maps (N, C, H, W)); the prior
+            is trained jointly and frozen into the head's codec.
+        prior: keyword options of the temporal / hyperprior prior.
         head: an existing head to train further, or None to build one from the keyword options
             (``latent_channels``, ``analysis``, ``synthesis`` (default: ``linear`` for ``reconstruct`` and for
             ``distill`` with a teacher, else ``none``), ``standardize``, ``init_scale``,
@@ -213,6 +248,10 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
     x_tr, y_tr, x_val, y_val = _split_val(x, y, val, g)
 
     obj_name = objective if isinstance(objective, str) else objective.name
+    variable = isinstance(lam, (list, tuple, np.ndarray))
+    lams = tuple(sorted(float(v) for v in lam)) if variable else ()
+    if head is not None and variable and tuple(head.config.rate_lams) != lams:
+        raise ConfigError(f"fit_head: the head's rate_lams {head.config.rate_lams} differ from lam={lams}")
     if head is None:
         c = in_channels if feature_fn is not None else x.shape[1]
         if c is None:
@@ -220,7 +259,8 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
         cl = c if analysis == "identity" or latent_channels is None else int(latent_channels)
         cfg = HeadConfig(in_channels=int(c), latent_channels=cl, analysis=analysis,
                          synthesis=synthesis or _default_synthesis(obj_name, teacher), standardize=standardize,
-                         init_scale=init_scale, objective_quant=objective_quant, density=dict(density or {}))
+                         init_scale=init_scale, objective_quant=objective_quant, density=dict(density or {}),
+                         entropy_model=entropy_model, prior=dict(prior or {}), rate_lams=lams)
         head = CompressibleHead(cfg)
         if standardize:
             if feature_fn is None:
@@ -250,7 +290,7 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
         raise ConfigError(f"objective {obj_name!r} needs labels")
 
     # parameter groups: head transforms, density, objective, extra
-    dens_params = list(head.bottleneck.parameters())
+    dens_params = head.entropy_parameters()
     dens_ids = {id(p) for p in dens_params}
     head_params = [p for p in head.parameters() if id(p) not in dens_ids and p.requires_grad]
     groups = [
@@ -265,7 +305,8 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
         gr["base_lr"] = gr["lr"]
     opt = torch.optim.AdamW(groups)
 
-    options = dict(objective=obj_name, lam=float(lam), epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
+    options = dict(objective=obj_name, lam=(list(lams) if variable else float(lam)),
+                   entropy_model=head.config.entropy_model, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
                    lr_schedule=lr_schedule, weight_decay=float(weight_decay), seed=int(seed),
                    objective_options={k: v for k, v in (objective_options or {}).items()
                                       if isinstance(v, (int, float, str, bool, type(None)))},
@@ -303,10 +344,16 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
             if feature_fn is not None:
                 xb = feature_fn(xb)
             yb = None if y_tr is None else y_tr[idx].to(device, non_blocking=True)
-            out = head(xb)
+            if variable:  # one level per batch, drawn uniformly (seeded)
+                level = int(torch.randint(len(lams), (1,), generator=g))
+                out = head(xb, level)
+                lam_b = lams[level]
+            else:
+                out = head(xb)
+                lam_b = lam
             d, metrics = obj(out, xb, yb)
             rate = rate_per_vector(out.bits, xb).mean()
-            loss = d + lam * rate
+            loss = d + lam_b * rate
             aux = getattr(head.bottleneck, "aux_loss", None)
             if callable(aux):
                 loss = loss + aux()
@@ -330,9 +377,11 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
         if metric:
             rec[metric] = sums["metric"] / seen
         if x_val is not None:
-            ev = evaluate_head(head, obj, x_val, y_val, device=device, feature_fn=feature_fn,
-                               batch_size=max(batch_size, 1024))
-            rec.update({f"val_{k}": v for k, v in ev.items()})
+            for level in (range(len(lams)) if variable else [None]):
+                ev = evaluate_head(head, obj, x_val, y_val, device=device, feature_fn=feature_fn,
+                                   batch_size=max(batch_size, 1024), rate=level)
+                suffix = "" if level is None else f"_L{level}"
+                rec.update({f"val_{k}{suffix}": v for k, v in ev.items()})
         history.append(rec)
         if progress:
             msg = " ".join(f"{k}={v:.4g}" for k, v in rec.items() if k != "epoch")

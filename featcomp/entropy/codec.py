@@ -47,6 +47,9 @@ _CODEC_MAGIC = b"FCEC"
 _CODEC_VERSION = 1
 _MAX_ELEMENTS = 1 << 34
 _I32 = np.iinfo(np.int32)
+# Elements per block of the blocked (N, C, R) <-> (C, N*R) transposes. Measured at (3906, 256)
+# int32: 16384 (64 KiB) takes 0.65 ms, 32768 (128 KiB) 1.04 ms, a plain transpose 1.46 ms.
+_BLOCK_ELEMENTS = 16384
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -446,11 +449,15 @@ class EntropyCodec:
         R = math.prod(shape[2:])
         k3 = k.reshape(N, C, R)
         kt = np.empty((C, N, R), np.int32)
-        sub = (self.table_min if subtract_min else np.zeros(C, np.int32))[:, None, None]
-        B = max(1, 32768 // max(1, C * R))  # rows per block: ~128 KiB, fits in cache
-        with np.errstate(over="ignore"):
+        B = max(1, _BLOCK_ELEMENTS // max(1, C * R))  # rows per block: ~64 KiB in, fits in L2
+        if subtract_min:
+            # (integer array arithmetic wraps silently in numpy: no errstate needed)
+            sub = self.table_min[:, None, None]
             for i in range(0, N, B):
                 np.subtract(k3[i : i + B].transpose(1, 0, 2), sub, out=kt[:, i : i + B], casting="unsafe")
+        else:
+            for i in range(0, N, B):
+                kt[:, i : i + B] = k3[i : i + B].transpose(1, 0, 2)
         return kt.reshape(C, N * R), shape
 
     def _from_ct(self, idx: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -460,7 +467,7 @@ class EntropyCodec:
         src = idx.reshape(C, N, R)
         out = np.empty((N, C, R), np.int32)
         lo = self.table_min[None, :, None]
-        B = max(1, 32768 // max(1, C * R))  # rows per block: ~128 KiB, fits in cache
+        B = max(1, _BLOCK_ELEMENTS // max(1, C * R))  # rows per block: ~64 KiB, fits in L2
         for i in range(0, N, B):
             np.add(src[:, i : i + B].transpose(1, 0, 2), lo, out=out[i : i + B])
         return out.reshape(shape)

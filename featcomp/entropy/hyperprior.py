@@ -25,7 +25,7 @@ Synthesis of the scale index (encoder and decoder, from the decoded integers ``z
 ``b``, ``c`` int64 biases; every accumulator stays below ``2**52``. :func:`scale_index` runs the
 synthesis in numpy or torch (any device) with identical results.
 
-Stream layout: the common header (:mod:`featcomp.entropy.bitstream`, this codec's digest prefix,
+Stream layout: the common header (:mod:`featcomp.entropy.bitstream`, CRC over this codec's digest,
 shape (N, C, H, W)), then the payload: LEB128 length of ``z``'s stream, ``z``'s stream
 (``z_codec.compress_symbols``, a complete factorized stream with its own header and CRC), then the
 zero bytes up to a multiple of 4, then the ANS words of ``y``: all N * C * H * W symbols (image-major, channel-major), then their escapes.

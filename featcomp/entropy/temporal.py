@@ -28,7 +28,7 @@ instead: each stream decodes alone, so a store's time chunks keep random access.
 The tables are a :class:`~featcomp.entropy.indexed.TableFamily` built once at freeze and stored in the
 codec; decoding never evaluates a density.
 
-Stream layout: the common header (:mod:`featcomp.entropy.bitstream`, digest prefix of this codec),
+Stream layout: the common header (:mod:`featcomp.entropy.bitstream`, CRC over this codec's digest),
 then ANS words. Decode order: frame 0's ``C * M`` symbols (channel-major), frame 0's escapes (format
 of :func:`featcomp.entropy.coder.push_escapes`), frame 1's symbols, frame 1's escapes, and so on.
 Frames decode sequentially (each needs its predecessor), vectorized over channels and positions.

@@ -34,13 +34,12 @@ Frames are independent given their own ``z``: a stream of N frames is N images c
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import functools
 import hashlib
 import math
 import struct
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -49,6 +48,9 @@ import constriction
 from featcomp.entropy import bitstream, coder
 from featcomp.entropy.codec import EntropyCodec
 from featcomp.entropy.indexed import TableFamily
+from featcomp.entropy._frozen import DigestedCodec
+from featcomp.entropy._frozen import readonly as _readonly
+from featcomp.entropy._frozen import to_numpy as _to_numpy
 from featcomp.errors import CodecError
 
 __all__ = ["HyperpriorCodec", "scale_index", "analysis_int", "log_lut", "Z_LIMIT", "LUT_MAX", "LUT_BITS"]
@@ -69,18 +71,6 @@ def log_lut() -> np.ndarray:
 
 
 _LUT = log_lut()
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _readonly(a: Any, dtype) -> np.ndarray:
-    a = np.ascontiguousarray(np.asarray(a).astype(dtype))
-    a.flags.writeable = False
-    return a
 
 
 def _cells(n: int, p: int) -> int:
@@ -148,7 +138,7 @@ def scale_index(z: Any, B: Any, c: Any, *, frac_bits: int, levels: int, pool: in
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class HyperpriorCodec:
+class HyperpriorCodec(DigestedCodec):
     """Immutable scale-hyperprior codec for spatial latents (N, C, H, W); kind ``"hyperprior"``.
 
     Same interface as :class:`~featcomp.entropy.EntropyCodec` (``quantize``, ``dequantize``,
@@ -174,6 +164,8 @@ class HyperpriorCodec:
     pool: int = 2
     frac_bits: int = 12
     kind: str = dataclasses.field(default="hyperprior", init=False)
+    _MAGIC: ClassVar[bytes] = _MAGIC
+    _VERSION: ClassVar[int] = _VERSION
     channels: int = dataclasses.field(init=False)
     z_channels: int = dataclasses.field(init=False)
     digest: str = dataclasses.field(init=False)
@@ -205,12 +197,6 @@ class HyperpriorCodec:
         set_("digest", hashlib.sha256(self._body()).hexdigest())
 
     # ------------------------------------------------------------------ identity and serialization
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, HyperpriorCodec) and other.digest == self.digest
-
-    def __hash__(self) -> int:
-        return hash(self.digest)
-
     def __repr__(self) -> str:
         return (f"HyperpriorCodec(channels={self.channels}, z_channels={self.z_channels}, pool={self.pool}, "
                 f"family={self.family!r}, digest={self.digest[:12]}...)")
@@ -222,88 +208,29 @@ class HyperpriorCodec:
         return b"".join([head, zb, fb, self.offsets.astype("<f4").tobytes(), self.A.astype("<i4").tobytes(),
                          self.b.astype("<i8").tobytes(), self.B.astype("<i4").tobytes(), self.c.astype("<i8").tobytes()])
 
-    def to_bytes(self) -> bytes:
-        """Canonical bytes + sha256 (magic, version, C, Cz, F, p, z codec, family, offsets, A, b, B, c)."""
-        body = self._body()
-        return body + hashlib.sha256(body).digest()
-
     @classmethod
     def from_bytes(cls, data: bytes) -> HyperpriorCodec:
         """Inverse of :meth:`to_bytes`. Raises :class:`CodecError` on corruption or a bad version."""
-        data = bytes(data)
-        hs = 4 + struct.calcsize("<BIIBBII")
-        if len(data) < hs + 32 or data[:4] != _MAGIC:
-            raise CodecError("not a featcomp HyperpriorCodec (bad magic or too short)")
-        body, dig = data[:-32], data[-32:]
-        if hashlib.sha256(body).digest() != dig:
-            raise CodecError("corrupt HyperpriorCodec bytes: sha256 mismatch")
-        version, C, Cz, F, p, zl, fl = struct.unpack_from("<BIIBBII", body, 4)
-        if version != _VERSION:
-            raise CodecError(f"unknown HyperpriorCodec version {version}; upgrade featcomp")
-        pos = hs
+        body, (C, Cz, F, p, zl, fl) = cls._checked_body(data, "<BIIBBII")
+        pos = len(_MAGIC) + struct.calcsize("<BIIBBII")
         zc = EntropyCodec.from_bytes(body[pos : pos + zl])
         pos += zl
         fam = TableFamily.from_bytes(body[pos : pos + fl])
         pos += fl
-        out = []
-        for dt, count in (("<f4", C), ("<i4", Cz * C), ("<i8", Cz), ("<i4", C * Cz), ("<i8", C)):
-            try:
-                a = np.frombuffer(body, dt, count, pos)
-            except ValueError:
-                raise CodecError("truncated HyperpriorCodec bytes") from None
-            out.append(a)
-            pos += a.nbytes
-        if pos != len(body):
-            raise CodecError("HyperpriorCodec bytes have trailing data")
+        out = cls._read_arrays(body, pos, [("<f4", C), ("<i4", Cz * C), ("<i8", Cz), ("<i4", C * Cz), ("<i8", C)])
         off, A, b, B, c = out
         return cls(off, zc, fam, A.reshape(Cz, C), b, B.reshape(C, Cz), c, p, F)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict: ``kind``, ``format``, ``digest``, ``channels`` and the canonical bytes (base64)."""
-        return {"kind": "hyperprior", "format": "featcomp.entropy.HyperpriorCodec", "format_version": _VERSION,
-                "channels": self.channels, "digest": self.digest,
-                "bytes_b64": base64.b64encode(self.to_bytes()).decode("ascii")}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HyperpriorCodec:
-        """Inverse of :meth:`to_dict`; checks the digest. Raises :class:`CodecError`."""
-        if d.get("format") != "featcomp.entropy.HyperpriorCodec":
-            raise CodecError(f"not a HyperpriorCodec dict (format={d.get('format')!r})")
-        try:
-            codec = cls.from_bytes(base64.b64decode(d["bytes_b64"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise CodecError(f"invalid HyperpriorCodec dict: {e!r}") from None
-        if d.get("digest", codec.digest) != codec.digest:
-            raise CodecError("HyperpriorCodec dict digest does not match its contents: corrupted or edited")
-        return codec
-
     # ------------------------------------------------------------------ quantization
-    def _check(self, shape: tuple[int, ...], what: str) -> None:
+    def _check_shape(self, shape: tuple[int, ...], what: str) -> None:
         if len(shape) != 4 or shape[1] != self.channels:
             raise CodecError(f"{what} must have shape (N, {self.channels}, H, W), got {tuple(shape)}")
-
-    def quantize(self, y: Any) -> np.ndarray:
-        """int32 ``round(y - offsets)`` (half to even), y float (N, C, H, W)."""
-        y = _to_numpy(y).astype(np.float32, copy=False)
-        self._check(y.shape, "y")
-        k = np.round(y - self.offsets[None, :, None, None])
-        if not np.isfinite(k).all():
-            raise CodecError("cannot quantize non-finite values (NaN or inf in y)")
-        if k.size and (k.min() < _I32.min or k.max() > _I32.max):
-            raise CodecError("quantized values exceed the int32 range")
-        return k.astype(np.int32)
-
-    def dequantize(self, k: Any) -> np.ndarray:
-        """float32 ``k + offsets`` per channel (N, C, H, W)."""
-        k = _to_numpy(k)
-        self._check(k.shape, "k")
-        return k.astype(np.float32) + self.offsets[None, :, None, None]
 
     # ------------------------------------------------------------------ side information
     def side_information(self, k: Any) -> np.ndarray:
         """int32 (N, Cz, h, w) integer side information ``z`` of latents k (N, C, H, W) (encoder)."""
         k = _to_numpy(k)
-        self._check(k.shape, "k")
+        self._check_shape(k.shape, "k")
         return analysis_int(k, self.A, self.b, pool=self.pool, frac_bits=self.frac_bits).astype(np.int32)
 
     def tables(self, z: Any, H: int, W: int) -> Any:
@@ -314,7 +241,7 @@ class HyperpriorCodec:
     # ------------------------------------------------------------------ coding
     def _symbols(self, k: Any) -> tuple[np.ndarray, tuple[int, ...]]:
         k = _to_numpy(k)
-        self._check(k.shape, "k")
+        self._check_shape(k.shape, "k")
         if not np.issubdtype(k.dtype, np.integer):
             raise CodecError(f"symbols must be integers, got dtype {k.dtype}; use compress() for floats")
         if k.size and (k.min() < _I32.min or k.max() > _I32.max):
@@ -353,7 +280,7 @@ class HyperpriorCodec:
         """
         h = bitstream.unpack(data, self.digest, self.channels, what="hyperprior codec")
         shape = h.shape
-        self._check(shape, "the stream's array")
+        self._check_shape(shape, "the stream's array")
         numel = math.prod(shape)
         if numel > _MAX_ELEMENTS:
             raise CodecError(f"corrupt stream header: shape {shape} is implausibly large")
@@ -394,14 +321,6 @@ class HyperpriorCodec:
         if out.min() < _I32.min or out.max() > _I32.max:
             raise CodecError("corrupt stream: a decoded value lies outside int32")
         return out.astype(np.int32).reshape(shape)
-
-    def compress(self, y: Any) -> bytes:
-        """``compress_symbols(quantize(y))``."""
-        return self.compress_symbols(self.quantize(y))
-
-    def decompress(self, data: bytes) -> np.ndarray:
-        """float32 ``dequantize(decompress_symbols(data))``."""
-        return self.dequantize(self.decompress_symbols(data))
 
     def estimate_bits(self, k: Any) -> float:
         """Ideal cost in bits of z (factorized tables) plus y (indexed tables), escapes included."""

@@ -36,13 +36,12 @@ Frames decode sequentially (each needs its predecessor), vectorized over channel
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import functools
 import hashlib
 import math
 import struct
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -50,6 +49,9 @@ import constriction
 
 from featcomp.entropy import bitstream, coder
 from featcomp.entropy.indexed import TableFamily
+from featcomp.entropy._frozen import DigestedCodec
+from featcomp.entropy._frozen import readonly as _readonly
+from featcomp.entropy._frozen import to_numpy as _to_numpy
 from featcomp.errors import CodecError
 
 __all__ = ["TemporalCodec", "integer_context", "MU_LIMIT", "WEIGHT_LIMIT"]
@@ -61,18 +63,6 @@ WEIGHT_LIMIT = 1 << 20
 _I32 = np.iinfo(np.int32)
 _MAX_ELEMENTS = 1 << 34
 _LOCKSTEP_ELEMENTS = 2048  # symbols per lockstep step in decompress_chunks (speed only, same result)
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _readonly(a: np.ndarray, dtype) -> np.ndarray:
-    a = np.ascontiguousarray(np.asarray(a).astype(dtype))
-    a.flags.writeable = False
-    return a
 
 
 def integer_context(
@@ -129,7 +119,7 @@ def integer_context(
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class TemporalCodec:
+class TemporalCodec(DigestedCodec):
     """Immutable temporal conditional codec: integer context + indexed table family + offsets.
 
     Same coding interface as :class:`~featcomp.entropy.EntropyCodec` (``quantize``, ``dequantize``,
@@ -159,6 +149,8 @@ class TemporalCodec:
     frac_bits: int = 12
     clip: int = 32767
     kind: str = dataclasses.field(default="temporal", init=False)
+    _MAGIC: ClassVar[bytes] = _MAGIC
+    _VERSION: ClassVar[int] = _VERSION
     channels: int = dataclasses.field(init=False)
     digest: str = dataclasses.field(init=False)
 
@@ -194,12 +186,6 @@ class TemporalCodec:
         set_("digest", hashlib.sha256(self._body()).hexdigest())
 
     # ------------------------------------------------------------------ identity and serialization
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TemporalCodec) and other.digest == self.digest
-
-    def __hash__(self) -> int:
-        return hash(self.digest)
-
     def __repr__(self) -> str:
         return f"TemporalCodec(channels={self.channels}, family={self.family!r}, digest={self.digest[:12]}...)"
 
@@ -213,80 +199,22 @@ class TemporalCodec:
             self.fresh_loc.astype("<i8").tobytes(), self.fresh_scale.astype("<i4").tobytes(),
         ])
 
-    def to_bytes(self) -> bytes:
-        """Canonical bytes + sha256 (see :meth:`_body` for the order)."""
-        body = self._body()
-        return body + hashlib.sha256(body).digest()
-
     @classmethod
     def from_bytes(cls, data: bytes) -> TemporalCodec:
         """Inverse of :meth:`to_bytes`. Raises :class:`CodecError` on corruption or a bad version."""
-        data = bytes(data)
-        hs = 4 + struct.calcsize("<BIBHI")
-        if len(data) < hs + 32 or data[:4] != _MAGIC:
-            raise CodecError("not a featcomp TemporalCodec (bad magic or too short)")
-        body, dig = data[:-32], data[-32:]
-        if hashlib.sha256(body).digest() != dig:
-            raise CodecError("corrupt TemporalCodec bytes: sha256 mismatch")
-        version, C, F, clip, flen = struct.unpack_from("<BIBHI", body, 4)
-        if version != _VERSION:
-            raise CodecError(f"unknown TemporalCodec version {version}; upgrade featcomp")
-        pos = hs
+        body, (C, F, clip, flen) = cls._checked_body(data, "<BIBHI")
+        pos = len(_MAGIC) + struct.calcsize("<BIBHI")
         fam = TableFamily.from_bytes(body[pos : pos + flen])
         pos += flen
-        out = []
-        for dt, count in (("<f4", C), ("<i4", C * C), ("<i8", C), ("<i4", C * C), ("<i8", C), ("<i8", C), ("<i4", C)):
-            try:
-                a = np.frombuffer(body, dt, count, pos)
-            except ValueError:
-                raise CodecError("truncated TemporalCodec bytes") from None
-            out.append(a)
-            pos += a.nbytes
-        if pos != len(body):
-            raise CodecError("TemporalCodec bytes have trailing data")
+        out = cls._read_arrays(body, pos, [("<f4", C), ("<i4", C * C), ("<i8", C), ("<i4", C * C), ("<i8", C),
+                                            ("<i8", C), ("<i4", C)])
         off, wl, bl, ws, bs, fl, fs = out
         return cls(off, fam, wl.reshape(C, C), bl, ws.reshape(C, C), bs, fl, fs, F, clip)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict: ``kind``, ``format``, ``digest``, ``channels`` and the canonical bytes (base64)."""
-        return {"kind": "temporal", "format": "featcomp.entropy.TemporalCodec", "format_version": _VERSION,
-                "channels": self.channels, "digest": self.digest,
-                "bytes_b64": base64.b64encode(self.to_bytes()).decode("ascii")}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TemporalCodec:
-        """Inverse of :meth:`to_dict`; checks the digest. Raises :class:`CodecError`."""
-        if d.get("format") != "featcomp.entropy.TemporalCodec":
-            raise CodecError(f"not a TemporalCodec dict (format={d.get('format')!r})")
-        try:
-            codec = cls.from_bytes(base64.b64decode(d["bytes_b64"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise CodecError(f"invalid TemporalCodec dict: {e!r}") from None
-        if d.get("digest", codec.digest) != codec.digest:
-            raise CodecError("TemporalCodec dict digest does not match its contents: corrupted or edited")
-        return codec
-
     # ------------------------------------------------------------------ quantization
-    def _check_channels(self, shape: tuple[int, ...], what: str) -> None:
+    def _check_shape(self, shape: tuple[int, ...], what: str) -> None:
         if len(shape) < 2 or shape[1] != self.channels:
             raise CodecError(f"{what} must have shape (T, {self.channels}, *), got {tuple(shape)}")
-
-    def quantize(self, y: Any) -> np.ndarray:
-        """int32 ``round(y - offsets)`` (half to even), y float (T, C, *)."""
-        y = _to_numpy(y).astype(np.float32, copy=False)
-        self._check_channels(y.shape, "y")
-        k = np.round(y - self.offsets.reshape((1, -1) + (1,) * (y.ndim - 2)))
-        if not np.isfinite(k).all():
-            raise CodecError("cannot quantize non-finite values (NaN or inf in y)")
-        if k.size and (k.min() < _I32.min or k.max() > _I32.max):
-            raise CodecError("quantized values exceed the int32 range")
-        return k.astype(np.int32)
-
-    def dequantize(self, k: Any) -> np.ndarray:
-        """float32 ``k + offsets`` per channel, same shape as k (T, C, *)."""
-        k = _to_numpy(k)
-        self._check_channels(k.shape, "k")
-        return k.astype(np.float32) + self.offsets.reshape((1, -1) + (1,) * (k.ndim - 2))
 
     # ------------------------------------------------------------------ context
     @functools.cached_property
@@ -331,7 +259,7 @@ class TemporalCodec:
             ``(mu, table)``, int64 (T, C, M) each, frame 0 from the fresh context.
         """
         kk = _to_numpy(k)
-        self._check_channels(kk.shape, "k")
+        self._check_shape(kk.shape, "k")
         T = kk.shape[0]
         K = kk.reshape(T, self.channels, math.prod(kk.shape[2:])).astype(np.int64)
         M = K.shape[2]
@@ -346,7 +274,7 @@ class TemporalCodec:
     # ------------------------------------------------------------------ coding
     def _symbols(self, k: Any) -> tuple[np.ndarray, tuple[int, ...]]:
         k = _to_numpy(k)
-        self._check_channels(k.shape, "k")
+        self._check_shape(k.shape, "k")
         if not np.issubdtype(k.dtype, np.integer):
             raise CodecError(f"symbols must be integers, got dtype {k.dtype}; use compress() for floats")
         if k.size and (k.min() < _I32.min or k.max() > _I32.max):
@@ -397,7 +325,7 @@ class TemporalCodec:
         """Header checks of one stream -> (shape, payload)."""
         h = bitstream.unpack(data, self.digest, self.channels, what="temporal codec")
         shape = h.shape
-        self._check_channels(shape, "the stream's array")
+        self._check_shape(shape, "the stream's array")
         numel = math.prod(shape)
         if numel > _MAX_ELEMENTS:
             raise CodecError(f"corrupt stream header: shape {shape} is implausibly large")
@@ -577,14 +505,6 @@ class TemporalCodec:
                 raise CodecError("corrupt stream: a decoded value lies outside int32")
             res.append(o.astype(np.int32))
         return res
-
-    def compress(self, y: Any) -> bytes:
-        """``compress_symbols(quantize(y))``, y float (T, C, *)."""
-        return self.compress_symbols(self.quantize(y))
-
-    def decompress(self, data: bytes) -> np.ndarray:
-        """float32 ``dequantize(decompress_symbols(data))``."""
-        return self.dequantize(self.decompress_symbols(data))
 
     def estimate_bits(self, k: Any) -> float:
         """The tables' ideal cost of one chunk ``k`` (T, C, *) in bits (escapes included, no header)."""

@@ -49,7 +49,7 @@ import numpy as np
 from featcomp.errors import CodecError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from featcomp.entropy import EntropyCodec
+    pass
 
 __all__ = [
     "CODEC_NAME",

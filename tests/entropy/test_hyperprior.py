@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from featcomp.entropy import EntropyBottleneck, EntropyCodec, codec_from_dict
-from featcomp.entropy.hyperprior import HyperpriorCodec, scale_index
+from featcomp.entropy.hyperprior import HyperpriorCodec
 from featcomp.entropy.hyperprior_prior import HyperpriorPrior
 from featcomp.entropy.indexed import TableFamily, scale_grid
 from featcomp.errors import CodecError

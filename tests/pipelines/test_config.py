@@ -22,6 +22,9 @@ def test_default_config_is_the_small_machine_one():
     assert {p.name for p in CONFIG_DIR.glob("extract_*.yaml")} >= {"extract_default.yaml", "extract_gpu_cluster.yaml"}
     cfg = load_config(None)
     assert cfg.ray.address is None and cfg.ray.object_store_memory_mb == 512
+    # an installed featcomp has no configs/ directory and falls back to the built-in defaults: the
+    # shipped default YAML must say exactly the same, so both routes run the same job
+    assert cfg == ExtractConfig()
     gpu = load_config(CONFIG_DIR / "extract_gpu_cluster.yaml")
     assert gpu.inference.num_gpus == 1.0 and gpu.inference.dtype == "bfloat16" and gpu.ray.address == "auto"
 

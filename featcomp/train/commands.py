@@ -103,10 +103,7 @@ def load_training_data(path: str, labels: str | None = None, label_key: str | No
         x = np.concatenate(xs)
         y = np.concatenate(ys) if ys else None
         info["videos"] = len(xs)
-        try:
-            info["store_model_card"] = store.info().get("model_card") if hasattr(store, "info") else None
-        except Exception:  # pragma: no cover - info is best effort
-            info["store_model_card"] = None
+        info["store_model_card"] = store.model_card or None
     else:
         raise ConfigError(f"featcomp train: {path} is not a .npy/.npz/.safetensors file or a store directory")
     if labels is not None:

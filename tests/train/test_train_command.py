@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from featcomp.backbones import BackboneSpec
 from featcomp.cli import main as cli

@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from featcomp.features import Features, extract_features
-from featcomp.model import CompressedClip, Extractor, Model, load_model, save_model
+from featcomp.model import CompressedClip, Extractor, Model, decode_clip, load_model, save_model
 from featcomp.store import FeatureStore, StoreWriter, VerifyReport, open_store, verify_store
 from featcomp.train import fit_head
 
@@ -65,9 +65,10 @@ def compress(video_path: str | os.PathLike, model: ModelLike | Extractor, **extr
     return _extractor(model, **extractor_options).compress(video_path)
 
 
-def decompress(clip: CompressedClip | bytes, model: ModelLike | Extractor, *, latents: bool = False,
-               **extractor_options: Any):
+def decompress(clip: CompressedClip | bytes, model: ModelLike | Extractor, *, latents: bool = False):
     """Decode a :class:`CompressedClip` (or its bytes) with the model that made it.
+
+    Decoding needs the model's frozen codec and dequantization only: no backbone is built.
 
     Args:
         clip: the compressed clip or ``CompressedClip.to_bytes()`` output.
@@ -80,8 +81,11 @@ def decompress(clip: CompressedClip | bytes, model: ModelLike | Extractor, *, la
     Raises:
         CodecError: the clip was made by another codec, or is corrupt.
     """
-    ex = _extractor(model, **extractor_options)
-    return ex.decompress_latents(clip) if latents else ex.decompress(clip)
+    if isinstance(model, Extractor):
+        m = model.model
+    else:
+        m = model if isinstance(model, Model) else load_model(model)
+    return decode_clip(m, clip, dequantize=not latents)
 
 
 def store_info(path_or_url: str | os.PathLike) -> dict[str, Any]:

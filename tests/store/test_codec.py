@@ -103,3 +103,19 @@ sys.exit("zarr decoded without the featcomp codec")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "featcomp.ans" in r.stdout  # zarr names the unknown codec
+
+
+def test_chunk_cut_inside_its_header_names_the_chunk_header(codec, rng):
+    from featcomp.store.codec import decode_chunk, encode_chunk
+
+    from .conftest import laplace_latents
+
+    data = encode_chunk(laplace_latents(rng, 300), codec)
+    assert np.array_equal(decode_chunk(data, codec), decode_chunk(bytes(data), codec))
+    with pytest.raises(CodecError, match=r"chunk truncated \(2 bytes\)"):
+        decode_chunk(data[:2], codec)
+    # layout byte + the 2-byte frame count (300), then the coded-frame count is cut off
+    with pytest.raises(CodecError, match="truncated featcomp.ans chunk header"):
+        decode_chunk(data[:3], codec)
+    with pytest.raises(CodecError, match="longer than 10 bytes"):
+        decode_chunk(data[:1] + b"\xff" * 12, codec)

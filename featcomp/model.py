@@ -381,6 +381,16 @@ def _affine(a: np.ndarray, rtol: float = 0.0) -> tuple[float, float] | None:
     return None
 
 
+def _read_series(b: bytes, pos: int, affine: list | None, n: int, dtype: Any, what: str) -> tuple[np.ndarray, int]:
+    """One side array of a compressed clip: ``start + step * arange(n)`` when stored as ``affine``
+    (``[start, step]``), else ``n`` little-endian 8-byte values at ``pos``. Returns (array, next pos)."""
+    if affine is not None:
+        return affine[0] + affine[1] * np.arange(n, dtype=dtype), pos
+    if len(b) < pos + 8 * n:
+        raise CodecError(f"compressed clip: truncated {what}")
+    return np.frombuffer(b, np.dtype(dtype).newbyteorder("<"), count=n, offset=pos).astype(dtype), pos + 8 * n
+
+
 @dataclasses.dataclass(frozen=True)
 class CompressedClip:
     """One clip's features as entropy-coded stream(s).
@@ -480,20 +490,8 @@ class CompressedClip:
             raise CodecError("compressed clip: corrupt or truncated header") from None
         pos += hl
         n = int(hdr["n"])
-        if hdr["ts"] is not None:
-            ts = hdr["ts"][0] + hdr["ts"][1] * np.arange(n, dtype=np.float64)
-        else:
-            if len(b) < pos + 8 * n:
-                raise CodecError("compressed clip: truncated timestamps")
-            ts = np.frombuffer(b, "<f8", count=n, offset=pos).astype(np.float64)
-            pos += 8 * n
-        if hdr["fi"] is not None:
-            fi = hdr["fi"][0] + hdr["fi"][1] * np.arange(n, dtype=np.int64)
-        else:
-            if len(b) < pos + 8 * n:
-                raise CodecError("compressed clip: truncated frame indices")
-            fi = np.frombuffer(b, "<i8", count=n, offset=pos).astype(np.int64)
-            pos += 8 * n
+        ts, pos = _read_series(b, pos, hdr["ts"], n, np.float64, "timestamps")
+        fi, pos = _read_series(b, pos, hdr["fi"], n, np.int64, "frame indices")
         chunks = hdr.get("chunks")
         return cls(data=b[pos:], shape=tuple(int(s) for s in hdr["shape"]), timestamps=ts, frame_indices=fi,
                    codec_digest=hdr["codec_digest"], model_digest=hdr.get("model_digest", ""),

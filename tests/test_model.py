@@ -192,3 +192,15 @@ def test_train_cli_writes_a_loadable_model(tmp_path):
     m = load_model(out)
     assert m.latent_channels == 4 and m.training["options"]["objective"] == "task"
     assert m.head.encode(x).shape == (300, 4)
+
+
+def test_compressed_clip_with_explicit_side_arrays_refuses_truncation():
+    ts = np.cumsum(np.random.default_rng(1).uniform(0.01, 0.1, 10))  # not affine: stored explicitly
+    clip = CompressedClip(data=b"", shape=(10, 4), timestamps=ts, frame_indices=np.array([0, 3, 4, 9, 10, 11, 20, 21, 22, 30]),
+                          codec_digest="ab" * 32)
+    blob = clip.to_bytes()
+    back = CompressedClip.from_bytes(blob)
+    np.testing.assert_array_equal(back.timestamps, ts)
+    np.testing.assert_array_equal(back.frame_indices, clip.frame_indices)
+    with pytest.raises(CodecError, match="truncated (timestamps|frame indices)"):
+        CompressedClip.from_bytes(blob[: len(blob) - 8 * 10 - 4])

@@ -116,14 +116,7 @@ class StoreFS:
         """Write a whole file so that readers see the old or the new content, never a mix."""
         if self.local:
             p = self.path(key)
-            os.makedirs(os.path.dirname(p), exist_ok=True)
-            tmp = f"{p}.{secrets.token_hex(6)}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                if fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, p)
+            os.replace(_write_temporary(p, data, fsync=fsync), p)
             if fsync:
                 _fsync_dir(os.path.dirname(p))
             return
@@ -133,12 +126,7 @@ class StoreFS:
         """Create ``key`` with ``data`` unless it exists (best effort on object stores); True if created."""
         if self.local:
             p = self.path(key)
-            os.makedirs(os.path.dirname(p), exist_ok=True)
-            tmp = f"{p}.{secrets.token_hex(6)}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            tmp = _write_temporary(p, data, fsync=True)
             try:
                 os.link(tmp, p)  # fails if p exists: exactly one creator wins
                 return True
@@ -179,6 +167,19 @@ class StoreFS:
 
             fs = AsyncFileSystemWrapper(fs, asynchronous=True)
         return FsspecStore(fs, path=self.root, read_only=read_only)
+
+
+def _write_temporary(p: str, data: bytes, *, fsync: bool) -> str:
+    """Write ``data`` to a new uniquely named file beside ``p`` (its directory created) and return its
+    path; with ``fsync`` the bytes are on disk before the caller publishes the file under ``p``."""
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    tmp = f"{p}.{secrets.token_hex(6)}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    return tmp
 
 
 def _fsync_dir(path: str) -> None:

@@ -45,7 +45,7 @@ from featcomp.entropy import coder
 from featcomp.entropy.codec import quantize_pmf
 from featcomp.errors import CodecError
 
-__all__ = ["TableFamily", "SHAPES", "scale_grid"]
+__all__ = ["TableFamily", "SHAPES", "scale_grid", "class_radii", "TruncatedTables", "truncated_tables", "tail_tables"]
 
 SHAPES = ("laplace", "gaussian", "logistic")
 _SHAPE_ID = {s: i for i, s in enumerate(SHAPES)}
@@ -251,3 +251,151 @@ class TableFamily:
     def cost_bits(self) -> np.ndarray:
         """float64 (S * Q, n) ``-log2(freq / 2**precision)``, for rate estimates only."""
         return self.precision - np.log2(self.freqs.astype(np.float64))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Truncated tables by width class (additive: the family, its bytes and its digest are unchanged).
+#
+# Decoding with constriction's per-symbol categorical costs about linear time in the row width n
+# (measured, constriction 0.5: ~15 ns/symbol at n = 8..16, ~22 at 32, ~50 at 64, ~80 at 98, plus
+# the gather of the rows), while a small-scale table carries almost all its mass in a few central
+# residuals: its outer columns are mostly the frequency floor (1 each). A *truncated* table keeps the
+# residuals ``[-r, r]`` of a row and folds every outer column into the escape symbol, so it is
+# again an exact integer table summing to ``2**precision``; residuals beyond ``r`` are coded as
+# escapes (exact values, :func:`featcomp.entropy.coder.push_escapes`).
+#
+# ``r`` comes from a small set of *width classes* (``class_radii``: 1, 3, 7, 15, ... below the
+# family radius R, then R; widths ``2r + 2`` = 4, 8, 16, 32, ...): row t's class is the narrowest
+# whose folded mass (the row's frequencies at ``|residual| > r``, escape excluded) is at most
+# ``2**precision >> tail_shift``. Integer sums and comparisons only, so every machine derives the
+# same classes and tables from the stored integers.
+
+
+def class_radii(radius: int) -> np.ndarray:
+    """int64 (K,) the width-class radii of a family of radius R: ``2**j - 1`` below R, then R."""
+    out, r = [], 1
+    while r < radius:
+        out.append(r)
+        r = 2 * r + 1
+    out.append(int(radius))
+    return np.array(out, np.int64)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TruncatedTables:
+    """A family's rows truncated by width class (derived from the integers only; never stored).
+
+    Attributes:
+        radii: int64 (K,) class radii. row_class: uint8 (S * Q,) each row's class.
+        freqs: K uint16 arrays (S * Q, 2 * radii[c] + 2): **every** row truncated to class c's
+            radius (only rows of class c are used with it), escape last.
+        weights: K float32 arrays of the same shapes, ``f * 2**(24 - precision) - 1`` (exact in
+            float32: integers below 2**24; constriction then reproduces ``freqs`` bit for bit).
+        tail_shift: the folding bound ``2**precision >> tail_shift``.
+        tails: K entries: None for a class of radius R, else int64 (S * Q, 2 * (R - r) + 1) *tail
+            tables* in 24-bit units (each >= 1, each row summing to ``2**24``): the folded columns
+            (residuals ``-R .. -r-1``, then ``r+1 .. R``, then the family's escape) with the
+            family's frequencies rescaled by :func:`tail_tables` (integers only). An escape of a
+            truncated table is followed by one tail symbol, so a folded residual costs about what
+            it cost in the full row; only the tail symbol "escape" goes on to the exact escape
+            format (beyond R).
+    """
+
+    radii: np.ndarray
+    row_class: np.ndarray
+    freqs: tuple
+    weights: tuple
+    tail_shift: int
+    tails: tuple
+    _models: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def models(self) -> list:
+        """One fixed constriction ``Categorical`` per row, of the row's own class (built once, lazily).
+
+        Each reproduces the row's truncated integer table exactly (the 1-D embedding of
+        :func:`featcomp.entropy.coder.build_models`), so a run of symbols of one table decodes with
+        it exactly as with per-symbol rows (:func:`featcomp.entropy.coder.check_family_backend`).
+        """
+        got = self._models.get("all")
+        if got is None:
+            import constriction
+
+            coder.check_family_backend()
+            cat = constriction.stream.model.Categorical
+            cls = self.row_class.tolist()
+            got = [cat(self.weights[c][t].astype(np.float64), perfect=False) for t, c in enumerate(cls)]
+            self._models["all"] = got
+        return got
+
+
+@functools.lru_cache(maxsize=32)
+def truncated_tables(family: TableFamily, tail_shift: int) -> TruncatedTables:
+    """The :class:`TruncatedTables` of ``family`` (cached per family digest and ``tail_shift``)."""
+    R, p = family.radius, family.precision
+    f = family.freqs.astype(np.int64)
+    radii = class_radii(R)
+    absres = np.abs(np.arange(-R, R + 1))
+    limit = (1 << p) >> int(tail_shift)
+    tails = np.stack([(f[:, :-1] * (absres > r)).sum(axis=1) for r in radii.tolist()], axis=1)  # (rows, K)
+    row_class = np.argmax(tails <= limit, axis=1).astype(np.uint8)  # the last class folds nothing
+    freqs, weights = [], []
+    for c, r in enumerate(radii.tolist()):
+        t = np.concatenate([f[:, R - r : R + r + 1], (f[:, -1] + tails[:, c])[:, None]], axis=1)
+        freqs.append(_readonly(t.astype(np.uint16)))
+        w = (t.astype(np.float64) * 2.0 ** (coder.ANS_PRECISION - p) - 1.0).astype(np.float32)
+        weights.append(_readonly(w))
+    tails = tuple(None if r == R else _readonly(tail_tables(f, R, r)) for r in radii.tolist())
+    _check_float32_family()
+    return TruncatedTables(_readonly(radii), _readonly(row_class), tuple(freqs), tuple(weights), int(tail_shift),
+                           tails)
+
+
+def tail_tables(freqs: np.ndarray, radius: int, r: int) -> np.ndarray:
+    """int64 (rows, 2 * (radius - r) + 1) tables summing to exactly ``2**24``, each entry >= 1.
+
+    Row i holds ``freqs[i]``'s columns of residuals ``-radius .. -r-1``, ``r+1 .. radius`` and the
+    escape, rescaled to ``2**24`` with integers only: ``h = max(1, g * 2**24 // sum(g))``, then the
+    remainder added to (or, when negative, taken from) the row's largest entry (the first on ties).
+
+    Raises:
+        CodecError: a row cannot be made (more than ~4000 columns: never for a TableFamily in practice).
+    """
+    f = np.asarray(freqs).astype(np.int64)
+    R = int(radius)
+    g = np.concatenate([f[:, : R - r], f[:, R + r + 1 : -1], f[:, -1:]], axis=1)
+    total = g.sum(axis=1, keepdims=True)
+    h = np.maximum((g << 24) // total, 1)
+    big = np.argmax(h, axis=1)
+    rows = np.arange(h.shape[0])
+    h[rows, big] += (1 << 24) - h.sum(axis=1)
+    if (h[rows, big] < 1).any():
+        raise CodecError("table family too wide for truncated tail tables")
+    return h
+
+
+_F32_CHECKED = False
+
+
+def _check_float32_family() -> None:
+    """Once per process: float32 per-symbol rows code exactly like the float64 rows of
+    :func:`featcomp.entropy.coder.family_weights` (which :func:`coder.check_family_backend` ties to
+    the 1-D exact tables). Raises :class:`CodecError` if this constriction differs."""
+    global _F32_CHECKED
+    if _F32_CHECKED:
+        return
+    import constriction
+
+    rng = np.random.default_rng(77)
+    tables = np.array([[3, 200, 50, 2, 1], [100, 100, 50, 5, 1], [1, 1, 1, 1, 252]], np.int64) << 8
+    w64 = coder.family_weights(tables, 16)
+    sym = rng.integers(0, 5, 64).astype(np.int32)
+    tab = rng.integers(0, 3, 64)
+    words = []
+    for w in (w64, w64.astype(np.float32)):
+        enc = constriction.stream.stack.AnsCoder()
+        coder.push_indexed(enc, sym, tab, w)
+        words.append(enc.get_compressed().tolist())
+    if words[0] != words[1]:
+        raise CodecError("constriction codes float32 per-symbol tables differently from float64 ones; "
+                         "install constriction 0.5.x")
+    _F32_CHECKED = True

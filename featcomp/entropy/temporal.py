@@ -48,7 +48,7 @@ import numpy as np
 import constriction
 
 from featcomp.entropy import bitstream, coder
-from featcomp.entropy.indexed import TableFamily
+from featcomp.entropy.indexed import TableFamily, truncated_tables
 from featcomp.entropy._frozen import DigestedCodec
 from featcomp.entropy._frozen import readonly as _readonly
 from featcomp.entropy._frozen import to_numpy as _to_numpy
@@ -57,7 +57,11 @@ from featcomp.errors import CodecError
 __all__ = ["TemporalCodec", "integer_context", "MU_LIMIT", "WEIGHT_LIMIT"]
 
 _MAGIC = b"FCTC"
-_VERSION = 1
+_VERSION = 2  # codec bytes version = stream layout it writes and reads (1: full-width rows)
+_READ_VERSIONS = (1, 2)
+_TAIL_SHIFT = 8  # layout 2: a row is truncated where its folded outer mass is <= 2**precision >> 8
+_SORT_MIN = 256  # layout 2: frames of >= this many symbols are coded sorted by (class, table)
+_RUN_MIN = 24  # decode speed only: mean run length from which fixed per-table models beat rows
 MU_LIMIT = 1 << 30
 WEIGHT_LIMIT = 1 << 20
 _I32 = np.iinfo(np.int32)
@@ -148,6 +152,7 @@ class TemporalCodec(DigestedCodec):
     fresh_scale: np.ndarray
     frac_bits: int = 12
     clip: int = 32767
+    version: int = _VERSION
     kind: str = dataclasses.field(default="temporal", init=False)
     _MAGIC: ClassVar[bytes] = _MAGIC
     _VERSION: ClassVar[int] = _VERSION
@@ -180,6 +185,10 @@ class TemporalCodec(DigestedCodec):
         set_("offsets", _readonly(off, np.float32))
         for name, a in arrays.items():
             set_(name, a)
+        if int(self.version) not in _READ_VERSIONS:
+            raise CodecError(f"unknown TemporalCodec version {self.version}; upgrade featcomp")
+        set_("version", int(self.version))
+        set_("_VERSION", int(self.version))  # to_dict's format_version is this codec's
         set_("frac_bits", F)
         set_("clip", clip)
         set_("channels", C)
@@ -191,7 +200,7 @@ class TemporalCodec(DigestedCodec):
 
     def _body(self) -> bytes:
         fam = self.family.to_bytes()
-        head = _MAGIC + struct.pack("<BIBHI", _VERSION, self.channels, self.frac_bits, self.clip, len(fam))
+        head = _MAGIC + struct.pack("<BIBHI", self.version, self.channels, self.frac_bits, self.clip, len(fam))
         return b"".join([
             head, fam, self.offsets.astype("<f4").tobytes(),
             self.w_loc.astype("<i4").tobytes(), self.b_loc.astype("<i8").tobytes(),
@@ -203,13 +212,24 @@ class TemporalCodec(DigestedCodec):
     def from_bytes(cls, data: bytes) -> TemporalCodec:
         """Inverse of :meth:`to_bytes`. Raises :class:`CodecError` on corruption or a bad version."""
         body, (C, F, clip, flen) = cls._checked_body(data, "<BIBHI")
+        version = body[len(_MAGIC)]
         pos = len(_MAGIC) + struct.calcsize("<BIBHI")
         fam = TableFamily.from_bytes(body[pos : pos + flen])
         pos += flen
         out = cls._read_arrays(body, pos, [("<f4", C), ("<i4", C * C), ("<i8", C), ("<i4", C * C), ("<i8", C),
                                             ("<i8", C), ("<i4", C)])
         off, wl, bl, ws, bs, fl, fs = out
-        return cls(off, fam, wl.reshape(C, C), bl, ws.reshape(C, C), bs, fl, fs, F, clip)
+        return cls(off, fam, wl.reshape(C, C), bl, ws.reshape(C, C), bs, fl, fs, F, clip, version)
+
+    @classmethod
+    def _checked_body(cls, data: bytes, fixed_header: str) -> tuple[bytes, tuple]:
+        """:meth:`DigestedCodec._checked_body` accepting every readable version (1 and 2)."""
+        data = bytes(data)
+        n = len(_MAGIC)
+        if len(data) > n and data[:n] == _MAGIC and data[n] in _READ_VERSIONS:
+            view = type("TemporalCodec", (DigestedCodec,), {"_MAGIC": _MAGIC, "_VERSION": data[n]})
+            return DigestedCodec._checked_body.__func__(view, data, fixed_header)
+        return super()._checked_body(data, fixed_header)
 
     # ------------------------------------------------------------------ quantization
     def _check_shape(self, shape: tuple[int, ...], what: str) -> None:
@@ -299,6 +319,12 @@ class TemporalCodec(DigestedCodec):
             raise CodecError(f"array of shape {shape} is too large for one stream; split it")
         if K.size == 0:
             return bitstream.pack(shape, self.digest, b"")
+        enc = self._encode_v1(K, T) if self.version == 1 else self._encode_v2(K, T)
+        payload = enc.get_compressed().astype("<u4", copy=False).tobytes()
+        return bitstream.pack(shape, self.digest, payload)
+
+    def _encode_v1(self, K: np.ndarray, T: int):
+        """Layout 1 (codec version 1): one full-width family row per symbol."""
         fam = self.family
         R, n = fam.radius, fam.n
         mu, tab = self.tables(K)
@@ -318,8 +344,54 @@ class TemporalCodec(DigestedCodec):
             coder.push_escapes(enc, K[t].reshape(-1)[e], m - R, m + R)
             hi = t + 1
         coder.push_indexed(enc, sym[:hi].reshape(-1), tab[:hi].reshape(-1), w)
-        payload = enc.get_compressed().astype("<u4", copy=False).tobytes()
-        return bitstream.pack(shape, self.digest, payload)
+        return enc
+
+    def _encode_v2(self, K: np.ndarray, T: int):
+        """Layout 2 (codec version 2): rows truncated by width class, a frame's symbols class by class.
+
+        Decode order: for each frame t, for each width class c present in it (ascending), the
+        symbols of class c, each coded with its table truncated to class c
+        (:func:`~featcomp.entropy.indexed.truncated_tables`); within a class in channel-major
+        position order if the frame has fewer than ``_SORT_MIN`` symbols, else sorted by table
+        index (then position), so that a decoder may take each table's run with one fixed model;
+        then frame t's escapes (:meth:`_push_escapes_v2`).
+        """
+        tt = truncated_tables(self.family, _TAIL_SHIFT)
+        mu, tab = self.tables(K)
+        L = mu[0].size
+        mu, tab, kf = mu.reshape(-1), tab.reshape(-1), K.reshape(-1)
+        cls = tt.row_class[tab]
+        rc = tt.radii[cls]
+        r = kf - mu
+        esc = (r < -rc) | (r > rc)
+        sym = np.where(esc, 2 * rc + 1, r + rc).astype(np.int32)
+        frame = np.repeat(np.arange(T, dtype=np.int64), L)
+        if L >= _SORT_MIN:  # frame-major, then class, then table, then position
+            order = np.lexsort((tab, cls, frame))
+        else:  # frame-major, then class, then position
+            order = np.argsort(frame * len(tt.radii) + cls, kind="stable")
+        s_cls, s_frame = cls[order], frame[order]
+        has_esc = esc.reshape(T, L).any(axis=1)
+        # runs of one class that a single push can code: a class change or the end of a frame
+        # whose escapes follow it ends a run
+        cut = np.flatnonzero((s_cls[1:] != s_cls[:-1]) | ((s_frame[1:] != s_frame[:-1]) & has_esc[s_frame[:-1]])) + 1
+        bounds = [0, *cut.tolist(), order.size]
+        events: list[tuple[int, int, int]] = []  # (class, a, b) symbol runs; (-1, t, 0) escapes of frame t
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            events.append((int(s_cls[a]), a, b))
+            t = int(s_frame[b - 1])
+            if has_esc[t] and (b == order.size or s_frame[b] != t):
+                events.append((-1, t, 0))
+        model = coder._family_model()
+        enc = constriction.stream.stack.AnsCoder()
+        for c, a, b in reversed(events):  # ANS is a stack: push in reverse decode order
+            if c < 0:
+                e = np.flatnonzero(esc[a * L : (a + 1) * L]) + a * L
+                self._push_escapes_v2(enc, tt, kf[e], mu[e], tab[e])
+            else:
+                idx = order[a:b]
+                enc.encode_reverse(sym[idx], model, tt.weights[c][tab[idx]])
+        return enc
 
     def _check_stream(self, data: bytes) -> tuple[tuple[int, ...], bytes]:
         """Header checks of one stream -> (shape, payload)."""
@@ -416,14 +488,71 @@ class TemporalCodec(DigestedCodec):
             per = max(1, _LOCKSTEP_ELEMENTS // (self.channels * M))
             for b in range(0, len(idx), per):
                 sub = idx[b : b + per]
-                res = self._decode_group(M, [parsed[i][0][0] for i in sub], [parsed[i][1] for i in sub],
+                decode = self._decode_group_v1 if self.version == 1 else self._decode_group_v2
+                res = decode(M, [parsed[i][0][0] for i in sub], [parsed[i][1] for i in sub],
                                          len(streams) > 1, sub)
                 for i, k in zip(sub, res):
                     out[i] = k.reshape(parsed[i][0])
         return out  # type: ignore[return-value]
 
-    def _decode_group(self, M: int, Ts: list[int], payloads: list[bytes], name: bool, ids: list[int]) -> list[np.ndarray]:
-        """Lockstep decode of streams with M positions per channel; ``Ts`` sorted descending."""
+    def _push_escapes_v2(self, enc, tt, vals: np.ndarray, mu: np.ndarray, tab: np.ndarray) -> None:
+        """Push one frame's escapes (values int64 (e,), position order) in layout 2.
+
+        Decode order: the *tail symbols* of the escapes whose class radius is below the family
+        radius R, by class (ascending) then position, each with its row's tail table
+        (:attr:`~featcomp.entropy.indexed.TruncatedTables.tails`): index ``r + R`` for residuals
+        ``r < -radius_c``, ``R - radius_c + r - radius_c - 1`` for ``r > radius_c``, the last index
+        for ``|r| > R``; then the exact values of the residuals beyond R (tail "escape" or class
+        radius R), position order, in the format of :func:`featcomp.entropy.coder.push_escapes`
+        with ranges ``mu -+ R``.
+        """
+        R = self.family.radius
+        r = vals - mu
+        cls = tt.row_class[tab]
+        far = (r < -R) | (r > R)
+        if far.any():
+            coder.push_escapes(enc, vals[far], mu[far] - R, mu[far] + R)
+        model = coder._family_model()
+        for c in np.unique(cls)[::-1].tolist():
+            rc = int(tt.radii[c])
+            if rc == R:
+                continue
+            sel = cls == c
+            m = R - rc
+            rs = r[sel]
+            sym = np.where(far[sel], 2 * m, np.where(rs < 0, rs + R, rs + m - rc - 1)).astype(np.int32)
+            enc.encode_reverse(sym, model, tt.tails[c][tab[sel]].astype(np.float64) - 1.0)
+
+    def _pop_escapes_v2(self, dec, tt, res: np.ndarray, mu: np.ndarray, rc: np.ndarray, tab: np.ndarray) -> None:
+        """Inverse of :meth:`_push_escapes_v2` for one frame: ``res`` int64 (L,) residuals with
+        escapes marked ``radius + 1`` (``> rc``, the class radii) are replaced in place by the
+        escaped residuals; ``mu`` and ``tab`` (L,) the frame's locations and table indices."""
+        e = np.flatnonzero(res > rc)
+        if e.size == 0:
+            return
+        R = self.family.radius
+        tab_e = tab[e]
+        cls_e = tt.row_class[tab_e]
+        got = np.empty(e.size, np.int64)
+        far = np.zeros(e.size, bool)
+        model = coder._family_model()
+        for c in np.unique(cls_e).tolist():
+            sel = np.flatnonzero(cls_e == c)
+            r = int(tt.radii[c])
+            if r == R:
+                far[sel] = True
+                continue
+            m = R - r
+            sym = np.asarray(dec.decode(model, tt.tails[c][tab_e[sel]].astype(np.float64) - 1.0), np.int64)
+            got[sel] = np.where(sym < m, sym - R, sym - m + r + 1)
+            far[sel[sym == 2 * m]] = True
+        if far.any():
+            fm = mu[e][far]
+            got[far] = coder.pop_escapes(dec, fm - R, fm + R) - fm
+        res[e] = got
+
+    def _decode_group_v1(self, M: int, Ts: list[int], payloads: list[bytes], name: bool, ids: list[int]) -> list[np.ndarray]:
+        """Layout 1: lockstep decode of streams with M positions per channel; ``Ts`` sorted descending."""
         C, fam = self.channels, self.family
         R, esc_sym, w, Q = fam.radius, fam.n - 1, fam.weights, fam.Q
         qb, qmask, smax = Q.bit_length() - 1, Q - 1, fam.levels - 1
@@ -506,6 +635,183 @@ class TemporalCodec(DigestedCodec):
             res.append(o.astype(np.int32))
         return res
 
+    @functools.cached_property
+    def _v2_consts(self) -> tuple:
+        """Derived, exact constants of the layout-2 decoder (from the integers only).
+
+        ``WL = [w_loc | b_loc + half]`` and ``WS = [b_scale + half | w_scale]`` (C, C + 1) in float32
+        and float64, applied to the stacked columns ``[x; 1; |x|]``: one product gives each
+        accumulator with its bias. Every product and partial sum is an integer; float64 holds them
+        exactly always (``< 2**52``, see :attr:`_decode_consts`), float32 whenever
+        ``max|x| * A + B < 2**24`` with ``A`` the largest row sum of ``|w|`` and ``B`` the largest
+        ``|bias|``, which the decoder checks per frame step (``x_limit32``) before using it. The
+        result is the same integers either way.
+        """
+        C, Q = self.channels, self.family.Q
+        qb, F = Q.bit_length() - 1, self.frac_bits
+        bl = self.b_loc.astype(np.int64) + (1 << (F - qb - 1))
+        bs = self.b_scale.astype(np.int64) + (1 << (F - 1))
+        WL = np.concatenate([self.w_loc.astype(np.float64), bl[:, None].astype(np.float64)], axis=1)
+        WS = np.concatenate([bs[:, None].astype(np.float64), self.w_scale.astype(np.float64)], axis=1)
+        a = max(int(np.abs(self.w_loc.astype(np.int64)).sum(1).max()), int(np.abs(self.w_scale.astype(np.int64)).sum(1).max()), 1)
+        b = max(int(np.abs(bl).max()), int(np.abs(bs).max()))
+        x_limit32 = ((1 << 24) - 1 - b) // a  # float32 is exact while max|x| <= this (may be < 0: never)
+        shift = np.concatenate([np.full(C, F - qb), np.full(C, F)]).astype(np.int64)[:, None]
+        tt = truncated_tables(self.family, _TAIL_SHIFT)
+        rrow = tt.radii[tt.row_class]  # each row's class radius
+        SQ = rrow.size
+        row_rank = np.empty(SQ, np.int16 if SQ < (1 << 15) else np.int64)  # rank in (class, table) order
+        row_rank[np.lexsort((np.arange(SQ), tt.row_class))] = np.arange(SQ)
+        fresh_mu = (self.fresh_loc >> qb).astype(np.int64)
+        fresh_tab = self.fresh_scale.astype(np.int64) * Q + (self.fresh_loc & (Q - 1))
+        return (WL.astype(np.float32), WS.astype(np.float32), WL, WS, x_limit32, shift, tt, rrow, row_rank,
+                fresh_mu, fresh_tab)
+
+    def _decode_group_v2(self, M: int, Ts: list[int], payloads: list[bytes], name: bool, ids: list[int]) -> list[np.ndarray]:
+        """Layout 2 (see :meth:`_encode_v2`): lockstep decode of N streams with M positions per
+        channel; ``Ts`` sorted descending.
+
+        Per frame step: the context of every active stream in one pair of matrix products (columns
+        = stream x position), then per stream the frame's symbols: frames of fewer than
+        ``_SORT_MIN`` symbols one gather of truncated float32 rows (all streams) and one
+        constriction call per stream and width class; larger frames are sorted by (class, table)
+        and decoded run by run with fixed per-table models (long runs) or per-symbol rows.
+        """
+        C, fam = self.channels, self.family
+        Q = fam.Q
+        qb, qmask, smax = Q.bit_length() - 1, Q - 1, fam.levels - 1
+        L, clip = C * M, self.clip
+        WL32, WS32, WL64, WS64, x_limit32, shift, tt, rrow, row_rank, fresh_mu, fresh_tab = self._v2_consts
+        _, _, _, _, _, clip_mu, clip_s_low = self._decode_consts
+        radii, row_class, Wc = tt.radii, tt.row_class, tt.weights
+        sort = L >= _SORT_MIN
+        models = tt.models() if sort else None
+        model = coder._family_model()
+        decs = []
+        for payload in payloads:
+            words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+            decs.append(constriction.stream.stack.AnsCoder(words) if words.size else constriction.stream.stack.AnsCoder())
+        j = 0
+
+        def fail(j: int, what: str, e: Exception) -> CodecError:
+            where = f"stream #{ids[j]}: " if name else ""
+            return CodecError(f"{where}corrupt stream or wrong codec: {what} ({e})")
+
+        N = len(Ts)
+        out = np.empty((Ts[0], N, C, M), np.int64)
+        mu = np.repeat(np.repeat(fresh_mu[None, :, None], N, 0), M, 2)  # (N, C, M)
+        tab = np.repeat(np.repeat(fresh_tab[None, :, None], N, 0), M, 2)  # (N, C, M), any strides
+        res = np.empty((N, C, M), np.int64)
+        n_act = 0
+        for t in range(Ts[0]):
+            if n_act == 0 or Ts[n_act - 1] <= t:  # (re)allocate the per-step buffers for the active streams
+                n_act = sum(T > t for T in Ts)
+                mu, tab, res = mu[:n_act], tab[:n_act], res[:n_act]
+                X32 = np.empty((2 * C + 1, n_act * M), np.float32)  # [x; 1; |x|], columns = (stream, position)
+                X32[C] = 1.0
+                acc = np.empty((2 * C, n_act * M), np.float32)
+                resf = res.reshape(n_act, L)
+            try:
+                if sort:
+                    for j in range(n_act):
+                        tj = tab[j].reshape(-1)
+                        order = np.argsort(row_rank[tj], kind="stable")
+                        st = tj[order]
+                        cuts = np.flatnonzero(st[1:] != st[:-1]) + 1
+                        b = [0, *cuts.tolist(), L]
+                        if L >= _RUN_MIN * len(b):  # long runs: one fixed model per table
+                            parts = [decs[j].decode(models[int(st[a])], e - a) for a, e in zip(b[:-1], b[1:])]
+                        else:  # short runs: per-symbol rows, one call per class
+                            sc = row_class[st]
+                            b = [0, *(np.flatnonzero(sc[1:] != sc[:-1]) + 1).tolist(), L]
+                            parts = [decs[j].decode(model, Wc[int(sc[a])][st[a:e]]) for a, e in zip(b[:-1], b[1:])]
+                        sym = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                        r0, r1 = int(rrow[st[0]]), int(rrow[st[-1]])  # classes ascend along the order
+                        if r0 == r1:
+                            resf[j][order] = sym - r0
+                            esc = int(sym.max()) > 2 * r0
+                        else:
+                            rs = rrow[st]
+                            sym = sym - rs
+                            resf[j][order] = sym
+                            esc = bool((sym > rs).any())
+                        if esc:
+                            self._pop_escapes_v2(decs[j], tt, resf[j], mu[j].reshape(-1), rrow[tj], tj)
+                else:
+                    cls = row_class[tab]
+                    c_lo, c_hi = int(cls.min()), int(cls.max())
+                    if c_lo == c_hi:  # one width class in this step (common): one gather, one call per stream
+                        r = int(radii[c_lo])
+                        rows = Wc[c_lo][tab].reshape(n_act, L, -1)
+                        resf[...] = [decs[j].decode(model, rows[j]) for j in range(n_act)]
+                        resf -= r
+                        if int(resf.max()) > r:
+                            for j in range(n_act):
+                                self._pop_escapes_v2(decs[j], tt, resf[j], mu[j].reshape(-1), np.full(L, r),
+                                                     tab[j].reshape(-1))
+                    else:
+                        flat_cls, flat_tab, flat_res = cls.reshape(-1), tab.reshape(-1), resf.reshape(-1)
+                        starts = np.arange(n_act + 1) * L
+                        for c in range(c_lo, c_hi + 1):
+                            idx = np.flatnonzero(flat_cls == c)  # stream-major, positions ascending
+                            if idx.size == 0:
+                                continue
+                            rows = Wc[c][flat_tab[idx]]
+                            b = np.searchsorted(idx, starts).tolist()
+                            got = np.empty(idx.size, np.int64)
+                            for j in range(n_act):
+                                if b[j] < b[j + 1]:
+                                    got[b[j] : b[j + 1]] = decs[j].decode(model, rows[b[j] : b[j + 1]])
+                            flat_res[idx] = got - radii[c]
+                        tabf = tab.reshape(n_act, L)
+                        rc = rrow[tabf]
+                        if (resf > rc).any():
+                            for j in range(n_act):
+                                self._pop_escapes_v2(decs[j], tt, resf[j], mu[j].reshape(-1), rc[j], tabf[j])
+            except CodecError as e:
+                raise fail(j, "escape decoding failed", e) from None
+            except Exception as e:  # constriction raises on garbage
+                raise fail(j, "the ANS decoder failed", e) from None
+            res += mu
+            out[t, :n_act] = res
+            if t + 1 == Ts[0]:
+                break
+            # integer context of frame t+1 from frame t (the operations of integer_context), columns
+            # (stream, position); float32 products when provably exact, else float64 (same integers)
+            xv = X32[:C].reshape(C, n_act, M)
+            np.clip(res.transpose(1, 0, 2), -clip, clip, out=xv)
+            np.abs(X32[:C], out=X32[C + 1 :])
+            if float(X32[C + 1 :].max()) <= x_limit32:
+                np.matmul(WL32, X32[: C + 1], out=acc[:C])
+                np.matmul(WS32, X32[C:], out=acc[C:])
+                ai = acc.astype(np.int64)
+            else:
+                X64 = X32.astype(np.float64)
+                ai = np.concatenate([WL64 @ X64[: C + 1], WS64 @ X64[C:]]).astype(np.int64)
+            ai >>= shift
+            mq, sc = ai[:C], ai[C:]
+            mu_c = mq >> qb
+            if clip_mu:
+                np.clip(mu_c, -MU_LIMIT, MU_LIMIT, out=mu_c)
+            mq &= qmask
+            if clip_s_low:
+                np.maximum(sc, 0, out=sc)
+            np.minimum(sc, smax, out=sc)
+            sc <<= qb
+            mq += sc
+            mu = mu_c.reshape(C, n_act, M).transpose(1, 0, 2)
+            tab = mq.reshape(C, n_act, M).transpose(1, 0, 2)
+        for j, dec in enumerate(decs):
+            if not dec.is_empty():
+                raise fail(j, "data left over after decoding every symbol", ValueError("trailing words"))
+        outs = []
+        for j, T in enumerate(Ts):
+            o = out[:T, j]
+            if o.size and (o.min() < _I32.min or o.max() > _I32.max):
+                raise CodecError("corrupt stream: a decoded value lies outside int32")
+            outs.append(o.astype(np.int32))
+        return outs
+
     def estimate_bits(self, k: Any) -> float:
         """The tables' ideal cost of one chunk ``k`` (T, C, *) in bits (escapes included, no header)."""
         K, shape = self._symbols(k)
@@ -515,12 +821,39 @@ class TemporalCodec(DigestedCodec):
         R = fam.radius
         mu, tab = self.tables(K)
         r = K - mu
+        if self.version == 2:
+            return self._estimate_bits_v2(K, mu, tab, r)
         esc = (r < -R) | (r > R)
         sym = np.where(esc, fam.n - 1, r + R)
         bits = float(fam.cost_bits[tab, sym].sum())
         if esc.any():
             m = mu[esc]
             bits += coder.escape_bits(K[esc], m - R, m + R)
+        return bits
+
+    def _estimate_bits_v2(self, K: np.ndarray, mu: np.ndarray, tab: np.ndarray, r: np.ndarray) -> float:
+        """Layout 2's ideal cost: truncated rows, tail symbols, exact escapes beyond R."""
+        fam = self.family
+        R, p = fam.radius, fam.precision
+        tt = truncated_tables(fam, _TAIL_SHIFT)
+        cls = tt.row_class[tab]
+        bits = 0.0
+        for c in np.unique(cls).tolist():
+            sel = cls == c
+            rc = int(tt.radii[c])
+            rs, ts = r[sel], tab[sel]
+            esc = (rs < -rc) | (rs > rc)
+            f = tt.freqs[c][ts, np.where(esc, 2 * rc + 1, rs + rc)].astype(np.float64)
+            bits += float((p - np.log2(f)).sum())
+            if esc.any() and rc < R:
+                m, re = R - rc, rs[esc]
+                far = (re < -R) | (re > R)
+                i = np.where(far, 2 * m, np.where(re < 0, re + R, re + m - rc - 1))
+                bits += float((24 - np.log2(tt.tails[c][ts[esc], i].astype(np.float64))).sum())
+        far = (r < -R) | (r > R)
+        if far.any():
+            m = mu[far]
+            bits += coder.escape_bits(K[far], m - R, m + R)
         return bits
 
     def compress_chunks(self, k: Any, chunk_frames: int) -> list[bytes]:

@@ -12,6 +12,17 @@ family's log grid), and the rate ``-log2 P(x_t)`` where ``P`` is the Laplace den
 and scale ``sigma`` convolved with ``U(-1/2, 1/2)`` (the training proxy of Ballé et al. 2018,
 arXiv:1802.01436): with noisy ``x_t`` it is a differentiable upper bound on the coded rate.
 
+The context matrices are parameterized by ``context``:
+
+* ``"diagonal"`` (default): ``w_loc = diag(a) + U_l V_l^T`` and ``w_scale = diag(d) + U_s V_s^T`` with
+  ranks ``rank`` / ``scale_rank`` (0 by default: each channel is predicted from its own previous value
+  only, 2C context parameters). On real video (docs/temporal.md) this generalizes from a few hundred
+  training clips to later segments of the same videos, where the unconstrained matrices do not;
+* ``"full"``: two free C x C matrices (2C^2 parameters; over-fits ~200 clips of 128 channels and then
+  codes held-out segments with *more* bits than a factorized prior).
+
+Either way :meth:`freeze` writes the same dense integer matrices, so the codec is unchanged.
+
 :meth:`TemporalPrior.freeze` quantizes the weights to ``2**-frac_bits`` fixed point, builds the table
 family once and returns an immutable :class:`~featcomp.entropy.temporal.TemporalCodec`; from then on
 only integers are used (the rate may move slightly with the fixed-point rounding; correctness cannot).
@@ -34,10 +45,12 @@ from torch import Tensor, nn
 
 from featcomp.entropy.indexed import TableFamily, scale_grid
 from featcomp.entropy.temporal import TemporalCodec
+from featcomp.errors import ConfigError
 
-__all__ = ["TemporalPrior", "laplace_bits", "fit_temporal_head", "ste_round"]
+__all__ = ["TemporalPrior", "laplace_bits", "fit_temporal_head", "fit_temporal_prior", "ste_round"]
 
 _LOG2 = math.log(2.0)
+CONTEXTS = ("full", "diagonal")
 
 
 def ste_round(x: Tensor) -> Tensor:
@@ -71,25 +84,54 @@ class TemporalPrior(nn.Module):
         Q: fractional location steps of the tables. radius: table half-width (escapes beyond).
         frac_bits: fixed-point fraction bits of the frozen weights.
         init_rho: initial diagonal of ``w_loc`` (temporal correlation guess).
+        context: ``"diagonal"`` (own previous value + optional low-rank terms) or ``"full"`` (free matrices).
+        rank, scale_rank: ranks of the shared low-rank terms of ``w_loc`` / ``w_scale`` (``"diagonal"`` only).
 
     Shapes: ``bits(x)`` takes x float (B, T, C, *) in quantization units (``y - offsets``) and returns
     float (B, T): bits per frame.
     """
 
     def __init__(self, channels: int, *, levels: int = 64, scale_min: float = 0.11, scale_max: float = 48.0,
-                 Q: int = 4, radius: int = 48, frac_bits: int = 12, init_rho: float = 0.5) -> None:
+                 Q: int = 4, radius: int = 48, frac_bits: int = 12, init_rho: float = 0.5,
+                 context: str = "diagonal", rank: int = 0, scale_rank: int = 0) -> None:
         super().__init__()
         C = int(channels)
+        if context not in CONTEXTS:
+            raise ConfigError(f"TemporalPrior: context must be one of {CONTEXTS}, got {context!r}")
+        if context == "full" and (rank or scale_rank):
+            raise ConfigError("TemporalPrior: rank / scale_rank apply to context='diagonal' only")
+        if not (0 <= int(rank) <= C and 0 <= int(scale_rank) <= C):
+            raise ConfigError(f"TemporalPrior: rank and scale_rank must be in [0, {C}], got {rank}, {scale_rank}")
         self.channels, self.levels, self.Q, self.radius, self.frac_bits = C, int(levels), int(Q), int(radius), int(frac_bits)
+        self.context, self.rank, self.scale_rank = context, int(rank), int(scale_rank)
         self.scale_min, self.scale_max = float(scale_min), float(scale_max)
         self.step = math.log(scale_max / scale_min) / (levels - 1)
         u1 = math.log(1.0 / scale_min) / self.step  # index of sigma = 1
-        self.w_loc = nn.Parameter(init_rho * torch.eye(C))
+        if context == "full":
+            self.w_loc = nn.Parameter(init_rho * torch.eye(C))
+            self.w_scale = nn.Parameter(torch.zeros(C, C))
+        else:
+            # each channel predicted from its own previous value, plus optional low-rank shared terms
+            # (U V^T, U starts at zero so training begins from the diagonal model)
+            g = torch.Generator().manual_seed(0)
+            self.loc_diag = nn.Parameter(torch.full((C,), float(init_rho)))
+            self.scale_diag = nn.Parameter(torch.zeros(C))
+            self.loc_u = nn.Parameter(torch.zeros(C, self.rank))
+            self.loc_v = nn.Parameter(torch.randn(self.rank, C, generator=g) / math.sqrt(C))
+            self.scale_u = nn.Parameter(torch.zeros(C, self.scale_rank))
+            self.scale_v = nn.Parameter(torch.randn(self.scale_rank, C, generator=g) / math.sqrt(C))
         self.b_loc = nn.Parameter(torch.zeros(C))
-        self.w_scale = nn.Parameter(torch.zeros(C, C))
         self.b_scale = nn.Parameter(torch.full((C,), u1))
         self.fresh_loc = nn.Parameter(torch.zeros(C))
         self.fresh_scale = nn.Parameter(torch.full((C,), u1 + 1.0 / self.step))
+
+    def context_weights(self) -> tuple[Tensor, Tensor]:
+        """The (C, C) float context matrices ``(w_loc, w_scale)`` (what :meth:`freeze` quantizes)."""
+        if self.context == "full":
+            return self.w_loc, self.w_scale
+        w_loc = torch.diag(self.loc_diag) + self.loc_u @ self.loc_v
+        w_scale = torch.diag(self.scale_diag) + self.scale_u @ self.scale_v
+        return w_loc, w_scale
 
     def sigma(self, u: Tensor) -> Tensor:
         """Scale of continuous index ``u`` on the grid (clamped to ``[0, S-1]``)."""
@@ -98,12 +140,13 @@ class TemporalPrior(nn.Module):
     def predict(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Location and continuous scale index of every frame: x (B, T, C, *) -> (mu, u) like x."""
         B, T, C = x.shape[:3]
-        xr = ste_round(x[:, :-1]).reshape(B, T - 1, C, -1)  # (B, T-1, C, M)
+        xr = ste_round(x[:, :-1]).reshape(B, T - 1, C, math.prod(x.shape[3:]))  # (B, T-1, C, M); T = 1 works
         extra = (1,) * (x.dim() - 3)
         mu0 = self.fresh_loc.reshape(1, 1, C, *extra).expand(B, 1, C, *x.shape[3:])
         u0 = self.fresh_scale.reshape(1, 1, C, *extra).expand(B, 1, C, *x.shape[3:])
-        mu = torch.einsum("cd,btdm->btcm", self.w_loc, xr) + self.b_loc[:, None]
-        u = torch.einsum("cd,btdm->btcm", self.w_scale, xr.abs()) + self.b_scale[:, None]
+        w_loc, w_scale = self.context_weights()
+        mu = torch.einsum("cd,btdm->btcm", w_loc, xr) + self.b_loc[:, None]
+        u = torch.einsum("cd,btdm->btcm", w_scale, xr.abs()) + self.b_scale[:, None]
         mu = torch.cat([mu0, mu.reshape(B, T - 1, C, *x.shape[3:])], 1)
         u = torch.cat([u0, u.reshape(B, T - 1, C, *x.shape[3:])], 1)
         return mu, u
@@ -131,14 +174,15 @@ class TemporalPrior(nn.Module):
         def fx(p: Tensor, scale: float, limit: int) -> np.ndarray:
             return np.clip(np.round(p.detach().cpu().double().numpy() * scale), -limit, limit).astype(np.int64)
 
+        w_loc, w_scale = self.context_weights()
         fam = TableFamily.build(scale_grid(self.scale_min, self.scale_max, self.levels), Q=self.Q,
                                 radius=self.radius, precision=precision, shape="laplace")
         return TemporalCodec(
             np.asarray(offsets.detach().cpu().numpy() if hasattr(offsets, "detach") else offsets, np.float32),
             fam,
-            fx(self.w_loc, 2.0**F, lim).astype(np.int32),
+            fx(w_loc, 2.0**F, lim).astype(np.int32),
             fx(self.b_loc, 2.0**F, (1 << 40) - 1),
-            fx(self.w_scale, 2.0**F, lim).astype(np.int32),
+            fx(w_scale, 2.0**F, lim).astype(np.int32),
             fx(self.b_scale, 2.0**F, (1 << 40) - 1),
             fx(self.fresh_loc, float(self.Q), (1 << 30) - 1),
             np.clip(np.round(self.fresh_scale.detach().cpu().numpy()), 0, self.levels - 1).astype(np.int32),
@@ -157,6 +201,38 @@ def _windows(seqs: list[np.ndarray], length: int, batch: int, g: np.random.Gener
         a = int(g.integers(0, len(s) - length + 1))
         out.append(s[a : a + length])
     return np.stack(out)
+
+
+def fit_temporal_prior(prior: TemporalPrior, seqs: list[np.ndarray], *, window: int = 4, steps: int = 600,
+                       batch: int = 64, lr: float = 3e-2, seed: int = 0) -> TemporalPrior:
+    """Fit ``prior`` alone to fixed integer latents (e.g. a trained factorized head's ``k``), in place.
+
+    Minimizes the exact discrete cost (bits per frame of the integers themselves, no noise) of random
+    windows, Adam with a cosine-decayed ``lr``. Coding the same integers with the frozen result compares
+    the two entropy models at *identical* quality.
+
+    Args:
+        prior: the :class:`TemporalPrior` to fit. seqs: integer-valued (T_i, C, *) sequences, T_i >= window.
+        window, steps, batch, lr, seed: optimization.
+
+    Returns:
+        ``prior``, in eval mode.
+    """
+    torch.manual_seed(seed)
+    g = np.random.default_rng(seed)
+    seqs = [np.asarray(s, np.float32) for s in seqs if len(s) >= window]
+    opt = torch.optim.Adam(prior.parameters(), lr=lr)
+    prior.train()
+    for step in range(steps):
+        for grp in opt.param_groups:
+            grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        x = torch.as_tensor(_windows(seqs, window, batch, g))
+        loss = prior.bits(x, x).mean() / window
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    prior.eval()
+    return prior
 
 
 def fit_temporal_head(

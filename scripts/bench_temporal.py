@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--baseline-rev", default="05d8a65")
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--chunks", type=int, default=16)
+    ap.add_argument("--dry-run", action="store_true", help="print the table, do not rewrite docs/benchmarks.md")
     args = ap.parse_args()
     rng = np.random.default_rng(1)
     codec = make_codec()  # layout 2 (codec version 2, the default)
@@ -137,7 +138,7 @@ def main() -> None:
          f"temporal before ({args.baseline_rev}), one chunk at a time",
          f"before, {args.chunks} chunks in lockstep", "temporal now (layout 2), one chunk at a time",
          f"now, {args.chunks} chunks in lockstep"], rows)
-    write_section("temporal", f"""Temporal vs factorized decode, {today()}, {machine()} (scripts/bench_temporal.py;
+    text = f"""Temporal vs factorized decode, {today()}, {machine()} (scripts/bench_temporal.py;
 one thread, best of {args.repeat}, every variant timed round robin within each repeat so the ratios
 compare runs under the same load; load average {load0[0]:.2f} at the start, {load1[0]:.2f} at the end,
 2 cores shared with other jobs). {args.chunks} chunks of AR(1) latents; ratios are vs the factorized
@@ -147,7 +148,9 @@ rows truncated by width class (float32), frames of >= 256 symbols sorted by tabl
 run with fixed per-table constriction models, context products in float32 when provably exact.
 
 {table}
-""")
+"""
+    if not args.dry_run:
+        write_section("temporal", text)
     print(table)
 
 

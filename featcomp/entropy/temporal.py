@@ -679,8 +679,11 @@ class TemporalCodec(DigestedCodec):
         row_rank[np.lexsort((np.arange(SQ), tt.row_class))] = np.arange(SQ)
         fresh_mu = (self.fresh_loc >> qb).astype(np.int64)
         fresh_tab = self.fresh_scale.astype(np.int64) * Q + (self.fresh_loc & (Q - 1))
-        return (WL.astype(np.float32), WS.astype(np.float32), WL, WS, x_limit32, shift, tt, rrow, row_rank,
-                fresh_mu, fresh_tab)
+        WB = np.zeros((2 * C, 2 * C + 1))  # [[WL, 0], [0, WS]] on [x; 1; |x|]: one product for small M
+        WB[:C, : C + 1] = WL
+        WB[C:, C:] = WS
+        return (WL.astype(np.float32), WS.astype(np.float32), WL, WS, WB.astype(np.float32), x_limit32, shift, tt,
+                rrow, row_rank, fresh_mu, fresh_tab)
 
     def _decode_group_v2(self, M: int, Ts: list[int], payloads: list[bytes], name: bool, ids: list[int]) -> list[np.ndarray]:
         """Layout 2 (see :meth:`_encode_v2`): lockstep decode of N streams with M positions per
@@ -696,7 +699,7 @@ class TemporalCodec(DigestedCodec):
         Q = fam.Q
         qb, qmask, smax = Q.bit_length() - 1, Q - 1, fam.levels - 1
         L, clip = C * M, self.clip
-        WL32, WS32, WL64, WS64, x_limit32, shift, tt, rrow, row_rank, fresh_mu, fresh_tab = self._v2_consts
+        WL32, WS32, WL64, WS64, WB32, x_limit32, shift, tt, rrow, row_rank, fresh_mu, fresh_tab = self._v2_consts
         _, _, _, _, _, clip_mu, clip_s_low = self._decode_consts
         radii, row_class, Wc = tt.radii, tt.row_class, tt.weights
         sort = L >= _SORT_MIN
@@ -739,7 +742,7 @@ class TemporalCodec(DigestedCodec):
                         else:  # short runs: per-symbol rows, one call per class
                             sc = row_class[st]
                             b = [0, *(np.flatnonzero(sc[1:] != sc[:-1]) + 1).tolist(), L]
-                            parts = [decs[j].decode(model, Wc[int(sc[a])][st[a:e]]) for a, e in zip(b[:-1], b[1:])]
+                            parts = [decs[j].decode(model, np.take(Wc[int(sc[a])], st[a:e], axis=0)) for a, e in zip(b[:-1], b[1:])]
                         sym = parts[0] if len(parts) == 1 else np.concatenate(parts)
                         r0, r1 = int(rrow[st[0]]), int(rrow[st[-1]])  # classes ascend along the order
                         if r0 == r1:
@@ -757,7 +760,7 @@ class TemporalCodec(DigestedCodec):
                     c_lo, c_hi = int(cls.min()), int(cls.max())
                     if c_lo == c_hi:  # one width class in this step (common): one gather, one call per stream
                         r = int(radii[c_lo])
-                        rows = Wc[c_lo][tab].reshape(n_act, L, -1)
+                        rows = np.take(Wc[c_lo], tab, axis=0).reshape(n_act, L, -1)  # take: ~3x faster than indexing
                         np.concatenate([decs[j].decode(model, rows[j]) for j in range(n_act)], out=resf.reshape(-1))
                         resf -= r
                         if int(resf.max()) > r:
@@ -771,7 +774,7 @@ class TemporalCodec(DigestedCodec):
                             idx = np.flatnonzero(flat_cls == c)  # stream-major, positions ascending
                             if idx.size == 0:
                                 continue
-                            rows = Wc[c][flat_tab[idx]]
+                            rows = np.take(Wc[c], flat_tab[idx], axis=0)
                             b = np.searchsorted(idx, starts).tolist()
                             got = np.empty(idx.size, np.int64)
                             for j in range(n_act):
@@ -802,7 +805,9 @@ class TemporalCodec(DigestedCodec):
                 np.maximum(X32[:C], -clip, out=X32[:C])
                 np.abs(X32[:C], out=xa)
                 xmax = clip
-            if xmax <= x_limit32:
+            if xmax <= x_limit32 and M == 1:  # few columns: one call beats two (zero blocks are free)
+                ai = np.matmul(WB32, X32, out=acc).astype(np.int64)
+            elif xmax <= x_limit32:
                 np.matmul(WL32, X32[: C + 1], out=acc[:C])
                 np.matmul(WS32, X32[C:], out=acc[C:])
                 ai = acc.astype(np.int64)

@@ -299,6 +299,7 @@ class TruncatedTables:
             truncated table is followed by one tail symbol, so a folded residual costs about what
             it cost in the full row; only the tail symbol "escape" goes on to the exact escape
             format (beyond R).
+        tail_weights: the same as float32 constriction weights ``h - 1`` (exact: below 2**24).
     """
 
     radii: np.ndarray
@@ -307,6 +308,7 @@ class TruncatedTables:
     weights: tuple
     tail_shift: int
     tails: tuple
+    tail_weights: tuple
     _models: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def models(self) -> list:
@@ -346,8 +348,9 @@ def truncated_tables(family: TableFamily, tail_shift: int) -> TruncatedTables:
         weights.append(_readonly(w))
     tails = tuple(None if r == R else _readonly(tail_tables(f, R, r)) for r in radii.tolist())
     _check_float32_family()
+    tail_w = tuple(None if h is None else _readonly((h - 1).astype(np.float32)) for h in tails)
     return TruncatedTables(_readonly(radii), _readonly(row_class), tuple(freqs), tuple(weights), int(tail_shift),
-                           tails)
+                           tails, tail_w)
 
 
 def tail_tables(freqs: np.ndarray, radius: int, r: int) -> np.ndarray:

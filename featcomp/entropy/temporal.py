@@ -538,33 +538,48 @@ class TemporalCodec(DigestedCodec):
             sym = np.where(far[sel], 2 * m, np.where(rs < 0, rs + R, rs + m - rc - 1)).astype(np.int32)
             enc.encode_reverse(sym, model, tt.tails[c][tab[sel]].astype(np.float64) - 1.0)
 
-    def _pop_escapes_v2(self, dec, tt, res: np.ndarray, mu: np.ndarray, rc: np.ndarray, tab: np.ndarray) -> None:
-        """Inverse of :meth:`_push_escapes_v2` for one frame: ``res`` int64 (L,) residuals with
-        escapes marked ``radius + 1`` (``> rc``, the class radii) are replaced in place by the
-        escaped residuals; ``mu`` and ``tab`` (L,) the frame's locations and table indices."""
-        e = np.flatnonzero(res > rc)
-        if e.size == 0:
+    def _pop_escapes_v2(self, decs: list, tt, resf: np.ndarray, muf: np.ndarray, tabf: np.ndarray, where: list) -> None:
+        """Inverse of :meth:`_push_escapes_v2` for one frame step of ``n`` lockstep streams.
+
+        ``resf`` int64 (n, L) residuals, escapes marked ``radius + 1`` (above their class radius),
+        replaced in place by the escaped residuals; ``muf``/``tabf`` (n, L) locations and table
+        indices. Vectorized over streams: one tail-table gather, then one constriction call per
+        (stream, class) with escapes, then the exact values beyond R per stream. ``where[0]`` is set
+        to the stream being decoded (for error messages).
+        """
+        R, L = self.family.radius, resf.shape[1]
+        tab_all = tabf.reshape(-1)
+        idx = np.flatnonzero(resf.reshape(-1) > np.take(tt.radii, np.take(tt.row_class, tab_all)))
+        if idx.size == 0:
             return
-        R = self.family.radius
-        tab_e = tab[e]
+        tab_e = tab_all[idx]
         cls_e = tt.row_class[tab_e]
-        got = np.empty(e.size, np.int64)
-        far = np.zeros(e.size, bool)
+        j_e = idx // L
+        if cls_e.min() != cls_e.max():  # decode order per stream: class, then position
+            o = np.lexsort((idx, cls_e, j_e))
+            idx, tab_e, cls_e, j_e = idx[o], tab_e[o], cls_e[o], j_e[o]
+        rr = tt.radii[cls_e]
+        m = R - rr
+        sym = 2 * m  # "beyond R" unless a tail symbol says otherwise
+        cut = np.flatnonzero((j_e[1:] != j_e[:-1]) | (cls_e[1:] != cls_e[:-1])) + 1
         model = coder._family_model()
-        for c in np.unique(cls_e).tolist():
-            sel = np.flatnonzero(cls_e == c)
-            r = int(tt.radii[c])
-            if r == R:
-                far[sel] = True
+        for a, b in zip([0, *cut.tolist()], [*cut.tolist(), idx.size]):
+            c = int(cls_e[a])
+            if tt.tails[c] is None:  # class radius R: straight to the exact values
                 continue
-            m = R - r
-            sym = np.asarray(dec.decode(model, tt.tails[c][tab_e[sel]].astype(np.float64) - 1.0), np.int64)
-            got[sel] = np.where(sym < m, sym - R, sym - m + r + 1)
-            far[sel[sym == 2 * m]] = True
+            where[0] = int(j_e[a])
+            sym[a:b] = decs[where[0]].decode(model, np.take(tt.tail_weights[c], tab_e[a:b], axis=0))
+        got = np.where(sym < m, sym - R, sym - m + rr + 1)
+        far = sym == 2 * m
         if far.any():
-            fm = mu[e][far]
-            got[far] = coder.pop_escapes(dec, fm - R, fm + R) - fm
-        res[e] = got
+            mu_e = muf.reshape(-1)[idx]
+            for j in np.unique(j_e[far]).tolist():
+                sel = np.flatnonzero(far & (j_e == j))
+                sel = sel[np.argsort(idx[sel], kind="stable")]  # position order
+                fm = mu_e[sel]
+                where[0] = j
+                got[sel] = coder.pop_escapes(decs[j], fm - R, fm + R) - fm
+        resf.reshape(-1)[idx] = got
 
     def _decode_group_v1(self, M: int, Ts: list[int], payloads: list[bytes], name: bool, ids: list[int]) -> list[np.ndarray]:
         """Layout 1: lockstep decode of streams with M positions per channel; ``Ts`` sorted descending."""
@@ -730,6 +745,7 @@ class TemporalCodec(DigestedCodec):
                 acc = np.empty((2 * C, n_act * M), np.float32)
                 resf = res.reshape(n_act, L)
             try:
+                esc = False
                 if sort:
                     for j in range(n_act):
                         tj = tab[j].reshape(-1)
@@ -747,14 +763,12 @@ class TemporalCodec(DigestedCodec):
                         r0, r1 = int(rrow[st[0]]), int(rrow[st[-1]])  # classes ascend along the order
                         if r0 == r1:
                             resf[j][order] = sym - r0
-                            esc = int(sym.max()) > 2 * r0
+                            esc = esc or int(sym.max()) > 2 * r0
                         else:
                             rs = rrow[st]
                             sym = sym - rs
                             resf[j][order] = sym
-                            esc = bool((sym > rs).any())
-                        if esc:
-                            self._pop_escapes_v2(decs[j], tt, resf[j], mu[j].reshape(-1), rrow[tj], tj)
+                            esc = esc or bool((sym > rs).any())
                 else:
                     cls = row_class[tab]
                     c_lo, c_hi = int(cls.min()), int(cls.max())
@@ -763,10 +777,7 @@ class TemporalCodec(DigestedCodec):
                         rows = np.take(Wc[c_lo], tab, axis=0).reshape(n_act, L, -1)  # take: ~3x faster than indexing
                         np.concatenate([decs[j].decode(model, rows[j]) for j in range(n_act)], out=resf.reshape(-1))
                         resf -= r
-                        if int(resf.max()) > r:
-                            for j in range(n_act):
-                                self._pop_escapes_v2(decs[j], tt, resf[j], mu[j].reshape(-1), np.full(L, r),
-                                                     tab[j].reshape(-1))
+                        esc = int(resf.max()) > r
                     else:
                         flat_cls, flat_tab, flat_res = cls.reshape(-1), tab.reshape(-1), resf.reshape(-1)
                         starts = np.arange(n_act + 1) * L
@@ -781,13 +792,15 @@ class TemporalCodec(DigestedCodec):
                                 if b[j] < b[j + 1]:
                                     got[b[j] : b[j + 1]] = decs[j].decode(model, rows[b[j] : b[j + 1]])
                             flat_res[idx] = got - radii[c]
-                        tabf = tab.reshape(n_act, L)
-                        rc = rrow[tabf]
-                        if (resf > rc).any():
-                            for j in range(n_act):
-                                self._pop_escapes_v2(decs[j], tt, resf[j], mu[j].reshape(-1), rc[j], tabf[j])
-            except CodecError as e:
-                raise fail(j, "escape decoding failed", e) from None
+                        esc = bool((resf > rrow[tab.reshape(n_act, L)]).any())
+                if esc:  # residuals above their class radius mark escapes; rare on calibrated data
+                    where = [0]
+                    try:
+                        self._pop_escapes_v2(decs, tt, resf, mu.reshape(n_act, L), tab.reshape(n_act, L), where)
+                    except Exception as e:
+                        raise fail(where[0], "escape decoding failed", e) from None
+            except CodecError:
+                raise
             except Exception as e:  # constriction raises on garbage
                 raise fail(j, "the ANS decoder failed", e) from None
             res += mu

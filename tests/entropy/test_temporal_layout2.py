@@ -218,3 +218,22 @@ def test_layout_2_goldens_decode_and_reencode_byte_for_byte():
     assert c2.to_bytes() == codec.to_bytes() and s2 == small_s and bs2 == big_s
     np.testing.assert_array_equal(big2, big)
     np.testing.assert_array_equal(k2, k)
+
+
+@pytest.mark.parametrize("trailing", [(), (8, 8)])
+def test_lockstep_with_escapes_in_most_frames_of_most_streams(trailing):
+    """A badly calibrated model (residuals far wider than the predicted scales): tail symbols and
+    exact values in many streams of the same step, several classes."""
+    rng = np.random.default_rng(8)
+    codec = varied_codec()
+    ks = [latents(rng, T, 6, trailing, 80.0) for T in (7, 5, 7, 2)]
+    ks[1][3].reshape(-1)[:3] = [I32.max, I32.min, 0]
+    streams = [codec.compress_symbols(k) for k in ks]
+    mu, tab = codec.tables(ks[0])
+    tt = truncated_tables(codec.family, 8)
+    r = ks[0].reshape(mu.shape) - mu
+    assert (np.abs(r) > tt.radii[tt.row_class[tab]]).reshape(7, -1).any(1).mean() > 0.5
+    for k, o in zip(ks, codec.decompress_chunks(streams)):
+        np.testing.assert_array_equal(o, k)
+    for k, s in zip(ks, streams):
+        np.testing.assert_array_equal(codec.decompress_symbols(s), k)

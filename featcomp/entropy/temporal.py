@@ -74,7 +74,7 @@ _VERSION = 2  # codec bytes version = stream layout it writes and reads (1: full
 _READ_VERSIONS = (1, 2)
 _TAIL_SHIFT = 8  # layout 2: a row is truncated where its folded outer mass is <= 2**precision >> 8
 _SORT_MIN = 256  # layout 2: frames of >= this many symbols are coded sorted by (class, table)
-_RUN_MIN = 16  # decode speed only: mean run length from which fixed per-table models beat rows (~0.3 us a call vs ~19 ns a symbol saved)
+_RUN_MIN = 8  # decode speed only: mean run length from which fixed per-table models beat per-symbol rows
 MU_LIMIT = 1 << 30
 WEIGHT_LIMIT = 1 << 20
 _I32 = np.iinfo(np.int32)
@@ -362,20 +362,23 @@ class TemporalCodec(DigestedCodec):
         return enc
 
     def _encode_v2(self, K: np.ndarray, T: int):
-        """Layout 2 (codec version 2): rows truncated by width class, a frame's symbols class by class.
+        """Layout 2 (codec version 2): rows truncated by width class.
 
-        Decode order: for each frame t, for each width class c present in it (ascending), the
-        symbols of class c, each coded with its table truncated to class c
-        (:func:`~featcomp.entropy.indexed.truncated_tables`); within a class in channel-major
-        position order if the frame has fewer than ``_SORT_MIN`` symbols, else sorted by table
-        index (then position), so that a decoder may take each table's run with one fixed model;
-        then frame t's escapes (:meth:`_push_escapes_v2`).
+        Every element has a *coding class*: in a frame of fewer than ``_SORT_MIN`` symbols, the
+        widest class of the frame's tables (one call per stream and frame decodes it); in larger
+        frames, its own table's class. It is coded with its table truncated to that class
+        (:func:`~featcomp.entropy.indexed.truncated_tables`). Decode order, frame by frame: small
+        frames in channel-major position order; large frames by coding class (ascending), then
+        table index, then position (so a decoder may take each table's run with one fixed model);
+        then the frame's escapes (:meth:`_push_escapes_v2`).
         """
         tt = truncated_tables(self.family, _TAIL_SHIFT)
         mu, tab = self.tables(K)
         L = mu[0].size
         mu, tab, kf = mu.reshape(-1), tab.reshape(-1), K.reshape(-1)
         cls = tt.row_class[tab]
+        if L < _SORT_MIN:
+            cls = np.repeat(cls.reshape(T, L).max(axis=1), L)
         rc = tt.radii[cls]
         r = kf - mu
         esc = (r < -rc) | (r > rc)
@@ -383,8 +386,8 @@ class TemporalCodec(DigestedCodec):
         frame = np.repeat(np.arange(T, dtype=np.int64), L)
         if L >= _SORT_MIN:  # frame-major, then class, then table, then position
             order = np.lexsort((tab, cls, frame))
-        else:  # frame-major, then class, then position
-            order = np.argsort(frame * len(tt.radii) + cls, kind="stable")
+        else:  # frame-major, then position
+            order = np.arange(kf.size)
         s_cls, s_frame = cls[order], frame[order]
         has_esc = esc.reshape(T, L).any(axis=1)
         # runs of one class that a single push can code: a class change or the end of a frame
@@ -402,10 +405,10 @@ class TemporalCodec(DigestedCodec):
         for c, a, b in reversed(events):  # ANS is a stack: push in reverse decode order
             if c < 0:
                 e = np.flatnonzero(esc[a * L : (a + 1) * L]) + a * L
-                self._push_escapes_v2(enc, tt, kf[e], mu[e], tab[e])
+                self._push_escapes_v2(enc, tt, kf[e], mu[e], tab[e], cls[e])
             else:
                 idx = order[a:b]
-                enc.encode_reverse(sym[idx], model, tt.weights[c][tab[idx]])
+                enc.encode_reverse(sym[idx], model, np.take(tt.weights[c], tab[idx], axis=0))
         return enc
 
     def _check_stream(self, data: bytes) -> tuple[tuple[int, ...], bytes]:
@@ -510,11 +513,11 @@ class TemporalCodec(DigestedCodec):
                     out[i] = k.reshape(parsed[i][0])
         return out  # type: ignore[return-value]
 
-    def _push_escapes_v2(self, enc, tt, vals: np.ndarray, mu: np.ndarray, tab: np.ndarray) -> None:
-        """Push one frame's escapes (values int64 (e,), position order) in layout 2.
+    def _push_escapes_v2(self, enc, tt, vals: np.ndarray, mu: np.ndarray, tab: np.ndarray, cls: np.ndarray) -> None:
+        """Push one frame's escapes (values int64 (e,), position order; ``cls`` their coding classes).
 
         Decode order: the *tail symbols* of the escapes whose class radius is below the family
-        radius R, by class (ascending) then position, each with its row's tail table
+        radius R, by class (ascending) then position, each with its row's class tail table
         (:attr:`~featcomp.entropy.indexed.TruncatedTables.tails`): index ``r + R`` for residuals
         ``r < -radius_c``, ``R - radius_c + r - radius_c - 1`` for ``r > radius_c``, the last index
         for ``|r| > R``; then the exact values of the residuals beyond R (tail "escape" or class
@@ -523,7 +526,6 @@ class TemporalCodec(DigestedCodec):
         """
         R = self.family.radius
         r = vals - mu
-        cls = tt.row_class[tab]
         far = (r < -R) | (r > R)
         if far.any():
             coder.push_escapes(enc, vals[far], mu[far] - R, mu[far] + R)
@@ -538,22 +540,23 @@ class TemporalCodec(DigestedCodec):
             sym = np.where(far[sel], 2 * m, np.where(rs < 0, rs + R, rs + m - rc - 1)).astype(np.int32)
             enc.encode_reverse(sym, model, tt.tails[c][tab[sel]].astype(np.float64) - 1.0)
 
-    def _pop_escapes_v2(self, decs: list, tt, resf: np.ndarray, muf: np.ndarray, tabf: np.ndarray, where: list) -> None:
+    def _pop_escapes_v2(self, decs: list, tt, resf: np.ndarray, muf: np.ndarray, tabf: np.ndarray, ccf: np.ndarray,
+                        where: list) -> None:
         """Inverse of :meth:`_push_escapes_v2` for one frame step of ``n`` lockstep streams.
 
-        ``resf`` int64 (n, L) residuals, escapes marked ``radius + 1`` (above their class radius),
-        replaced in place by the escaped residuals; ``muf``/``tabf`` (n, L) locations and table
-        indices. Vectorized over streams: one tail-table gather, then one constriction call per
+        ``resf`` int64 (n, L) residuals, escapes marked ``radius + 1`` (above their coding class's
+        radius), replaced in place by the escaped residuals; ``muf``/``tabf``/``ccf`` (n, L)
+        locations, table indices and coding classes. Vectorized over streams: one tail-table gather, then one constriction call per
         (stream, class) with escapes, then the exact values beyond R per stream. ``where[0]`` is set
         to the stream being decoded (for error messages).
         """
         R, L = self.family.radius, resf.shape[1]
-        tab_all = tabf.reshape(-1)
-        idx = np.flatnonzero(resf.reshape(-1) > np.take(tt.radii, np.take(tt.row_class, tab_all)))
+        cc_all = ccf.reshape(-1)
+        idx = np.flatnonzero(resf.reshape(-1) > np.take(tt.radii, cc_all))
         if idx.size == 0:
             return
-        tab_e = tab_all[idx]
-        cls_e = tt.row_class[tab_e]
+        tab_e = tabf.reshape(-1)[idx]
+        cls_e = cc_all[idx]
         j_e = idx // L
         if cls_e.min() != cls_e.max():  # decode order per stream: class, then position
             o = np.lexsort((idx, cls_e, j_e))
@@ -769,10 +772,10 @@ class TemporalCodec(DigestedCodec):
                             sym = sym - rs
                             resf[j][order] = sym
                             esc = esc or bool((sym > rs).any())
-                else:
-                    cls = row_class[tab]
-                    c_lo, c_hi = int(cls.min()), int(cls.max())
-                    if c_lo == c_hi:  # one width class in this step (common): one gather, one call per stream
+                else:  # small frames: one call per stream at the frame's widest class
+                    cw = row_class[tab].reshape(n_act, L).max(axis=1)
+                    c_lo, c_hi = int(cw.min()), int(cw.max())
+                    if c_lo == c_hi:  # every stream at the same width (common): one gather
                         r = int(radii[c_lo])
                         rows = np.take(Wc[c_lo], tab, axis=0).reshape(n_act, L, -1)  # take: ~3x faster than indexing
                         parts = []
@@ -782,24 +785,20 @@ class TemporalCodec(DigestedCodec):
                         resf -= r
                         esc = int(resf.max()) > r
                     else:
-                        flat_cls, flat_tab, flat_res = cls.reshape(-1), tab.reshape(-1), resf.reshape(-1)
-                        starts = np.arange(n_act + 1) * L
-                        for c in range(c_lo, c_hi + 1):
-                            idx = np.flatnonzero(flat_cls == c)  # stream-major, positions ascending
-                            if idx.size == 0:
-                                continue
-                            rows = np.take(Wc[c], flat_tab[idx], axis=0)
-                            b = np.searchsorted(idx, starts).tolist()
-                            got = np.empty(idx.size, np.int64)
-                            for j in range(n_act):
-                                if b[j] < b[j + 1]:
-                                    got[b[j] : b[j + 1]] = decs[j].decode(model, rows[b[j] : b[j + 1]])
-                            flat_res[idx] = got - radii[c]
-                        esc = bool((resf > rrow[tab.reshape(n_act, L)]).any())
+                        tabf = tab.reshape(n_act, L)
+                        for c in np.unique(cw).tolist():
+                            js = np.flatnonzero(cw == c).tolist()
+                            rows = np.take(Wc[c], tabf[js], axis=0)
+                            r = int(radii[c])
+                            for i, j in enumerate(js):
+                                resf[j] = decs[j].decode(model, rows[i])
+                            resf[js] -= r
+                        esc = bool((resf > radii[cw][:, None]).any())
                 if esc:  # residuals above their class radius mark escapes; rare on calibrated data
                     where = [0]
+                    ccf = row_class[tab].reshape(n_act, L) if sort else np.repeat(cw[:, None], L, axis=1)
                     try:
-                        self._pop_escapes_v2(decs, tt, resf, mu.reshape(n_act, L), tab.reshape(n_act, L), where)
+                        self._pop_escapes_v2(decs, tt, resf, mu.reshape(n_act, L), tab.reshape(n_act, L), ccf, where)
                     except Exception as e:
                         raise fail(where[0], "escape decoding failed", e) from None
             except CodecError:
@@ -879,6 +878,9 @@ class TemporalCodec(DigestedCodec):
         R, p = fam.radius, fam.precision
         tt = truncated_tables(fam, _TAIL_SHIFT)
         cls = tt.row_class[tab]
+        T, L = tab.shape[0], tab[0].size
+        if L < _SORT_MIN:  # coding class: the frame's widest
+            cls = np.broadcast_to(cls.reshape(T, L).max(axis=1).reshape((T,) + (1,) * (tab.ndim - 1)), tab.shape)
         bits = 0.0
         for c in np.unique(cls).tolist():
             sel = cls == c

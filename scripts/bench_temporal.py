@@ -42,20 +42,35 @@ from featcomp.entropy.temporal import TemporalCodec  # noqa: E402
 C, T, F = 64, 100, 12
 
 
-def make_codec(cls=TemporalCodec) -> TemporalCodec:
+# "varied": per-channel innovation scales log-uniform in [0.3, 8] (Laplace), as channels of real
+# latents differ, with a codec whose scale index follows them (bias per channel, grows with |x|)
+SIGMA = np.exp(np.random.default_rng(7).uniform(np.log(0.3), np.log(8.0), C))
+
+
+def make_codec(cls=TemporalCodec, varied: bool = False) -> TemporalCodec:
     rng = np.random.default_rng(0)
     fam = TableFamily.build(scale_grid(0.11, 48.0, 64), Q=4, radius=48)
     w_loc = np.round(0.9 * np.eye(C) * 2**F).astype(np.int32) + rng.integers(-40, 40, (C, C)).astype(np.int32)
-    w_scale = (np.eye(C) * 300).astype(np.int32)
-    u1 = int(np.log(1 / 0.11) / (np.log(48 / 0.11) / 63))  # index of scale 1
-    return cls(np.zeros(C, np.float32), fam, w_loc, np.zeros(C, np.int64), w_scale, np.full(C, u1 << F, np.int64),
+    step = np.log(48 / 0.11) / 63
+    u1 = int(np.log(1 / 0.11) / step)  # index of scale 1
+    if varied:
+        w_scale = (np.eye(C) * 2500).astype(np.int32)
+        b_scale = np.round((np.log(SIGMA / 0.11) / step - 4) * 2**F).astype(np.int64)
+    else:
+        w_scale = (np.eye(C) * 300).astype(np.int32)
+        b_scale = np.full(C, u1 << F, np.int64)
+    return cls(np.zeros(C, np.float32), fam, w_loc, np.zeros(C, np.int64), w_scale, b_scale,
                np.zeros(C, np.int64), np.full(C, u1 + 10, np.int32), frac_bits=F)
 
 
-def chunks(rng, trailing: tuple[int, ...], n: int) -> list[np.ndarray]:
+def chunks(rng, trailing: tuple[int, ...], n: int, varied: bool = False) -> list[np.ndarray]:
     y = np.zeros((n * T, C) + trailing)
+    sig = SIGMA.reshape((C,) + (1,) * len(trailing))
     for t in range(1, n * T):
-        y[t] = 0.9 * y[t - 1] + rng.normal(0, 1.0, (C,) + trailing)
+        if varied:
+            y[t] = 0.9 * y[t - 1] + rng.laplace(0, 1.0, (C,) + trailing) * sig
+        else:
+            y[t] = 0.9 * y[t - 1] + rng.normal(0, 1.0, (C,) + trailing)
     k = np.round(y).astype(np.int32)
     return [k[i * T : (i + 1) * T] for i in range(n)]
 
@@ -129,14 +144,16 @@ def main() -> None:
     ap.add_argument("--dry-run", action="store_true", help="print the table, do not rewrite docs/benchmarks.md")
     args = ap.parse_args()
     rng = np.random.default_rng(1)
-    codec = make_codec()  # layout 2 (codec version 2, the default)
-    v1 = make_codec(lambda *a, **k: TemporalCodec(*a, **k, version=1))  # layout 1, decoded by today's code
     old_cls = load_baseline(args.baseline_rev)
-    old = make_codec(old_cls) if old_cls is not None else None
     load0 = os.getloadavg()
     rows = []
-    for label, trailing in (("100 x 64", ()), ("100 x 64 x 7 x 7", (7, 7))):
-        ks = chunks(rng, trailing, args.chunks)
+    cases = (("100 x 64", (), False), ("100 x 64 x 7 x 7", (7, 7), False),
+             ("100 x 64, varied channel scales", (), True), ("100 x 64 x 7 x 7, varied channel scales", (7, 7), True))
+    for label, trailing, varied in cases:
+        codec = make_codec(varied=varied)  # layout 2 (codec version 2, the default)
+        v1 = make_codec(lambda *a, **k: TemporalCodec(*a, **k, version=1), varied)  # layout 1, today's code
+        old = make_codec(old_cls, varied) if old_cls is not None else None
+        ks = chunks(rng, trailing, args.chunks, varied)
         fac = EntropyCodec.fit(np.concatenate(ks))
         st = [codec.compress_symbols(k) for k in ks]
         s1 = [v1.compress_symbols(k) for k in ks]
@@ -184,8 +201,10 @@ def main() -> None:
     text = f"""Temporal vs factorized decode, {today()}, {machine()} (scripts/bench_temporal.py;
 one thread, best of {args.repeat}, every variant timed round robin within each repeat so the ratios
 compare runs under the same load; load average {load0[0]:.2f} at the start, {load1[0]:.2f} at the end,
-2 cores shared with other jobs). {args.chunks} chunks of AR(1) latents; ratios are vs the factorized
-decode of the same chunks, one chunk at a time. "Before" is the implementation at {args.baseline_rev}
+2 cores shared with other jobs). {args.chunks} chunks of AR(1) latents (rho 0.9; Gaussian unit
+innovations and a codec of scale ~1 everywhere, or "varied": Laplace innovations with per-channel
+scales 0.3..8 and a codec whose scales follow them); ratios are vs the factorized decode of the same
+chunks, one chunk at a time. "Before" is the implementation at {args.baseline_rev}
 decoding layout-1 streams; "now" decodes layout-2 streams (temporal codec version 2, issue 7):
 rows truncated by width class (float32), frames of >= 256 symbols sorted by table and decoded run by
 run with fixed per-table constriction models, context products in float32 when provably exact.

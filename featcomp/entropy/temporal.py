@@ -34,17 +34,19 @@ then ANS words, in the payload layout of the codec's ``version`` (part of its by
 * layout 1 (version 1, codecs made before issue 7; still written and read by such codecs): frame 0's
   ``C * M`` symbols (channel-major), each with its full family row, frame 0's escapes (format of
   :func:`featcomp.entropy.coder.push_escapes`), frame 1's symbols, frame 1's escapes, and so on;
-* layout 2 (version 2, the default): each row truncated to its *width class*
-  (:func:`featcomp.entropy.indexed.truncated_tables`); per frame the symbols class by class
-  (frames of >= ``_SORT_MIN`` symbols sorted by table index, so each table's run decodes with one
-  fixed constriction model), then the escapes: a tail symbol per escaped element (residuals the
-  truncation folded away cost about what they cost in the full row), then the exact values of
-  residuals beyond the family radius (:meth:`TemporalCodec._encode_v2`, docs/entropy.md).
+* layout 2 (version 2, the default): rows truncated by *width class*
+  (:func:`featcomp.entropy.indexed.truncated_tables`); a frame of fewer than ``_SORT_MIN`` symbols
+  is coded at its widest class in position order (one constriction call per frame); larger frames
+  by class, table index and position (each table's run decodes with one fixed constriction model);
+  then the escapes: a tail symbol per escaped element (residuals the truncation folded away cost
+  about what they cost in the full row), then the exact values of residuals beyond the family
+  radius (:meth:`TemporalCodec._encode_v2`, docs/entropy.md).
 
 Frames decode sequentially (each needs its predecessor), vectorized over channels and positions;
 :meth:`TemporalCodec.decompress_chunks` decodes independent streams in lockstep. Layout 2 decodes
-3-4x faster; its floor on small frames is constriction's per-call cost (one call per stream and
-frame: ~2.2 us for 64 symbols, against ~1.2 us for a whole 64-latent frame in the factorized codec).
+1.3-4x faster than layout 1 (docs/benchmarks.md, "temporal"); on small frames its floor is
+constriction's per-call cost (one call per stream and frame: ~2.2 us for 64 symbols at width 16,
+against ~1.2 us for a whole 64-latent frame in the factorized codec).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ spatial latents ``y`` (N, C, H, W): ``z = A @ cellmean(log2(1 + |k|)) + b`` over
 (``k = round(y - offsets)``, straight-through), ``z`` goes through a factorized
 :class:`~featcomp.entropy.EntropyBottleneck` (``z_hat = z + noise`` in training, ``round(z - m) + m``
 in evaluation, ``m`` its medians), and the scale index
-``u = (B_ln @ z_hat + c_ln) / step`` (nearest-upsampled to H x W) picks ``sigma = scale_min *
+``u = (B_ln @ z_hat + c_ln - ln(scale_min)) / step`` (nearest-upsampled to H x W) picks ``sigma = scale_min *
 exp(step * clamp(u, 0, S - 1))`` of a zero-centred discretized Laplace (or Gaussian, ``shape=``) for
 each element of ``y``. Training uses additive uniform noise (the usual relaxation); ``forward`` returns
 the noisy or rounded ``y`` and the bits per image (z's + y's).
@@ -17,9 +17,11 @@ Parameterization (what made training unstable before, docs/temporal.md part 2):
   the optimizer's back; on real maps ``z`` and ``m`` drifted apart together (|m| 3 -> 70 in 600 steps),
   the training loss rose and coded sizes grew with lambda. :meth:`freeze` folds ``B m`` into the
   integer bias, so the frozen codec (and its format) is unchanged;
-* ``B_ln``, ``c_ln`` are in natural-log units of sigma (the index is their value divided by the grid
-  step): an optimizer step moves sigma by the same factor whatever the grid's resolution (in index
-  units AdamW at lr 3e-3 moved sigma ~10x slower);
+* ``B_ln``, ``c_ln`` are in natural-log units of sigma (``ln sigma = B_ln @ z_hat + c_ln``; the
+  index is ``(ln sigma - ln scale_min) / step``): an optimizer step moves sigma by the same factor
+  whatever the grid's resolution (in index units AdamW at lr 3e-3 moved sigma ~10x slower);
+* ``scale_min`` is 0.04 (was 0.11): a zero at sigma 0.11 still costs 0.015 bits, 37 bits per 64 x 6 x 6
+  map, most of the whole rate at the low end (the factorized head codes such maps in ~60 bits);
 * the clamp to ``[0, S - 1]`` passes gradients that point back into the grid (tensorflow-compression's
   bounds), so an index that left the grid can return.
 
@@ -70,7 +72,7 @@ class HyperpriorPrior(nn.Module):
     """
 
     def __init__(self, channels: int, *, z_channels: int | None = None, pool: int = 2, levels: int = 64,
-                 scale_min: float = 0.11, scale_max: float = 48.0, radius: int = 48, frac_bits: int = 12,
+                 scale_min: float = 0.04, scale_max: float = 48.0, radius: int = 48, frac_bits: int = 12,
                  shape: str = "laplace") -> None:
         super().__init__()
         C = int(channels)
@@ -85,10 +87,10 @@ class HyperpriorPrior(nn.Module):
         self.offsets = nn.Parameter(torch.zeros(C))
         self.A = nn.Parameter(torch.randn(Cz, C, generator=g) / math.sqrt(C))
         self.b = nn.Parameter(torch.zeros(Cz))
-        # synthesis in natural-log units of sigma / scale_min (not grid indices: an optimizer step of the
-        # same size moves sigma by the same factor whatever the grid's resolution); starts at sigma = 1
+        # synthesis in natural-log units of sigma, ln(sigma) = B_ln @ z_hat + c_ln (not grid indices: an
+        # optimizer step of the same size moves sigma by the same factor whatever the grid); starts at sigma = 1
         self.B_ln = nn.Parameter(torch.randn(C, Cz, generator=g) * (0.1 * self.step))
-        self.c_ln = nn.Parameter(torch.full((C,), math.log(1.0 / scale_min)))
+        self.c_ln = nn.Parameter(torch.zeros(C))
         self.z_bottleneck = EntropyBottleneck(Cz)
         self._register_load_state_dict_pre_hook(self._upgrade_state_dict)
         self.register_load_state_dict_post_hook(HyperpriorPrior._finish_upgrade)
@@ -97,12 +99,13 @@ class HyperpriorPrior(nn.Module):
     # ------------------------------------------------------------------ old checkpoints
     def _upgrade_state_dict(self, state_dict, prefix, *args) -> None:
         """Checkpoints written before the synthesis moved to log units hold ``B``, ``c`` (grid-index units,
-        applied to ``z_hat - z_offsets``); they are converted once the z bottleneck is loaded."""
+        applied to ``z_hat - z_offsets``); they are converted once the z bottleneck is loaded. The grid
+        must be the one they were trained on (the default ``scale_min`` was 0.11 then: pass it in ``prior``)."""
         if prefix + "B" in state_dict and prefix + "B_ln" not in state_dict:
             B, c = state_dict.pop(prefix + "B"), state_dict.pop(prefix + "c")
             self._legacy = (B.detach().clone(), c.detach().clone())
             state_dict[prefix + "B_ln"] = B * self.step
-            state_dict[prefix + "c_ln"] = c * self.step
+            state_dict[prefix + "c_ln"] = c * self.step + math.log(self.scale_min)
 
     @staticmethod
     def _finish_upgrade(module: nn.Module, incompatible) -> None:
@@ -113,14 +116,15 @@ class HyperpriorPrior(nn.Module):
         with torch.no_grad():
             m = module.z_bottleneck.offsets.detach().to(B)
             module.B_ln.copy_(B * module.step)
-            module.c_ln.copy_((c - B @ m) * module.step)
+            module.c_ln.copy_((c - B @ m) * module.step + math.log(module.scale_min))
 
     # ------------------------------------------------------------------ the model
     def scale_index(self, z_hat: torch.Tensor, H: int, W: int) -> torch.Tensor:
         """Continuous scale index u (N, C, H, W) in ``[0, S - 1]`` of (dequantized or noisy) side
         information ``z_hat`` (N, Cz, h, w). The bound passes gradients that point back into the grid
         (as tensorflow-compression's bounds), so an index that left it can come back."""
-        u = (torch.einsum("cz,nzhw->nchw", self.B_ln, z_hat) + self.c_ln[None, :, None, None]) / self.step
+        ln_rel = torch.einsum("cz,nzhw->nchw", self.B_ln, z_hat) + (self.c_ln - math.log(self.scale_min))[None, :, None, None]
+        u = ln_rel / self.step
         u = -lower_bound(-lower_bound(u, 0.0), -float(self.levels - 1))
         return u.repeat_interleave(self.pool, 2).repeat_interleave(self.pool, 3)[:, :, :H, :W]
 
@@ -172,7 +176,8 @@ class HyperpriorPrior(nn.Module):
         b = torch.round((self.b.double().cpu() - zoff) * 2 ** (F + LUT_BITS)).numpy().astype(np.int64)
         Bi = self.B_ln.detach().double().cpu() / self.step
         B = torch.round(Bi * 2**F).numpy().astype(np.int64)
-        c = torch.round((self.c_ln.detach().double().cpu() / self.step + Bi @ zoff) * 2**F).numpy().astype(np.int64)
+        ci = (self.c_ln.detach().double().cpu() - math.log(self.scale_min)) / self.step + Bi @ zoff
+        c = torch.round(ci * 2**F).numpy().astype(np.int64)
         lim = (1 << 20) - 1
         return HyperpriorCodec(self.offsets.detach().cpu().numpy(), self.z_bottleneck.freeze(precision=precision), fam,
                                np.clip(A, -lim, lim).astype(np.int32), b, np.clip(B, -lim, lim).astype(np.int32), c,

@@ -74,7 +74,7 @@ def test_old_checkpoints_load_into_the_log_unit_synthesis():
     # the old parameterization: u = B (z_hat - m) + c in grid-index units
     old = {k: v.clone() for k, v in src.state_dict().items() if k not in ("B_ln", "c_ln")}
     old["B"] = src.B_ln.detach() / src.step
-    old["c"] = src.c_ln.detach() / src.step + old["B"] @ m
+    old["c"] = (src.c_ln.detach() - math.log(src.scale_min)) / src.step + old["B"] @ m
     dst = HyperpriorPrior(8, z_channels=2)
     dst.load_state_dict(old)
     torch.testing.assert_close(dst.B_ln, src.B_ln)

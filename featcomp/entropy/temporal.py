@@ -542,27 +542,22 @@ class TemporalCodec(DigestedCodec):
             sym = np.where(far[sel], 2 * m, np.where(rs < 0, rs + R, rs + m - rc - 1)).astype(np.int32)
             enc.encode_reverse(sym, model, tt.tails[c][tab[sel]].astype(np.float64) - 1.0)
 
-    def _pop_escapes_v2(self, decs: list, tt, resf: np.ndarray, muf: np.ndarray, tabf: np.ndarray, ccf: np.ndarray,
-                        where: list) -> None:
+    def _pop_escapes_v2(self, decs: list, tt, resf: np.ndarray, idx: np.ndarray, tab_e: np.ndarray,
+                        cls_e: np.ndarray, mu_e: np.ndarray, where: list) -> None:
         """Inverse of :meth:`_push_escapes_v2` for one frame step of ``n`` lockstep streams.
 
-        ``resf`` int64 (n, L) residuals, escapes marked ``radius + 1`` (above their coding class's
-        radius), replaced in place by the escaped residuals; ``muf``/``tabf``/``ccf`` (n, L)
-        locations, table indices and coding classes. Vectorized over streams: one tail-table gather, then one constriction call per
-        (stream, class) with escapes, then the exact values beyond R per stream. ``where[0]`` is set
-        to the stream being decoded (for error messages).
+        ``resf`` int64 (n, L) residuals with escapes marked ``radius + 1`` (above their coding
+        class's radius); ``idx`` int64 (e,) the escapes' flat indices into ``resf`` (ascending),
+        ``tab_e``/``cls_e``/``mu_e`` (e,) their table indices, coding classes and locations. The
+        escaped residuals are written into ``resf``. Vectorized over streams: one tail-row gather
+        per class, one constriction call per (stream, class) with escapes, then the exact values
+        beyond R per stream. ``where[0]`` is set to the stream being decoded (for error messages).
         """
         R, L = self.family.radius, resf.shape[1]
-        cc_all = ccf.reshape(-1)
-        idx = np.flatnonzero(resf.reshape(-1) > np.take(tt.radii, cc_all))
-        if idx.size == 0:
-            return
-        tab_e = tabf.reshape(-1)[idx]
-        cls_e = cc_all[idx]
         j_e = idx // L
         if cls_e.min() != cls_e.max():  # decode order per stream: class, then position
             o = np.lexsort((idx, cls_e, j_e))
-            idx, tab_e, cls_e, j_e = idx[o], tab_e[o], cls_e[o], j_e[o]
+            idx, tab_e, cls_e, j_e, mu_e = idx[o], tab_e[o], cls_e[o], j_e[o], mu_e[o]
         rr = tt.radii[cls_e]
         m = R - rr
         sym = 2 * m  # "beyond R" unless a tail symbol says otherwise
@@ -577,7 +572,6 @@ class TemporalCodec(DigestedCodec):
         got = np.where(sym < m, sym - R, sym - m + rr + 1)
         far = sym == 2 * m
         if far.any():
-            mu_e = muf.reshape(-1)[idx]
             for j in np.unique(j_e[far]).tolist():
                 sel = np.flatnonzero(far & (j_e == j))
                 sel = sel[np.argsort(idx[sel], kind="stable")]  # position order
@@ -750,30 +744,40 @@ class TemporalCodec(DigestedCodec):
                 acc = np.empty((2 * C, n_act * M), np.float32)
                 resf = res.reshape(n_act, L)
             try:
-                esc = False
+                esc_args = None
                 if sort:
+                    esc_parts = []
                     for j in range(n_act):
                         tj = tab[j].reshape(-1)
                         order = np.argsort(row_rank[tj], kind="stable")
                         st = tj[order]
                         cuts = np.flatnonzero(st[1:] != st[:-1]) + 1
-                        b = [0, *cuts.tolist(), L]
-                        if L >= _RUN_MIN * len(b):  # long runs: one fixed model per table
-                            parts = [decs[j].decode(models[int(st[a])], e - a) for a, e in zip(b[:-1], b[1:])]
+                        dec = decs[j]
+                        if L >= _RUN_MIN * (cuts.size + 1):  # long runs: one fixed model per table
+                            b = [0, *cuts.tolist(), L]
+                            heads = st[b[:-1]].tolist()
+                            parts = [dec.decode(models[h], e - a) for h, a, e in zip(heads, b[:-1], b[1:])]
                         else:  # short runs: per-symbol rows, one call per class
                             sc = row_class[st]
                             b = [0, *(np.flatnonzero(sc[1:] != sc[:-1]) + 1).tolist(), L]
-                            parts = [decs[j].decode(model, np.take(Wc[int(sc[a])], st[a:e], axis=0)) for a, e in zip(b[:-1], b[1:])]
+                            parts = [dec.decode(model, np.take(Wc[int(sc[a])], st[a:e], axis=0)) for a, e in zip(b[:-1], b[1:])]
                         sym = parts[0] if len(parts) == 1 else np.concatenate(parts)
                         r0, r1 = int(rrow[st[0]]), int(rrow[st[-1]])  # classes ascend along the order
                         if r0 == r1:
-                            resf[j][order] = sym - r0
-                            esc = esc or int(sym.max()) > 2 * r0
+                            sym = sym - r0
+                            hit = int(sym.max()) > r0
                         else:
                             rs = rrow[st]
                             sym = sym - rs
-                            resf[j][order] = sym
-                            esc = esc or bool((sym > rs).any())
+                            hit = bool((sym > rs).any())
+                        resf[j][order] = sym
+                        if hit:  # escapes: their positions, in position order
+                            pos = np.sort(order[np.flatnonzero(sym > (r0 if r0 == r1 else rs))])
+                            esc_parts.append((j * L + pos, tj[pos], mu[j].reshape(-1)[pos]))
+                    if esc_parts:
+                        idx = np.concatenate([e[0] for e in esc_parts])
+                        tab_e = np.concatenate([e[1] for e in esc_parts])
+                        esc_args = (idx, tab_e, row_class[tab_e], np.concatenate([e[2] for e in esc_parts]))
                 else:  # small frames: one call per stream at the frame's widest class
                     cw = row_class[tab].reshape(n_act, L).max(axis=1)
                     c_lo, c_hi = int(cw.min()), int(cw.max())
@@ -796,11 +800,14 @@ class TemporalCodec(DigestedCodec):
                                 resf[j] = decs[j].decode(model, rows[i])
                             resf[js] -= r
                         esc = bool((resf > radii[cw][:, None]).any())
-                if esc:  # residuals above their class radius mark escapes; rare on calibrated data
+                    if esc:
+                        idx = np.flatnonzero(resf > (r if c_lo == c_hi else radii[cw][:, None]))
+                        j_e = idx // L
+                        esc_args = (idx, tab.reshape(-1)[idx], cw[j_e], mu.reshape(-1)[idx])
+                if esc_args is not None:  # residuals above their class radius mark escapes; rare on calibrated data
                     where = [0]
-                    ccf = row_class[tab].reshape(n_act, L) if sort else np.repeat(cw[:, None], L, axis=1)
                     try:
-                        self._pop_escapes_v2(decs, tt, resf, mu.reshape(n_act, L), tab.reshape(n_act, L), ccf, where)
+                        self._pop_escapes_v2(decs, tt, resf, *esc_args, where)
                     except Exception as e:
                         raise fail(where[0], "escape decoding failed", e) from None
             except CodecError:

@@ -693,11 +693,8 @@ class TemporalCodec(DigestedCodec):
         row_rank[np.lexsort((np.arange(SQ), tt.row_class))] = np.arange(SQ)
         fresh_mu = (self.fresh_loc >> qb).astype(np.int64)
         fresh_tab = self.fresh_scale.astype(np.int64) * Q + (self.fresh_loc & (Q - 1))
-        WB = np.zeros((2 * C, 2 * C + 1))  # [[WL, 0], [0, WS]] on [x; 1; |x|]: one product for small M
-        WB[:C, : C + 1] = WL
-        WB[C:, C:] = WS
-        return (WL.astype(np.float32), WS.astype(np.float32), WL, WS, WB.astype(np.float32), x_limit32, shift, tt,
-                rrow, row_rank, fresh_mu, fresh_tab)
+        return (WL.astype(np.float32), WS.astype(np.float32), WL, WS, x_limit32, shift, tt, rrow, row_rank,
+                fresh_mu, fresh_tab)
 
     def _decode_group_v2(self, M: int, Ts: list[int], payloads: list[bytes], name: bool, ids: list[int]) -> list[np.ndarray]:
         """Layout 2 (see :meth:`_encode_v2`): lockstep decode of N streams with M positions per
@@ -713,7 +710,7 @@ class TemporalCodec(DigestedCodec):
         Q = fam.Q
         qb, qmask, smax = Q.bit_length() - 1, Q - 1, fam.levels - 1
         L, clip = C * M, self.clip
-        WL32, WS32, WL64, WS64, WB32, x_limit32, shift, tt, rrow, row_rank, fresh_mu, fresh_tab = self._v2_consts
+        WL32, WS32, WL64, WS64, x_limit32, shift, tt, rrow, row_rank, fresh_mu, fresh_tab = self._v2_consts
         _, _, _, _, _, clip_mu, clip_s_low = self._decode_consts
         radii, row_class, Wc = tt.radii, tt.row_class, tt.weights
         sort = L >= _SORT_MIN
@@ -829,9 +826,7 @@ class TemporalCodec(DigestedCodec):
                 np.maximum(X32[:C], -clip, out=X32[:C])
                 np.abs(X32[:C], out=xa)
                 xmax = clip
-            if xmax <= x_limit32 and M == 1:  # few columns: one call beats two (zero blocks are free)
-                ai = np.matmul(WB32, X32, out=acc).astype(np.int64)
-            elif xmax <= x_limit32:
+            if xmax <= x_limit32:
                 np.matmul(WL32, X32[: C + 1], out=acc[:C])
                 np.matmul(WS32, X32[C:], out=acc[C:])
                 ai = acc.astype(np.int64)

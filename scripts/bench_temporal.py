@@ -102,7 +102,7 @@ def constriction_calls(codec: TemporalCodec, k: np.ndarray) -> list:
     tab = tab.reshape(tab.shape[0], -1)
     L = tab.shape[1]
     family, models = coder._family_model(), tt.models()
-    rank = codec._v2_consts[-3]
+    rank = np.argsort(np.lexsort((np.arange(tt.row_class.size), tt.row_class)))  # row rank in (class, table) order
     calls = []
     for t in range(tab.shape[0]):
         if L >= tm._SORT_MIN:

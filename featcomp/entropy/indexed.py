@@ -45,7 +45,8 @@ from featcomp.entropy import coder
 from featcomp.entropy.codec import quantize_pmf
 from featcomp.errors import CodecError
 
-__all__ = ["TableFamily", "SHAPES", "scale_grid", "class_radii", "TruncatedTables", "truncated_tables", "tail_tables"]
+__all__ = ["TableFamily", "SHAPES", "scale_grid", "class_radii", "TruncatedTables", "truncated_tables", "tail_tables", "zigzag",
+           "zigzag_columns", "unzigzag_table"]
 
 SHAPES = ("laplace", "gaussian", "logistic")
 _SHAPE_ID = {s: i for i, s in enumerate(SHAPES)}
@@ -290,7 +291,11 @@ class TruncatedTables:
         freqs: K uint16 arrays (S * Q, 2 * radii[c] + 2): **every** row truncated to class c's
             radius (only rows of class c are used with it), escape last.
         weights: K float32 arrays of the same shapes, ``f * 2**(24 - precision) - 1`` (exact in
-            float32: integers below 2**24; constriction then reproduces ``freqs`` bit for bit).
+            float32: integers below 2**24; constriction then reproduces ``freqs`` bit for bit), with
+            the columns in **zigzag order** (:func:`zigzag_columns`): symbol ``i`` is residual
+            ``unzigzag(i)`` = 0, -1, 1, -2, 2, ..., then the escape. constriction finds a decoded
+            symbol by scanning the row from its start, so the likely (central) residuals first
+            make decoding 1.3-2x faster; the probabilities, and so the bits, are the same.
         tail_shift: the folding bound ``2**precision >> tail_shift``.
         tails: K entries: None for a class of radius R, else int64 (S * Q, 2 * (R - r) + 1) *tail
             tables* in 24-bit units (each >= 1, each row summing to ``2**24``): the folded columns
@@ -345,12 +350,36 @@ def truncated_tables(family: TableFamily, tail_shift: int) -> TruncatedTables:
         t = np.concatenate([f[:, R - r : R + r + 1], (f[:, -1] + tails[:, c])[:, None]], axis=1)
         freqs.append(_readonly(t.astype(np.uint16)))
         w = (t.astype(np.float64) * 2.0 ** (coder.ANS_PRECISION - p) - 1.0).astype(np.float32)
-        weights.append(_readonly(w))
+        weights.append(_readonly(w[:, zigzag_columns(r)]))
     tails = tuple(None if r == R else _readonly(tail_tables(f, R, r)) for r in radii.tolist())
     _check_float32_family()
     tail_w = tuple(None if h is None else _readonly((h - 1).astype(np.float32)) for h in tails)
     return TruncatedTables(_readonly(radii), _readonly(row_class), tuple(freqs), tuple(weights), int(tail_shift),
                            tails, tail_w)
+
+
+def zigzag_columns(r: int) -> np.ndarray:
+    """int64 (2r + 2,) natural columns (residual ``j - r``, escape last) in zigzag order:
+    residuals 0, -1, 1, -2, 2, ..., -r, r, then the escape (column ``2r + 1``)."""
+    out = [r]
+    for d in range(1, r + 1):
+        out += [r - d, r + d]
+    return np.array(out + [2 * r + 1], np.int64)
+
+
+def zigzag(v: np.ndarray) -> np.ndarray:
+    """Symbol index of residuals ``v`` in zigzag order: ``2|v| - (v < 0)`` (0, -1, 1, -2 -> 0, 1, 2, 3)."""
+    v = np.asarray(v)
+    return 2 * np.abs(v) - (v < 0)
+
+
+def unzigzag_table(radius: int) -> np.ndarray:
+    """int64 (2 * radius + 2,) residual of each zigzag symbol ``0 .. 2R + 1``: ``(i >> 1) ^ -(i & 1)``.
+
+    Symbol ``2r + 1`` (the escape of class radius r) maps to ``-(r + 1)``, one below the class's
+    range, so a decoder finds escapes as residuals ``< -r``."""
+    i = np.arange(2 * radius + 2, dtype=np.int64)
+    return (i >> 1) ^ -(i & 1)
 
 
 def tail_tables(freqs: np.ndarray, radius: int, r: int) -> np.ndarray:

@@ -63,7 +63,7 @@ import numpy as np
 import constriction
 
 from featcomp.entropy import bitstream, coder
-from featcomp.entropy.indexed import TableFamily, truncated_tables
+from featcomp.entropy.indexed import TableFamily, truncated_tables, unzigzag_table, zigzag
 from featcomp.entropy._frozen import DigestedCodec
 from featcomp.entropy._frozen import readonly as _readonly
 from featcomp.entropy._frozen import to_numpy as _to_numpy
@@ -384,7 +384,7 @@ class TemporalCodec(DigestedCodec):
         rc = tt.radii[cls]
         r = kf - mu
         esc = (r < -rc) | (r > rc)
-        sym = np.where(esc, 2 * rc + 1, r + rc).astype(np.int32)
+        sym = np.where(esc, 2 * rc + 1, zigzag(r)).astype(np.int32)  # rows' columns are in zigzag order
         frame = np.repeat(np.arange(T, dtype=np.int64), L)
         if L >= _SORT_MIN:  # frame-major, then class, then table, then position
             order = np.lexsort((tab, cls, frame))
@@ -546,7 +546,7 @@ class TemporalCodec(DigestedCodec):
                         cls_e: np.ndarray, mu_e: np.ndarray, where: list) -> None:
         """Inverse of :meth:`_push_escapes_v2` for one frame step of ``n`` lockstep streams.
 
-        ``resf`` int64 (n, L) residuals with escapes marked ``radius + 1`` (above their coding
+        ``resf`` int64 (n, L) residuals with escapes marked ``-(radius + 1)`` (below their coding
         class's radius); ``idx`` int64 (e,) the escapes' flat indices into ``resf`` (ascending),
         ``tab_e``/``cls_e``/``mu_e`` (e,) their table indices, coding classes and locations. The
         escaped residuals are written into ``resf``. Vectorized over streams: one tail-row gather
@@ -694,7 +694,7 @@ class TemporalCodec(DigestedCodec):
         fresh_mu = (self.fresh_loc >> qb).astype(np.int64)
         fresh_tab = self.fresh_scale.astype(np.int64) * Q + (self.fresh_loc & (Q - 1))
         return (WL.astype(np.float32), WS.astype(np.float32), WL, WS, x_limit32, shift, tt, rrow, row_rank,
-                fresh_mu, fresh_tab)
+                unzigzag_table(self.family.radius), fresh_mu, fresh_tab)
 
     def _decode_group_v2(self, M: int, Ts: list[int], payloads: list[bytes], name: bool, ids: list[int]) -> list[np.ndarray]:
         """Layout 2 (see :meth:`_encode_v2`): lockstep decode of N streams with M positions per
@@ -710,7 +710,7 @@ class TemporalCodec(DigestedCodec):
         Q = fam.Q
         qb, qmask, smax = Q.bit_length() - 1, Q - 1, fam.levels - 1
         L, clip = C * M, self.clip
-        WL32, WS32, WL64, WS64, x_limit32, shift, tt, rrow, row_rank, fresh_mu, fresh_tab = self._v2_consts
+        WL32, WS32, WL64, WS64, x_limit32, shift, tt, rrow, row_rank, unzz, fresh_mu, fresh_tab = self._v2_consts
         _, _, _, _, _, clip_mu, clip_s_low = self._decode_consts
         radii, row_class, Wc = tt.radii, tt.row_class, tt.weights
         sort = L >= _SORT_MIN
@@ -758,18 +758,16 @@ class TemporalCodec(DigestedCodec):
                             sc = row_class[st]
                             b = [0, *(np.flatnonzero(sc[1:] != sc[:-1]) + 1).tolist(), L]
                             parts = [dec.decode(model, np.take(Wc[int(sc[a])], st[a:e], axis=0)) for a, e in zip(b[:-1], b[1:])]
-                        sym = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                        sym = np.take(unzz, parts[0] if len(parts) == 1 else np.concatenate(parts))
                         r0, r1 = int(rrow[st[0]]), int(rrow[st[-1]])  # classes ascend along the order
                         if r0 == r1:
-                            sym = sym - r0
-                            hit = int(sym.max()) > r0
+                            hit = int(sym.min()) < -r0
                         else:
                             rs = rrow[st]
-                            sym = sym - rs
-                            hit = bool((sym > rs).any())
+                            hit = bool((sym < -rs).any())
                         resf[j][order] = sym
                         if hit:  # escapes: their positions, in position order
-                            pos = np.sort(order[np.flatnonzero(sym > (r0 if r0 == r1 else rs))])
+                            pos = np.sort(order[np.flatnonzero(sym < -(r0 if r0 == r1 else rs))])
                             esc_parts.append((j * L + pos, tj[pos], mu[j].reshape(-1)[pos]))
                     if esc_parts:
                         idx = np.concatenate([e[0] for e in esc_parts])
@@ -784,9 +782,8 @@ class TemporalCodec(DigestedCodec):
                         parts = []
                         for j in range(n_act):  # a plain loop: j names the stream if constriction fails
                             parts.append(decs[j].decode(model, rows[j]))
-                        np.concatenate(parts, out=resf.reshape(-1))
-                        resf -= r
-                        esc = int(resf.max()) > r
+                        np.take(unzz, np.concatenate(parts), out=resf.reshape(-1))
+                        esc = int(resf.min()) < -r
                     else:
                         tabf = tab.reshape(n_act, L)
                         for c in np.unique(cw).tolist():
@@ -794,14 +791,13 @@ class TemporalCodec(DigestedCodec):
                             rows = np.take(Wc[c], tabf[js], axis=0)
                             r = int(radii[c])
                             for i, j in enumerate(js):
-                                resf[j] = decs[j].decode(model, rows[i])
-                            resf[js] -= r
-                        esc = bool((resf > radii[cw][:, None]).any())
+                                resf[j] = np.take(unzz, decs[j].decode(model, rows[i]))
+                        esc = bool((resf < -radii[cw][:, None]).any())
                     if esc:
-                        idx = np.flatnonzero(resf > (r if c_lo == c_hi else radii[cw][:, None]))
+                        idx = np.flatnonzero(resf < -(r if c_lo == c_hi else radii[cw][:, None]))
                         j_e = idx // L
                         esc_args = (idx, tab.reshape(-1)[idx], cw[j_e], mu.reshape(-1)[idx])
-                if esc_args is not None:  # residuals above their class radius mark escapes; rare on calibrated data
+                if esc_args is not None:  # escapes (decoded as -(class radius + 1)); rare on calibrated data
                     where = [0]
                     try:
                         self._pop_escapes_v2(decs, tt, resf, *esc_args, where)

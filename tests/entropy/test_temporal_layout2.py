@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 import featcomp.entropy.temporal as temporal
 from featcomp.entropy import bitstream
-from featcomp.entropy.indexed import TableFamily, class_radii, scale_grid, truncated_tables
+from featcomp.entropy.indexed import (TableFamily, class_radii, scale_grid, truncated_tables, unzigzag_table, zigzag,
+                                      zigzag_columns)
 from featcomp.entropy.temporal import TemporalCodec
 from featcomp.errors import CodecError
 
@@ -57,7 +58,12 @@ def test_truncated_tables_are_exact_and_follow_the_integer_rule():
         assert t.shape == (f.shape[0], 2 * r + 2)
         assert (t.sum(1) == 1 << 15).all() and t.min() >= 1
         np.testing.assert_array_equal(t[:, :-1], f[:, R - r : R + r + 1])  # central columns kept
-        np.testing.assert_array_equal(tt.weights[c], t * 2.0 ** 9 - 1)  # exact float32 embedding
+        np.testing.assert_array_equal(tt.weights[c], (t * 2.0 ** 9 - 1)[:, zigzag_columns(r)])  # exact, zigzag order
+        zz = zigzag_columns(r)
+        assert zz[0] == r and zz[-1] == 2 * r + 1 and sorted(zz.tolist()) == list(range(2 * r + 2))
+        np.testing.assert_array_equal(zigzag(zz[:-1] - r), np.arange(2 * r + 1))  # column -> symbol index
+        np.testing.assert_array_equal(unzigzag_table(40)[zigzag(np.arange(-r, r + 1))], np.arange(-r, r + 1))
+        assert unzigzag_table(40)[2 * r + 1] == -(r + 1)  # the class's escape decodes just below its range
     tail = np.array([[(f[i, :-1] * (res > r)).sum() for r in tt.radii] for i in range(f.shape[0])])
     cls = tt.row_class.astype(int)
     assert (tail[np.arange(f.shape[0]), cls] <= limit).all()

@@ -774,15 +774,23 @@ class TemporalCodec(DigestedCodec):
                         tab_e = np.concatenate([e[1] for e in esc_parts])
                         esc_args = (idx, tab_e, row_class[tab_e], np.concatenate([e[2] for e in esc_parts]))
                 else:  # small frames: one call per stream at the frame's widest class
-                    cw = row_class[tab].reshape(n_act, L).max(axis=1)
-                    c_lo, c_hi = int(cw.min()), int(cw.max())
+                    if n_act == 1:  # one stream: one reduction
+                        c_lo = c_hi = int(np.take(row_class, tab).max())
+                        cw = np.full(1, c_lo)
+                    else:
+                        cw = np.take(row_class, tab).reshape(n_act, L).max(axis=1)
+                        c_lo, c_hi = int(cw.min()), int(cw.max())
                     if c_lo == c_hi:  # every stream at the same width (common): one gather
                         r = int(radii[c_lo])
                         rows = np.take(Wc[c_lo], tab, axis=0).reshape(n_act, L, -1)  # take: ~3x faster than indexing
-                        parts = []
-                        for j in range(n_act):  # a plain loop: j names the stream if constriction fails
-                            parts.append(decs[j].decode(model, rows[j]))
-                        np.take(unzz, np.concatenate(parts), out=resf.reshape(-1))
+                        if n_act == 1:
+                            j = 0
+                            np.take(unzz, decs[0].decode(model, rows[0]), out=resf[0])
+                        else:
+                            parts = []
+                            for j in range(n_act):  # a plain loop: j names the stream if constriction fails
+                                parts.append(decs[j].decode(model, rows[j]))
+                            np.take(unzz, np.concatenate(parts), out=resf.reshape(-1))
                         esc = int(resf.min()) < -r
                     else:
                         tabf = tab.reshape(n_act, L)

@@ -43,10 +43,10 @@ then ANS words, in the payload layout of the codec's ``version`` (part of its by
   radius (:meth:`TemporalCodec._encode_v2`, docs/entropy.md).
 
 Frames decode sequentially (each needs its predecessor), vectorized over channels and positions;
-:meth:`TemporalCodec.decompress_chunks` decodes independent streams in lockstep. Layout 2 decodes
-1.3-4x faster than layout 1 (docs/benchmarks.md, "temporal"); on small frames its floor is
-constriction's per-call cost (one call per stream and frame: ~2.2 us for 64 symbols at width 16,
-against ~1.2 us for a whole 64-latent frame in the factorized codec).
+:meth:`TemporalCodec.decompress_chunks` decodes independent streams in lockstep. In lockstep,
+layout 2 decodes 1.3-3.7x faster than layout 1 (docs/benchmarks.md, "temporal"); on small frames
+its floor is constriction's per-call cost (one call per stream and frame: ~2 us for 64 symbols at
+width 16, against ~1.3 us for a whole 64-latent frame in the factorized codec).
 """
 
 from __future__ import annotations
@@ -702,9 +702,10 @@ class TemporalCodec(DigestedCodec):
 
         Per frame step: the context of every active stream in one pair of matrix products (columns
         = stream x position), then per stream the frame's symbols: frames of fewer than
-        ``_SORT_MIN`` symbols one gather of truncated float32 rows (all streams) and one
-        constriction call per stream and width class; larger frames are sorted by (class, table)
-        and decoded run by run with fixed per-table models (long runs) or per-symbol rows.
+        ``_SORT_MIN`` symbols one gather of truncated float32 rows (all streams at one width) and
+        one constriction call per stream at its frame's widest class; larger frames are sorted by
+        (class, table) and decoded run by run with fixed per-table models (long runs) or per-symbol
+        rows; then the step's escapes for all streams together (:meth:`_pop_escapes_v2`).
         """
         C, fam = self.channels, self.family
         Q = fam.Q

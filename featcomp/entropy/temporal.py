@@ -58,18 +58,22 @@ import math
 import struct
 from typing import Any, ClassVar
 
+import constriction
 import numpy as np
 
-import constriction
-
 from featcomp.entropy import bitstream, coder
-from featcomp.entropy.indexed import TableFamily, truncated_tables, unzigzag_table, zigzag
 from featcomp.entropy._frozen import DigestedCodec
 from featcomp.entropy._frozen import readonly as _readonly
 from featcomp.entropy._frozen import to_numpy as _to_numpy
+from featcomp.entropy.indexed import (
+    TableFamily,
+    truncated_tables,
+    unzigzag_table,
+    zigzag,
+)
 from featcomp.errors import CodecError
 
-__all__ = ["TemporalCodec", "integer_context", "MU_LIMIT", "WEIGHT_LIMIT"]
+__all__ = ["MU_LIMIT", "WEIGHT_LIMIT", "TemporalCodec", "integer_context"]
 
 _MAGIC = b"FCTC"
 _VERSION = 2  # codec bytes version = stream layout it writes and reads (1: full-width rows)

@@ -14,14 +14,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import featcomp.entropy.temporal as temporal
-from featcomp.entropy import bitstream
-from featcomp.entropy.indexed import (TableFamily, class_radii, scale_grid, truncated_tables, unzigzag_table, zigzag,
-                                      zigzag_columns)
+from featcomp.entropy import bitstream, temporal
+from featcomp.entropy.indexed import (
+    TableFamily,
+    class_radii,
+    scale_grid,
+    truncated_tables,
+    unzigzag_table,
+    zigzag,
+    zigzag_columns,
+)
 from featcomp.entropy.temporal import TemporalCodec
 from featcomp.errors import CodecError
 
-from .test_temporal import ar1, golden, random_codec
+from .test_temporal import ar1, golden
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "entropy"
 I32 = np.iinfo(np.int32)
@@ -104,7 +110,7 @@ def test_sorted_frames_decode_identically_by_runs_or_by_rows(monkeypatch, run_mi
     k[4, 2, 3, 3] = I32.min
     k[6, 0, 0, 0] = 12345
     data = codec.compress_symbols(k)
-    mu, tab = codec.tables(k)
+    _, tab = codec.tables(k)
     assert len(np.unique(truncated_tables(codec.family, 8).row_class[tab])) >= 3  # several classes per chunk
     monkeypatch.setattr(temporal, "_RUN_MIN", run_min)
     np.testing.assert_array_equal(codec.decompress_symbols(data), k)

@@ -4,6 +4,7 @@ scale hyperprior vs the factorized prior on real spatial maps at equal MSE.
     .venv/bin/python scripts/temporal_eval.py --part temporal --split time     # ~5 min on 2 shared cores
     .venv/bin/python scripts/temporal_eval.py --part temporal --split phase    # ~5 min
     .venv/bin/python scripts/temporal_eval.py --part spatial                  # ~12 min
+    .venv/bin/python scripts/temporal_eval.py --part spatial --spatial-size 320 --spatial-lams 3e-6,1e-5,3e-5,1e-4,3e-4
     .venv/bin/python scripts/temporal_eval.py --doc-only                                   # rewrite the docs
 
 Each part stores its results in ``data/cache/temporal_eval_results.json`` (merged by part), then
@@ -37,9 +38,11 @@ prior fitted afterwards to the training sequences' integers: same integers, henc
 1280 x 6 x 6 at 192 px, on every frame of the same 3 clips (cached in
 ``data/cache/temporal_eval_mnv2_192_spatial.npz``); ``time`` split (50% / 10% / 40%). Objective ``reconstruct`` (MSE per
 element in feature space) + lambda * bits per map; 64 latent channels, linear analysis/synthesis,
-``entropy_model="hyperprior"`` (pool 2) vs ``"factorized"``, same steps, entropy-model lr chosen per
-model on the validation maps; coded bits per map (one stream for
-all test maps) at equal test MSE.
+``entropy_model="hyperprior"`` (pool 2, 16 side-information channels, Laplace tables) vs ``"factorized"``,
+same steps, entropy-model lr chosen per model on the validation maps; coded bits per map (one stream for
+all test maps) at equal test MSE. ``--spatial-size 320`` repeats it on 10 x 10 maps (320 px input, cached
+in ``data/cache/temporal_eval_mnv2_320_spatial.npz``, ~40 s of one CPU core), stored as part
+``spatial_320``; pass lambdas for its larger maps (``--spatial-lams``).
 """
 
 from __future__ import annotations
@@ -408,26 +411,31 @@ def run_temporal(args) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ part 2
-def spatial_features() -> dict[str, np.ndarray]:
-    if not SPATIAL.exists():
+def spatial_cache(size: int) -> Path:
+    return SPATIAL if size == 192 else CACHE / f"temporal_eval_mnv2_{size}_spatial.npz"
+
+
+def spatial_features(size: int = 192) -> dict[str, np.ndarray]:
+    path = spatial_cache(size)
+    if not path.exists():
         import av
 
         from featcomp.backbones import build_backbone
 
-        bb = build_backbone("mobilenet_v2_deepsort", pool=False, input_size=192).eval()
+        bb = build_backbone("mobilenet_v2_deepsort", pool=False, input_size=size).eval()
         feats = {}
         for c in CLIPS:
             with av.open(str(ROOT / "data" / "clips" / f"{c}.mp4")) as f:
                 frames = np.stack([fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)])
             feats[c] = torch.cat([bb.extract(frames[i:i + 16]) for i in range(0, len(frames), 16)]).numpy()
-        SPATIAL.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(SPATIAL, **{c: v.astype(np.float16) for c, v in feats.items()})
-    z = np.load(SPATIAL)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **{c: v.astype(np.float16) for c, v in feats.items()})
+    z = np.load(path)
     return {c: z[c].astype(np.float32) for c in CLIPS}
 
 
 def run_spatial(args) -> dict:
-    feats = spatial_features()
+    feats = spatial_features(args.spatial_size)
     tr, va, te = [], [], []
     for c in CLIPS:
         x = feats[c]
@@ -533,13 +541,17 @@ def temporal_tables(tm: dict) -> dict[str, str]:
 
 
 def tables(res: dict) -> dict[str, str]:
+    return spatial_tables(res.get("spatial"))
+
+
+def spatial_tables(sp: dict | None) -> dict[str, str]:
     t: dict[str, str] = {}
-    sp = res.get("spatial")
     if sp:
+        npos = math.prod(sp["shape"][1:])
         rows, eq = [], []
         for kind in ("factorized", "hyperprior"):
             for e in sp[kind]:
-                rows.append([kind, f"{e['lam']:g}", f"{e['bits']:.0f}", f"{e['bits'] / 36:.1f}", f"{e['mse']:.4f}",
+                rows.append([kind, f"{e['lam']:g}", f"{e['bits']:.0f}", f"{e['bits'] / npos:.1f}", f"{e['mse']:.4f}",
                              fmt_curve(e["train_loss"]), fmt_curve(e["val_loss"])])
         # lower MSE is better: use -mse as quality
         pf = [(e["bits"], -e["mse"]) for e in sp["factorized"]]
@@ -600,9 +612,12 @@ Variable rate (one head over all lambdas, every level): {tt['t_vr']}
 {tt['t_b']}
 
 """
-    part2 = "(part not run)"
-    if sp:
-        part2 = f"""Run: `{sp['cmd']}` on {sp['date']} ({sp['machine']}); {sp['wall_s']:.0f} s wall.
+    part2 = "(part not run)" if not sp else ""
+    for key in sorted(k for k in res if k.startswith("spatial")):
+        sp, t = res[key], spatial_tables(res[key])
+        if key != "spatial":
+            part2 += f"\n### Larger maps: {key.split('_')[1]} px input\n"
+        part2 += f"""Run: `{sp['cmd']}` on {sp['date']} ({sp['machine']}); {sp['wall_s']:.0f} s wall.
 Maps {' x '.join(map(str, sp['shape']))}; {sp['train_maps']} train / {sp['val_maps']} val / {sp['test_maps']} test
 maps; {sp['steps']} steps per head, batch {sp['batch']}, lr {sp['lr']:g} cosine, entropy-model lr chosen on validation:
 {sp['density_lr']}; test feature variance {sp['feature_var']:.3f}.
@@ -658,11 +673,13 @@ def main() -> None:
     ap.add_argument("--spatial-lams", default="1e-5,3e-5,1e-4,3e-4,1e-3")
     ap.add_argument("--spatial-steps", type=int, default=600)
     ap.add_argument("--spatial-batch", type=int, default=32)
+    ap.add_argument("--spatial-size", type=int, default=192,
+                    help="input px of the spatial maps (192: 6 x 6; 320: 10 x 10, stored as part spatial_320)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     res = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    res = {k: v for k, v in res.items() if k in ("temporal_time", "temporal_phase", "spatial")}
+    res = {k: v for k, v in res.items() if k in ("temporal_time", "temporal_phase") or k.startswith("spatial")}
     if not args.doc_only:
         for part in args.part.split(","):
             t0 = time.perf_counter()
@@ -670,7 +687,8 @@ def main() -> None:
             r |= {"cmd": "scripts/temporal_eval.py " + " ".join(sys.argv[1:]), "date": today(), "machine": machine(),
                   "wall_s": time.perf_counter() - t0}
             res = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-            res[f"temporal_{args.split}" if part == "temporal" else part] = r
+            key = part if part != "spatial" or args.spatial_size == 192 else f"spatial_{args.spatial_size}"
+            res[f"temporal_{args.split}" if part == "temporal" else key] = r
             RESULTS.write_text(json.dumps(res, indent=1))
     write_docs(res)
     print((ROOT / "docs" / "temporal.md").read_text())

@@ -140,7 +140,7 @@ class HyperpriorPrior(nn.Module):
         r0 = y - off
         rq = r0 + (torch.round(r0) - r0).detach()  # straight-through rounding: the integers k the codec sees
         r = r0 + torch.empty_like(r0).uniform_(-0.5, 0.5) if noise else rq
-        N, C, H, W = y.shape
+        H, W = y.shape[2:]
         # the side information is computed from the rounded latents in training too, as the frozen codec
         # computes it from k (log2(1 + |k|)); from the noisy latents it is biased (log2(1 + |u|) > 0 where
         # k = 0), and the scales learned on it do not fit the coded latents.

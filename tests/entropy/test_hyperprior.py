@@ -90,7 +90,7 @@ def test_scale_index_identical_in_numpy_and_torch():
 
 
 def test_golden_stream_decodes_and_reencodes_bit_exactly():
-    codec, k, stream = golden.make()
+    codec, k, _ = golden.make()
     assert (FIX / "entropy" / "hyperprior_codec.bin").read_bytes() == codec.to_bytes()
     v1 = (FIX / "entropy" / "hyperprior_stream.bin").read_bytes()  # format version 1: still decodes
     committed = (FIX / "entropy" / "hyperprior_stream_v2.bin").read_bytes()

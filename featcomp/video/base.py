@@ -378,6 +378,7 @@ def open_video(
     short_side: int | None = None,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
     index: VideoIndex | None = None,
+    threads: int | None = None,
 ) -> VideoDecoder:
     """Open a video for frame-accurate random access.
 
@@ -392,6 +393,9 @@ def open_video(
             width/height.
         timeout_s: Deadline (seconds) for opening/probing and for each ``get_frames`` call.
         index: A :class:`VideoIndex` already built for ``path`` by :func:`build_index` (skips the probe).
+        threads: Decoder threads (``None``: the backend's default, usually one per core; ``1`` when the
+            caller already runs one decoder per core, as the extraction job's decode tasks do: it
+            spends less CPU per frame). Passed to the backend as ``threads=`` only when given.
 
     Returns:
         A :class:`VideoDecoder` (also a context manager).
@@ -423,7 +427,9 @@ def open_video(
             errors.append(f"pyav: {index_error}")
             continue
         try:
-            return factory(p, index=index, width=width, height=height, short_side=short_side, timeout_s=timeout_s)
+            extra = {} if threads is None else {"threads": threads}
+            return factory(p, index=index, width=width, height=height, short_side=short_side, timeout_s=timeout_s,
+                           **extra)
         except VideoError as e:
             errors.append(f"{name}: {e}")
             if "did not finish" in str(e):

@@ -46,6 +46,7 @@ class DecordDecoder:
         short_side: Shorter output side in pixels (aspect kept); exclusive with width/height.
         timeout_s: Deadline in seconds for opening and for each ``get_frames`` call.
         num_threads: decord decoding threads (0: decord's default).
+        threads: Same as ``num_threads`` (the name :func:`~featcomp.video.open_video` passes); wins when given.
     """
 
     backend = "decord"
@@ -60,8 +61,12 @@ class DecordDecoder:
         short_side: int | None = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         num_threads: int = 0,
+        threads: int | None = None,
     ) -> None:
         import decord
+
+        if threads is not None:
+            num_threads = int(threads)
 
         self.path = str(path)
         self.timeout_s = timeout_s

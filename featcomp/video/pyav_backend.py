@@ -37,7 +37,8 @@ class PyAVDecoder:
         height: Output height in pixels.
         short_side: Shorter output side in pixels (aspect kept); exclusive with width/height.
         timeout_s: Deadline in seconds for opening and for each ``get_frames`` call.
-        threads: Use FFmpeg's frame/slice threading ("AUTO") when True.
+        threads: FFmpeg threading: ``True``/``0``/``None`` automatic ("AUTO"), ``False``/``1`` none, ``n > 1``
+            automatic with at most ``n`` threads.
     """
 
     backend = "pyav"
@@ -51,7 +52,7 @@ class PyAVDecoder:
         height: int | None = None,
         short_side: int | None = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
-        threads: bool = True,
+        threads: bool | int | None = True,
     ) -> None:
         import av
 
@@ -70,7 +71,10 @@ class PyAVDecoder:
             c = av.open(self.path, metadata_errors="ignore")
             s = c.streams.video[0]
             # frame threading loses the frames buffered around a damaged packet: slices only then
-            s.thread_type = ("SLICE" if self._index.damaged else "AUTO") if threads else "NONE"
+            single = threads is False or (not isinstance(threads, bool) and threads == 1)
+            s.thread_type = "NONE" if single else ("SLICE" if self._index.damaged else "AUTO")
+            if not single and not isinstance(threads, bool) and threads and threads > 1:
+                s.thread_count = int(threads)
             return c
 
         try:

@@ -217,7 +217,10 @@ def plan_samples(timestamps: np.ndarray, sampling: SamplingConfig) -> SamplePlan
 
 
 def sample_frames(
-    path_or_decoder: str | os.PathLike[str] | VideoDecoder, sampling: SamplingConfig | None = None
+    path_or_decoder: str | os.PathLike[str] | VideoDecoder,
+    sampling: SamplingConfig | None = None,
+    *,
+    threads: int | None = None,
 ) -> Iterator[FrameBatch]:
     """Decode the frames a sampling picks, as a stream of bounded batches.
 
@@ -227,6 +230,7 @@ def sample_frames(
         path_or_decoder: A video file (opened with ``sampling.backend`` and its size options, closed at
             the end) or an open :class:`~featcomp.video.base.VideoDecoder` (left open; its size is used).
         sampling: The rule; defaults to 1 frame per second.
+        threads: Decoder threads when a path is opened here (see :func:`~featcomp.video.open_video`).
 
     Yields:
         :class:`FrameBatch` of at most ``batch_size`` frames (windows), in time order.
@@ -244,6 +248,7 @@ def sample_frames(
             height=sampling.height,
             short_side=sampling.short_side,
             timeout_s=sampling.timeout_s,
+            threads=threads,
         )
         if own
         else path_or_decoder  # type: ignore[assignment]

@@ -171,3 +171,26 @@ def test_out_of_range_indices_name_the_file(clips, backend):
                 dec.get_frames(bad)
         # a refused request leaves the decoder usable
         assert read_barcodes(dec.get_frames([2])).tolist() == [2]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_decoder_threads_decode_the_same_frames(clips, backend, threads):
+    with open_video(clips["cfr"], backend=backend) as ref, open_video(clips["cfr"], backend=backend, threads=threads) as dec:
+        idx = [59, 0, 13, 12, 35, 1]
+        np.testing.assert_array_equal(dec.get_frames(idx), ref.get_frames(idx))
+        assert read_barcodes(dec.get_frames(np.arange(60))).tolist() == list(range(60))
+
+
+def test_threads_reach_the_backend_only_when_given(clips, monkeypatch):
+    """A registered decoder without a ``threads`` argument keeps working; a given value is passed on."""
+    seen = []
+
+    def factory(path, *, index, width, height, short_side, timeout_s, **kw):
+        seen.append(kw)
+        return DecordDecoder(path, index=index, width=width, height=height, short_side=short_side, timeout_s=timeout_s, **kw)
+
+    monkeypatch.setattr(video_base, "get_decoder", lambda name: factory)
+    open_video(clips["cfr"], backend="decord").close()
+    open_video(clips["cfr"], backend="decord", threads=1).close()
+    assert seen == [{}, {"threads": 1}]

@@ -430,16 +430,11 @@ class EntropyCodec:
 
     # ------------------------------------------------------------------ coding
     def _symbols_ct(self, k: Any, subtract_min: bool = False) -> tuple[np.ndarray, tuple[int, ...]]:
-        """A fresh int32 (C, M) array holding k (N, C, *), channel-major, and k's shape.
+        """A fresh C-contiguous int32 (C, M) copy of k (N, C, *) and k's shape.
 
-        With ``subtract_min`` it holds ``k - table_min`` (int32 wraparound; see
-        :func:`coder.find_escapes`).
-
-        Pooled (N, C) input: the result is the **transposed view** of a fresh row-major (N, C) array
-        (one broadcast subtraction, no transpose): its rows are strided, which constriction reads
-        directly, so the coder never pays for a (N, C) -> (C, N) copy (about 15% of the encode time
-        of 1e6 symbols). Spatial (N, C, H, W) input: a C-contiguous copy, made by a transpose in
-        blocks of rows that fit in cache, fused with the subtraction (one pass over the data).
+        With ``subtract_min`` the copy holds ``k - table_min`` (int32 wraparound; see
+        :func:`coder.find_escapes`). The transpose is done in blocks of rows that fit in cache,
+        fused with the subtraction (one pass over the data).
         """
         k = _to_numpy(k)
         self._check_channels(k.shape, "k")
@@ -453,13 +448,6 @@ class EntropyCodec:
         C, N = self.channels, shape[0]
         R = math.prod(shape[2:])
         k3 = k.reshape(N, C, R)
-        if R == 1:
-            k2 = k3.reshape(N, C)
-            if subtract_min:  # (integer array arithmetic wraps silently in numpy: no errstate needed)
-                rows = np.subtract(k2, self.table_min[None, :], dtype=np.int32, casting="unsafe")
-            else:
-                rows = np.array(k2, dtype=np.int32, order="C")
-            return rows.T, shape
         kt = np.empty((C, N, R), np.int32)
         B = max(1, _BLOCK_ELEMENTS // max(1, C * R))  # rows per block: ~64 KiB in, fits in L2
         if subtract_min:

@@ -119,13 +119,6 @@ def find_escapes(idx: np.ndarray, table_size: np.ndarray) -> tuple[np.ndarray, n
     """
     u = idx.view(np.uint32)
     size = table_size.astype(np.uint32)
-    if not u.flags.c_contiguous and u.T.flags.c_contiguous:
-        # idx is the transposed view of a row-major (M, C) array: one scan of that array in memory
-        # order (gathering its strided rows costs several times more), then the few hits sorted
-        # into (channel, position) order
-        m, c = np.divmod(np.flatnonzero(u.T >= size[None, :]), u.shape[0])
-        order = np.lexsort((m, c))
-        return c[order].astype(np.int64), m[order].astype(np.int64)
     hot = np.flatnonzero(u.max(axis=1) >= size)  # one cheap reduction; usually no channel is hot
     if hot.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -147,9 +140,8 @@ def encode(
     """Entropy-code one array channel by channel.
 
     Args:
-        idx: int32 (C, M), ``k - table_min[:, None]`` computed with int32 wraparound, either
-            C-contiguous or the transposed view of a C-contiguous (M, C) array (constriction reads
-            strided rows as they are); **overwritten** (escapes replaced by the escape symbol).
+        idx: int32 (C, M), C-contiguous, ``k - table_min[:, None]`` computed with int32
+            wraparound; **overwritten** (escapes replaced by the escape symbol).
         models: per-channel constriction models from :func:`build_models`.
         table_min: int32 (C,) smallest in-table value per channel, inside ``[-2**30, 2**30]``.
         table_size: int (C,) number of in-table values per channel (escape excluded).

@@ -86,8 +86,8 @@ def test_float_round_trip_equals_quantize(codec3, y):
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(k=hnp.arrays(np.int64, st.tuples(st.integers(1, 40), st.just(3)), elements=values))
 def test_pooled_and_spatial_layouts_write_the_same_bytes(codec3, k):
-    """(N, C) input is coded from a strided view, (N, C, 1) through the blocked transpose: the
-    escape order and every word must agree, for any values (escapes in any channels)."""
+    """Pooled (N, C) and (N, C, 1) input must give the same payload, for any values (escapes in any
+    channels): the stream's symbol and escape order does not depend on the array's trailing shape."""
     two_d = codec3.compress_symbols(k)
     as_3d = codec3.compress_symbols(k[:, :, None])
     assert bitstream.unpack(two_d, codec3.digest, 3).payload == bitstream.unpack(as_3d, codec3.digest, 3).payload

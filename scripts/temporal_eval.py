@@ -3,6 +3,7 @@ scale hyperprior vs the factorized prior on real spatial maps at equal MSE.
 
     .venv/bin/python scripts/temporal_eval.py --part temporal --split time     # ~5 min on 2 shared cores
     .venv/bin/python scripts/temporal_eval.py --part temporal --split phase    # ~5 min
+    .venv/bin/python scripts/temporal_eval.py --part temporal --split video --fps 5 --synth 400    # ~3 min
     .venv/bin/python scripts/temporal_eval.py --part spatial                  # ~12 min
     .venv/bin/python scripts/temporal_eval.py --part spatial --spatial-size 320 --spatial-lams 3e-6,1e-5,3e-5,1e-4,3e-4
     .venv/bin/python scripts/temporal_eval.py --doc-only                                   # rewrite the docs
@@ -13,10 +14,11 @@ rewrites docs/temporal.md and the "temporal_eval" section of docs/benchmarks.md 
 **Part "temporal".** Features: EfficientNet-Lite1 (ImageNet, 1280-d pooled, 240 px) on **every** frame of
 ``data/clips/{bikes,bigbuckbunny,carphone_pristine}.mp4`` (25, 25, 29.97 fps; the ``distill_effl1_*``
 caches of ``scripts/rd_eval.py``). Sequences at 5 fps and 1 fps are cut at every phase (stride
-round(fps_clip / fps)). Two splits (``--split``): ``time``: per clip, first 50% train, 50-60% validation,
+round(fps_clip / fps)). Three splits (``--split``): ``time``: per clip, first 50% train, 50-60% validation,
 last 40% test (later segments of the same videos, often other shots); ``phase``: the sampling phases of the
 whole clip are dealt out (phase p % 5 in 0-2 train, 3 validation, 4 test), so test frames are 1-2 source
-frames away from training frames (same shots: the in-distribution upper bound). Validation selects the
+frames away from training frames (same shots: the in-distribution upper bound); ``video`` (5 fps only):
+whole videos, bikes tests, carphone_pristine validates, bigbuckbunny (+ ``--synth``) trains. Validation selects the
 entropy model's learning rate per model (``--density-lrs``, at the middle lambda; at 1 fps with the
 ``time`` split there are no validation clips and the 5 fps choice is kept); nothing is selected on test frames.
 Objective ``distill``: KL from the backbone's own classifier on the original
@@ -110,14 +112,20 @@ def split(feats, fps: float, mode: str = "time"):
     sampling phase. ``time``: first 50% of each clip trains, 50-60% validates, the last 40% tests (later
     segments, other shots). ``phase``: the sampling phases of the whole clip are dealt out (phase p % 5 in
     0-2 trains, 3 validates, 4 tests): test frames are 1-2 source frames from training frames (near
-    duplicates, same shots): the in-distribution upper bound."""
+    duplicates, same shots): the in-distribution upper bound. ``video``: whole videos: bikes (every phase)
+    tests, carphone_pristine validates, bigbuckbunny trains (an unseen video, longest test chunks)."""
     train, val, test = [], [], []
     for c, native in CLIPS.items():
         x, logits = feats[c]
         s = max(1, round(native / fps))
         a, b = round(TRAIN_END * len(x)), round(VAL_END * len(x))
         for ph in range(s):
-            if mode == "time":
+            if mode == "video":
+                role = {"bikes": "test", "carphone_pristine": "val"}.get(c, "train")
+                if role != "test":
+                    (train if role == "train" else val).append(x[ph::s])
+                xs, ls = (x[ph::s], logits[ph::s]) if role == "test" else (x[:0], logits[:0])
+            elif mode == "time":
                 train.append(x[:a][ph::s])
                 val.append(x[a:b][ph::s])
                 xs, ls = x[b:][ph::s], logits[b:][ph::s]
@@ -269,7 +277,9 @@ def synthetic_sequences(n_seq: int, length: int, seed: int = 0, split_mode: str 
             fr = _clip_frames(c)
             s = round(native / 5)
             # runs of source frames 5 fps apart that lie in the training part
-            if split_mode == "time":
+            if split_mode == "video":  # only the training video
+                idx = [np.arange(ph, len(fr), s) for ph in range(s)] if c == "bigbuckbunny" else []
+            elif split_mode == "time":
                 idx = [np.arange(ph, round(TRAIN_END * len(fr)), s) for ph in range(s)]
             else:
                 idx = [np.arange(ph, len(fr), s) for ph in range(s) if ph % 5 < 3]
@@ -575,9 +585,11 @@ def write_docs(res: dict) -> None:
     part1 = ""
     titles = {"temporal_time": "Split `time`: test = the last 40% of each clip (later segments, other shots)",
               "temporal_phase": "Split `phase`: test = interleaved sampling phases (near-duplicate frames, same shots; "
-                                "in-distribution upper bound)"}
+                                "in-distribution upper bound)",
+              "temporal_video": "Split `video`: test = all of bikes, validation = carphone_pristine, training = bigbuckbunny "
+                                "(an unseen video; 5 test chunks of 50 frames at 5 fps)"}
     bench_tm = None
-    for key in ("temporal_time", "temporal_phase"):
+    for key in ("temporal_time", "temporal_phase", "temporal_video"):
         tm = res.get(key)
         if not tm:
             continue
@@ -661,7 +673,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--latents", type=int, default=128, help="latent channels of the part-1 heads")
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--split", default="time", choices=["time", "phase"])
+    ap.add_argument("--split", default="time", choices=["time", "phase", "video"])
     ap.add_argument("--density-lrs", default="3e-3,3e-2", help="entropy-model lr grid, chosen per model on validation")
     ap.add_argument("--variable", action="store_true", help="also train one variable-rate head per entropy model")
     ap.add_argument("--prior", default='{"context": "diagonal"}',
@@ -679,7 +691,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     res = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    res = {k: v for k, v in res.items() if k in ("temporal_time", "temporal_phase") or k.startswith("spatial")}
+    res = {k: v for k, v in res.items() if k in ("temporal_time", "temporal_phase", "temporal_video") or k.startswith("spatial")}
     if not args.doc_only:
         for part in args.part.split(","):
             t0 = time.perf_counter()

@@ -35,6 +35,16 @@ def readonly(a: Any, dtype: Any) -> np.ndarray:
     return a
 
 
+def rounded_to_int32(k: np.ndarray) -> np.ndarray:
+    """Rounded quantizer output ``k`` (float) as int32, or :class:`CodecError` if it is non-finite or
+    beyond int32 (nothing is clipped)."""
+    if not np.isfinite(k).all():
+        raise CodecError("cannot quantize non-finite values (NaN or inf in y)")
+    if k.size and (k.min() < _I32.min or k.max() > _I32.max):
+        raise CodecError("quantized values exceed the int32 range")
+    return k.astype(np.int32)
+
+
 def _channel_shape(ndim: int) -> tuple[int, ...]:
     return (1, -1) + (1,) * (ndim - 2)
 
@@ -137,12 +147,18 @@ class DigestedCodec:
         """
         y = to_numpy(y).astype(np.float32, copy=False)
         self._check_shape(y.shape, "y")  # type: ignore[attr-defined]
-        k = np.round(y - self.offsets.reshape(_channel_shape(y.ndim)))  # type: ignore[attr-defined]
-        if not np.isfinite(k).all():
-            raise CodecError("cannot quantize non-finite values (NaN or inf in y)")
+        return rounded_to_int32(np.round(y - self.offsets.reshape(_channel_shape(y.ndim))))  # type: ignore[attr-defined]
+
+    def _int_symbols(self, k: Any) -> np.ndarray:
+        """``k`` (numpy or torch) as an int64 numpy array after the shape, dtype and int32 checks that
+        every ``compress_symbols``/``estimate_bits`` makes (:class:`CodecError` otherwise)."""
+        k = to_numpy(k)
+        self._check_shape(k.shape, "k")  # type: ignore[attr-defined]
+        if not np.issubdtype(k.dtype, np.integer):
+            raise CodecError(f"symbols must be integers, got dtype {k.dtype}; use compress() for floats")
         if k.size and (k.min() < _I32.min or k.max() > _I32.max):
-            raise CodecError("quantized values exceed the int32 range")
-        return k.astype(np.int32)
+            raise CodecError("symbols exceed the int32 range")
+        return k.astype(np.int64)
 
     def dequantize(self, k: Any) -> np.ndarray:
         """float32 ``k + offsets`` per channel (axis 1), same shape as ``k``."""

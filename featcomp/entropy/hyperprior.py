@@ -240,13 +240,8 @@ class HyperpriorCodec(DigestedCodec):
 
     # ------------------------------------------------------------------ coding
     def _symbols(self, k: Any) -> tuple[np.ndarray, tuple[int, ...]]:
-        k = _to_numpy(k)
-        self._check_shape(k.shape, "k")
-        if not np.issubdtype(k.dtype, np.integer):
-            raise CodecError(f"symbols must be integers, got dtype {k.dtype}; use compress() for floats")
-        if k.size and (k.min() < _I32.min or k.max() > _I32.max):
-            raise CodecError("symbols exceed the int32 range")
-        return k.astype(np.int64), tuple(int(s) for s in k.shape)
+        K = self._int_symbols(k)
+        return K, tuple(int(s) for s in K.shape)
 
     def compress_symbols(self, k: Any) -> bytes:
         """Code integer latents (N, C, H, W) exactly (any int32 value; far values escape): z, then y."""

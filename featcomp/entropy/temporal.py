@@ -88,6 +88,30 @@ _MAX_ELEMENTS = 1 << 34
 _LOCKSTEP_ELEMENTS = 2048  # symbols per lockstep step in decompress_chunks (speed only, same result)
 
 
+def _locations_and_tables(
+    mq: np.ndarray, sc: np.ndarray, qb: int, smax: int, clip_mu: bool, clip_s_low: bool,
+    mu_out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The decoders' last context step, from the shifted accumulators (the tail of :func:`integer_context`).
+
+    ``mq``: locations in units of 1/Q, ``sc``: scale indices (int64, same shape). Returns
+    ``(mu, tab)``: integer locations ``mq >> log2 Q`` (clamped to ``+-MU_LIMIT`` when ``clip_mu``;
+    written into ``mu_out`` when given) and table indices ``clamp(sc, 0, smax) * Q + (mq mod Q)``,
+    computed **in place** in ``mq`` (``sc`` is overwritten too). ``clip_s_low=False`` skips the lower
+    scale clamp where the codec proves it cannot bind (same result).
+    """
+    mu = np.right_shift(mq, qb, out=mu_out)
+    if clip_mu:
+        np.clip(mu, -MU_LIMIT, MU_LIMIT, out=mu)
+    mq &= (1 << qb) - 1
+    if clip_s_low:
+        np.maximum(sc, 0, out=sc)
+    np.minimum(sc, smax, out=sc)
+    sc <<= qb
+    mq += sc
+    return mu, mq
+
+
 def integer_context(
     k_prev: Any,
     w_loc: Any,
@@ -265,16 +289,14 @@ class TemporalCodec(DigestedCodec):
         qb = Q.bit_length() - 1
         return (self.w_loc.astype(np.int64), self.b_loc.astype(np.int64)[:, None] + (1 << (self.frac_bits - qb - 1)),
                 self.w_scale.astype(np.int64), self.b_scale.astype(np.int64)[:, None] + (1 << (self.frac_bits - 1)),
-                self.frac_bits - qb, qb, Q - 1, self.family.levels - 1, Q)
+                self.frac_bits - qb, qb, self.family.levels - 1)
 
     def _context_np(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The numpy decode hot path of :func:`integer_context` (same integer operations)."""
-        wl, bl, ws, bs, sh, qb, qmask, smax, Q = self._np_params
+        """The numpy path of :func:`integer_context` (same integer operations)."""
+        wl, bl, ws, bs, sh, qb, smax = self._np_params
         x = np.minimum(np.maximum(x, -self.clip), self.clip)
-        mq = (wl @ x + bl) >> sh
-        mu = np.minimum(np.maximum(mq >> qb, -MU_LIMIT), MU_LIMIT)
-        s = np.minimum(np.maximum((ws @ np.abs(x) + bs) >> self.frac_bits, 0), smax)
-        return mu, s * Q + (mq & qmask)
+        return _locations_and_tables((wl @ x + bl) >> sh, (ws @ np.abs(x) + bs) >> self.frac_bits, qb, smax,
+                                     clip_mu=True, clip_s_low=True)
 
     def context(self, k_prev: Any) -> tuple[Any, Any]:
         """:func:`integer_context` with this codec's parameters; k_prev (..., C, M) numpy or torch."""
@@ -314,15 +336,9 @@ class TemporalCodec(DigestedCodec):
 
     # ------------------------------------------------------------------ coding
     def _symbols(self, k: Any) -> tuple[np.ndarray, tuple[int, ...]]:
-        k = _to_numpy(k)
-        self._check_shape(k.shape, "k")
-        if not np.issubdtype(k.dtype, np.integer):
-            raise CodecError(f"symbols must be integers, got dtype {k.dtype}; use compress() for floats")
-        if k.size and (k.min() < _I32.min or k.max() > _I32.max):
-            raise CodecError("symbols exceed the int32 range")
-        shape = tuple(int(s) for s in k.shape)
-        M = math.prod(shape[2:])
-        return k.reshape(shape[0], self.channels, M).astype(np.int64), shape
+        K = self._int_symbols(k)
+        shape = tuple(int(s) for s in K.shape)
+        return K.reshape(shape[0], self.channels, math.prod(shape[2:])), shape
 
     def compress_symbols(self, k: Any) -> bytes:
         """Code one chunk of integer latents exactly (any int32 value; far values are escaped).
@@ -588,7 +604,7 @@ class TemporalCodec(DigestedCodec):
         """Layout 1: lockstep decode of streams with M positions per channel; ``Ts`` sorted descending."""
         C, fam = self.channels, self.family
         R, esc_sym, w, Q = fam.radius, fam.n - 1, fam.weights, fam.Q
-        qb, qmask, smax = Q.bit_length() - 1, Q - 1, fam.levels - 1
+        qb, smax = Q.bit_length() - 1, fam.levels - 1
         N, L, clip = len(Ts), C * M, self.clip
         fresh_mu, fresh_rows, W, bias, shift, clip_mu, clip_s_low = self._decode_consts
         Wl, Ws = W[:C, :C], W[C:, C:]
@@ -646,18 +662,8 @@ class TemporalCodec(DigestedCodec):
                 acc = np.concatenate([np.matmul(Wl, xf[:, :C]), np.matmul(Ws, xf[:, C:])], axis=1).astype(np.int64)
             acc += bias
             acc >>= shift
-            mq, sc = acc[:, :C], acc[:, C:]
-            np.right_shift(mq, qb, out=mu)
-            if clip_mu:
-                np.maximum(mu, -MU_LIMIT, out=mu)
-                np.minimum(mu, MU_LIMIT, out=mu)
-            mq &= qmask
-            if clip_s_low:
-                np.maximum(sc, 0, out=sc)
-            np.minimum(sc, smax, out=sc)
-            sc <<= qb
-            mq += sc
-            rows = w[mq.reshape(-1)]
+            _, tab = _locations_and_tables(acc[:, :C], acc[:, C:], qb, smax, clip_mu, clip_s_low, mu_out=mu)
+            rows = w[tab.reshape(-1)]
         for j, dec in enumerate(decs):
             if not dec.is_empty():
                 raise fail(j, "data left over after decoding every symbol", ValueError("trailing words"))
@@ -713,7 +719,7 @@ class TemporalCodec(DigestedCodec):
         """
         C, fam = self.channels, self.family
         Q = fam.Q
-        qb, qmask, smax = Q.bit_length() - 1, Q - 1, fam.levels - 1
+        qb, smax = Q.bit_length() - 1, fam.levels - 1
         L, clip = C * M, self.clip
         WL32, WS32, WL64, WS64, x_limit32, shift, tt, rrow, row_rank, unzz, fresh_mu, fresh_tab = self._v2_consts
         _, _, _, _, _, clip_mu, clip_s_low = self._decode_consts
@@ -843,18 +849,9 @@ class TemporalCodec(DigestedCodec):
                 X64 = X32.astype(np.float64)
                 ai = np.concatenate([WL64 @ X64[: C + 1], WS64 @ X64[C:]]).astype(np.int64)
             ai >>= shift
-            mq, sc = ai[:C], ai[C:]
-            mu_c = mq >> qb
-            if clip_mu:
-                np.clip(mu_c, -MU_LIMIT, MU_LIMIT, out=mu_c)
-            mq &= qmask
-            if clip_s_low:
-                np.maximum(sc, 0, out=sc)
-            np.minimum(sc, smax, out=sc)
-            sc <<= qb
-            mq += sc
+            mu_c, tab_c = _locations_and_tables(ai[:C], ai[C:], qb, smax, clip_mu, clip_s_low)
             mu = mu_c.reshape(C, n_act, M).transpose(1, 0, 2)
-            tab = mq.reshape(C, n_act, M).transpose(1, 0, 2)
+            tab = tab_c.reshape(C, n_act, M).transpose(1, 0, 2)
         for j, dec in enumerate(decs):
             if not dec.is_empty():
                 raise fail(j, "data left over after decoding every symbol", ValueError("trailing words"))

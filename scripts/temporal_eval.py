@@ -107,6 +107,20 @@ def load_features() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def choose_density_lr(fit, kind: str, lam: float, grid: list[float]) -> float:
+    """The entropy model's learning rate with the lowest validation objective (loss + lam * bits) at ``lam``;
+    ``fit(kind, lam, dlr)`` trains a head with validation. One-value grids are returned without training."""
+    if len(grid) == 1:
+        return grid[0]
+    scores = {}
+    for dlr in grid:
+        h = fit(kind, lam, dlr).history[-1]
+        scores[dlr] = h["val_loss"] + lam * h["val_bits"]
+    best = min(scores, key=scores.get)
+    print(f"  {kind}: density lr on validation {scores} -> {best:g}", flush=True)
+    return best
+
+
 def split(feats, fps: float, mode: str = "time"):
     """Train / validation sequences and test (sequence, teacher logits) pairs at ``fps``, per clip and
     sampling phase. ``time``: first 50% of each clip trains, 50-60% validates, the last 40% tests (later
@@ -375,12 +389,7 @@ def run_temporal(args) -> dict:
             grid = [float(v) for v in args.density_lrs.split(",")]
             lam_mid = lams[len(lams) // 2]
             if vclips is not None and len(grid) > 1:
-                scores = {}
-                for dlr in grid:
-                    h = fit(kind, lam_mid, dlr).history[-1]
-                    scores[dlr] = h["val_loss"] + lam_mid * h["val_bits"]
-                dlr_best = min(scores, key=scores.get)
-                print(f"  {kind}: density lr on validation {scores} -> {dlr_best:g}", flush=True)
+                dlr_best = choose_density_lr(fit, kind, lam_mid, grid)
             else:
                 dlr_best = chosen.get(kind, grid[0])
             chosen[kind] = dlr_best
@@ -469,13 +478,8 @@ def run_spatial(args) -> dict:
     for kind in ("factorized", "hyperprior"):
         grid = [float(v) for v in args.density_lrs.split(",")]
         lam_mid = lams[len(lams) // 2]
-        scores = {}
-        for dlr in (grid if len(grid) > 1 else []):
-            h = fit(kind, lam_mid, dlr).history[-1]
-            scores[dlr] = h["val_loss"] + lam_mid * h["val_bits"]
-        dlr_best = min(scores, key=scores.get) if scores else grid[0]
+        dlr_best = choose_density_lr(fit, kind, lam_mid, grid)
         out["density_lr"][kind] = dlr_best
-        print(f"  {kind}: density lr on validation {scores} -> {dlr_best:g}", flush=True)
         curve = []
         for lam in lams:
             t0 = time.perf_counter()

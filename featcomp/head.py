@@ -545,9 +545,7 @@ class FrozenHead(nn.Module):
         else:
             self.log_gains = None
             self.rate = None
-        g = _interp_log_gain(None if self.log_gains is None else self.log_gains.double(), rate, "FrozenHead")
-        eff = self.base_scale if g is None else (self.base_scale.double() * torch.exp(-g)).float()
-        self.register_buffer("scale", eff.clone())
+        self.register_buffer("scale", self.scale_at(rate).clone())
         self.register_buffer("offsets", torch.tensor(np.array(codec.offsets, np.float32)))
         self._analysis_w = _FrozenTransforms(config.analysis, state, "analysis", c, cl)
         self._synthesis_w = (
@@ -580,6 +578,16 @@ class FrozenHead(nn.Module):
         lams = np.log(np.asarray(self.config.rate_lams, np.float64))
         return float(np.exp(np.interp(r, np.arange(lams.size), lams)))
 
+    def scale_at(self, rate: float | None) -> Tensor:
+        """float32 (C',) the effective quantization step at ``rate`` (a level or a float between
+        levels; None = level 0), without building another head. Fixed-rate heads: ``rate`` must be None.
+
+        Raises:
+            ConfigError: a fixed-rate head given a rate, or a rate outside ``[0, levels - 1]``.
+        """
+        g = _interp_log_gain(None if self.log_gains is None else self.log_gains.double(), rate, "FrozenHead")
+        return self.base_scale if g is None else (self.base_scale.double() * torch.exp(-g)).float()
+
     def at_rate(self, rate: float | None) -> FrozenHead:
         """The same head (weights, codec) encoding at another rate level (or a float between levels).
 
@@ -611,32 +619,58 @@ class FrozenHead(nn.Module):
         return self.config.in_channels
 
     @torch.no_grad()
-    def latent(self, x: Tensor) -> Tensor:
-        """The unquantized latent in quantization units (N, C', *) float32 (before ``- offsets``)."""
+    def latent(self, x: Tensor, rate: float | None | str = "head") -> Tensor:
+        """The unquantized latent in quantization units (N, C', *) float32 (before ``- offsets``).
+
+        ``rate``: the rate level to quantize at (variable-rate heads); by default this head's own rate.
+        """
         if x.ndim < 2 or x.shape[1] != self.in_channels:
             raise ConfigError(f"FrozenHead: expected features (N, {self.in_channels}, *), got {tuple(x.shape)}")
         x = x.float()
         if self.config.standardize:
             x = (x - _bcast(self.input_mean, x.ndim)) / _bcast(self.input_std, x.ndim)
         y = self._analysis_w(x)
-        return y / _bcast(self.scale, y.ndim)
+        scale = self.scale if isinstance(rate, str) else self.scale_at(rate).to(y.device)
+        return y / _bcast(scale, y.ndim)
 
     @torch.no_grad()
-    def encode(self, x: Tensor | np.ndarray) -> np.ndarray:
-        """Features (N, C, *) -> int32 latents (N, C', *), ``codec.quantize(latent(x))``."""
+    def encode(self, x: Tensor | np.ndarray, rate: float | None | str = "head") -> np.ndarray:
+        """Features (N, C, *) -> int32 latents (N, C', *), ``codec.quantize(latent(x, rate))``.
+
+        ``rate``: the level to quantize at (variable-rate heads); by default this head's own rate.
+        """
         x = torch.as_tensor(x) if not isinstance(x, Tensor) else x
-        y = self.latent(x)
+        y = self.latent(x, rate)
         return np.ascontiguousarray(self.codec.quantize(y.float().cpu().numpy()), dtype=np.int32)
 
-    def decode(self, k: np.ndarray | Tensor) -> np.ndarray:
-        """int latents (N, C', *) -> float32 dequantized latents ``(k + offsets) * scale`` (N, C', *)."""
+    def decode(self, k: np.ndarray | Tensor, levels: np.ndarray | None = None) -> np.ndarray:
+        """int latents (N, C', *) -> float32 dequantized latents ``(k + offsets) * scale`` (N, C', *).
+
+        ``levels``: int (N,) the rate level of each example (per-frame rate control,
+        :mod:`featcomp.ratecontrol`): example i is dequantized with the step of level ``levels[i]``.
+        None: every example at this head's rate.
+
+        Raises:
+            CodecError: latents of the wrong shape, or ``levels`` of the wrong length.
+            ConfigError: a level outside the head's levels, or levels for a fixed-rate head.
+        """
         k = np.asarray(k.cpu() if isinstance(k, Tensor) else k)
         if k.ndim < 2 or k.shape[1] != self.latent_channels:
             raise CodecError(f"FrozenHead.decode: expected latents (N, {self.latent_channels}, *), got {k.shape}")
         shape = (1, -1) + (1,) * (k.ndim - 2)
         off = np.asarray(self.offsets.cpu(), np.float32).reshape(shape)
-        sc = np.asarray(self.scale.cpu(), np.float32).reshape(shape)
-        return ((k.astype(np.float32) + off) * sc).astype(np.float32)
+        if levels is None:
+            sc = np.asarray(self.scale.cpu(), np.float32).reshape(shape)
+            return ((k.astype(np.float32) + off) * sc).astype(np.float32)
+        levels = np.asarray(levels)
+        if levels.shape != (k.shape[0],):
+            raise CodecError(f"FrozenHead.decode: {k.shape[0]} examples but levels of shape {levels.shape}")
+        out = np.empty(k.shape, np.float32)
+        for lv in np.unique(levels):
+            rows = levels == lv
+            sc = np.asarray(self.scale_at(int(lv)).cpu(), np.float32).reshape(shape)
+            out[rows] = (k[rows].astype(np.float32) + off) * sc
+        return out
 
     @torch.no_grad()
     def synthesize(self, y_hat: Tensor | np.ndarray) -> Tensor:

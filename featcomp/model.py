@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -367,7 +368,8 @@ def load_model(path: str | Path) -> Model:
 
 _CLIP_MAGIC = b"FCCL"
 _CLIP_VERSION = 2
-_CLIP_READ_VERSIONS = (1, 2)
+_CLIP_VERSION_LEVELS = 3  # version 2 + per-frame rate levels (packed bit fields after the side arrays)
+_CLIP_READ_VERSIONS = (1, 2, 3)
 DEFAULT_TEMPORAL_CHUNK = 256  # frames per independently decodable temporal stream in a clip
 
 
@@ -407,9 +409,15 @@ class CompressedClip:
         chunks: byte lengths of the streams in ``data`` (temporal clips: each chunk of frames starts
             with a fresh context and decodes alone), or None for one stream.
         rate: the rate level of a variable-rate model (it sets the dequantization scale), or None.
+        levels: uint8 (T,) the rate level of each frame (per-frame rate control,
+            :mod:`featcomp.ratecontrol`), or None; when set, ``rate`` is None and frame t dequantizes
+            at level ``levels[t]``.
 
     Serialized as clip format version 1 (the original layout) when ``kind`` is factorized with one
-    stream and no rate, else version 2 (``kind``, ``chunks``, ``rate`` in the JSON header).
+    stream and no rate, version 2 (``kind``, ``chunks``, ``rate`` in the JSON header) otherwise, and
+    version 3 when ``levels`` is set: version 2 plus ``"levels": w`` in the header and the levels packed
+    as ``w``-bit unsigned fields (most significant bit first, zero-padded to a byte) after the side
+    arrays, ``w = level_bits``.
     """
 
     data: bytes
@@ -421,6 +429,29 @@ class CompressedClip:
     kind: str = "factorized"
     chunks: tuple[int, ...] | None = None
     rate: float | None = None
+    levels: np.ndarray | None = None
+    level_bits: int = 8
+
+    def __post_init__(self) -> None:
+        if self.levels is not None:
+            lv = np.asarray(self.levels)
+            if lv.shape != (int(self.shape[0]),):
+                raise CodecError(f"compressed clip: {self.shape[0]} frames but levels of shape {lv.shape}")
+            if not 1 <= int(self.level_bits) <= 8:
+                raise CodecError(f"compressed clip: level_bits must be in [1, 8], got {self.level_bits}")
+            if lv.size and (lv.min() < 0 or lv.max() >= 1 << int(self.level_bits)):
+                raise CodecError(f"compressed clip: levels must be in [0, {1 << int(self.level_bits)}), got "
+                                 f"[{lv.min()}, {lv.max()}]")
+            if self.rate is not None:
+                raise CodecError("compressed clip: give either one rate or per-frame levels, not both")
+            object.__setattr__(self, "levels", lv.astype(np.uint8))
+
+    def _packed_levels(self) -> bytes:
+        if self.levels is None:
+            return b""
+        w = int(self.level_bits)
+        bits = (self.levels[:, None].astype(np.uint8) >> np.arange(w - 1, -1, -1, dtype=np.uint8)) & 1
+        return np.packbits(bits.reshape(-1)).tobytes()
 
     @property
     def streams(self) -> list[bytes]:
@@ -441,8 +472,9 @@ class CompressedClip:
 
     @property
     def bits_per_frame(self) -> float:
-        """Size of the feature stream (header and ANS flush included) in bits per frame."""
-        return 8.0 * len(self.data) / max(1, self.num_frames)
+        """Size of the feature stream(s) (codec headers and ANS flush included) plus the packed per-frame
+        levels, if any, in bits per frame."""
+        return 8.0 * (len(self.data) + len(self._packed_levels())) / max(1, self.num_frames)
 
     def to_bytes(self) -> bytes:
         """Serialize: magic, version, JSON header length (u32), JSON header, side arrays, stream.
@@ -468,6 +500,10 @@ class CompressedClip:
             hdr["fi"] = None
             side += fi.astype("<i8").tobytes()
         version = 1 if (self.kind == "factorized" and self.chunks is None and self.rate is None) else _CLIP_VERSION
+        if self.levels is not None:
+            version = _CLIP_VERSION_LEVELS
+            hdr["levels"] = int(self.level_bits)
+            side += self._packed_levels()
         if version >= 2:
             hdr.update(kind=self.kind, chunks=None if self.chunks is None else [int(c) for c in self.chunks],
                        rate=None if self.rate is None else float(self.rate))
@@ -492,11 +528,22 @@ class CompressedClip:
         n = int(hdr["n"])
         ts, pos = _read_series(b, pos, hdr["ts"], n, np.float64, "timestamps")
         fi, pos = _read_series(b, pos, hdr["fi"], n, np.int64, "frame indices")
+        levels, w = None, 8
+        if version >= _CLIP_VERSION_LEVELS:
+            w = int(hdr["levels"])
+            if not 1 <= w <= 8:
+                raise CodecError(f"compressed clip: level field width {w} is not in [1, 8]")
+            nb = (n * w + 7) // 8
+            if len(b) < pos + nb:
+                raise CodecError("compressed clip: truncated per-frame levels")
+            bits = np.unpackbits(np.frombuffer(b, np.uint8, nb, pos), count=n * w).reshape(n, w)
+            levels = (bits.astype(np.uint16) << np.arange(w - 1, -1, -1, dtype=np.uint16)).sum(1).astype(np.uint8)
+            pos += nb
         chunks = hdr.get("chunks")
         return cls(data=b[pos:], shape=tuple(int(s) for s in hdr["shape"]), timestamps=ts, frame_indices=fi,
                    codec_digest=hdr["codec_digest"], model_digest=hdr.get("model_digest", ""),
                    kind=hdr.get("kind", "factorized"), chunks=None if chunks is None else tuple(int(c) for c in chunks),
-                   rate=hdr.get("rate"))
+                   rate=hdr.get("rate"), levels=levels, level_bits=w)
 
 
 def decode_clip(model: Model, clip: CompressedClip | bytes, *, dequantize: bool = True) -> np.ndarray:
@@ -532,6 +579,12 @@ def decode_clip(model: Model, clip: CompressedClip | bytes, *, dequantize: bool 
         raise CodecError(f"compressed clip: stream shape {k.shape} differs from the recorded {clip.shape}")
     if not dequantize:
         return k
+    if clip.levels is not None:
+        n_levels = model.head.config.rate_levels
+        if clip.levels.size and int(clip.levels.max()) >= max(1, n_levels):
+            raise CodecError(f"compressed clip: per-frame level {int(clip.levels.max())} but the model has "
+                             f"{n_levels} rate levels; use the model that compressed it")
+        return model.head.decode(k, levels=clip.levels)
     head = model.head if clip.rate == model.head.rate else model.head.at_rate(clip.rate)
     return head.decode(k)
 
@@ -555,15 +608,32 @@ class Extractor:
         rate: variable-rate models: the rate level to encode at (an int level, or a float between two
             levels; level 0 = most bits). None keeps the model's rate (level 0 when loaded).
         chunk_frames: frames per independent stream of a temporal clip (default 256).
+        rate_control: a :class:`featcomp.ratecontrol.RateControl`: choose each frame's rate level so
+            that the backbone's own classifier keeps its top-1 on the decoded features (variable-rate
+            factorized heads with a synthesis; the backbone must have a classifier). Clips then record
+            their per-frame levels (clip format 3). Excludes ``rate``.
 
     Raises:
-        ConfigError: ``rate`` given for a fixed-rate model or outside the levels.
+        ConfigError: ``rate`` given for a fixed-rate model or outside the levels; ``rate_control`` with
+            ``rate`` or with a head it cannot drive.
     """
 
     def __init__(self, model_or_path: Model | str | Path, *, device: str | torch.device = "cpu", batch_size: int = 64,
                  dtype: torch.dtype | None = None, backbone: nn.Module | None = None, sampling: Any = None,
-                 rate: float | None = None, chunk_frames: int | None = None) -> None:
+                 rate: float | None = None, chunk_frames: int | None = None, rate_control: Any = None) -> None:
         model = model_or_path if isinstance(model_or_path, Model) else load_model(model_or_path)
+        if rate_control is not None:
+            from featcomp.ratecontrol import RateControl, _check_head
+
+            if rate is not None:
+                raise ConfigError("Extractor: give rate= (one level for every frame) or rate_control= (a level per "
+                                  "frame), not both")
+            if isinstance(rate_control, dict):
+                rate_control = RateControl.from_dict(rate_control)
+            if not isinstance(rate_control, RateControl):
+                raise ConfigError(f"Extractor: rate_control must be a RateControl, got {type(rate_control).__name__}")
+            _check_head(model.head)
+        self.rate_control = rate_control
         self.model = model.at_rate(rate)
         self.chunk_frames = int(chunk_frames or DEFAULT_TEMPORAL_CHUNK)
         if self.chunk_frames < 1:
@@ -580,6 +650,9 @@ class Extractor:
         self.backbone = backbone.to(self.device).eval()
         self.head = self.model.head.to(self.device)
         self.sampling = sampling if sampling is not None else self.model.sampling
+        if rate_control is not None and not callable(getattr(self.backbone, "classify", None)):
+            raise ConfigError("Extractor: rate_control needs the backbone's classifier (backbone.classify) as the "
+                              "teacher; this backbone has none")
 
     @property
     def codec(self):
@@ -602,11 +675,40 @@ class Extractor:
 
         This is the Ray pipeline's per-batch call; frames are processed in chunks of ``batch_size``.
         """
+        if self.rate_control is not None:
+            raise ConfigError("Extractor.encode_frames returns latents only and would drop the per-frame levels of "
+                              "rate control; use encode_frames_with_levels() or compress()")
         n = len(frames)
         if n == 0:
             return np.zeros((0, self.model.latent_channels), np.int32)
         outs = [self.head.encode(self.features(frames[i:i + self.batch_size])) for i in range(0, n, self.batch_size)]
         return np.concatenate(outs, 0).astype(np.int32, copy=False)
+
+    def frame_features(self, frames: np.ndarray | Tensor) -> Tensor:
+        """uint8 frames (n, H, W, 3) -> float32 backbone features (n, C[, h, w]) in ``batch_size`` chunks."""
+        n = len(frames)
+        if n == 0:
+            return torch.zeros((0, self.model.head.in_channels))
+        return torch.cat([self.features(frames[i:i + self.batch_size]) for i in range(0, n, self.batch_size)])
+
+    def encode_features(self, features: np.ndarray | Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """Backbone features (n, C[, ...]) -> (int32 latents (n, C', *), uint8 levels (n,) or None).
+
+        Levels are chosen by ``rate_control`` over all ``n`` frames at once (its give-up quota applies
+        to this call); without rate control every frame is at the extractor's rate and levels is None.
+        """
+        f = torch.as_tensor(features) if not isinstance(features, Tensor) else features
+        if self.rate_control is None:
+            return self.head.encode(f.to(self.device)), None
+        from featcomp.ratecontrol import choose_levels
+
+        ch = choose_levels(self.head, f.to(self.device), self.backbone.classify, self.rate_control)
+        return ch.k, ch.levels
+
+    def encode_frames_with_levels(self, frames: np.ndarray | Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 frames (n, H, W, 3) -> (int32 latents, uint8 per-frame levels or None); see
+        :meth:`encode_features`."""
+        return self.encode_features(self.frame_features(frames))
 
     def iter_latents(self, video_path: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (latents int32 (n, C', *), timestamps float64 (n,), frame indices int64 (n,)) per batch."""
@@ -626,6 +728,8 @@ class Extractor:
         Raises:
             VideoError: the video cannot be decoded; CodecError/ConfigError as documented.
         """
+        if self.rate_control is not None:
+            return self._compress_rate_controlled(video_path)
         ks, ts, fi = [], [], []
         for k, t, i in self.iter_latents(video_path):
             ks.append(k)
@@ -639,16 +743,54 @@ class Extractor:
             k, t, i = np.concatenate(ks), np.concatenate(ts), np.concatenate(fi)
         return self.compress_latents(k, t, i)
 
-    def compress_latents(self, k: np.ndarray, timestamps: np.ndarray, frame_indices: np.ndarray | None = None
-                         ) -> CompressedClip:
+    def _compress_rate_controlled(self, video_path: str | Path) -> CompressedClip:
+        """compress() with rate control: features of the whole clip first, then one level choice."""
+        from featcomp.video import SamplingConfig, sample_frames
+
+        sampling = self.sampling
+        if sampling is None:
+            raise ConfigError("Extractor.compress: no sampling config (none in the model; pass sampling=)")
+        if isinstance(sampling, dict):
+            sampling = SamplingConfig.from_dict(sampling)
+        fs, ts, fi = [], [], []
+        for batch in sample_frames(str(video_path), sampling):
+            fs.append(self.frame_features(batch.frames))
+            ts.append(np.asarray(batch.timestamps))
+            fi.append(np.asarray(batch.indices))
+        if not fs:
+            return self.compress_features(torch.zeros((0, self.model.head.in_channels)), np.zeros(0), np.zeros(0, np.int64))
+        return self.compress_features(torch.cat(fs), np.concatenate(ts), np.concatenate(fi))
+
+    def compress_features(self, features: np.ndarray | Tensor, timestamps: np.ndarray,
+                          frame_indices: np.ndarray | None = None) -> CompressedClip:
+        """Backbone features of a whole clip (T, C[, ...]) -> :class:`CompressedClip` (with rate control when
+        the extractor has one; see :meth:`encode_features`)."""
+        f = torch.as_tensor(features) if not isinstance(features, Tensor) else features
+        if len(f) == 0:
+            k, levels = np.zeros((0, self.model.latent_channels), np.int32), None
+            if self.rate_control is not None:
+                levels = np.zeros(0, np.uint8)
+        else:
+            k, levels = self.encode_features(f)
+        return self.compress_latents(k, timestamps, frame_indices, levels=levels)
+
+    def compress_latents(self, k: np.ndarray, timestamps: np.ndarray, frame_indices: np.ndarray | None = None,
+                         *, levels: np.ndarray | None = None) -> CompressedClip:
         """int latents (T, C', *) + timestamps (T,) -> :class:`CompressedClip`.
 
         One stream for frame-independent kinds; a temporal clip is cut into chunks of ``chunk_frames``
         frames, each an independent stream starting from the codec's fresh context
-        (``TemporalCodec.compress_chunks``).
+        (``TemporalCodec.compress_chunks``). ``levels``: uint8 (T,) per-frame rate levels (from rate
+        control; factorized variable-rate models only), stored in the clip (format 3).
         """
         k = np.asarray(k, np.int32)
         kind = self.model.kind
+        level_bits = 8
+        if levels is not None:
+            n_levels = self.model.head.config.rate_levels
+            if n_levels < 2 or kind != "factorized":
+                raise ConfigError("Extractor.compress_latents: per-frame levels need a variable-rate factorized model")
+            level_bits = max(1, math.ceil(math.log2(n_levels)))
         chunks = None
         if kind == "temporal":
             streams = self.codec.compress_chunks(k, self.chunk_frames) if len(k) else []
@@ -659,7 +801,8 @@ class Extractor:
         fi = np.arange(len(k), dtype=np.int64) if frame_indices is None else np.asarray(frame_indices, np.int64)
         return CompressedClip(data=data, shape=tuple(k.shape), timestamps=np.asarray(timestamps, np.float64),
                               frame_indices=fi, codec_digest=self.codec.digest, model_digest=self.model.digest,
-                              kind=kind, chunks=chunks, rate=self.model.rate)
+                              kind=kind, chunks=chunks, rate=None if levels is not None else self.model.rate,
+                              levels=levels, level_bits=level_bits)
 
     def decompress_latents(self, clip: CompressedClip | bytes) -> np.ndarray:
         """-> int32 latents (T, C', *) exactly as :meth:`encode_frames` produced them."""

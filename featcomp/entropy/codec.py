@@ -529,12 +529,24 @@ class EntropyCodec:
         kt, _ = self._symbols_ct(k)
         if kt.size == 0:
             return 0.0
+        return float(self._element_bits(kt).sum())
+
+    def example_bits(self, k: Any) -> np.ndarray:
+        """float64 (N,) the tables' ideal cost of each example ``k[i]`` (same rule as :meth:`estimate_bits`,
+        whose total this splits; used by per-frame rate control)."""
+        kt, shape = self._symbols_ct(k)
+        if shape[0] == 0:
+            return np.zeros(0)
+        return self._element_bits(kt).reshape(self.channels, shape[0], -1).sum(axis=(0, 2))
+
+    def _element_bits(self, kt: np.ndarray) -> np.ndarray:
+        """float64 (C, M) ideal cost of each symbol of a (C, M) array (escapes included)."""
         lo = self.table_min.astype(np.int64)[:, None]
         size = self.table_size.astype(np.int64)[:, None]
         idx = kt.astype(np.int64) - lo
         esc = (idx < 0) | (idx >= size)
         idx = np.where(esc, size, idx)
-        bits = float(np.take_along_axis(self._cost_table, idx, axis=1).sum())
+        bits = np.take_along_axis(self._cost_table, idx, axis=1)
         if esc.any():
             v = kt[esc].astype(np.int64)
             rows = np.nonzero(esc)[0]
@@ -542,5 +554,5 @@ class EntropyCodec:
             hi_e = lo_e + size[rows, 0] - 1
             d = np.where(v > hi_e, v - hi_e, lo_e - v)
             nb = np.frexp(d.astype(np.float64))[1]
-            bits += float(v.size * math.log2(coder.ESCAPE_HEADER_SIZE) + (nb - 1).sum())
+            bits[esc] += math.log2(coder.ESCAPE_HEADER_SIZE) + (nb - 1)
         return bits

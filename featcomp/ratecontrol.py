@@ -1,0 +1,240 @@
+"""Per-frame rate control: the encoder keeps the teacher's decision with as few bits as it can (layer 2).
+
+A variable-rate head (``HeadConfig.rate_lams``: levels 0 = finest step ... L-1 = coarsest) with a
+factorized codec shares **one** set of integer tables across its levels: the level only sets the
+quantization step, i.e. how the encoder rounds and how the decoder dequantizes. So the encoder is free
+to pick a level **per frame**, and the decoder needs nothing but that level (a few bits per frame) to
+dequantize. This is encoder-side rate control, the way video encoders spend bits where a metric needs
+them: the encoder runs the backbone anyway, so it has the backbone's own classifier (the ``distill``
+teacher) and can check each candidate level against it.
+
+Rule (:class:`RateControl`, :func:`choose_levels`), for a batch of frames with features ``x``:
+
+1. the reference decision is the teacher's top-1 on ``x``;
+2. for every candidate level, the frame is quantized at that level, dequantized, mapped back by the
+   head's synthesis and classified by the teacher; a level *keeps* the frame when the top-1 is unchanged;
+3. each frame gets the **coarsest** level that keeps it; a frame that no level keeps (rare: the
+   projection itself flips it) gets the finest level (best fidelity);
+4. with ``target_agreement < 1``, the encoder may give up on ``floor((1 - target) * n)`` frames of the
+   batch (frames that no level keeps count against this quota first): the ones whose kept level costs
+   the most bits over the coarsest level's (the codec's ideal per-frame cost) are moved to the coarsest
+   level. The agreement of the batch is then >= ``target_agreement`` by construction, on any video.
+
+The quota applies per call: per clip in :meth:`featcomp.Extractor.compress`, per batch of frames in
+other callers. Decoding needs no teacher, no backbone and no float context: the levels are stored
+integers (clip format version 3, :class:`featcomp.model.CompressedClip`).
+
+The shared tables should match what the rate control produces (mostly coarse levels, a few fine ones):
+:func:`fit_rate_control_codec` refits them on **training** features run through the same rule. This
+module needs torch (the head and the teacher) and numpy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from featcomp.config import Config, require
+from featcomp.errors import ConfigError
+
+__all__ = ["RateControl", "LevelChoice", "choose_levels", "fit_rate_control_codec", "step_ladder_head", "MAX_LEVELS"]
+
+MAX_LEVELS = 256  # levels are stored as unsigned bytes / packed bit fields
+
+
+@dataclasses.dataclass(frozen=True)
+class RateControl(Config):
+    """Per-frame level choice that keeps the teacher's top-1 (see the module docstring).
+
+    Attributes:
+        target_agreement: fraction of frames whose teacher top-1 must be kept (1.0 = every frame that
+            some level keeps). Below 1, the most expensive ``floor((1 - target) * n)`` frames of a call
+            are coded at the coarsest level.
+        levels: candidate levels (ints of the head), empty = all of the head's levels.
+        batch_size: frames per teacher call while trying levels (memory bound, not a result).
+    """
+
+    target_agreement: float = 1.0
+    levels: tuple = ()
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        require(0.0 < float(self.target_agreement) <= 1.0,
+                f"RateControl.target_agreement must be in (0, 1], got {self.target_agreement}")
+        lv = tuple(int(v) for v in self.levels)
+        require(all(0 <= v < MAX_LEVELS for v in lv), f"RateControl.levels must be in [0, {MAX_LEVELS}), got {lv}")
+        require(len(set(lv)) == len(lv), f"RateControl.levels has duplicates: {lv}")
+        require(int(self.batch_size) >= 1, f"RateControl.batch_size must be >= 1, got {self.batch_size}")
+        object.__setattr__(self, "levels", tuple(sorted(lv)))
+
+
+@dataclasses.dataclass
+class LevelChoice:
+    """What :func:`choose_levels` returns for n frames.
+
+    Attributes:
+        k: int32 (n, C') the latents to code (frame i quantized at ``levels[i]``).
+        levels: uint8 (n,) the level of each frame.
+        kept: bool (n,) the teacher's top-1 on the decoded frame equals its top-1 on the original.
+        bits: float64 (n,) the codec's ideal cost of each frame (no level index, no framing).
+    """
+
+    k: np.ndarray
+    levels: np.ndarray
+    kept: np.ndarray
+    bits: np.ndarray
+
+    @property
+    def agreement(self) -> float:
+        return float(self.kept.mean()) if self.kept.size else 1.0
+
+
+def _check_head(head) -> tuple[int, ...]:
+    """The head's levels, or a clear error when this head cannot be rate-controlled per frame."""
+    levels = int(getattr(head.config, "rate_levels", 0))
+    if levels < 2:
+        raise ConfigError("per-frame rate control needs a variable-rate head (HeadConfig.rate_lams with >= 2 levels); "
+                          "this head has a fixed rate")
+    if levels > MAX_LEVELS:
+        raise ConfigError(f"per-frame rate control stores levels in one byte; this head has {levels} levels")
+    if getattr(head, "kind", "factorized") != "factorized":
+        raise ConfigError(f"per-frame rate control needs a factorized codec (frames coded independently); this head's "
+                          f"entropy model is {head.kind!r}")
+    if head.config.synthesis == "none":
+        raise ConfigError("per-frame rate control checks the teacher on the decoded features, so the head needs a "
+                          "synthesis transform (HeadConfig.synthesis)")
+    return tuple(range(levels))
+
+
+@torch.no_grad()
+def choose_levels(head, features: Tensor | np.ndarray, teacher: Callable[[Tensor], Tensor],
+                  control: RateControl | None = None) -> LevelChoice:
+    """Pick each frame's rate level (module docstring) and quantize it there.
+
+    Args:
+        head: a variable-rate :class:`~featcomp.head.FrozenHead` with a factorized codec and a synthesis.
+        features: float (n, C) backbone features (pooled: the teacher classifies them).
+        teacher: features (m, C) -> logits (m, K), e.g. ``backbone.classify``.
+        control: the rule's settings (default :class:`RateControl`()).
+
+    Returns:
+        :class:`LevelChoice`.
+
+    Raises:
+        ConfigError: a fixed-rate or non-factorized head, no synthesis, or a candidate level the head lacks.
+    """
+    control = control or RateControl()
+    all_levels = _check_head(head)
+    cands = control.levels or all_levels
+    bad = [v for v in cands if v not in all_levels]
+    if bad:
+        raise ConfigError(f"RateControl.levels {bad} are not levels of this head (it has {len(all_levels)})")
+    x = torch.as_tensor(np.asarray(features) if not isinstance(features, Tensor) else features).float()
+    if x.ndim != 2 or x.shape[1] != head.in_channels:
+        raise ConfigError(f"choose_levels: expected pooled features (n, {head.in_channels}), got {tuple(x.shape)}")
+    x = x.to(head.scale.device)
+    n = x.shape[0]
+    if n == 0:
+        z = np.zeros(0)
+        return LevelChoice(np.zeros((0, head.latent_channels), np.int32), z.astype(np.uint8), z.astype(bool), z)
+    bs = int(control.batch_size)
+    ref = torch.cat([teacher(x[i:i + bs]).argmax(1) for i in range(0, n, bs)]).cpu().numpy()
+    ks, ok = [], []
+    for lv in cands:
+        k = head.encode(x, rate=lv)
+        y = torch.from_numpy(head.decode(k, levels=np.full(n, lv)))
+        top = torch.cat([teacher(head.synthesize(y[i:i + bs]).to(x.device)).argmax(1) for i in range(0, n, bs)])
+        ks.append(k)
+        ok.append(top.cpu().numpy() == ref)
+    okm = np.stack(ok)  # (levels, n)
+    idx = np.arange(n)
+    any_ok = okm.any(0)
+    # coarsest keeping candidate (candidates ascend: finest first); none keeps -> the finest
+    pick = np.where(any_ok, len(cands) - 1 - np.argmax(okm[::-1], axis=0), 0)
+    quota = math.floor((1.0 - float(control.target_agreement)) * n + 1e-9) - int((~any_ok).sum())
+    coarse = len(cands) - 1
+    if quota > 0:
+        kstack = np.stack(ks)
+        chosen_bits = head.codec.example_bits(kstack[pick, idx])
+        coarse_bits = head.codec.example_bits(ks[coarse])
+        saving = np.where(any_ok & (pick != coarse), chosen_bits - coarse_bits, -np.inf)
+        order = np.argsort(-saving, kind="stable")[:quota]
+        pick[order[np.isfinite(saving[order])]] = coarse
+    k = np.stack(ks)[pick, idx]
+    kept = okm[pick, idx]
+    levels = np.asarray(cands, np.uint8)[pick]
+    return LevelChoice(k=np.ascontiguousarray(k, np.int32), levels=levels, kept=kept, bits=head.codec.example_bits(k))
+
+
+def fit_rate_control_codec(head, features: Tensor | np.ndarray, teacher: Callable[[Tensor], Tensor],
+                           control: RateControl | None = None, *, rounds: int = 2, precision: int = 16,
+                           chunk: int = 4096):
+    """Refit a variable-rate head's shared tables to the symbols per-frame rate control produces.
+
+    The head's own tables price every level alike (training mixes them); under rate control most frames
+    sit at coarse levels. This runs :func:`choose_levels` on **training** features (never on the clips
+    you evaluate on) and fits :meth:`~featcomp.entropy.EntropyCodec.fit` tables on the chosen latents,
+    keeping the head's quantization offsets (so the latents do not change). ``rounds`` repeats the choice
+    with the new tables (the give-up ranking depends on them).
+
+    Args:
+        head: a variable-rate :class:`~featcomp.head.FrozenHead` (factorized, with synthesis).
+        features: float (N, C) training features.
+        teacher: features -> logits.
+        control: the rule used at extraction (its ``target_agreement`` shapes the level mix).
+        rounds: fit passes (>= 1).
+        precision: table precision in bits.
+        chunk: frames per :func:`choose_levels` call (the give-up quota applies per call, as it does per
+            clip at extraction).
+
+    Returns:
+        a new FrozenHead with the same weights and the refitted codec (new digest).
+    """
+    from featcomp.entropy import EntropyCodec
+    from featcomp.head import FrozenHead
+
+    _check_head(head)
+    if rounds < 1:
+        raise ConfigError(f"fit_rate_control_codec: rounds must be >= 1, got {rounds}")
+    x = torch.as_tensor(np.asarray(features) if not isinstance(features, Tensor) else features).float()
+    if x.shape[0] == 0:
+        raise ConfigError("fit_rate_control_codec: no training features")
+    cur = head
+    offsets = np.asarray(head.codec.offsets, np.float32)
+    for _ in range(rounds):
+        k = np.concatenate([choose_levels(cur, x[i:i + chunk], teacher, control).k for i in range(0, len(x), chunk)])
+        codec = EntropyCodec.fit(k, precision=precision, offsets=offsets)
+        cur = FrozenHead(head.config, head.state_tensors(), codec, rate=head.rate)
+    return cur
+
+
+def step_ladder_head(in_channels: int, latent_channels: int, steps, **head_options):
+    """A variable-rate :class:`~featcomp.head.CompressibleHead` whose level ``l`` quantizes every latent
+    channel with step ``steps[l]`` (ascending), for rate control over a hand-set ladder of steps.
+
+    The gains are set, not learned: ``scale = 1``, ``log_gains[l] = -log(steps[l])``. The head's
+    ``rate_lams`` are nominal (``steps[l] ** 2``, the lambda a step corresponds to at high rate up to a
+    constant); they only label the levels. ``head_options`` go to :class:`~featcomp.head.HeadConfig`
+    (e.g. ``analysis``, ``synthesis``, ``standardize``). Initialize the transforms afterwards (e.g.
+    :func:`featcomp.head.init_from_classifier`) and freeze with a codec fitted by
+    :func:`fit_rate_control_codec`.
+
+    Raises:
+        ConfigError: fewer than 2 steps, more than :data:`MAX_LEVELS`, or steps not positive and ascending.
+    """
+    from featcomp.head import CompressibleHead
+
+    st = [float(v) for v in steps]
+    if not 2 <= len(st) <= MAX_LEVELS or any(v <= 0 for v in st) or any(a >= b for a, b in zip(st, st[1:])):
+        raise ConfigError(f"step_ladder_head: give 2..{MAX_LEVELS} positive ascending steps, got {st}")
+    head = CompressibleHead(in_channels=in_channels, latent_channels=latent_channels, init_scale=1.0,
+                            rate_lams=tuple(v * v for v in st), **head_options)
+    with torch.no_grad():
+        head.log_scale.zero_()
+        head.log_gains.copy_(-torch.log(torch.tensor(st, dtype=torch.float64))[:, None].expand_as(head.log_gains))
+    return head

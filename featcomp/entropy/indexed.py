@@ -45,8 +45,9 @@ from featcomp.entropy import coder
 from featcomp.entropy.codec import quantize_pmf
 from featcomp.errors import CodecError
 
-__all__ = ["TableFamily", "SHAPES", "scale_grid", "class_radii", "TruncatedTables", "truncated_tables", "tail_tables", "zigzag",
-           "zigzag_columns", "unzigzag_table"]
+__all__ = ["TableFamily", "SHAPES", "scale_grid", "class_radii", "TruncatedTables", "truncated_tables", "reclaimed_tables",
+           "tail_tables", "zigzag", "zigzag_columns", "unzigzag_table", "push_class_escapes", "pop_class_escapes",
+           "class_bits"]
 
 SHAPES = ("laplace", "gaussian", "logistic")
 _SHAPE_ID = {s: i for i, s in enumerate(SHAPES)}
@@ -270,6 +271,14 @@ class TableFamily:
 # whose folded mass (the row's frequencies at ``|residual| > r``, escape excluded) is at most
 # ``2**precision >> tail_shift``. Integer sums and comparisons only, so every machine derives the
 # same classes and tables from the stored integers.
+#
+# *Reclaimed* tables (:func:`reclaimed_tables`, the hyperprior's layout 2) also remove the frequency
+# floor: a family row has every entry >= 1, so at the smallest scales its 2R + 1 outer entries are
+# nothing but floors (a zero at scale 0.04, radius 48, 16 bits costs 0.0021 bits for them). A
+# truncated row folds those floors into its escape, which keeps them; a reclaimed row gives the
+# escape only what the folded columns hold *above* their floors, plus the family escape's own
+# frequency, and adds the 2 * (R - r) freed units to its largest kept entry. The class rule counts
+# the same excess mass (folded frequencies minus their floors).
 
 
 def class_radii(radius: int) -> np.ndarray:
@@ -305,6 +314,9 @@ class TruncatedTables:
             it cost in the full row; only the tail symbol "escape" goes on to the exact escape
             format (beyond R).
         tail_weights: the same as float32 constriction weights ``h - 1`` (exact: below 2**24).
+        reclaimed: False for :func:`truncated_tables`; True for :func:`reclaimed_tables`, whose
+            class rule and escape column count the folded mass above the frequency floor only (the
+            freed floors go to each row's largest kept entry; the tails are the same).
     """
 
     radii: np.ndarray
@@ -314,6 +326,7 @@ class TruncatedTables:
     tail_shift: int
     tails: tuple
     tail_weights: tuple
+    reclaimed: bool = False
     _models: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def models(self) -> list:
@@ -338,16 +351,44 @@ class TruncatedTables:
 @functools.lru_cache(maxsize=32)
 def truncated_tables(family: TableFamily, tail_shift: int) -> TruncatedTables:
     """The :class:`TruncatedTables` of ``family`` (cached per family digest and ``tail_shift``)."""
+    return _class_tables(family, int(tail_shift), reclaim=False)
+
+
+@functools.lru_cache(maxsize=32)
+def reclaimed_tables(family: TableFamily, tail_shift: int) -> TruncatedTables:
+    """Truncated tables without the folded frequency floors (cached per family and ``tail_shift``).
+
+    Row t of class radius r (``m = 2 * (R - r)`` folded residual columns, every one >= 1):
+
+    * class: the narrowest whose folded *excess* ``sum(f[|res| > r]) - m`` is at most
+      ``2**precision >> tail_shift`` (the class of radius R folds nothing and always qualifies);
+    * escape: ``f[escape] + sum(f[|res| > r]) - m`` (>= the family escape's frequency >= 1);
+    * kept residuals ``[-r, r]`` as in the family, plus ``m`` on the largest of them (the first on
+      ties): the row still sums to ``2**precision``.
+
+    Integer sums, comparisons and one argmax on the stored integers: every machine derives the same
+    rows. At scale 0.04 (radius 48, 16 bits) a zero then costs ``-log2(1 - 3 / 2**16)`` = 6.6e-5 bits
+    instead of 0.0021. The tail tables are those of :func:`truncated_tables` (the folded columns
+    with their floors, so an escaped residual can still be any value).
+    """
+    return _class_tables(family, int(tail_shift), reclaim=True)
+
+
+def _class_tables(family: TableFamily, tail_shift: int, *, reclaim: bool) -> TruncatedTables:
     R, p = family.radius, family.precision
     f = family.freqs.astype(np.int64)
     radii = class_radii(R)
     absres = np.abs(np.arange(-R, R + 1))
     limit = (1 << p) >> int(tail_shift)
     tails = np.stack([(f[:, :-1] * (absres > r)).sum(axis=1) for r in radii.tolist()], axis=1)  # (rows, K)
-    row_class = np.argmax(tails <= limit, axis=1).astype(np.uint8)  # the last class folds nothing
+    floors = 2 * (R - radii) if reclaim else np.zeros_like(radii)  # the folded columns' floors, per class
+    row_class = np.argmax(tails - floors <= limit, axis=1).astype(np.uint8)  # the last class folds nothing
     freqs, weights = [], []
+    rows = np.arange(f.shape[0])
     for c, r in enumerate(radii.tolist()):
-        t = np.concatenate([f[:, R - r : R + r + 1], (f[:, -1] + tails[:, c])[:, None]], axis=1)
+        t = np.concatenate([f[:, R - r : R + r + 1], (f[:, -1] + tails[:, c] - floors[c])[:, None]], axis=1)
+        if reclaim:
+            t[rows, np.argmax(t[:, :-1], axis=1)] += floors[c]
         freqs.append(_readonly(t.astype(np.uint16)))
         w = (t.astype(np.float64) * 2.0 ** (coder.ANS_PRECISION - p) - 1.0).astype(np.float32)
         weights.append(_readonly(w[:, zigzag_columns(r)]))
@@ -355,7 +396,7 @@ def truncated_tables(family: TableFamily, tail_shift: int) -> TruncatedTables:
     _check_float32_family()
     tail_w = tuple(None if h is None else _readonly((h - 1).astype(np.float32)) for h in tails)
     return TruncatedTables(_readonly(radii), _readonly(row_class), tuple(freqs), tuple(weights), int(tail_shift),
-                           tails, tail_w)
+                           tails, tail_w, bool(reclaim))
 
 
 def zigzag_columns(r: int) -> np.ndarray:
@@ -431,3 +472,93 @@ def _check_float32_family() -> None:
         raise CodecError("constriction codes float32 per-symbol tables differently from float64 ones; "
                          "install constriction 0.5.x")
     _F32_CHECKED = True
+
+
+# ---------------------------------------------------------------------------------------------------
+# Escapes of class-truncated rows (one stream). Format (decode order): for every escaped element of a
+# coding class with radius r < R, by class (ascending) then position, one *tail symbol* with its
+# row's tail table (:attr:`TruncatedTables.tails`): ``res + R`` for ``res < -r``,
+# ``res + (R - r) - r - 1`` for ``res > r``, the last index ``2 * (R - r)`` for ``|res| > R``; then
+# the exact values of the residuals beyond R (tail "escape", or class radius R), position order, in
+# the format of :func:`featcomp.entropy.coder.push_escapes` with ranges ``mu -+ R``. The temporal
+# codec's layout 2 and the hyperprior's layout 2 write this.
+
+
+def push_class_escapes(enc, tt: TruncatedTables, radius: int, vals: np.ndarray, mu: np.ndarray, tab: np.ndarray,
+                       cls: np.ndarray) -> None:
+    """Push the escapes of one stream (see the format above).
+
+    Args:
+        enc: a constriction ``AnsCoder`` (ANS is a stack: push these before the symbols they follow).
+        tt: the tables the symbols were coded with. radius: the family radius R.
+        vals: int64 (e,) escaped values in position order; mu: int64 (e,) their locations (0 for
+            zero-centred tables); tab: (e,) their table indices; cls: (e,) their coding classes.
+    """
+    R = int(radius)
+    r = vals - mu
+    far = (r < -R) | (r > R)
+    if far.any():
+        coder.push_escapes(enc, vals[far], mu[far] - R, mu[far] + R)
+    model = coder._family_model()
+    for c in np.unique(cls)[::-1].tolist():
+        rc = int(tt.radii[c])
+        if rc == R:
+            continue
+        sel = cls == c
+        m = R - rc
+        rs = r[sel]
+        sym = np.where(far[sel], 2 * m, np.where(rs < 0, rs + R, rs + m - rc - 1)).astype(np.int32)
+        enc.encode_reverse(sym, model, tt.tails[c][tab[sel]].astype(np.float64) - 1.0)
+
+
+def pop_class_escapes(dec, tt: TruncatedTables, radius: int, tab: np.ndarray, cls: np.ndarray,
+                      mu: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`push_class_escapes`: int64 (e,) residuals ``value - mu`` of the escapes, given
+    their table indices, coding classes and locations (each (e,), position order)."""
+    R = int(radius)
+    e = int(tab.size)
+    if e == 0:
+        return np.zeros(0, np.int64)
+    rr = tt.radii[cls]
+    m = R - rr
+    sym = 2 * m  # "beyond R" unless a tail symbol says otherwise
+    order = np.argsort(cls, kind="stable")  # decode order: class, then position
+    cs = cls[order]
+    cuts = (np.flatnonzero(cs[1:] != cs[:-1]) + 1).tolist()
+    model = coder._family_model()
+    for a, b in zip([0, *cuts], [*cuts, e]):
+        c = int(cs[a])
+        if tt.tails[c] is None:  # class radius R: straight to the exact values
+            continue
+        sel = order[a:b]
+        sym[sel] = dec.decode(model, np.take(tt.tail_weights[c], tab[sel], axis=0))
+    got = np.where(sym < m, sym - R, sym - m + rr + 1)
+    far = sym == 2 * m
+    if far.any():
+        fm = mu[far].astype(np.int64)
+        got[far] = coder.pop_escapes(dec, fm - R, fm + R) - fm
+    return got
+
+
+def class_bits(tt: TruncatedTables, family: TableFamily, r: np.ndarray, tab: np.ndarray, cls: np.ndarray) -> float:
+    """Ideal cost in bits of residuals ``r`` coded with rows ``tab`` truncated to classes ``cls``
+    (all int arrays of one shape): the symbols, the tail symbols of escapes, and the exact values
+    beyond R (:func:`featcomp.entropy.coder.escape_bits`)."""
+    R, p = family.radius, family.precision
+    bits = 0.0
+    for c in np.unique(cls).tolist():
+        sel = cls == c
+        rc = int(tt.radii[c])
+        rs, ts = r[sel], tab[sel]
+        esc = (rs < -rc) | (rs > rc)
+        f = tt.freqs[c][ts, np.where(esc, 2 * rc + 1, rs + rc)].astype(np.float64)
+        bits += float((p - np.log2(f)).sum())
+        if esc.any() and rc < R:
+            m, re = R - rc, rs[esc]
+            far = (re < -R) | (re > R)
+            i = np.where(far, 2 * m, np.where(re < 0, re + R, re + m - rc - 1))
+            bits += float((24 - np.log2(tt.tails[c][ts[esc], i].astype(np.float64))).sum())
+    far = (r < -R) | (r > R)
+    if far.any():
+        bits += coder.escape_bits(r[far], np.full(int(far.sum()), -R, np.int64), np.full(int(far.sum()), R, np.int64))
+    return bits

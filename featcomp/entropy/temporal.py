@@ -67,6 +67,8 @@ from featcomp.entropy._frozen import readonly as _readonly
 from featcomp.entropy._frozen import to_numpy as _to_numpy
 from featcomp.entropy.indexed import (
     TableFamily,
+    class_bits,
+    push_class_escapes,
     truncated_tables,
     unzigzag_table,
     zigzag,
@@ -536,31 +538,10 @@ class TemporalCodec(DigestedCodec):
         return out  # type: ignore[return-value]
 
     def _push_escapes_v2(self, enc, tt, vals: np.ndarray, mu: np.ndarray, tab: np.ndarray, cls: np.ndarray) -> None:
-        """Push one frame's escapes (values int64 (e,), position order; ``cls`` their coding classes).
-
-        Decode order: the *tail symbols* of the escapes whose class radius is below the family
-        radius R, by class (ascending) then position, each with its row's class tail table
-        (:attr:`~featcomp.entropy.indexed.TruncatedTables.tails`): index ``r + R`` for residuals
-        ``r < -radius_c``, ``R - radius_c + r - radius_c - 1`` for ``r > radius_c``, the last index
-        for ``|r| > R``; then the exact values of the residuals beyond R (tail "escape" or class
-        radius R), position order, in the format of :func:`featcomp.entropy.coder.push_escapes`
-        with ranges ``mu -+ R``.
-        """
-        R = self.family.radius
-        r = vals - mu
-        far = (r < -R) | (r > R)
-        if far.any():
-            coder.push_escapes(enc, vals[far], mu[far] - R, mu[far] + R)
-        model = coder._family_model()
-        for c in np.unique(cls)[::-1].tolist():
-            rc = int(tt.radii[c])
-            if rc == R:
-                continue
-            sel = cls == c
-            m = R - rc
-            rs = r[sel]
-            sym = np.where(far[sel], 2 * m, np.where(rs < 0, rs + R, rs + m - rc - 1)).astype(np.int32)
-            enc.encode_reverse(sym, model, tt.tails[c][tab[sel]].astype(np.float64) - 1.0)
+        """Push one frame's escapes (values int64 (e,), position order; ``cls`` their coding classes):
+        tail symbols by class then position, then the exact values beyond the family radius, with
+        ranges ``mu -+ R`` (:func:`featcomp.entropy.indexed.push_class_escapes`)."""
+        push_class_escapes(enc, tt, self.family.radius, vals, mu, tab, cls)
 
     def _pop_escapes_v2(self, decs: list, tt, resf: np.ndarray, idx: np.ndarray, tab_e: np.ndarray,
                         cls_e: np.ndarray, mu_e: np.ndarray, where: list) -> None:
@@ -884,31 +865,12 @@ class TemporalCodec(DigestedCodec):
 
     def _estimate_bits_v2(self, K: np.ndarray, mu: np.ndarray, tab: np.ndarray, r: np.ndarray) -> float:
         """Layout 2's ideal cost: truncated rows, tail symbols, exact escapes beyond R."""
-        fam = self.family
-        R, p = fam.radius, fam.precision
-        tt = truncated_tables(fam, _TAIL_SHIFT)
+        tt = truncated_tables(self.family, _TAIL_SHIFT)
         cls = tt.row_class[tab]
         T, L = tab.shape[0], tab[0].size
         if L < _SORT_MIN:  # coding class: the frame's widest
             cls = np.broadcast_to(cls.reshape(T, L).max(axis=1).reshape((T,) + (1,) * (tab.ndim - 1)), tab.shape)
-        bits = 0.0
-        for c in np.unique(cls).tolist():
-            sel = cls == c
-            rc = int(tt.radii[c])
-            rs, ts = r[sel], tab[sel]
-            esc = (rs < -rc) | (rs > rc)
-            f = tt.freqs[c][ts, np.where(esc, 2 * rc + 1, rs + rc)].astype(np.float64)
-            bits += float((p - np.log2(f)).sum())
-            if esc.any() and rc < R:
-                m, re = R - rc, rs[esc]
-                far = (re < -R) | (re > R)
-                i = np.where(far, 2 * m, np.where(re < 0, re + R, re + m - rc - 1))
-                bits += float((24 - np.log2(tt.tails[c][ts[esc], i].astype(np.float64))).sum())
-        far = (r < -R) | (r > R)
-        if far.any():
-            m = mu[far]
-            bits += coder.escape_bits(K[far], m - R, m + R)
-        return bits
+        return class_bits(tt, self.family, r, tab, cls)
 
     def compress_chunks(self, k: Any, chunk_frames: int) -> list[bytes]:
         """Split ``k`` (T, C, *) into chunks of ``chunk_frames`` frames, each an independent stream."""

@@ -52,7 +52,8 @@ def _channel_shape(ndim: int) -> tuple[int, ...]:
 class DigestedCodec:
     """Mixin for frozen dataclass codecs (declare them with ``eq=False``).
 
-    Subclasses set ``kind`` (the registry name), ``_MAGIC`` (4 bytes) and ``_VERSION``, have fields
+    Subclasses set ``kind`` (the registry name), ``_MAGIC`` (4 bytes) and ``_VERSION`` (the version
+    they write; ``_READ_VERSIONS``, when set, every version ``from_bytes`` accepts), have fields
     ``channels``, ``offsets`` (float32 (C,)) and ``digest``, and implement ``_body()``,
     ``from_bytes()``, ``_check_shape(shape, what)``, ``compress_symbols`` and ``decompress_symbols``.
     """
@@ -98,7 +99,7 @@ class DigestedCodec:
         if hashlib.sha256(body).digest() != dig:
             raise CodecError(f"corrupt {name} bytes: sha256 mismatch")
         version, *fields = struct.unpack_from(fixed_header, body, len(cls._MAGIC))
-        if version != cls._VERSION:
+        if version not in getattr(cls, "_READ_VERSIONS", (cls._VERSION,)):
             raise CodecError(f"unknown {name} version {version}; upgrade featcomp")
         return body, tuple(fields)
 

@@ -28,7 +28,22 @@ synthesis in numpy or torch (any device) with identical results.
 Stream layout: the common header (:mod:`featcomp.entropy.bitstream`, CRC over this codec's digest,
 shape (N, C, H, W)), then the payload: LEB128 length of ``z``'s stream, ``z``'s stream
 (``z_codec.compress_symbols``, a complete factorized stream with its own header and CRC), then the
-zero bytes up to a multiple of 4, then the ANS words of ``y``: all N * C * H * W symbols (image-major, channel-major), then their escapes.
+zero bytes up to a multiple of 4, then the ANS words of ``y``, in the layout of the codec's
+``version`` (part of its bytes and digest, so a stream never decodes with a codec of the other layout):
+
+* layout 1 (version 1, codecs made before the table-floor fix; still written and read by such
+  codecs): all N * C * H * W symbols (image-major, channel-major), each with its full family row of
+  ``2R + 2`` entries, then their escapes (:func:`featcomp.entropy.coder.push_escapes`). Every entry
+  of a row is >= 1, so a zero costs >= ``-log2(1 - (2R + 1) / 2**precision)`` bits even at the
+  smallest scale (0.0021 bits at radius 48, 16 bits: 4.9 bits per 64 x 6 x 6 map);
+* layout 2 (version 2, the default): each element's row truncated to its width class **with the
+  folded floors reclaimed** (:func:`featcomp.entropy.indexed.reclaimed_tables`: a zero at scale
+  0.04 costs 6.6e-5 bits), columns in zigzag order (residual 0, -1, 1, -2, ...); symbols ordered by
+  class, then table index, then position (image-major, channel-major), so a decoder takes each
+  table's run with one fixed constriction model; then the escapes
+  (:func:`featcomp.entropy.indexed.push_class_escapes`: a tail symbol per escape of a narrow class,
+  then the exact values beyond R).
+
 Frames are independent given their own ``z``: a stream of N frames is N images coded together.
 """
 
@@ -37,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import math
 import struct
 from typing import Any, ClassVar
@@ -47,7 +63,15 @@ import constriction
 
 from featcomp.entropy import bitstream, coder
 from featcomp.entropy.codec import EntropyCodec
-from featcomp.entropy.indexed import TableFamily
+from featcomp.entropy.indexed import (
+    TableFamily,
+    class_bits,
+    pop_class_escapes,
+    push_class_escapes,
+    reclaimed_tables,
+    unzigzag_table,
+    zigzag,
+)
 from featcomp.entropy._frozen import DigestedCodec
 from featcomp.entropy._frozen import readonly as _readonly
 from featcomp.entropy._frozen import to_numpy as _to_numpy
@@ -56,7 +80,10 @@ from featcomp.errors import CodecError
 __all__ = ["HyperpriorCodec", "scale_index", "analysis_int", "log_lut", "Z_LIMIT", "LUT_MAX", "LUT_BITS"]
 
 _MAGIC = b"FCHP"
-_VERSION = 1
+_VERSION = 2  # codec bytes version = y's stream layout it writes and reads (1: full-width rows)
+_READ_VERSIONS = (1, 2)
+_TAIL_SHIFT = 8  # layout 2: a row is narrowed where its folded excess mass is <= 2**precision >> 8
+_RUN_MIN = 8  # decode speed only: mean run length from which fixed per-table models beat per-symbol rows
 Z_LIMIT = 1 << 15
 LUT_MAX = 4095
 LUT_BITS = 8
@@ -151,6 +178,8 @@ class HyperpriorCodec(DigestedCodec):
         family: :class:`TableFamily` of zero-centred scales (``Q == 1``).
         A: int32 (Cz, C), b: int64 (Cz,) analysis; B: int32 (C, Cz), c: int64 (C,) synthesis.
         pool: p, the side-information cell size. frac_bits: F.
+        version: 2 (default) or 1: the codec format version, which fixes y's stream layout (module
+            docstring); part of the canonical bytes and the digest.
         kind: ``"hyperprior"``. channels: C. z_channels: Cz. digest: sha256 hex.
     """
 
@@ -163,9 +192,11 @@ class HyperpriorCodec(DigestedCodec):
     c: np.ndarray
     pool: int = 2
     frac_bits: int = 12
+    version: int = _VERSION
     kind: str = dataclasses.field(default="hyperprior", init=False)
     _MAGIC: ClassVar[bytes] = _MAGIC
     _VERSION: ClassVar[int] = _VERSION
+    _READ_VERSIONS: ClassVar[tuple[int, ...]] = _READ_VERSIONS
     channels: int = dataclasses.field(init=False)
     z_channels: int = dataclasses.field(init=False)
     digest: str = dataclasses.field(init=False)
@@ -189,6 +220,10 @@ class HyperpriorCodec(DigestedCodec):
             if (np.abs(a.astype(np.int64)) >= limit).any():
                 raise CodecError(f"HyperpriorCodec.{name} out of range (|value| < {limit})")
             set_(name, _readonly(a, dtype))
+        if int(self.version) not in _READ_VERSIONS:
+            raise CodecError(f"unknown HyperpriorCodec version {self.version}; upgrade featcomp")
+        set_("version", int(self.version))
+        set_("_VERSION", int(self.version))  # to_dict's format_version is this codec's
         set_("offsets", _readonly(off, np.float32))
         set_("frac_bits", F)
         set_("pool", p)
@@ -199,11 +234,11 @@ class HyperpriorCodec(DigestedCodec):
     # ------------------------------------------------------------------ identity and serialization
     def __repr__(self) -> str:
         return (f"HyperpriorCodec(channels={self.channels}, z_channels={self.z_channels}, pool={self.pool}, "
-                f"family={self.family!r}, digest={self.digest[:12]}...)")
+                f"version={self.version}, family={self.family!r}, digest={self.digest[:12]}...)")
 
     def _body(self) -> bytes:
         zb, fb = self.z_codec.to_bytes(), self.family.to_bytes()
-        head = _MAGIC + struct.pack("<BIIBBII", _VERSION, self.channels, self.z_channels, self.frac_bits, self.pool,
+        head = _MAGIC + struct.pack("<BIIBBII", self.version, self.channels, self.z_channels, self.frac_bits, self.pool,
                                     len(zb), len(fb))
         return b"".join([head, zb, fb, self.offsets.astype("<f4").tobytes(), self.A.astype("<i4").tobytes(),
                          self.b.astype("<i8").tobytes(), self.B.astype("<i4").tobytes(), self.c.astype("<i8").tobytes()])
@@ -212,6 +247,7 @@ class HyperpriorCodec(DigestedCodec):
     def from_bytes(cls, data: bytes) -> HyperpriorCodec:
         """Inverse of :meth:`to_bytes`. Raises :class:`CodecError` on corruption or a bad version."""
         body, (C, Cz, F, p, zl, fl) = cls._checked_body(data, "<BIIBBII")
+        version = body[len(_MAGIC)]
         pos = len(_MAGIC) + struct.calcsize("<BIIBBII")
         zc = EntropyCodec.from_bytes(body[pos : pos + zl])
         pos += zl
@@ -219,7 +255,7 @@ class HyperpriorCodec(DigestedCodec):
         pos += fl
         out = cls._read_arrays(body, pos, [("<f4", C), ("<i4", Cz * C), ("<i8", Cz), ("<i4", C * Cz), ("<i8", C)])
         off, A, b, B, c = out
-        return cls(off, zc, fam, A.reshape(Cz, C), b, B.reshape(C, Cz), c, p, F)
+        return cls(off, zc, fam, A.reshape(Cz, C), b, B.reshape(C, Cz), c, p, F, version)
 
     # ------------------------------------------------------------------ quantization
     def _check_shape(self, shape: tuple[int, ...], what: str) -> None:
@@ -254,18 +290,90 @@ class HyperpriorCodec(DigestedCodec):
         z = analysis_int(K, self.A, self.b, pool=self.pool, frac_bits=self.frac_bits).astype(np.int32)
         zs = self.z_codec.compress_symbols(z)
         tab = self.tables(z, H, W).reshape(-1)
-        R, n = self.family.radius, self.family.n
         flat = K.reshape(-1)
+        enc = self._encode_y_v1(flat, tab) if self.version == 1 else self._encode_y_v2(flat, tab)
+        ywords = enc.get_compressed().astype("<u4", copy=False).tobytes()
+        head = bitstream.encode_varint(len(zs)) + zs
+        head += b"\x00" * ((-len(head)) % 4)  # y's words start 4-aligned (the reader re-pads the end)
+        return bitstream.pack(shape, self.digest, head + ywords)
+
+    def _encode_y_v1(self, flat: np.ndarray, tab: np.ndarray):
+        """Layout 1: one full-width family row per symbol, position order, then the escapes."""
+        R, n = self.family.radius, self.family.n
         esc = (flat < -R) | (flat > R)
         sym = np.where(esc, n - 1, flat + R).astype(np.int32)
         enc = constriction.stream.stack.AnsCoder()
         if esc.any():
             coder.push_escapes(enc, flat[esc], np.full(int(esc.sum()), -R, np.int64), np.full(int(esc.sum()), R, np.int64))
         coder.push_indexed(enc, sym, tab, self.family.weights)
-        ywords = enc.get_compressed().astype("<u4", copy=False).tobytes()
-        head = bitstream.encode_varint(len(zs)) + zs
-        head += b"\x00" * ((-len(head)) % 4)  # y's words start 4-aligned (the reader re-pads the end)
-        return bitstream.pack(shape, self.digest, head + ywords)
+        return enc
+
+    @functools.cached_property
+    def _v2_consts(self) -> tuple:
+        """Derived, exact constants of layout 2 (from the stored integers only): the reclaimed tables,
+        each row's class radius, each row's rank in (class, table) order (int16 for a fast stable
+        radix argsort) and the zigzag-symbol-to-residual table."""
+        tt = reclaimed_tables(self.family, _TAIL_SHIFT)
+        SQ = tt.row_class.size
+        rank = np.empty(SQ, np.int16 if SQ < (1 << 15) else np.int64)
+        rank[np.lexsort((np.arange(SQ), tt.row_class))] = np.arange(SQ)
+        return tt, tt.radii[tt.row_class], rank, unzigzag_table(self.family.radius)
+
+    def _encode_y_v2(self, flat: np.ndarray, tab: np.ndarray):
+        """Layout 2: reclaimed class rows, symbols by (class, table, position), then the escapes."""
+        tt, rrow, rank, _ = self._v2_consts
+        cls = tt.row_class[tab]
+        rc = rrow[tab]
+        esc = (flat < -rc) | (flat > rc)
+        sym = np.where(esc, 2 * rc + 1, zigzag(np.where(esc, 0, flat))).astype(np.int32)  # zigzag column order
+        order = np.argsort(rank[tab], kind="stable")
+        s_cls = cls[order]
+        cuts = (np.flatnonzero(s_cls[1:] != s_cls[:-1]) + 1).tolist()
+        enc = constriction.stream.stack.AnsCoder()
+        if esc.any():  # decoded after every symbol: pushed first
+            e = np.flatnonzero(esc)
+            push_class_escapes(enc, tt, self.family.radius, flat[e], np.zeros(e.size, np.int64), tab[e], cls[e])
+        model = coder._family_model()
+        for a, b in reversed(list(zip([0, *cuts], [*cuts, order.size]))):  # one push per class, last class first
+            idx = order[a:b]
+            enc.encode_reverse(sym[idx], model, np.take(tt.weights[int(s_cls[a])], tab[idx], axis=0))
+        return enc
+
+    def _decode_y_v1(self, dec, tab: np.ndarray) -> np.ndarray:
+        R, esc_sym = self.family.radius, self.family.n - 1
+        sym = coder.pop_indexed(dec, tab, self.family.weights)
+        out = sym.astype(np.int64) - R
+        e = sym == esc_sym
+        if e.any():
+            m = int(e.sum())
+            out[e] = coder.pop_escapes(dec, np.full(m, -R, np.int64), np.full(m, R, np.int64))
+        return out
+
+    def _decode_y_v2(self, dec, tab: np.ndarray) -> np.ndarray:
+        """Layout 2 (see :meth:`_encode_y_v2`): runs of one table with one fixed model when runs are
+        long (mean >= ``_RUN_MIN``), else per-symbol rows, one call per class; then the escapes."""
+        tt, rrow, rank, unzz = self._v2_consts
+        n = tab.size
+        order = np.argsort(rank[tab], kind="stable")
+        st = tab[order]
+        cuts = (np.flatnonzero(st[1:] != st[:-1]) + 1).tolist()
+        if n >= _RUN_MIN * (len(cuts) + 1):
+            models = tt.models()
+            b = [0, *cuts, n]
+            parts = [dec.decode(models[h], e - a) for h, a, e in zip(st[b[:-1]].tolist(), b[:-1], b[1:])]
+        else:
+            sc = tt.row_class[st]
+            b = [0, *(np.flatnonzero(sc[1:] != sc[:-1]) + 1).tolist(), n]
+            model = coder._family_model()
+            parts = [dec.decode(model, np.take(tt.weights[int(sc[a])], st[a:e], axis=0)) for a, e in itertools.pairwise(b)]
+        out = np.empty(n, np.int64)
+        out[order] = np.take(unzz, parts[0] if len(parts) == 1 else np.concatenate(parts))
+        rc = rrow[tab]
+        esc = out < -rc  # escapes decode to -(class radius + 1)
+        if esc.any():
+            e = np.flatnonzero(esc)
+            out[e] = pop_class_escapes(dec, tt, self.family.radius, tab[e], tt.row_class[tab[e]], np.zeros(e.size, np.int64))
+        return out
 
     def decompress_symbols(self, data: bytes) -> np.ndarray:
         """Decode a stream of :meth:`compress_symbols`: int32 (N, C, H, W) equal to the coded array.
@@ -297,16 +405,10 @@ class HyperpriorCodec(DigestedCodec):
         if z.shape != (N, self.z_channels, _cells(H, self.pool), _cells(W, self.pool)):
             raise CodecError(f"corrupt hyperprior stream: side information has shape {z.shape}")
         tab = self.tables(z, H, W).reshape(-1)
-        R, esc_sym = self.family.radius, self.family.n - 1
         words = np.frombuffer(h.payload[ystart:], dtype="<u4").astype(np.uint32)
         try:
             dec = constriction.stream.stack.AnsCoder(words) if words.size else constriction.stream.stack.AnsCoder()
-            sym = coder.pop_indexed(dec, tab, self.family.weights)
-            out = sym.astype(np.int64) - R
-            e = sym == esc_sym
-            if e.any():
-                m = int(e.sum())
-                out[e] = coder.pop_escapes(dec, np.full(m, -R, np.int64), np.full(m, R, np.int64))
+            out = self._decode_y_v1(dec, tab) if self.version == 1 else self._decode_y_v2(dec, tab)
             if not dec.is_empty():
                 raise CodecError("corrupt stream or wrong codec: data left over after decoding every symbol")
         except CodecError:
@@ -318,15 +420,19 @@ class HyperpriorCodec(DigestedCodec):
         return out.astype(np.int32).reshape(shape)
 
     def estimate_bits(self, k: Any) -> float:
-        """Ideal cost in bits of z (factorized tables) plus y (indexed tables), escapes included."""
+        """Ideal cost in bits of z (factorized tables) plus y (indexed tables of this codec's layout),
+        escapes included."""
         K, shape = self._symbols(k)
         if K.size == 0:
             return 0.0
         N, C, H, W = shape
         z = analysis_int(K, self.A, self.b, pool=self.pool, frac_bits=self.frac_bits).astype(np.int32)
         tab = self.tables(z, H, W).reshape(-1)
-        R, n = self.family.radius, self.family.n
         flat = K.reshape(-1)
+        if self.version == 2:
+            tt = self._v2_consts[0]
+            return class_bits(tt, self.family, flat, tab, tt.row_class[tab]) + self.z_codec.estimate_bits(z)
+        R, n = self.family.radius, self.family.n
         esc = (flat < -R) | (flat > R)
         bits = float(self.family.cost_bits[tab, np.where(esc, n - 1, flat + R)].sum())
         if esc.any():

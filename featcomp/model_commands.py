@@ -4,6 +4,7 @@ Examples::
 
     featcomp compress clip.mp4 --model head.safetensors -o clip.fcc
     featcomp compress clip.fcc --model head.safetensors --decompress -o features.npy
+    featcomp compress clip.mp4 --model ladder.safetensors --keep-top1 0.95 -o clip.fcc
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=None, help="override the model's sampling rate (frames per second)")
     parser.add_argument("--rate", type=float, default=None,
                         help="variable-rate models: rate level to encode at (0 = most bits; floats interpolate)")
+    parser.add_argument("--keep-top1", type=float, default=None, metavar="TARGET",
+                        help="per-frame rate control (variable-rate models with a synthesis): give each frame the "
+                             "coarsest level at which the backbone's own classifier keeps its top-1 on the decoded "
+                             "features; TARGET in (0, 1] is the fraction of frames to keep (below 1 the most "
+                             "expensive frames are given up). Excludes --rate")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -57,7 +63,13 @@ def main(args: argparse.Namespace) -> int:
             base = sampling if not isinstance(sampling, dict) and sampling is not None else None
             sampling = (base.replace(mode=SamplingMode.FPS, fps=args.fps) if base is not None
                         else SamplingConfig(mode=SamplingMode.FPS, fps=args.fps))
-        ex = Extractor(model, device=args.device, batch_size=args.batch_size, sampling=sampling, rate=args.rate)
+        rc = None
+        if args.keep_top1 is not None:
+            from featcomp.ratecontrol import RateControl
+
+            rc = RateControl(target_agreement=args.keep_top1)
+        ex = Extractor(model, device=args.device, batch_size=args.batch_size, sampling=sampling, rate=args.rate,
+                       rate_control=rc)
         clip = ex.compress(args.input)
         blob = clip.to_bytes()
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +78,8 @@ def main(args: argparse.Namespace) -> int:
                    "stream_bytes": len(clip.data), "file_bytes": len(blob),
                    "bits_per_frame": round(clip.bits_per_frame, 2), "codec_digest": clip.codec_digest[:16],
                    "entropy_model": clip.kind, "rate": clip.rate}
+        if clip.levels is not None:
+            summary["levels"] = np.bincount(clip.levels, minlength=model.head.config.rate_levels).tolist()
     if args.json:
         print(json.dumps(summary))
     else:

@@ -631,7 +631,92 @@ def run_distill(args) -> None:
     report_distill(rows, learned, args, len(Xtr), len(Xva), len(Xte), train_names)
 
 
-def report_distill(rows, learned, args, n_train, n_val, n_test, train_names) -> None:
+RC_LADDER = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0)
+
+
+def run_distill_rc(args) -> list[dict]:
+    """Per-frame rate control (featcomp.ratecontrol) on the distill split, through the model file and
+    ``Extractor.compress_features`` (stored clip bytes, per-frame levels included); the chosen setting
+    is also run end to end on the test video with ``Extractor.compress``."""
+    from featcomp.backbones import BackboneSpec, build_backbone
+    from featcomp.entropy import EntropyCodec
+    from featcomp.head import FrozenHead, init_from_classifier
+    from featcomp.model import Extractor, load_model, save_model
+    from featcomp.ratecontrol import RateControl, fit_rate_control_codec, step_ladder_head
+    from featcomp.video import SamplingConfig, SamplingMode
+
+    spec = BackboneSpec(name="efficientnet_lite1")
+    bb = build_backbone(spec).eval()
+    rng = np.random.default_rng(0)
+    parts = [effnet_features("bigbuckbunny", lambda: clip_frames("bigbuckbunny"), bb)[0],
+             effnet_features(f"bigbuckbunny_aug{args.n_aug}", lambda: augment(clip_frames("bigbuckbunny"), args.n_aug, rng),
+                             bb)[0]]
+    if args.n_varied:
+        parts.append(varied_features(args.n_varied, bb)[0])
+    Xtr = np.concatenate(parts).astype(np.float32)
+    splits = {"val": effnet_features("carphone_pristine", lambda: clip_frames("carphone_pristine"), bb),
+              "test": effnet_features("bikes", lambda: clip_frames("bikes"), bb)}
+    teacher = bb.classify
+    W = bb.classifier.weight.detach()
+    sampling = SamplingConfig(mode=SamplingMode.ALL, batch_size=64)
+    out = []
+    for d in args.rc_latents:
+        head = step_ladder_head(Xtr.shape[1], d, RC_LADDER, analysis="linear", synthesis="linear")
+        head.set_input_stats(Xtr)
+        init_from_classifier(head, W)
+        probe = FrozenHead.from_head(head, EntropyCodec.fit(np.zeros((2, d), np.int32)))
+        pooled = FrozenHead.from_head(head, EntropyCodec.fit(np.concatenate(
+            [probe.encode(Xtr, rate=lv) for lv in range(len(RC_LADDER))])))
+        for target in args.rc_targets:
+            t0 = time.time()
+            rc = RateControl(target_agreement=target)
+            frozen = fit_rate_control_codec(pooled, Xtr, teacher, rc)
+            path = save_model(ROOT / "runs" / f"distill_rc_{d}_{target:g}.safetensors", frozen, backbone=spec,
+                              sampling=sampling, training={"rate_control": rc.to_dict(), "ladder": list(RC_LADDER),
+                                                           "tables_fitted_on": "distill training set"})
+            ex = Extractor(load_model(path), backbone=bb, rate_control=rc)
+            r = {"kind": "ratecontrol", "latent": d, "target": target, "model": str(path.relative_to(ROOT)),
+                 "label": f"teacher-SVD {d}-d, {len(RC_LADDER)}-step ladder, per-frame rate control "
+                          f"(target {100 * target:g}%)"}
+            for split, (X, L) in splits.items():
+                clip = ex.compress_features(X, np.arange(len(X)) / 25.0)
+                y = ex.decompress(type(clip).from_bytes(clip.to_bytes()))
+                with torch.no_grad():
+                    top = teacher(ex.model.head.synthesize(y)).argmax(1).numpy()
+                r[f"{split}_bits"] = clip.bits_per_frame
+                r[f"{split}_level_bits"] = 8 * len(clip._packed_levels()) / len(X)
+                r[f"{split}_agree"] = float((top == L.argmax(1)).mean())
+                r[f"{split}_levels"] = np.bincount(clip.levels, minlength=len(RC_LADDER)).tolist()
+            r["bits"], r["agree"] = r["test_bits"], r["test_agree"]
+            r["time_s"] = time.time() - t0
+            out.append(r)
+            log(f"distill rc {r['label']}: test {r['bits']:.1f} bits/frame at {r['agree']:.4f}; "
+                f"val {r['val_bits']:.1f} / {r['val_agree']:.4f} ({r['time_s']:.0f}s)")
+    # end to end on the test video for the setting chosen on validation
+    ok = [r for r in out if r["val_agree"] >= 0.95]
+    pick = min(ok, key=lambda r: r["val_bits"]) if ok else max(out, key=lambda r: r["val_agree"])
+    pick["picked"] = True
+    ex = Extractor(ROOT / pick["model"], backbone=bb, rate_control=RateControl(target_agreement=pick["target"]))
+    t0 = time.time()
+    clip = ex.compress(DATA / "clips" / "bikes.mp4")
+    feats = ex.frame_features(clip_frames("bikes"))
+    with torch.no_grad():
+        ref = teacher(feats).argmax(1).numpy()
+        top = teacher(ex.model.head.synthesize(ex.decompress(clip.to_bytes()))).argmax(1).numpy()
+    pick["e2e"] = {"frames": clip.num_frames, "bits": clip.bits_per_frame, "agree": float((top == ref).mean()),
+                   "clip_bytes": len(clip.to_bytes()), "seconds": time.time() - t0}
+    log(f"distill rc end to end on bikes.mp4: {pick['e2e']}")
+    return out
+
+
+def report_distill(rows, learned, args, n_train, n_val, n_test, train_names, rc=()) -> None:
+    rc = list(rc)
+    for r in rc:
+        r["bits_s"] = f"{r['bits']:,.1f}"
+        r["agree_s"] = f"{100 * r['agree']:.1f}%"
+        r["val_s"] = f"{r['val_bits']:,.1f} / {100 * r['val_agree']:.1f}%"
+        r["lv_s"] = " / ".join(str(c) for c in r["test_levels"])
+        r["lvb_s"] = f"{r['test_level_bits']:.1f}"
     for r in rows + learned:
         r["bits_s"] = f"{r['bits']:,.1f}"
         r["agree_s"] = f"{100 * r['agree']:.1f}%"
@@ -684,6 +769,27 @@ def report_distill(rows, learned, args, n_train, n_val, n_test, train_names) -> 
                         ("est_s", "codec estimate (stored - est.)"), ("agree_s", "top-1 agreement on bikes"),
                         ("val_s", "val (carphone) bits / agreement")]),
         "",
+    ]
+    if rc:
+        lines += [
+            "**Per-frame rate control** (`featcomp.ratecontrol`, `Extractor(rate_control=RateControl(target_agreement))`): "
+            "the untrained teacher-SVD transform with a ladder of "
+            f"{len(RC_LADDER)} uniform steps ({', '.join(f'{v:g}' for v in RC_LADDER)}) as the rate levels of one "
+            "variable-rate head (`step_ladder_head`). At extraction the encoder, which has the backbone and so "
+            "the teacher, gives each frame the coarsest level whose decoded features keep the teacher's top-1; "
+            "with a target below 100% it may give up on the most expensive `floor((1 - target) * n)` frames of a "
+            "clip (coarsest level). The shared tables are refitted under the same rule on the training set only "
+            "(`fit_rate_control_codec`); the clip stores each frame's level in a 4-bit field (clip format 3). "
+            "Bits = the whole `CompressedClip` payload: the codec stream (header, ANS flush) + the level fields "
+            "(column 'levels'); every model is saved and reloaded from its file first.",
+            "",
+            table(rc, [("label", "rate-controlled head"), ("bits_s", "bits/frame on bikes (stored)"),
+                       ("lvb_s", "of which levels"), ("agree_s", "top-1 agreement on bikes"),
+                       ("val_s", "val (carphone) bits / agreement"),
+                       ("lv_s", "bikes frames per level, finest -> coarsest")]),
+            "",
+        ]
+    lines += [
         "### Targets (issue 4: >= 95% agreement at <= 500 bits/frame, >= 30x fewer bits than float16+zstd)",
         "",
         f"- lambda chosen on validation (cheapest with val agreement >= 95%, else the best val agreement): "
@@ -691,6 +797,18 @@ def report_distill(rows, learned, args, n_train, n_val, n_test, train_names) -> 
         f"({f16 / pick['bits']:.1f}x fewer bits than float16+zstd); target "
         f"{'met' if pick['bits'] <= 500 and pick['agree'] >= 0.95 else 'missed'}.",
     ]
+    if rc:
+        pk = next(r for r in rc if r.get("picked"))
+        e2e = pk["e2e"]
+        lines += [
+            f"- **per-frame rate control** (setting chosen on validation: cheapest with val agreement >= 95%): "
+            f"{pk['label']} -> bikes **{pk['bits']:,.1f} bits/frame at {100 * pk['agree']:.1f}%** stored "
+            f"({f16 / pk['bits']:.1f}x fewer bits than float16+zstd); end to end from bikes.mp4 "
+            f"(`Extractor.compress`, decode, teacher on the decoded features): {e2e['bits']:,.1f} bits/frame at "
+            f"{100 * e2e['agree']:.1f}% over {e2e['frames']} frames; target "
+            f"{'met' if pk['bits'] <= 500 and pk['agree'] >= 0.95 and e2e['bits'] <= 500 and e2e['agree'] >= 0.95 else 'missed'}.",
+        ]
+        allr = allr + rc
     for who, rs in (("learned", learned), ("any representation", allr)):
         c = cheapest_at(rs, 0.95)
         u = best_under(rs, 500)
@@ -713,6 +831,10 @@ def report_distill(rows, learned, args, n_train, n_val, n_test, train_names) -> 
         if rs:
             ax.plot([r["bits"] for r in rs], [100 * r["agree"] for r in rs], marker=mk, ls="--" if len(rs) > 1 else "none",
                     alpha=0.8, label=name)
+    for lat, mk in zip(sorted({r["latent"] for r in rc}), ("kX-", "cH-")):
+        rs = sorted([r for r in rc if r["latent"] == lat], key=lambda r: r["bits"])
+        ax.plot([r["bits"] for r in rs], [100 * r["agree"] for r in rs], mk, ms=9,
+                label=f"teacher-SVD {lat}-d + per-frame rate control")
     for ftf, mk, name in ((True, "r*-", "learned (SVD fixed, steps + prior learned)"),
                           (False, "mP-", "learned (all trained)")):
         for lat in sorted({r["latent"] for r in learned}):
@@ -734,7 +856,11 @@ def report_distill(rows, learned, args, n_train, n_val, n_test, train_names) -> 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", nargs="+", default=["fmnist", "distill"], choices=["fmnist", "distill"])
+    p.add_argument("--part", nargs="+", default=["fmnist", "distill"], choices=["fmnist", "distill", "distill_rc"],
+                   help="distill_rc: only the per-frame rate-control rows (cached features), merged into the "
+                        "distill section of the last distill run")
+    p.add_argument("--rc-latents", type=int, nargs="+", default=[1000, 512])
+    p.add_argument("--rc-targets", type=float, nargs="+", default=[1.0, 0.97, 0.95])
     p.add_argument("--quick", action="store_true", help="fewer baselines, 20k training examples")
     p.add_argument("--lams", type=float, nargs="+")
     p.add_argument("--latent", type=int, default=64)
@@ -777,9 +903,18 @@ def main(argv=None) -> int:
     if "distill" in args.part and args.distill_report_only:
         res = json.loads((CACHE / "rd_distill_results.json").read_text())
         report_distill(res["rows"], res["learned"], args, res["n_train"], res["n_val"], res["n_test"],
-                       res["train_names"])
+                       res["train_names"], res.get("ratecontrol", ()))
     elif "distill" in args.part:
         run_distill(args)
+    if "distill_rc" in args.part:
+        path = CACHE / "rd_distill_results.json"
+        if not path.is_file():
+            raise SystemExit(f"{path} is missing: run --part distill first (the rate-control rows join its section)")
+        res = json.loads(path.read_text())
+        res["ratecontrol"] = run_distill_rc(args)
+        path.write_text(json.dumps(res, default=float))
+        report_distill(res["rows"], res["learned"], args, res["n_train"], res["n_val"], res["n_test"],
+                       res["train_names"], res["ratecontrol"])
     log(f"done in {time.time() - t0:.0f}s; wrote {RD_MD}")
     return 0
 

@@ -232,3 +232,48 @@ def test_version_3_header_is_checked():
     hdr = b[9:9 + hl].replace(b'"levels":2', b'"levels":9')
     with pytest.raises(CodecError, match="width"):
         CompressedClip.from_bytes(b[:5] + struct.pack("<I", len(hdr)) + hdr + b[9 + hl:])
+
+
+@pytest.mark.timeout(300)
+def test_compress_cli_keep_top1_on_a_video(tmp_path):
+    """End to end: a video, a torchvision backbone with its own classifier (random init, 32 px), the CLI."""
+    from featcomp.backbones import BackboneSpec, build_backbone
+    from featcomp.cli import main as cli
+    from featcomp.video import SamplingConfig, SamplingMode, sample_frames
+    from tests.clips import make_clip
+
+    clip_path = make_clip(tmp_path / "clip.mp4", num_frames=60, fps=25, width=64, height=48)
+    # a random-init resnet18 (512-d features, fc classifier) saved to a file, so the CLI builds the same one
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    save_file(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.safetensors")
+    spec = BackboneSpec(name="resnet18", weights=None, input_size=32, weights_path=str(tmp_path / "r18.safetensors"))
+    bb = build_backbone(spec).eval()
+    sampling = SamplingConfig(mode=SamplingMode.ALL, batch_size=32)
+    frames = np.concatenate([b.frames for b in sample_frames(str(clip_path), sampling)])
+    with torch.no_grad():
+        feats = bb(bb.preprocess(frames))
+    head = step_ladder_head(feats.shape[1], 256, (0.01, 0.03, 0.1, 0.3), analysis="linear", synthesis="linear")
+    head.set_input_stats(feats)
+    init_from_classifier(head, bb.classifier.weight)
+    probe = FrozenHead.from_head(head, EntropyCodec.fit(np.zeros((2, 256), np.int32)))
+    pooled = FrozenHead.from_head(head, EntropyCodec.fit(np.concatenate([probe.encode(feats, rate=lv) for lv in range(4)])))
+    path = save_model(tmp_path / "m.safetensors", pooled, backbone=spec, sampling=sampling)
+    out = tmp_path / "c.fcc"
+    assert cli(["compress", str(clip_path), "--model", str(path), "--keep-top1", "0.9", "-o", str(out)]) == 0
+    clip = CompressedClip.from_bytes(out.read_bytes())
+    assert clip.num_frames == len(frames) and clip.levels is not None and clip.level_bits == 2
+    assert len(np.unique(clip.levels)) >= 2  # the frames do not all sit at one level
+    npy = tmp_path / "f.npy"
+    assert cli(["compress", str(out), "--model", str(path), "--decompress", "-o", str(npy)]) == 0
+    y = np.load(npy)
+    model = load_model(path)
+    with torch.no_grad():
+        ref = bb.classify(feats).argmax(1).numpy()
+        got = bb.classify(model.head.synthesize(y)).argmax(1).numpy()
+    assert (got == ref).mean() >= 0.9
+    assert cli(["compress", str(clip_path), "--model", str(path), "--keep-top1", "0.9", "--rate", "1",
+                "-o", str(tmp_path / "x.fcc")]) != 0
+    assert not (tmp_path / "x.fcc").exists()

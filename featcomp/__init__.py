@@ -42,6 +42,7 @@ _LAZY: dict[str, str] = {
     "Model": "featcomp.model",
     "Extractor": "featcomp.model",
     "CompressedClip": "featcomp.model",
+    "RateControl": "featcomp.ratecontrol",
     # stores
     "StoreWriter": "featcomp.store",
     "open_store": "featcomp.store",
@@ -85,6 +86,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from featcomp.features import Features, extract_features
     from featcomp.head import CompressibleHead
     from featcomp.model import CompressedClip, Extractor, Model, load_model, save_model
+    from featcomp.ratecontrol import RateControl
     from featcomp.store import StoreWriter, open_store, verify_store
     from featcomp.train import fit_head
     from featcomp.api import compress, decompress, store_info

@@ -67,7 +67,9 @@ class FeatureDataset(torch.utils.data.Dataset):
             default: the sorted labels present.
 
     Each item is a dict: ``features`` float32 tensor ``(L, C[, H, W])`` (or ``latents`` int32),
-    ``length`` (L), ``start`` (first frame), ``video_id`` and, with labels, ``label`` (int64).
+    ``length`` (L), ``start`` (first frame), ``video_id`` and, with labels, ``label`` (int64). In a store
+    with per-frame rate levels, ``features`` are dequantized frame by frame at their levels, and
+    ``latents=True`` items also hold ``levels`` (uint8 ``(L,)``) so the integers can be dequantized later.
     """
 
     def __init__(
@@ -164,6 +166,9 @@ class FeatureDataset(torch.utils.data.Dataset):
         item: dict[str, Any] = {"video_id": vid, "start": s, "length": n}
         if self.latents:
             item["latents"] = torch.from_numpy(v.latents())
+            levels = v.levels
+            if levels is not None:
+                item["levels"] = torch.from_numpy(levels.copy())
         else:
             item["features"] = torch.from_numpy(v.features())
         if self._labels is not None:
@@ -177,7 +182,8 @@ def collate_features(batch: list[dict[str, Any]]) -> dict[str, Any]:
     Returns:
         dict with ``features`` (or ``latents``) ``(B, L_max, C[, H, W])`` zero-padded, ``lengths``
         int64 ``(B,)``, ``mask`` bool ``(B, L_max)`` (True on real frames), ``video_ids`` (list),
-        ``starts`` int64 ``(B,)`` and, when items have labels, ``labels`` int64 ``(B,)``.
+        ``starts`` int64 ``(B,)`` and, when items have labels, ``labels`` int64 ``(B,)``; when every item
+        has per-frame rate levels, ``levels`` uint8 ``(B, L_max)`` (zero-padded).
     """
     key = "features" if "features" in batch[0] else "latents"
     lengths = torch.tensor([int(b["length"]) for b in batch], dtype=torch.int64)
@@ -195,4 +201,9 @@ def collate_features(batch: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if "label" in batch[0]:
         res["labels"] = torch.stack([b["label"] for b in batch])
+    if all("levels" in b for b in batch):
+        lv = torch.zeros((len(batch), lmax), dtype=torch.uint8)
+        for i, b in enumerate(batch):
+            lv[i, : b["levels"].shape[0]] = b["levels"]
+        res["levels"] = lv
     return res

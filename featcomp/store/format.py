@@ -8,6 +8,7 @@ Layout of a store (a directory or an fsspec URL prefix)::
                                   chunked along time, sharded; coded: int32 with the featcomp.ans
                                   serializer; raw: float16 with bytes + zstd
     times/<writer_id>/            float64 (N,) timestamps, only for videos whose timestamps are not affine
+    levels/<writer_id>/           uint8 (N,) per-frame rate levels (format version 3 stores only)
     index/<writer_id>.log         append-only JSON lines, one fsync'd commit record per video (local)
     index/<writer_id>.log.d/<seq> the same records as one object each (object stores, memory://)
     index/<name>.fcidx            compacted index files (binary, zstd), written atomically
@@ -34,6 +35,8 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "FACTORIZED_FORMAT_VERSION",
+    "LEVELS_FORMAT_VERSION",
+    "MAX_RATE_LEVELS",
     "format_version_for",
     "PACKAGE_HINT",
     "IndexTable",
@@ -48,18 +51,28 @@ __all__ = [
 ]
 
 FORMAT_NAME = "featcomp.store"
-FORMAT_VERSION = 2  # the newest store format this featcomp reads and writes
+FORMAT_VERSION = 3  # the newest store format this featcomp reads and writes
 FACTORIZED_FORMAT_VERSION = 1  # factorized stores are still written as version 1 (older readers open them)
+KINDS_FORMAT_VERSION = 2  # stores of another entropy-model kind (temporal, hyperprior, ...)
+LEVELS_FORMAT_VERSION = 3  # stores that record a rate level per frame (any kind)
+MAX_RATE_LEVELS = 256  # levels are stored as uint8
 
 
-def format_version_for(kind: str) -> int:
-    """The store format version written for an entropy-model kind.
+def format_version_for(kind: str, levels: bool = False) -> int:
+    """The store format version written for an entropy-model kind, with or without per-frame levels.
 
     Version 1: factorized tables only (no ``kind`` anywhere). Version 2: the header's ``codec`` and
     the parts' ``featcomp.ans`` configuration carry ``kind`` (temporal, hyperprior, ...); a version-1
-    reader refuses such a store with "upgrade featcomp" instead of misreading its tables.
+    reader refuses such a store with "upgrade featcomp" instead of misreading its tables. Version 3
+    (``levels=True``): the store records a rate level per frame (``levels/<writer>``, the header's
+    ``rate_levels`` and ``dequantization.level_scale``); an older reader refuses it rather than
+    dequantize every frame with one step. Stores without levels keep versions 1 and 2 byte for byte.
     """
-    return FACTORIZED_FORMAT_VERSION if kind == "factorized" else FORMAT_VERSION
+    if levels:
+        return LEVELS_FORMAT_VERSION
+    return FACTORIZED_FORMAT_VERSION if kind == "factorized" else KINDS_FORMAT_VERSION
+
+
 PACKAGE_HINT = (
     "this is a featcomp feature store: its chunks use the zarr codec 'featcomp.ans' from the Python "
     "package 'featcomp' (pip install featcomp)"
@@ -67,12 +80,15 @@ PACKAGE_HINT = (
 
 INDEX_MAGIC = b"FCIDX\x00"
 INDEX_FILE_VERSION = 2  # 2: commit times kept to the millisecond (1: nanoseconds); both are read
-_WRITTEN_UNIT_NS = {1: 1, 2: 1_000_000}
+INDEX_FILE_VERSION_LEVELS = 3  # 3: version 2 plus the levels_crc column (written only when a row has levels)
+_WRITTEN_UNIT_NS = {1: 1, 2: 1_000_000, 3: 1_000_000}
 
 # Timestamps kinds (column ``ts_kind``)
 TS_ARRAY = 0  # stored in times/<part>[start:start+length]
 TS_TICKS = 1  # (tick0 + i * dtick) / rate, integers
 TS_FLOAT = 2  # t0 + i * dt, float64 (bits in ts_a / ts_b)
+
+NO_LEVELS = -1  # column ``levels_crc`` of a video without per-frame levels
 
 _RATES = (1, 1000, 1_000_000, 90_000, 30_000, 24_000, 60_000, 48_000, 44_100, 1_000_000_000)
 
@@ -152,6 +168,12 @@ _COLUMNS = (  # name, dtype
     ("ts_b", "<i8"),
     ("ts_rate", "<i8"),
 )
+# columns that an index file holds only when some row uses them (older files stay byte-identical)
+_OPTIONAL_COLUMNS = (
+    ("levels_crc", "<i8"),  # CRC-32 of the video's uint8 levels in levels/<part>, or NO_LEVELS
+)
+_OPTIONAL_DEFAULTS = {"levels_crc": NO_LEVELS}
+_ALL_COLUMNS = _COLUMNS + _OPTIONAL_COLUMNS
 
 
 @dataclass
@@ -166,6 +188,8 @@ class IndexTable:
             C order, little endian). written: int64 (N,) ns since the epoch (newest wins).
         ts_kind uint8, ts_a/ts_b/ts_rate int64 (N,): the compact timestamps (:func:`encode_timestamps`).
         meta: list of str (N,): per-video metadata as JSON ("" when none).
+        levels_crc: int64 (N,): CRC-32 of the video's per-frame rate levels (uint8, stored in
+            ``levels/<part>[start:start+length]``), or ``NO_LEVELS`` (-1) when the video has none.
     """
 
     parts: list[str]
@@ -180,6 +204,11 @@ class IndexTable:
     ts_b: np.ndarray
     ts_rate: np.ndarray
     meta: list[str]
+    levels_crc: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.levels_crc is None:
+            self.levels_crc = np.full(len(self.ids), NO_LEVELS, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -193,6 +222,7 @@ class IndexTable:
         """Build from ``(part_index, record_dict)`` pairs (records as in :func:`encode_record`)."""
         n = len(records)
         cols = {name: np.zeros(n, dtype=dt) for name, dt in _COLUMNS}
+        cols["levels_crc"] = np.full(n, NO_LEVELS, dtype=np.int64)
         ids, meta = [], []
         for j, (p, r) in enumerate(records):
             cols["part"][j] = p
@@ -202,6 +232,8 @@ class IndexTable:
             cols["written"][j] = r["written"]
             kind, a, b, rate = r["ts"]
             cols["ts_kind"][j], cols["ts_a"][j], cols["ts_b"][j], cols["ts_rate"][j] = kind, a, b, rate
+            if r.get("lv") is not None:
+                cols["levels_crc"][j] = int(r["lv"])
             ids.append(r["id"])
             m = r.get("meta")
             meta.append(json.dumps(m, sort_keys=True, separators=(",", ":")) if m else "")
@@ -224,7 +256,7 @@ class IndexTable:
             remapped.append(m[t.part] if len(t.parts) else t.part)
         ids = [i for t in tables for i in t.ids]
         meta = [m for t in tables for m in t.meta]
-        cols = {name: np.concatenate([getattr(t, name) for t in tables]) for name, _ in _COLUMNS if name != "part"}
+        cols = {name: np.concatenate([getattr(t, name) for t in tables]) for name, _ in _ALL_COLUMNS if name != "part"}
         out = IndexTable(parts=parts, ids=ids, meta=meta, part=np.concatenate(remapped).astype(np.int32), **cols)
         return out.deduplicated()
 
@@ -245,15 +277,17 @@ class IndexTable:
             parts=list(self.parts),
             ids=[self.ids[j] for j in rows.tolist()],
             meta=[self.meta[j] for j in rows.tolist()],
-            **{name: getattr(self, name)[rows] for name, _ in _COLUMNS},
+            **{name: getattr(self, name)[rows] for name, _ in _ALL_COLUMNS},
         )
 
 
-def encode_record(video_id: str, start: int, length: int, crc: int, written: int, ts: tuple, meta: dict | None) -> bytes:
+def encode_record(video_id: str, start: int, length: int, crc: int, written: int, ts: tuple, meta: dict | None,
+                  levels_crc: int | None = None) -> bytes:
     """One commit record: a JSON object on one line, terminated by ``\\n``.
 
     Keys: ``id``, ``start``, ``length``, ``crc``, ``written`` (ns), ``ts`` ([kind, a, b, rate]) and
-    optionally ``meta``. A line without its final newline is an uncommitted (torn) record.
+    optionally ``meta`` and ``lv`` (the video has per-frame rate levels in ``levels/<part>``; the value
+    is the CRC-32 of those uint8 levels). A line without its final newline is an uncommitted (torn) record.
     """
     rec: dict[str, Any] = {
         "id": video_id,
@@ -265,6 +299,8 @@ def encode_record(video_id: str, start: int, length: int, crc: int, written: int
     }
     if meta:
         rec["meta"] = meta
+    if levels_crc is not None:
+        rec["lv"] = int(levels_crc)
     return (json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
@@ -295,7 +331,9 @@ def encode_index_file(table: IndexTable, level: int = 9) -> bytes:
 
     Layout: ``b"FCIDX\\0"``, u8 version, u8 reserved, u32 header length, header JSON
     (``n``, ``parts``, ``columns`` [[name, dtype, offset, nbytes]], ``payload_crc32``), then the
-    payload: zstd of the concatenated columns. ``ids`` and ``meta`` are UTF-8 joined by NUL.
+    payload: zstd of the concatenated columns. ``ids`` and ``meta`` are UTF-8 joined by NUL. The
+    ``levels_crc`` column is written only when some video has per-frame levels, and such a file is
+    version 3 (an older reader refuses it); other files are version 2 as before.
     """
     from numcodecs.zstd import Zstd
 
@@ -315,6 +353,12 @@ def encode_index_file(table: IndexTable, level: int = 9) -> bytes:
     blobs: list[tuple[str, str, bytes]] = [(name, dt, cols[name].tobytes()) for name, dt in _COLUMNS]
     blobs.append(("ids", "utf8-nul", "\x00".join(table.ids).encode("utf-8")))
     blobs.append(("meta", "utf8-nul", "\x00".join(table.meta).encode("utf-8")))
+    version = INDEX_FILE_VERSION
+    for name, dt in _OPTIONAL_COLUMNS:  # only when used: files without them stay version 2, byte for byte
+        col = np.ascontiguousarray(getattr(table, name), dtype=dt)
+        if np.any(col != _OPTIONAL_DEFAULTS[name]):
+            blobs.append((name, dt, col.tobytes()))
+            version = INDEX_FILE_VERSION_LEVELS
     columns, offset = [], 0
     for name, dt, b in blobs:
         columns.append([name, dt, offset, len(b)])
@@ -324,7 +368,7 @@ def encode_index_file(table: IndexTable, level: int = 9) -> bytes:
         {"n": n, "parts": table.parts, "columns": columns, "payload_crc32": zlib.crc32(payload)},
         separators=(",", ":"),
     ).encode()
-    return INDEX_MAGIC + bytes([INDEX_FILE_VERSION, 0]) + struct.pack("<I", len(header)) + header + bytes(payload)
+    return INDEX_MAGIC + bytes([version, 0]) + struct.pack("<I", len(header)) + header + bytes(payload)
 
 
 def decode_index_file(data: bytes, where: str) -> IndexTable:
@@ -359,6 +403,12 @@ def decode_index_file(data: bytes, where: str) -> IndexTable:
         for name in ("ids", "meta", *(c for c, _ in _COLUMNS)):
             if len(got[name]) != n:
                 raise ValueError(f"column {name} has {len(got[name])} rows, expected {n}")
+        for name, _ in _OPTIONAL_COLUMNS:
+            if name in got and len(got[name]) != n:
+                raise ValueError(f"column {name} has {len(got[name])} rows, expected {n}")
+        known = {"ids", "meta", *(c for c, _ in _ALL_COLUMNS)}
+        if set(got) - known:
+            raise ValueError(f"unknown columns {sorted(set(got) - known)}")
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
         raise StoreError(f"{where}: corrupt index file ({e}); rebuild it with `featcomp verify --compact`") from None
     if n:

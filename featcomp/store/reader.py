@@ -23,6 +23,7 @@ import numpy as np
 from featcomp.errors import CodecError, StoreError
 from featcomp.store._fs import StoreFS, read_logs
 from featcomp.store.format import (
+    NO_LEVELS,
     IndexTable,
     decode_index_file,
     decode_log,
@@ -327,6 +328,9 @@ class FeatureStore(Mapping):
     Attributes:
         url: where the store lives. header: the store header (format version, codec, model card,
         dequantization). model_card: the model card dict. mode: ``"coded"`` or ``"raw"``.
+        rate_levels: number of rate levels of a store that records a level per frame (format
+        version 3), else 0. level_scale: float32 ``(rate_levels, C)`` the dequantization step of each
+        level, or None.
 
     Picklable (only the URL travels; the index is reloaded lazily in the receiving process).
     """
@@ -345,11 +349,26 @@ class FeatureStore(Mapping):
         self._rows = {vid: j for j, vid in enumerate(self._index.ids)}
         self._parts: dict[int, _Part] = {}
         self._times: dict[int, Any] = {}
+        self._level_arrays: dict[int, Any] = {}
         self._lock = threading.Lock()
         self._chunk_cache = _ChunkCache()
+        self._level_cache = _ChunkCache(max_items=64)  # row -> the video's levels (windows of one video)
         deq = self.header.get("dequantization")
         self._offsets = np.asarray(deq["offsets"], dtype=np.float32) if deq else None
         self._scale = np.asarray(deq["scale"], dtype=np.float32) if deq else None
+        self.rate_levels = int(self.header.get("rate_levels") or 0) if self.mode == "coded" else 0
+        self.level_scale = self._read_level_scale(deq) if self.rate_levels else None
+
+    def _read_level_scale(self, deq: dict | None) -> np.ndarray:
+        try:
+            sc = np.asarray((deq or {})["level_scale"], dtype=np.float32)
+        except (KeyError, TypeError, ValueError) as e:
+            raise StoreError(f"{self.url}: the header records {self.rate_levels} rate levels but no readable "
+                             f"dequantization.level_scale ({e!r}); the store is corrupt") from None
+        if sc.shape != (self.rate_levels, self._scale.shape[0]):
+            raise StoreError(f"{self.url}: dequantization.level_scale has shape {sc.shape}, expected "
+                             f"({self.rate_levels}, {self._scale.shape[0]}); the store is corrupt")
+        return sc
 
     # -- pickling: only the URL
     def __getstate__(self):
@@ -423,12 +442,70 @@ class FeatureStore(Mapping):
         s = int(ix.start[j])
         return np.asarray(arr[s : s + n], dtype=np.float64)
 
-    def dequantize(self, k: np.ndarray) -> np.ndarray:
-        """float32 features ``(k + offsets) * scale`` (per channel, axis 1)."""
+    def _levels(self, j: int) -> np.ndarray | None:
+        """uint8 ``(length,)`` per-frame rate levels of index row ``j``, or None when it has none.
+
+        The whole video's levels are read (1 byte per frame), checked against the record's CRC and
+        range, and cached, so that windows of one video read them once.
+        """
+        ix = self._index
+        want_crc = int(ix.levels_crc[j])
+        if want_crc == NO_LEVELS:
+            return None
+        hit = self._level_cache.get(j)
+        if hit is not None:
+            return hit
+        vid = ix.ids[j]
+        p = int(ix.part[j])
+        if not self.rate_levels:
+            raise StoreError(f"{self.url}: video {vid!r} records per-frame levels but the store header has no "
+                             "rate levels (format version < 3); the store is inconsistent")
+        arr = self._level_arrays.get(p)
+        if arr is None:
+            import zarr
+
+            try:
+                arr = zarr.open_array(self.fs.zarr_store(read_only=True), path=f"levels/{ix.parts[p]}", mode="r")
+            except Exception as e:
+                raise StoreError(f"{self.url}: video {vid!r}: levels array levels/{ix.parts[p]} unreadable: {e}") from None
+            self._level_arrays[p] = arr
+        s, n = int(ix.start[j]), int(ix.length[j])
+        if s + n > arr.shape[0]:
+            raise StoreError(f"{self.url}: video {vid!r}: frames {s}..{s + n} lie beyond levels/{ix.parts[p]} "
+                             f"({arr.shape[0]} frames); the index disagrees with the data")
+        try:
+            lv = np.ascontiguousarray(arr[s : s + n], dtype=np.uint8)
+        except Exception as e:
+            raise StoreError(f"{self.url}: video {vid!r}: levels/{ix.parts[p]} frames {s}..{s + n} unreadable: {e}") from None
+        if zlib.crc32(lv.tobytes()) != want_crc:
+            raise StoreError(f"{self.url}: video {vid!r}: its rate levels (levels/{ix.parts[p]}, frames {s}..{s + n}) "
+                             "do not match the record's CRC; the store is corrupt")
+        if n and int(lv.max()) >= self.rate_levels:
+            raise StoreError(f"{self.url}: video {vid!r}: rate level {int(lv.max())} but the store has "
+                             f"{self.rate_levels} levels; the store is corrupt")
+        lv.setflags(write=False)
+        self._level_cache.put(j, lv)
+        return lv
+
+    def dequantize(self, k: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
+        """float32 features ``(k + offsets) * scale`` (per channel, axis 1).
+
+        ``levels``: ints ``(len(k),)``, the rate level of each frame (stores with per-frame levels):
+        frame t is scaled by ``level_scale[levels[t]]`` instead of ``scale``.
+        """
         shape = (1, -1) + (1,) * (k.ndim - 2)
         out = k.astype(np.float32)
         out += self._offsets.reshape(shape)
-        out *= self._scale.reshape(shape)
+        if levels is None:
+            out *= self._scale.reshape(shape)
+            return out
+        if self.level_scale is None:
+            raise StoreError(f"{self.url}: this store has no per-level dequantization steps (no rate levels)")
+        levels = np.asarray(levels)
+        if levels.shape != (k.shape[0],):
+            raise StoreError(f"{self.url}: {k.shape[0]} frames but levels of shape {levels.shape}")
+        sc = self.level_scale[levels.astype(np.intp)]  # (n, C)
+        out *= sc.reshape(sc.shape + (1,) * (k.ndim - 2))
         return out
 
     # -- summaries
@@ -437,17 +514,19 @@ class FeatureStore(Mapping):
 
         Returns:
             dict with ``videos``, ``frames``, ``parts``, ``bytes`` (every file of the store),
-            ``data_bytes`` (chunks under parts/ and times/), ``index_bytes``, ``other_bytes``,
+            ``data_bytes`` (chunks under parts/, times/ and levels/), ``index_bytes``, ``other_bytes``,
             ``bits_per_frame`` (all bytes), ``data_bits_per_frame``, ``sample_shape``,
             ``float16_bytes`` (the same frames as float16 values of ``sample_shape``; for coded
             stores the latent shape) and ``ratio_vs_float16``, ``backbone_float16_bytes`` and
             ``ratio_vs_backbone_float16`` (coded stores whose model card names the head's
             ``in_channels``: the float16 backbone features the latents replace), ``failures``, ``mode``, ``digest``,
-            ``codec_kind`` (the entropy-model kind; None for raw stores).
+            ``codec_kind`` (the entropy-model kind; None for raw stores), ``rate_levels`` (levels of a
+            store that records a rate level per frame, else 0).
         """
         sizes = self.fs.walk_sizes()
         total = sum(sizes.values())
-        data = sum(v for k, v in sizes.items() if (k.startswith("parts/") or k.startswith("times/")) and not k.endswith("zarr.json"))
+        data = sum(v for k, v in sizes.items()
+                   if k.startswith(("parts/", "times/", "levels/")) and not k.endswith("zarr.json"))
         index = sum(v for k, v in sizes.items() if k.startswith("index/"))
         frames = int(self._index.length.sum())
         shapes = {self._part(p).sample_shape for p in np.unique(self._index.part).tolist()} if len(self) else set()
@@ -459,6 +538,7 @@ class FeatureStore(Mapping):
             "format_version": self.header.get("format_version"),
             "mode": self.mode,
             "codec_kind": self.kind,
+            "rate_levels": self.rate_levels,
             "digest": self.header.get("codec", {}).get("digest"),
             "videos": len(self),
             "frames": frames,
@@ -552,6 +632,13 @@ class StoredVideo:
         """float64 ``(frames,)`` seconds."""
         return self._store._timestamps(self._row)[self.start : self.stop]
 
+    @property
+    def levels(self) -> np.ndarray | None:
+        """uint8 ``(frames,)`` per-frame rate levels (stores written with levels, format version 3), or
+        None when the video has none. Frame t of :meth:`features` is dequantized at level ``levels[t]``."""
+        lv = self._store._levels(self._row)
+        return None if lv is None else lv[self.start : self.stop]
+
     def window(self, start: int, stop: int) -> StoredVideo:
         """A view of frames ``[start, stop)`` (relative to this view); reading it decodes only its chunks."""
         n = self.frames
@@ -582,8 +669,11 @@ class StoredVideo:
         return self._raw()
 
     def features(self) -> np.ndarray:
-        """float32 ``(frames, C[, H, W])``: dequantized latents (coded) or the stored float16 values."""
+        """float32 ``(frames, C[, H, W])``: dequantized latents (coded) or the stored float16 values.
+
+        A video with per-frame rate levels: frame t is ``(k[t] + offsets) * level_scale[levels[t]]``.
+        """
         data = self._raw()
         if self._store.mode == "coded":
-            return self._store.dequantize(data)
+            return self._store.dequantize(data, self.levels)
         return data.astype(np.float32)

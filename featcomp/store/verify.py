@@ -44,7 +44,8 @@ class VerifyReport:
 
 def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000) -> VerifyReport:
     """Check a store: header and tables digest, every chunk of every part decodes, every video's
-    frames lie inside its part and decode to the CRC its commit record holds.
+    frames lie inside its part and decode to the CRC its commit record holds, and its per-frame rate
+    levels (if any) match their CRC and the store's levels.
 
     Args:
         path_or_url: the store.
@@ -112,6 +113,9 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
         try:
             st[vid]._raw()
             st._timestamps(j)
+            st._levels(j)  # CRC and range of per-frame rate levels (format version 3)
+            if st.rate_levels and int(ix.levels_crc[j]) < 0:
+                problem(f"{st.url}: video {vid!r} has no per-frame rate levels in a store that records them")
         except (StoreError, CodecError) as e:
             problem(str(e))
     if compact and rep.ok:

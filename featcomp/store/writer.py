@@ -10,6 +10,11 @@ Concurrency and crash scheme (details in ``docs/format.md``):
 * on ``close`` the writer compacts its own log into ``index/<writer_id>.fcidx`` (atomic), then deletes
   the log. Readers merge every ``.fcidx`` and every log, so a kill -9 at any point leaves a store
   that opens and holds every video whose ``write`` returned.
+
+Per-frame rate levels (``StoreWriter(..., levels=True)``, store format version 3): each video's uint8
+levels go to ``levels/<writer_id>`` (beside the frames, like irregular timestamps in
+``times/<writer_id>``) before its commit record, which then carries their CRC-32 (``lv``). The header
+records the per-level dequantization steps, so the store still decodes with no model file.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from featcomp.store._fs import AppendLog, StoreFS
 from featcomp.store.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    MAX_RATE_LEVELS,
     format_version_for,
     PACKAGE_HINT,
     TS_ARRAY,
@@ -67,6 +73,7 @@ class WriteRecord:
         start: first frame in the part array. frames: number of frames (T).
         codec: ``"featcomp.ans"`` or ``"zstd"`` (raw). digest: the coding tables' digest (None raw).
         written: commit time, ns since the epoch. kind: the entropy-model kind (None raw).
+        levels: the video was stored with per-frame rate levels.
     """
 
     video_id: str
@@ -78,6 +85,7 @@ class WriteRecord:
     digest: str | None
     written: int
     kind: str | None = None
+    levels: bool = False
 
 
 def _resolve(codec_or_model: Any, model_card: dict | None, raw: bool):
@@ -140,8 +148,51 @@ def _dequantization(codec, card: dict) -> dict:
     }
 
 
-def build_header(codec, card: dict, *, raw: bool, chunk_frames: int | None, shard_chunks: int, raw_level: int) -> dict:
-    """The store header recorded in the root ``zarr.json`` attributes under ``"featcomp"``."""
+def level_scales(codec_or_model: Any, card: dict, channels: int, where: str) -> np.ndarray:
+    """float32 ``(L, C)``: the dequantization step of every rate level of a variable-rate model.
+
+    Taken from the card's ``dequantization.level_scale`` (``L`` lists of ``C`` floats) when present,
+    else from the model itself (``model.head.scale_at(l)`` for ``l < head.config.rate_levels``, e.g. a
+    ``featcomp.Model`` of a variable-rate head).
+
+    Raises:
+        StoreError: no levels to be found (a fixed-rate model, or a bare codec with a card that lacks
+            them), fewer than 2 or more than 256 levels, a wrong shape, or steps that are not finite
+            and positive.
+    """
+    deq = card.get("dequantization") if isinstance(card.get("dequantization"), dict) else {}
+    scales = deq.get("level_scale")
+    if scales is None:
+        head = getattr(codec_or_model, "head", None)
+        n = int(getattr(getattr(head, "config", None), "rate_levels", 0) or 0)
+        if head is None or not callable(getattr(head, "scale_at", None)) or n < 2:
+            raise StoreError(
+                f"{where}: per-frame rate levels need a variable-rate model (HeadConfig.rate_lams with >= 2 levels) "
+                "or a model card whose dequantization has level_scale (L lists of per-channel steps); "
+                "this one has a fixed rate"
+            )
+        scales = [np.asarray(head.scale_at(lv).detach().cpu(), dtype=np.float32) for lv in range(n)]
+    try:
+        out = np.asarray(scales, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise StoreError(f"{where}: dequantization level_scale is not a table of numbers ({e})") from None
+    if out.ndim != 2 or out.shape[1] != channels or not 2 <= out.shape[0] <= MAX_RATE_LEVELS:
+        raise StoreError(
+            f"{where}: dequantization level_scale must be (L, {channels}) with 2 <= L <= {MAX_RATE_LEVELS}, "
+            f"got shape {out.shape}"
+        )
+    if not np.all(np.isfinite(out)) or not np.all(out > 0):
+        raise StoreError(f"{where}: dequantization level_scale must be finite and positive")
+    return out
+
+
+def build_header(codec, card: dict, *, raw: bool, chunk_frames: int | None, shard_chunks: int, raw_level: int,
+                 level_scale: np.ndarray | None = None) -> dict:
+    """The store header recorded in the root ``zarr.json`` attributes under ``"featcomp"``.
+
+    ``level_scale``: float32 ``(L, C)`` per-level dequantization steps of a store that records a rate
+    level per frame (format version 3: ``rate_levels`` and ``dequantization.level_scale`` are added).
+    """
     from featcomp import __version__
 
     from featcomp.store.codec import codec_kind_of
@@ -149,7 +200,7 @@ def build_header(codec, card: dict, *, raw: bool, chunk_frames: int | None, shar
     kind = None if raw else codec_kind_of(codec)
     h: dict[str, Any] = {
         "format": FORMAT_NAME,
-        "format_version": format_version_for(kind or "factorized"),
+        "format_version": format_version_for(kind or "factorized", levels=level_scale is not None),
         "package": "featcomp",
         "package_hint": PACKAGE_HINT,
         "featcomp_version": __version__,
@@ -175,6 +226,13 @@ def build_header(codec, card: dict, *, raw: bool, chunk_frames: int | None, shar
             h["codec"]["kind"] = kind
         h["channels"] = int(codec.channels)
         h["dequantization"] = _dequantization(codec, card)
+        if level_scale is not None:  # version 3; headers of stores without levels are unchanged
+            h["rate_levels"] = int(level_scale.shape[0])
+            h["dequantization"]["formula"] = (
+                "features = (k + offsets) * scale  (per channel, float32); "
+                "a video with levels: frame t uses level_scale[levels[t]] for scale"
+            )
+            h["dequantization"]["level_scale"] = [[float(x) for x in row] for row in level_scale]
     return h
 
 
@@ -220,10 +278,17 @@ class StoreWriter:
         writer_id: name of this writer's part (default ``host-pid-random``); must be unused.
         fsync: fsync commit records and atomic writes (default True).
         compact_on_close: fold this writer's log into an ``.fcidx`` file on close (default True).
+        levels: record a rate level per frame (per-frame rate control, :mod:`featcomp.ratecontrol`):
+            every :meth:`write` then takes ``levels=``. Needs a coded store and a variable-rate model
+            (or a card with ``dequantization.level_scale``); the store is format version 3 and its
+            header holds the per-level dequantization steps. A store is created with or without
+            levels, and every later writer must agree.
 
     Raises:
         StoreError: ``path`` holds something that is not a featcomp store, or a store made with
-            other tables (digest mismatch) or another mode.
+            other tables (digest mismatch) or another mode; ``levels`` with a raw store or a
+            fixed-rate model, or disagreeing with the store (created with/without levels, other
+            per-level steps).
 
     Use as a context manager. Not picklable on purpose: create one per process.
     """
@@ -241,11 +306,17 @@ class StoreWriter:
         writer_id: str | None = None,
         fsync: bool = True,
         compact_on_close: bool = True,
+        levels: bool = False,
     ) -> None:
         self.fs = StoreFS(path)
         self.url = self.fs.url
         self.raw = bool(raw)
         self.codec, card = _resolve(codec_or_model, model_card, self.raw)
+        level_scale = None
+        if levels:
+            if self.raw:
+                raise StoreError(f"{self.url}: per-frame rate levels are for coded stores; a raw store has none")
+            level_scale = level_scales(codec_or_model, card, int(self.codec.channels), f"StoreWriter {self.url}")
         if chunk_frames is not None and int(chunk_frames) < 1:
             raise StoreError(f"chunk_frames must be >= 1, got {chunk_frames}")
         self.chunk_frames = None if chunk_frames is None else int(chunk_frames)
@@ -256,9 +327,11 @@ class StoreWriter:
         self.writer_id = safe_name(writer_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
         header = build_header(
             self.codec, card, raw=self.raw, chunk_frames=self.chunk_frames,
-            shard_chunks=self.shard_chunks, raw_level=self.raw_level,
+            shard_chunks=self.shard_chunks, raw_level=self.raw_level, level_scale=level_scale,
         )
         self.header = self._open_or_create(header)
+        #: number of rate levels of a store that records a level per frame (0: none)
+        self.rate_levels = int(self.header.get("rate_levels") or 0)
         if self.fs.exists(f"parts/{self.writer_id}/zarr.json") or self.fs.exists(f"index/{self.writer_id}.fcidx"):
             raise StoreError(f"{self.url}: writer id {self.writer_id!r} is already used; pick another")
         from featcomp.store.reader import load_index
@@ -269,6 +342,7 @@ class StoreWriter:
         self._flog = AppendLog(self.fs, f"failures/{self.writer_id}.jsonl", fsync=self.fsync)
         self._arr = None
         self._times = None
+        self._levels = None
         self._frames = 0
         self._capacity = 0
         self._sample_shape: tuple[int, ...] | None = None
@@ -278,7 +352,7 @@ class StoreWriter:
     # ------------------------------------------------------------------ store creation
     def _open_or_create(self, header: dict) -> dict:
         if not self.fs.exists("zarr.json"):
-            ours = {"parts", "times", "index", "failures"}
+            ours = {"parts", "times", "levels", "index", "failures"}
             foreign = [
                 n for n in (os.listdir(self.fs.root) if self.fs.local and os.path.isdir(self.fs.root) else [])
                 if n not in ours and not (n.startswith("zarr.json.") and n.endswith(".tmp"))
@@ -288,7 +362,7 @@ class StoreWriter:
                     f"{self.url} exists, is not empty and is not a featcomp store; refusing to write into it"
                 )
             self.fs.write_new("zarr.json", group_doc({"featcomp": header}))
-            for g in ("parts", "times"):
+            for g in ("parts", "times") + (("levels",) if header.get("rate_levels") else ()):
                 if not self.fs.exists(f"{g}/zarr.json"):
                     self.fs.write_atomic(f"{g}/zarr.json", group_doc(), fsync=self.fsync)
         existing = read_header(self.fs)
@@ -303,7 +377,31 @@ class StoreWriter:
                     f"{self.url}: table digest mismatch: the store was written with tables {str(d_old)[:16]}..., "
                     f"this writer's codec is {d_new[:16]}...; write to another store"
                 )
+        self._check_levels_agree(existing, header)
         return existing
+
+    def _check_levels_agree(self, existing: dict, header: dict) -> None:
+        """A store records levels for every video or for none, with one set of per-level steps."""
+        had, want = bool(existing.get("rate_levels")), bool(header.get("rate_levels"))
+        if had and not want:
+            raise StoreError(
+                f"{self.url} records a rate level per frame (store format version {existing.get('format_version')}); "
+                "open the writer with levels=True and give every video its levels "
+                "(the Ray job: inference.keep_top1 / --keep-top1)"
+            )
+        if want and not had:
+            raise StoreError(
+                f"{self.url} was created without per-frame rate levels (store format version "
+                f"{existing.get('format_version')}); write videos with levels to a new store"
+            )
+        if want:
+            old = np.asarray(existing.get("dequantization", {}).get("level_scale"), dtype=np.float32)
+            new = np.asarray(header["dequantization"]["level_scale"], dtype=np.float32)
+            if old.shape != new.shape or not np.array_equal(old, new):
+                raise StoreError(
+                    f"{self.url}: per-level dequantization steps differ: the store has {old.shape[0] if old.ndim else 0} "
+                    f"levels of other steps than this writer's model ({new.shape[0]} levels); write to another store"
+                )
 
     # ------------------------------------------------------------------ protocol
     def __enter__(self) -> StoreWriter:
@@ -387,6 +485,24 @@ class StoreWriter:
             fill_value=0.0,
         )
 
+    def _ensure_levels(self) -> None:
+        if self._levels is not None:
+            return
+        import zarr
+        from zarr.codecs import ZstdCodec
+
+        if not self.fs.exists("levels/zarr.json"):  # a store whose creator died before making the group
+            self.fs.write_atomic("levels/zarr.json", group_doc(), fsync=self.fsync)
+        self._levels = zarr.create_array(
+            self._zstore,
+            name=f"levels/{self.writer_id}",
+            shape=(self._capacity,),
+            chunks=(16384,),
+            dtype="uint8",
+            compressors=(ZstdCodec(level=9),),
+            fill_value=0,
+        )
+
     def _grow(self, needed: int) -> None:
         if needed <= self._capacity:
             return
@@ -396,6 +512,8 @@ class StoreWriter:
         self._arr.resize((cap, *self._sample_shape))
         if self._times is not None:
             self._times.resize((cap,))
+        if self._levels is not None:
+            self._levels.resize((cap,))
         self._capacity = cap
 
     # ------------------------------------------------------------------ writing
@@ -407,6 +525,7 @@ class StoreWriter:
         *,
         metadata: dict | None = None,
         force: bool = False,
+        levels: Any = None,
     ) -> WriteRecord | None:
         """Store one video; visible to readers only once complete.
 
@@ -417,12 +536,16 @@ class StoreWriter:
             timestamps: float64 ``(T,)`` seconds (stored exactly; regular ones cost ~nothing).
             metadata: optional JSON-able dict kept with the video.
             force: write again even if ``video_id`` is already in the store (the new copy wins).
+            levels: integers ``(T,)`` in ``[0, L)``, the rate level of each frame (stored as uint8;
+                frame t dequantizes with the step of level ``levels[t]``). Required by a writer made
+                with ``levels=True``, refused otherwise.
 
         Returns:
             A :class:`WriteRecord`, or None when the video was already stored (and not ``force``).
 
         Raises:
-            StoreError: wrong shape/dtype, non-finite timestamps, values out of range, closed writer.
+            StoreError: wrong shape/dtype, non-finite timestamps, values out of range, closed writer;
+                levels missing, of the wrong shape, dtype or range, or given to a store without levels.
         """
         if self._closed:
             raise StoreError(f"{self.url}: StoreWriter is closed")
@@ -448,6 +571,7 @@ class StoreWriter:
                 raise StoreError(f"{where}: latents do not fit int32")
             data = x.astype("<i4")
         data = np.ascontiguousarray(data)
+        lv = self._check_levels(levels, data.shape[0], where)
         t = np.asarray(timestamps, dtype=np.float64).reshape(-1) if timestamps is not None else None
         if t is None or t.shape != (data.shape[0],) or not np.all(np.isfinite(t)):
             raise StoreError(f"{where}: timestamps must be finite float64 of shape ({data.shape[0]},)")
@@ -468,11 +592,15 @@ class StoreWriter:
             if ts[0] == TS_ARRAY:
                 self._ensure_times()
                 self._times[start : start + n] = t
+            if lv is not None:
+                self._ensure_levels()
+                self._levels[start : start + n] = lv
         except Exception as e:  # I/O errors from zarr/fsspec
             raise StoreError(f"{where}: writing frames {start}..{start + n} of part {self.writer_id} failed: {e}") from e
         written = time.time_ns()
         crc = zlib.crc32(data.tobytes())
-        rec_bytes = encode_record(video_id, start, n, crc, written, ts, metadata)
+        lv_crc = None if lv is None else zlib.crc32(lv.tobytes())
+        rec_bytes = encode_record(video_id, start, n, crc, written, ts, metadata, levels_crc=lv_crc)
         self._log.append(rec_bytes)  # the commit point
         self._records.append(json.loads(rec_bytes))
         self._frames = start + n
@@ -481,8 +609,37 @@ class StoreWriter:
             video_id=video_id, store=self.url, part=self.writer_id, start=start, frames=n,
             codec="zstd" if self.raw else "featcomp.ans", digest=None if self.raw else self.codec.digest,
             kind=None if self.raw else self.header["codec"].get("kind", "factorized"),
-            written=written,
+            written=written, levels=lv is not None,
         )
+
+    def _check_levels(self, levels: Any, n: int, where: str) -> np.ndarray | None:
+        """uint8 ``(n,)`` levels for a store that records them, None otherwise; StoreError when they do
+        not fit the store."""
+        if levels is None:
+            if self.rate_levels:
+                raise StoreError(
+                    f"{where}: this store records a rate level per frame ({self.rate_levels} levels); "
+                    f"give levels= (integers of shape ({n},))"
+                )
+            return None
+        if self.raw:
+            raise StoreError(f"{where}: levels given to a raw (float16) store; only coded stores record rate levels")
+        if not self.rate_levels:
+            raise StoreError(
+                f"{where}: levels given, but this store records no per-frame rate levels; create the writer with "
+                "StoreWriter(..., levels=True) and a variable-rate model (on a new store)"
+            )
+        lv = np.asarray(levels)
+        if lv.dtype == np.bool_ or not np.issubdtype(lv.dtype, np.integer):
+            raise StoreError(f"{where}: levels must be integers, got dtype {lv.dtype}")
+        if lv.shape != (n,):
+            raise StoreError(f"{where}: levels must have shape ({n},) (one per frame), got {lv.shape}")
+        if n and (int(lv.min()) < 0 or int(lv.max()) >= self.rate_levels):
+            raise StoreError(
+                f"{where}: levels must lie in [0, {self.rate_levels}) (the store's rate levels), "
+                f"got {int(lv.min())}..{int(lv.max())}"
+            )
+        return np.ascontiguousarray(lv, dtype=np.uint8)
 
     def record_failure(self, video_id: str, path: str | None, error: str) -> None:
         """Record that a video could not be processed (readable with ``open_store(..).failures()``)."""
@@ -501,6 +658,8 @@ class StoreWriter:
                 self._arr.resize((self._frames, *self._sample_shape))
                 if self._times is not None:
                     self._times.resize((self._frames,))
+                if self._levels is not None:
+                    self._levels.resize((self._frames,))
             if self.compact_on_close and self._records:
                 table = IndexTable.from_records([self.writer_id], [(0, r) for r in self._records])
                 self.fs.write_atomic(f"index/{self.writer_id}.fcidx", encode_index_file(table), fsync=self.fsync)

@@ -56,3 +56,27 @@ def test_golden_part_reads_with_plain_zarr():
     arr = zarr.open_array(str(GOLDEN / "golden"), path="parts/golden", mode="r")
     whole = np.concatenate([exp[f"latents/video-{i}"] for i in range(3)])
     assert np.array_equal(arr[:], whole)
+
+
+def test_golden_levels_store_decodes_each_frame_at_its_level():
+    """Format version 3 (tests/fixtures/make_store_levels_golden.py): per-frame rate levels, the
+    per-level steps in the header, an index file of version 3; features computed by the generator."""
+    exp = np.load(GOLDEN / "golden_levels_expected.npz")
+    path = GOLDEN / "golden_levels"
+    st = open_store(path)
+    assert st.header["format_version"] == 3 and st.rate_levels == 3 and st.level_scale.shape == (3, 6)
+    assert (path / "index" / "golden.fcidx").read_bytes()[6] == 3
+    assert sorted(st) == ["video-0", "video-1", "video-2"]
+    for vid in st:
+        v = st[vid]
+        np.testing.assert_array_equal(v.latents(), exp[f"latents/{vid}"])
+        np.testing.assert_array_equal(v.levels, exp[f"levels/{vid}"])
+        np.testing.assert_array_equal(v.timestamps, exp[f"timestamps/{vid}"])
+        np.testing.assert_array_equal(v.features(), exp[f"features/{vid}"])
+        np.testing.assert_array_equal(v.window(2, 7).features(), exp[f"features/{vid}"][2:7])
+        assert v.metadata == {"i": int(vid[-1])}
+    assert len(np.unique(np.concatenate([exp[f"levels/video-{i}"] for i in range(3)]))) == 3
+    assert verify_store(path).ok
+    # plain zarr reads the levels array too
+    lv = zarr.open_array(str(path), path="levels/golden", mode="r")[:]
+    np.testing.assert_array_equal(lv, np.concatenate([exp[f"levels/video-{i}"] for i in range(3)]))

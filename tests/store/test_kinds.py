@@ -182,7 +182,9 @@ def test_writer_refuses_another_kind_and_readers_refuse_unknown_kinds(tmp_path, 
     st = open_store(path)
     with pytest.raises(StoreError, match="futuristic"):
         st["a"].latents()
-    doc["attributes"]["featcomp"]["format_version"] = 3
+    from featcomp.store.format import FORMAT_VERSION
+
+    doc["attributes"]["featcomp"]["format_version"] = FORMAT_VERSION + 1
     (path / "zarr.json").write_text(json.dumps(doc))
     with pytest.raises(StoreError, match="upgrade featcomp"):
         open_store(path)

@@ -124,6 +124,14 @@ class InferenceConfig(Config):
         max_task_retries: Retries of a batch whose actor died while holding it (-1: forever).
         rate: Rate level of a variable-rate model (0 = most bits; floats interpolate between levels);
             ``None`` keeps the model's default. Recorded in the store's model card.
+        keep_top1: Per-frame rate control (:class:`featcomp.ratecontrol.RateControl`
+            ``target_agreement``, in (0, 1]): each frame gets the coarsest rate level whose decoded
+            features keep the backbone classifier's top-1, and the store records every frame's level
+            (store format version 3). Needs a variable-rate factorized model with a synthesis transform
+            and a backbone with a classifier. The give-up quota ``floor((1 - keep_top1) * n)`` applies
+            per decoded chunk (``n`` <= ``batch_size`` frames of one video, whatever ``chunks_per_call``),
+            so the guarantee holds per video and the levels do not depend on how Ray groups chunks.
+            Excludes ``rate`` and ``output.raw``. ``None``: off.
     """
 
     actors: int = 1
@@ -138,9 +146,15 @@ class InferenceConfig(Config):
     max_restarts: int = 3
     max_task_retries: int = 3
     rate: float | None = None
+    keep_top1: float | None = None
 
     def __post_init__(self) -> None:
         require(self.rate is None or self.rate >= 0, f"inference.rate must be >= 0, got {self.rate}")
+        require(self.keep_top1 is None or 0.0 < self.keep_top1 <= 1.0,
+                f"inference.keep_top1 must be in (0, 1] (the fraction of frames whose top-1 is kept), got {self.keep_top1}")
+        require(self.keep_top1 is None or self.rate is None,
+                "inference.rate (one level for every frame) and inference.keep_top1 (a level per frame, chosen by "
+                "rate control) exclude each other; set one of them")
         require(self.actors >= 1, f"inference.actors must be >= 1, got {self.actors}")
         require(self.max_actors is None or self.max_actors >= self.actors, "inference.max_actors must be >= actors")
         require(self.num_gpus is None or self.num_gpus >= 0, "inference.num_gpus must be >= 0")
@@ -188,6 +202,9 @@ class ExtractConfig(Config):
         for name, tp in (("ray", RayConfig), ("decode", DecodeConfig), ("inference", InferenceConfig), ("output", OutputConfig)):
             require(isinstance(getattr(self, name), tp), f"ExtractConfig.{name} must be a {tp.__name__}")
         require(all(e.startswith(".") for e in self.extensions), "extensions must start with a dot, e.g. .mp4")
+        require(self.inference.keep_top1 is None or not self.output.raw,
+                "inference.keep_top1 (per-frame rate control of coded latents) does not apply to output.raw "
+                "(float16 backbone features); drop one of them")
 
     def with_overrides(self, **sections: dict[str, Any]) -> ExtractConfig:
         """A copy with fields of sections changed, e.g. ``with_overrides(ray={"address": "auto"})``."""

@@ -13,10 +13,11 @@ Stages (all streaming, so decoding overlaps inference):
 2. **decode** (Ray tasks on CPU workers, one video per task): ``featcomp.video`` resized on decode,
    chunks of ``inference.batch_size`` frames; a watchdog reports hanging files.
 3. **encode** (a pool of Ray actors, GPU when present): ``featcomp.Extractor.encode_frames``
-   (backbone + frozen head -> int32 latents), or float16 backbone features with ``--raw``.
+   (backbone + frozen head -> int32 latents), or float16 backbone features with ``--raw``; with
+   ``--keep-top1`` (per-frame rate control) also a rate level per frame, chosen per decoded chunk.
 4. **write** (driver, one ``featcomp.StoreWriter``): chunks are reassembled per video, entropy
    coded by the writer and committed when the whole video is there, so a video appears in the
-   store only complete. A single writer needs no cross-process coordination; latents are ~100x
+   store only complete (with ``--keep-top1`` the store records every frame's level: format version 3). A single writer needs no cross-process coordination; latents are ~100x
    smaller than frames and ANS codes ~10^8 symbols/s, so the driver is never the bottleneck (see
    docs/scaling.md).
 
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from featcomp.errors import FeatcompError, PipelineError
+from featcomp.errors import ConfigError, FeatcompError, PipelineError
 from pipelines.config import ExtractConfig, RayConfig, load_config
 from pipelines.inputs import VIDEO_EXTENSIONS, VideoInput, discover
 from pipelines.progress import JobSummary, Progress
@@ -99,7 +100,7 @@ def _cluster_resources() -> tuple[float, float]:
 # ------------------------------------------------------------------------------------- assembly
 @dataclass
 class _Pending:
-    chunks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = field(default_factory=dict)
+    chunks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray | None]] = field(default_factory=dict)
     num_chunks: int | None = None
     path: str = ""
 
@@ -107,9 +108,10 @@ class _Pending:
 class ChunkAssembler:
     """Reassembles per-video chunk rows arriving in any order (and possibly twice, after a retry).
 
-    ``add`` returns ``("done", video_id, path, latents, timestamps, indices, float16_bytes)`` when the last missing
-    chunk of a video arrives, ``("failed", video_id, path, error)`` for a failure row (once per
-    video), or ``None``. Chunks of a failed video are dropped. Idempotent in the chunk index.
+    ``add`` returns ``("done", video_id, path, latents, timestamps, indices, float16_bytes, levels)`` when
+    the last missing chunk of a video arrives (``levels``: uint8 per-frame rate levels when the rows carry
+    them, else None), ``("failed", video_id, path, error)`` for a failure row (once per video), or
+    ``None``. Chunks of a failed video are dropped. Idempotent in the chunk index.
     """
 
     def __init__(self) -> None:
@@ -128,9 +130,10 @@ class ChunkAssembler:
             self.finished.add(vid)
             return ("failed", vid, path, error or "unknown error")
         p = self.pending.setdefault(vid, _Pending(path=path))
+        lv = row.get("levels")
         p.chunks[chunk] = (
             np.asarray(row["latents"]), np.asarray(row["timestamps"]), np.asarray(row["indices"]),
-            int(row.get("float16_bytes", 0) or 0),
+            int(row.get("float16_bytes", 0) or 0), None if lv is None else np.asarray(lv, dtype=np.uint8),
         )
         if bool(row["last"]):
             p.num_chunks = chunk + 1
@@ -139,6 +142,10 @@ class ChunkAssembler:
         del self.pending[vid]
         self.finished.add(vid)
         parts = [p.chunks[i] for i in range(p.num_chunks)]
+        have_levels = [c[4] is not None for c in parts]
+        if any(have_levels) and not all(have_levels):
+            raise PipelineError(f"video {vid!r}: some chunks carry per-frame rate levels and some do not; "
+                                "the encoder actors disagree (mixed configurations?)")
         return (
             "done",
             vid,
@@ -147,6 +154,7 @@ class ChunkAssembler:
             np.concatenate([c[1] for c in parts]).astype(np.float64),
             np.concatenate([c[2] for c in parts]).astype(np.int64),
             sum(c[3] for c in parts),
+            np.concatenate([c[4] for c in parts]) if all(have_levels) else None,
         )
 
     def incomplete(self) -> list[tuple[str, str]]:
@@ -211,6 +219,9 @@ def run_extract(
     extensions = cfg.extensions or VIDEO_EXTENSIONS
     videos = list(inputs) if inputs and isinstance(inputs[0], VideoInput) else discover([str(i) for i in inputs], extensions=extensions)
     model = featcomp.load_model(model_path).at_rate(cfg.inference.rate)  # the card records the rate
+    keep_top1 = cfg.inference.keep_top1
+    if keep_top1 is not None:
+        _check_rate_control(model, model_path)
     from featcomp.video import SamplingConfig
 
     sampling = model.sampling if isinstance(model.sampling, SamplingConfig) else SamplingConfig.from_dict(model.sampling or {})
@@ -220,6 +231,8 @@ def run_extract(
         batch_size=cfg.inference.batch_size, backend=cfg.decode.backend, timeout_s=cfg.decode.timeout_s
     )
     writer_kwargs: dict[str, Any] = {"raw": raw}
+    if keep_top1 is not None:
+        writer_kwargs["levels"] = True  # store format version 3: every frame's level + per-level steps
     if cfg.output.chunk_frames:
         writer_kwargs["chunk_frames"] = cfg.output.chunk_frames
     summary = JobSummary(store=str(store), total=len(videos), raw=raw)
@@ -248,6 +261,39 @@ def run_extract(
     summary.bytes_written = max(0, _store_size(store) - size_before)
     summary.wall_s = time.perf_counter() - t0
     return summary
+
+
+def _check_rate_control(model: Any, model_path: str) -> None:
+    """Refuse ``inference.keep_top1`` on the driver, before Ray starts, when the model cannot drive it: a
+    fixed-rate / non-factorized head or one without synthesis, or a backbone without its own classifier.
+
+    The classifier check builds the backbone's architecture without its weights (cheap, nothing
+    downloaded); a backbone that cannot be built here is left for the actors to report.
+
+    Raises:
+        ConfigError: naming the model file and what is missing.
+    """
+    from featcomp.ratecontrol import _check_head
+
+    try:
+        _check_head(model.head)
+    except ConfigError as e:
+        raise ConfigError(f"inference.keep_top1 with model {model_path}: {e}") from None
+    if model.backbone is None:
+        raise ConfigError(f"inference.keep_top1 with model {model_path}: the model names no backbone, so there is "
+                          "no classifier to keep the top-1 of")
+    try:
+        from featcomp.backbones import BackboneSpec, build_backbone
+
+        if not isinstance(model.backbone, BackboneSpec):
+            return
+        bb = build_backbone(model.backbone, weights=None, weights_path=None)
+    except Exception:  # noqa: BLE001 - not a verdict on the model; the actors build it for real
+        return
+    if not bb.has_classifier:
+        reason = getattr(bb, "_no_classifier_reason", None)
+        raise ConfigError(f"inference.keep_top1 with model {model_path}: backbone {model.backbone.name!r} has no "
+                          f"classifier to keep the top-1 of" + (f" ({reason})" if reason else ""))
 
 
 def _store_size(url: str) -> int:
@@ -302,6 +348,7 @@ def build_dataset(todo: Sequence[VideoInput], model_path: str, sampling: Any, cf
                 "torch_threads": plan["torch_threads"],
                 "raw": cfg.output.raw,
                 **({"rate": cfg.inference.rate} if cfg.inference.rate is not None else {}),
+                **({"keep_top1": cfg.inference.keep_top1} if cfg.inference.keep_top1 is not None else {}),
             },
             num_gpus=plan["num_gpus"] or None,
             num_cpus=cfg.inference.num_cpus,
@@ -340,11 +387,14 @@ def _run_dataset(todo, model_path, sampling, cfg, writer, summary, codec) -> Non
                 log.warning("failed: %s (%s): %s", vid, path, error)
                 progress.update(failed=True)
                 continue
-            _, vid, path, latents, timestamps, indices, f16 = event
-            record = writer.write(
-                vid, latents, timestamps, metadata={"path": path, "frame_indices": indices.tolist()},
-                force=cfg.output.overwrite,
-            )
+            _, vid, path, latents, timestamps, indices, f16, levels = event
+            meta = {"path": path, "frame_indices": indices.tolist()}
+            if cfg.inference.keep_top1 is not None:
+                if levels is None:
+                    raise PipelineError(f"video {vid!r}: the encoder returned no per-frame levels although "
+                                        "inference.keep_top1 is set")
+                meta["keep_top1"] = cfg.inference.keep_top1
+            record = writer.write(vid, latents, timestamps, metadata=meta, force=cfg.output.overwrite, levels=levels)
             if record is None:  # already there (another run finished it meanwhile)
                 summary.skipped += 1
                 progress.update()
@@ -383,6 +433,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--actors", type=int, default=None, help="encoder actors (overrides the config)")
     parser.add_argument("--rate", type=float, default=None,
                         help="variable-rate models: rate level (0 = most bits; floats interpolate; overrides the config)")
+    parser.add_argument("--keep-top1", type=float, default=None, metavar="TARGET",
+                        help="per-frame rate control: each frame gets the coarsest rate level whose decoded features keep "
+                             "the backbone classifier's top-1, on at least this fraction of each chunk's frames; the "
+                             "store records every frame's level (inference.keep_top1; excludes --rate and --raw)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (overrides the config)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--summary-json", default=None, help="also write the summary as JSON to this file")
@@ -392,7 +446,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _config_from_args(args: argparse.Namespace) -> ExtractConfig:
     cfg = load_config(args.config)
     inference = {k: v for k, v in (("batch_size", args.batch_size), ("actors", args.actors),
-                                   ("rate", getattr(args, "rate", None))) if v is not None}
+                                   ("rate", getattr(args, "rate", None)),
+                                   ("keep_top1", getattr(args, "keep_top1", None))) if v is not None}
     if inference.get("actors") and cfg.inference.max_actors and cfg.inference.max_actors < inference["actors"]:
         inference["max_actors"] = inference["actors"]
     output = {"raw": True} if args.raw else {}

@@ -7,7 +7,10 @@ Each stage is a thin adapter over featcomp's public API:
   watchdog turns a decoder that stops producing frames into a failure row instead of a hung job.
 * :class:`EncodeChunks` — ``__init__`` builds ``featcomp.Extractor(featcomp.load_model(path))``
   once per actor; ``__call__`` makes one library call per batch (``encode_frames``, or the raw
-  backbone features with ``--raw``).
+  backbone features with ``--raw``). With per-frame rate control (``keep_top1``) it runs the
+  backbone once on the whole batch (``frame_features``) and chooses the levels per decoded chunk
+  (``encode_features``), so the give-up quota applies to one video's chunk, whatever chunks Ray
+  groups into a call; rows then also carry ``levels``.
 
 Rows carry ``video_id``, ``path``, ``chunk`` (0-based), ``last`` (the final chunk of the video),
 ``timestamps`` (seconds), ``indices`` (frame numbers) and ``error`` (empty when fine). A failed
@@ -165,6 +168,8 @@ class EncodeChunks:
         torch_threads: torch intra-op threads in this actor (``None``: leave torch's setting).
         raw: Output float16 backbone features instead of int32 latents.
         rate: Rate level of a variable-rate model (``None``: the model's default).
+        keep_top1: Per-frame rate control target (``RateControl(target_agreement=keep_top1)``):
+            rows carry uint8 ``levels`` beside the latents; the quota applies per chunk (see above).
     """
 
     def __init__(
@@ -177,10 +182,17 @@ class EncodeChunks:
         torch_threads: int | None = None,
         raw: bool = False,
         rate: float | None = None,
+        keep_top1: float | None = None,
     ) -> None:
         import torch
 
         import featcomp
+
+        rate_control = None
+        if keep_top1 is not None:
+            from featcomp.ratecontrol import RateControl
+
+            rate_control = RateControl(target_agreement=float(keep_top1))
 
         if torch_threads:
             torch.set_num_threads(int(torch_threads))
@@ -192,44 +204,59 @@ class EncodeChunks:
         self.device = device
         self.extractor = featcomp.Extractor(
             featcomp.load_model(model_path), device=device, batch_size=batch_size,
-            dtype=None if dtype == "float32" else getattr(torch, dtype), rate=rate,
+            dtype=None if dtype == "float32" else getattr(torch, dtype), rate=rate, rate_control=rate_control,
         )
+        self.rate_controlled = rate_control is not None
         self._feature_elems: int | None = None  # backbone values per frame, for the float16 baseline
 
-    def _call_model(self, frames: np.ndarray) -> np.ndarray:
+    def _call_model(self, frames: np.ndarray, sizes: list[int]) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """frames of several chunks (sizes) -> per-chunk outputs, and per-chunk levels (rate control) or None."""
         if self.raw:
             out = self.extractor.features(frames).cpu().numpy().astype(np.float16)
             self._feature_elems = int(np.prod(out.shape[1:]))
-            return out
+            return _split(out, sizes), None
+        if self.rate_controlled:
+            feats = self.extractor.frame_features(frames)  # one backbone pass for the whole call
+            self._feature_elems = int(np.prod(feats.shape[1:]))
+            outs, levels = [], []
+            for a, b in zip(np.cumsum([0, *sizes[:-1]]).tolist(), np.cumsum(sizes).tolist()):
+                k, lv = self.extractor.encode_features(feats[a:b])  # quota per chunk: one video's frames
+                outs.append(np.asarray(k, dtype=np.int32))
+                levels.append(np.asarray(lv, dtype=np.uint8))
+            return outs, levels
         if self._feature_elems is None:  # once per actor: the backbone's output size on one frame
             self._feature_elems = int(np.prod(self.extractor.features(frames[:1]).shape[1:]))
-        return np.asarray(self.extractor.encode_frames(frames))
+        return _split(np.asarray(self.extractor.encode_frames(frames)), sizes), None
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         n = len(batch["video_id"])
         errors = [str(e) for e in batch["error"]]
         ok = [i for i in range(n) if not errors[i] and len(batch["frames"][i])]
         outputs: list[Any] = [None] * n
+        levels: list[Any] = [None] * n
         if ok:
             parts = [np.asarray(batch["frames"][i]) for i in ok]
             sizes = [len(p) for p in parts]
             try:
-                out = self._call_model(parts[0] if len(parts) == 1 else np.concatenate(parts))  # the one library call
+                outs, lvs = self._call_model(parts[0] if len(parts) == 1 else np.concatenate(parts), sizes)
             except Exception as e:  # noqa: BLE001 - a bad chunk fails its videos, not the job
                 msg = _err_text(e)
                 for i in ok:
                     errors[i] = msg
                     batch["chunk"][i] = ERROR_CHUNK
             else:
-                start = 0
-                for i, size in zip(ok, sizes):
-                    outputs[i] = out[start : start + size]
-                    start += size
+                for j, i in enumerate(ok):
+                    outputs[i] = outs[j]
+                    if lvs is not None:
+                        levels[i] = lvs[j]
         shape = next((o.shape[1:] for o in outputs if o is not None), (0,))
         dtype = np.float16 if self.raw else np.int32
         for i in range(n):
             if outputs[i] is None:
                 outputs[i] = np.zeros((0, *shape), dtype=dtype)
+            if levels[i] is None:
+                levels[i] = np.zeros(0, dtype=np.uint8)
+        extra = {"levels": levels} if self.rate_controlled else {}
         return {
             "video_id": batch["video_id"],
             "path": batch["path"],
@@ -241,4 +268,10 @@ class EncodeChunks:
             "error": np.array(errors),
             # what the same frames' backbone features would take as float16 (the summary's baseline)
             "float16_bytes": np.array([2 * len(o) * (self._feature_elems or 0) for o in outputs], dtype=np.int64),
+            **extra,
         }
+
+
+def _split(out: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """Rows of ``out`` cut into consecutive pieces of ``sizes`` rows."""
+    return np.split(out, np.cumsum(sizes)[:-1].tolist()) if len(sizes) > 1 else [out]

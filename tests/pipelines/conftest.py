@@ -39,6 +39,42 @@ def tiny_model(tmp_path_factory) -> Path:
     return Path(featcomp.save_model(d / "tiny.safetensors", head, backbone=spec, sampling=sampling))
 
 
+@pytest.fixture(scope="session")
+def rate_control_model(tmp_path_factory) -> Path:
+    """A variable-rate model for per-frame rate control: random-init ResNet-18 at 32 px with its own fc
+    classifier (weights in a safetensors file, so every Ray worker builds the same network) and a
+    4-step ladder head (linear analysis and synthesis from the classifier's SVD)."""
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    import featcomp
+    from featcomp.backbones import BackboneSpec, build_backbone
+    from featcomp.entropy import EntropyCodec
+    from featcomp.head import FrozenHead, init_from_classifier
+    from featcomp.ratecontrol import step_ladder_head
+    from featcomp.video import SamplingConfig, sample_frames
+
+    d = tmp_path_factory.mktemp("rc_model")
+    torch.manual_seed(0)
+    save_file(torchvision.models.resnet18(weights=None).state_dict(), d / "r18.safetensors")
+    spec = BackboneSpec(name="resnet18", weights=None, input_size=32, weights_path=str(d / "r18.safetensors"))
+    sampling = SamplingConfig(fps=10.0, batch_size=16)
+    clip = make_clip(d / "train.mp4", 80, fps=25, width=64, height=48)
+    frames = np.concatenate([fb.frames for fb in sample_frames(clip, sampling)])
+    bb = build_backbone(spec).eval()
+    with torch.inference_mode():
+        feats = bb(bb.preprocess(frames)).float()
+    steps = (0.01, 0.03, 0.1, 0.3)
+    head = step_ladder_head(feats.shape[1], 128, steps, analysis="linear", synthesis="linear")
+    head.set_input_stats(feats)
+    init_from_classifier(head, bb.classifier.weight)
+    probe = FrozenHead.from_head(head, EntropyCodec.fit(np.zeros((2, 128), np.int32)))
+    pooled = np.concatenate([probe.encode(feats, rate=lv) for lv in range(len(steps))])
+    frozen = FrozenHead.from_head(head, EntropyCodec.fit(pooled))
+    return Path(featcomp.save_model(d / "ladder.safetensors", frozen, backbone=spec, sampling=sampling))
+
+
 def make_clip_dir(root: Path, good: dict[str, int] = GOOD, bad: tuple[str, ...] = BAD) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for i, (rel, n) in enumerate(good.items()):

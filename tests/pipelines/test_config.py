@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featcomp.errors import ConfigError
+from featcomp.errors import ConfigError, PipelineError
 from pipelines.config import CONFIG_DIR, ExtractConfig, InferenceConfig, RayConfig, load_config
 from pipelines.extract import ChunkAssembler
 from pipelines.progress import JobSummary, Progress
@@ -78,13 +78,77 @@ def test_assembler_reorders_dedups_and_completes_once():
     assert a.add(_row("x", 2, True, n=1)) is None
     assert a.add(_row("x", 0, False)) is None
     assert a.add(_row("x", 0, False)) is None  # a retried task re-sent chunk 0
-    kind, vid, path, lat, ts, idx, f16 = a.add(_row("x", 1, False))
-    assert f16 == 2 * 8 * 5
+    kind, vid, path, lat, ts, idx, f16, levels = a.add(_row("x", 1, False))
+    assert f16 == 2 * 8 * 5 and levels is None
     assert (kind, vid, path) == ("done", "x", "/v/x")
     assert lat.shape == (5, 3) and lat[:, 0].tolist() == [0, 0, 1, 1, 2]
     assert ts.tolist() == [0, 1, 10, 11, 20] and idx.dtype == np.int64
     assert a.add(_row("x", 1, False)) is None  # late duplicate after completion: ignored
     assert a.incomplete() == []
+
+
+def test_assembler_concatenates_per_frame_levels_in_chunk_order():
+    a2 = ChunkAssembler()
+    rows = []
+    for chunk, last in ((1, True), (0, False)):
+        row = _row("y", chunk, last, n=3)
+        row["levels"] = np.array([chunk, 2, 3 + chunk], np.uint8)
+        rows.append(row)
+    assert a2.add(rows[0]) is None
+    *_, levels = a2.add(rows[1])
+    assert levels.dtype == np.uint8 and levels.tolist() == [0, 2, 3, 1, 2, 4]
+    # chunks of one video with and without levels: the actors disagree
+    a3 = ChunkAssembler()
+    assert a3.add(rows[0]) is None
+    with pytest.raises(PipelineError, match="levels"):
+        a3.add(_row("y", 0, False, n=3))
+
+
+def test_keep_top1_config_cli_and_its_exclusions():
+    import argparse
+
+    from pipelines.extract import _config_from_args, configure
+
+    cfg = ExtractConfig.from_yaml("inference:\n  keep_top1: 0.95\n")
+    assert cfg.inference.keep_top1 == 0.95 and ExtractConfig.from_yaml(cfg.to_yaml()) == cfg
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ConfigError, match="keep_top1"):
+            InferenceConfig(keep_top1=bad)
+    with pytest.raises(ConfigError, match="exclude each other"):
+        InferenceConfig(keep_top1=0.9, rate=1.0)
+    with pytest.raises(ConfigError, match="raw"):
+        ExtractConfig().with_overrides(inference={"keep_top1": 0.9}, output={"raw": True})
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    base = ["v.mp4", "--store", "s.zarr", "--model", "m.safetensors"]
+    args = parser.parse_args([*base, "--keep-top1", "0.95"])
+    assert _config_from_args(args).inference.keep_top1 == 0.95
+    for extra in (["--rate", "1"], ["--raw"]):
+        with pytest.raises(ConfigError, match="keep_top1"):
+            _config_from_args(parser.parse_args([*base, "--keep-top1", "0.95", *extra]))
+
+
+def test_keep_top1_refuses_models_it_cannot_drive_before_starting_ray(tmp_path):
+    from featcomp.head import CompressibleHead
+    from featcomp.model import save_model
+    from pipelines.extract import run_extract
+
+    model = save_model(tmp_path / "fixed.safetensors", CompressibleHead(in_channels=8, latent_channels=4,
+                                                                         synthesis="linear"))
+    cfg = ExtractConfig(progress=False).with_overrides(inference={"keep_top1": 0.9})
+    (tmp_path / "v.mp4").write_bytes(b"")  # discovery only needs the file to exist
+    with pytest.raises(ConfigError, match="keep_top1.*fixed.safetensors.*variable-rate"):
+        run_extract([str(tmp_path / "v.mp4")], str(tmp_path / "s.zarr"), str(model), config=cfg)
+    # a variable-rate head on a backbone without its own classifier (no teacher)
+    from featcomp.backbones import BackboneSpec
+    from featcomp.ratecontrol import step_ladder_head
+
+    ladder = step_ladder_head(8, 4, (0.5, 1.0), analysis="linear", synthesis="linear")
+    for name, spec in (("nobackbone", None), ("deepsort", BackboneSpec(name="mobilenet_v2_deepsort", weights=None))):
+        path = save_model(tmp_path / f"{name}.safetensors", ladder, backbone=spec)
+        with pytest.raises(ConfigError, match=f"keep_top1.*{name}.safetensors.*classifier"):
+            run_extract([str(tmp_path / "v.mp4")], str(tmp_path / "s.zarr"), str(path), config=cfg)
+    assert not (tmp_path / "s.zarr").exists()
 
 
 def test_assembler_failure_drops_chunks_and_reports_once():

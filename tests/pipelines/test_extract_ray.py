@@ -96,6 +96,64 @@ def test_raw_mode_writes_float16_backbone_features(ray_local, clip_dir, tiny_mod
     assert featcomp.verify_store(store).ok
 
 
+@pytest.mark.timeout(240)
+def test_keep_top1_writes_per_frame_levels_that_decode_like_the_model(ray_local, clip_dir, rate_control_model,
+                                                                      tmp_path):
+    import torch
+
+    import featcomp
+    from featcomp.errors import StoreError
+    from featcomp.ratecontrol import RateControl
+    from featcomp.video import sample_frames
+
+    store = tmp_path / "rc.zarr"
+    videos = [str(clip_dir / "b.mp4"), str(clip_dir / "sub" / "deep" / "e.mp4")]
+    target = 0.8
+    cfg = _cfg(keep_top1=target).with_overrides(inference={"batch_size": 16})
+    summary = run_extract(videos, str(store), str(rate_control_model), config=cfg)
+    assert (summary.done, summary.failed) == (2, 0)
+
+    s = featcomp.open_store(store)
+    assert s.header["format_version"] == 3 and s.rate_levels == 4
+    assert featcomp.verify_store(store).ok
+    model = featcomp.load_model(rate_control_model)
+    np.testing.assert_array_equal(s.level_scale, np.stack([model.head.scale_at(lv).numpy() for lv in range(4)]))
+    extractor = featcomp.Extractor(model, rate_control=RateControl(target_agreement=target))
+    sampling = model.sampling.replace(batch_size=16)  # the job's chunks: inference.batch_size frames
+    all_levels = []
+    for vid in ("b.mp4", "e.mp4"):
+        v = s[vid]
+        k, levels = v.latents(), v.levels
+        assert levels.dtype == np.uint8 and levels.shape == (len(k),)
+        # what the store decodes to, with no model file, is what the model's head decodes
+        np.testing.assert_array_equal(v.features(), model.head.decode(k, levels=levels))
+        # the job's levels and latents are the library's, chunk by chunk (the quota applies per chunk)
+        batches = list(sample_frames(v.metadata["path"], sampling))
+        want = [extractor.encode_frames_with_levels(b.frames) for b in batches]
+        np.testing.assert_array_equal(k, np.concatenate([w[0] for w in want]))
+        np.testing.assert_array_equal(levels, np.concatenate([w[1] for w in want]))
+        assert v.metadata["keep_top1"] == target
+        # the rule, seen from the decoded store: a frame at an intermediate level keeps the teacher's
+        # top-1; a frame that does not sits at the finest level (no level keeps it) or at the coarsest
+        # (given up), and each chunk gives up at most its quota minus the frames no level keeps
+        feats = extractor.frame_features(np.concatenate([b.frames for b in batches]))
+        with torch.no_grad():
+            ref = extractor.backbone.classify(feats).argmax(1).numpy()
+            kept = extractor.backbone.classify(model.head.synthesize(v.features())).argmax(1).numpy() == ref
+        assert np.all(kept | (levels == 0) | (levels == 3))
+        for a in range(0, len(k), 16):
+            lk, kk = levels[a:a + 16], kept[a:a + 16]
+            quota = int(np.floor((1 - target) * len(lk) + 1e-9))
+            assert (~kk & (lk == 3)).sum() <= max(0, quota - int((~kk & (lk == 0)).sum()))
+        all_levels.append(levels)
+    assert len(np.unique(np.concatenate(all_levels))) >= 2  # the frames do not all sit at one level
+
+    again = run_extract(videos, str(store), str(rate_control_model), config=cfg)  # resumes: nothing to do
+    assert (again.done, again.skipped) == (0, 2)
+    with pytest.raises(StoreError, match="keep_top1"):  # the store records levels: a run without them is refused
+        run_extract(videos, str(store), str(rate_control_model), config=_cfg())
+
+
 def _spawn_job(clip_dir, store, model, address) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "pipelines.extract", str(clip_dir), "--store", str(store), "--model", str(model),
            "--address", address, "--batch-size", "4", "--no-progress", "-v"]

@@ -234,3 +234,25 @@ def test_older_readers_refuse_level_stores(tmp_path, model, rng, monkeypatch):
     monkeypatch.setattr(writer_mod, "FORMAT_VERSION", 2)  # what a reader of store versions 1-2 checks
     with pytest.raises(StoreError, match="upgrade featcomp"):
         open_store(path)
+
+
+def test_level_stores_read_without_torch_and_info_shows_the_levels(capsys):
+    """Reading a version-3 store (the committed golden one) imports no torch; `featcomp info` names the levels."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from featcomp.cli import main as cli_main
+
+    golden = Path(__file__).resolve().parents[1] / "fixtures" / "store" / "golden_levels"
+    code = (
+        "import sys, featcomp\n"
+        f"st = featcomp.open_store({str(golden)!r})\n"
+        "v = st['video-1']; assert v.levels is not None; v.features(); v.window(3, 9).features(); st.info()\n"
+        "bad = [m for m in ('torch', 'torchvision', 'decord', 'ray') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert cli_main(["info", str(golden)]) == 0
+    out = capsys.readouterr().out
+    assert "featcomp.store v3" in out and "rate levels      3" in out

@@ -623,7 +623,7 @@ class Extractor:
                  rate: float | None = None, chunk_frames: int | None = None, rate_control: Any = None) -> None:
         model = model_or_path if isinstance(model_or_path, Model) else load_model(model_or_path)
         if rate_control is not None:
-            from featcomp.ratecontrol import RateControl, _check_head
+            from featcomp.ratecontrol import RateControl, check_rate_controllable
 
             if rate is not None:
                 raise ConfigError("Extractor: give rate= (one level for every frame) or rate_control= (a level per "
@@ -632,7 +632,7 @@ class Extractor:
                 rate_control = RateControl.from_dict(rate_control)
             if not isinstance(rate_control, RateControl):
                 raise ConfigError(f"Extractor: rate_control must be a RateControl, got {type(rate_control).__name__}")
-            _check_head(model.head)
+            check_rate_controllable(model.head)
         self.rate_control = rate_control
         self.model = model.at_rate(rate)
         self.chunk_frames = int(chunk_frames or DEFAULT_TEMPORAL_CHUNK)
@@ -650,7 +650,9 @@ class Extractor:
         self.backbone = backbone.to(self.device).eval()
         self.head = self.model.head.to(self.device)
         self.sampling = sampling if sampling is not None else self.model.sampling
-        if rate_control is not None and not callable(getattr(self.backbone, "classify", None)):
+        has = getattr(self.backbone, "has_classifier", None)
+        has = has() if callable(has) else has
+        if rate_control is not None and (not callable(getattr(self.backbone, "classify", None)) or has is False):
             raise ConfigError("Extractor: rate_control needs the backbone's classifier (backbone.classify) as the "
                               "teacher; this backbone has none")
 

@@ -42,7 +42,8 @@ from torch import Tensor
 from featcomp.config import Config, require
 from featcomp.errors import ConfigError
 
-__all__ = ["RateControl", "LevelChoice", "choose_levels", "fit_rate_control_codec", "step_ladder_head", "MAX_LEVELS"]
+__all__ = ["RateControl", "LevelChoice", "choose_levels", "fit_rate_control_codec", "step_ladder_head",
+           "check_rate_controllable", "MAX_LEVELS"]
 
 MAX_LEVELS = 256  # levels are stored as unsigned bytes / packed bit fields
 
@@ -94,8 +95,9 @@ class LevelChoice:
         return float(self.kept.mean()) if self.kept.size else 1.0
 
 
-def _check_head(head) -> tuple[int, ...]:
-    """The head's levels, or a clear error when this head cannot be rate-controlled per frame."""
+def check_rate_controllable(head) -> tuple[int, ...]:
+    """The head's levels (0..L-1), or a :class:`ConfigError` saying why this head cannot be rate-controlled
+    per frame (fixed rate, too many levels, a conditional entropy model, no synthesis)."""
     levels = int(getattr(head.config, "rate_levels", 0))
     if levels < 2:
         raise ConfigError("per-frame rate control needs a variable-rate head (HeadConfig.rate_lams with >= 2 levels); "
@@ -129,7 +131,7 @@ def choose_levels(head, features: Tensor | np.ndarray, teacher: Callable[[Tensor
         ConfigError: a fixed-rate or non-factorized head, no synthesis, or a candidate level the head lacks.
     """
     control = control or RateControl()
-    all_levels = _check_head(head)
+    all_levels = check_rate_controllable(head)
     cands = control.levels or all_levels
     bad = [v for v in cands if v not in all_levels]
     if bad:
@@ -198,7 +200,7 @@ def fit_rate_control_codec(head, features: Tensor | np.ndarray, teacher: Callabl
     from featcomp.entropy import EntropyCodec
     from featcomp.head import FrozenHead
 
-    _check_head(head)
+    check_rate_controllable(head)
     if rounds < 1:
         raise ConfigError(f"fit_rate_control_codec: rounds must be >= 1, got {rounds}")
     x = torch.as_tensor(np.asarray(features) if not isinstance(features, Tensor) else features).float()

@@ -273,10 +273,10 @@ def _check_rate_control(model: Any, model_path: str) -> None:
     Raises:
         ConfigError: naming the model file and what is missing.
     """
-    from featcomp.ratecontrol import _check_head
+    from featcomp.ratecontrol import check_rate_controllable
 
     try:
-        _check_head(model.head)
+        check_rate_controllable(model.head)
     except ConfigError as e:
         raise ConfigError(f"inference.keep_top1 with model {model_path}: {e}") from None
     if model.backbone is None:

@@ -40,6 +40,11 @@ class Teacher(nn.Module):
         return self.fc(f)
 
 
+def _wb():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(K, C)).astype(np.float32), (0.1 * rng.normal(size=K)).astype(np.float32)
+
+
 @pytest.fixture(scope="module")
 def setup():
     rng = np.random.default_rng(0)
@@ -182,6 +187,12 @@ def test_extractor_rate_control_errors(setup, model_path):
         Extractor(model_path, backbone=teacher, rate=1, rate_control=RateControl())
     with pytest.raises(ConfigError, match="classifier"):
         Extractor(model_path, backbone=NoClassifier(), rate_control=RateControl())
+
+    class HeadlessBackbone(Teacher):  # has classify() (like every featcomp Backbone) but no classifier behind it
+        has_classifier = False
+
+    with pytest.raises(ConfigError, match="classifier"):
+        Extractor(model_path, backbone=HeadlessBackbone(*_wb()), rate_control=RateControl())
     ex = Extractor(model_path, backbone=teacher, rate_control={"target_agreement": 0.9})
     with pytest.raises(ConfigError, match="levels"):
         ex.encode_frames(test[:4])

@@ -42,14 +42,19 @@ prior fitted afterwards to the training sequences' integers: same integers, henc
 element in feature space) + lambda * bits per map; 64 latent channels, linear analysis/synthesis,
 ``entropy_model="hyperprior"`` (pool 2, 16 side-information channels, Laplace tables) vs ``"factorized"``,
 same steps, entropy-model lr chosen per model on the validation maps; coded bits per map (one stream for
-all test maps) at equal test MSE. ``--spatial-size 320`` repeats it on 10 x 10 maps (320 px input, cached
-in ``data/cache/temporal_eval_mnv2_320_spatial.npz``, ~40 s of one CPU core), stored as part
-``spatial_320``; pass lambdas for its larger maps (``--spatial-lams``).
+all test maps) at equal test MSE. The hyperprior heads freeze to codec version 2 (stream layout 2: rows
+narrowed by width class with the table floors reclaimed); each one's test integers are also coded by the
+same codec as version 1 (layout 1, full-width rows: the format before the fix), so the "layout 1" columns
+compare the two layouts on the same integers; decode speed (factorized, hyperprior layout 1 and 2) is timed on the
+test streams (maps/s, one thread, median of 3 x 3 decodes). ``--spatial-size 320`` repeats it on 10 x 10 maps
+(320 px input, cached in ``data/cache/temporal_eval_mnv2_320_spatial.npz``, ~40 s of one CPU core), stored
+as part ``spatial_320``; pass lambdas for its larger maps (``--spatial-lams``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -218,6 +223,18 @@ def equal_quality(pa, pb, n: int = 5, higher_better: bool = True) -> list[tuple[
         if not (math.isnan(ba) or math.isnan(bb)):
             out.append((float(q), ba, bb))
     return out
+
+
+def decode_maps_s(codec, stream: bytes, repeat: int = 3, rounds: int = 3) -> float:
+    """Maps decoded per second from one stream: the median over ``rounds`` of ``repeat`` decodes."""
+    n = codec.decompress_symbols(stream).shape[0]
+    rates = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(repeat):
+            codec.decompress_symbols(stream)
+        rates.append(repeat * n / (time.perf_counter() - t))
+    return float(np.median(rates))
 
 
 def decode_fps(codec, streams, repeat=20) -> float:
@@ -491,7 +508,13 @@ def run_spatial(args) -> dict:
             assert np.array_equal(fr.codec.decompress_symbols(data), k)
             xh = fr.synthesize(fr.decode(k)).numpy()
             ev = {"lam": lam, "bits": 8 * len(data) / len(te), "mse": float(((xh - te) ** 2).mean()),
-                  "train_s": round(secs, 1), **curve_summary(r.history, "mse")}
+                  "train_s": round(secs, 1), **curve_summary(r.history, "mse"),
+                  "decode_maps_s": decode_maps_s(fr.codec, data)}
+            if kind == "hyperprior":  # the same integers in layout 1 (the codec as version 1)
+                v1 = dataclasses.replace(fr.codec, version=1)
+                d1 = v1.compress_symbols(k)
+                assert np.array_equal(v1.decompress_symbols(d1), k)
+                ev |= {"bits_layout1": 8 * len(d1) / len(te), "decode_maps_s_layout1": decode_maps_s(v1, d1)}
             curve.append(ev)
             print(f"  {kind} lam={lam:g}: {ev['bits']:.0f} bits/map, test MSE {ev['mse']:.4f}, train loss "
                   f"{ev['train_loss']}, val loss {ev['val_loss']}, {secs:.0f} s", flush=True)
@@ -562,22 +585,37 @@ def spatial_tables(sp: dict | None) -> dict[str, str]:
     t: dict[str, str] = {}
     if sp:
         npos = math.prod(sp["shape"][1:])
-        rows, eq = [], []
+        rows, eq, dec = [], [], []
+        has_v1 = all("bits_layout1" in e for e in sp["hyperprior"])
         for kind in ("factorized", "hyperprior"):
             for e in sp[kind]:
+                v1 = f"{e['bits_layout1']:.0f}" if "bits_layout1" in e else ""
                 rows.append([kind, f"{e['lam']:g}", f"{e['bits']:.0f}", f"{e['bits'] / npos:.1f}", f"{e['mse']:.4f}",
-                             fmt_curve(e["train_loss"]), fmt_curve(e["val_loss"])])
+                             fmt_curve(e["train_loss"]), fmt_curve(e["val_loss"])] + ([v1] if has_v1 else []))
         # lower MSE is better: use -mse as quality
         pf = [(e["bits"], -e["mse"]) for e in sp["factorized"]]
         ph = [(e["bits"], -e["mse"]) for e in sp["hyperprior"]]
+        ph1 = [(e["bits_layout1"], -e["mse"]) for e in sp["hyperprior"]] if has_v1 else []
         for q, bf, bh in equal_quality(pf, ph):
-            eq.append([f"{-q:.4f}", f"{bf:.0f}", f"{bh:.0f}", f"**{bh / bf:.2f}x**"])
+            extra = []
+            if has_v1:
+                b1 = bits_at(ph1, q)
+                extra = [f"{b1:.0f}", f"{b1 / bf:.2f}x"] if not math.isnan(b1) else ["", ""]
+            eq.append([f"{-q:.4f}", f"{bf:.0f}", f"{bh:.0f}", f"**{bh / bf:.2f}x**"] + extra)
         if not eq:
-            eq.append(["(no overlap)", "", "", ""])
+            eq.append(["(no overlap)", "", "", ""] + (["", ""] if has_v1 else []))
+        if has_v1 and all("decode_maps_s" in e for e in sp["factorized"] + sp["hyperprior"]):
+            for ef, eh in zip(sp["factorized"], sp["hyperprior"]):
+                dec.append([f"{eh['lam']:g}", f"{ef['decode_maps_s']:,.0f}", f"{eh['decode_maps_s_layout1']:,.0f}",
+                            f"{eh['decode_maps_s']:,.0f}", f"{eh['decode_maps_s'] / eh['decode_maps_s_layout1']:.2f}x",
+                            f"{eh['decode_maps_s'] / ef['decode_maps_s']:.2f}x"])
         t["s_rd"] = markdown_table(["entropy model", "lambda", "coded bits/map", "bits/position", "test MSE",
-                                    "train loss at 25/50/100% of steps", "val loss at 25/50/100%"], rows)
-        t["s_eq"] = markdown_table(["test MSE", "factorized bits/map", "hyperprior bits/map", "hyperprior/factorized"],
-                                   eq)
+                                    "train loss at 25/50/100% of steps", "val loss at 25/50/100%"]
+                                   + (["same integers, layout 1 (bits/map)"] if has_v1 else []), rows)
+        t["s_eq"] = markdown_table(["test MSE", "factorized bits/map", "hyperprior bits/map", "hyperprior/factorized"]
+                                   + (["hyperprior layout 1 bits/map", "layout 1/factorized"] if has_v1 else []), eq)
+        t["s_dec"] = markdown_table(["lambda", "factorized (maps/s)", "hyperprior layout 1", "hyperprior layout 2",
+                                     "layout 2/layout 1", "layout 2/factorized"], dec) if dec else ""
     return t
 
 
@@ -643,7 +681,12 @@ maps; {sp['steps']} steps per head, batch {sp['batch']}, lr {sp['lr']:g} cosine,
 Bits per map at equal test MSE (log-linear interpolation, over the overlap):
 
 {t['s_eq']}
-"""
+""" + (f"""
+Decode speed of the test stream ({sp['test_maps']} maps in one stream, one thread; the factorized and hyperprior heads of
+one lambda are different heads):
+
+{t['s_dec']}
+""" if t["s_dec"] else "")
     old = doc.read_text() if doc.exists() else ""
     keep = old[old.index("## Conclusions"):] if "## Conclusions" in old else "## Conclusions\n\n(to be written)\n"
     codecs = old[old.index("## Codecs"):old.index("## Conclusions")] if "## Codecs" in old and "## Conclusions" in old else ""

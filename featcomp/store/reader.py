@@ -429,18 +429,24 @@ class FeatureStore(Mapping):
         t = decode_timestamps(int(ix.ts_kind[j]), int(ix.ts_a[j]), int(ix.ts_b[j]), int(ix.ts_rate[j]), n)
         if t is not None:
             return t
+        arr = self._side_array(self._times, "times", j, "timestamps array")
+        s = int(ix.start[j])
+        return np.asarray(arr[s : s + n], dtype=np.float64)
+
+    def _side_array(self, cache: dict, group: str, j: int, what: str):
+        """The per-frame side array ``<group>/<part>`` of index row ``j``'s part (opened once, cached)."""
+        ix = self._index
         p = int(ix.part[j])
-        arr = self._times.get(p)
+        arr = cache.get(p)
         if arr is None:
             import zarr
 
             try:
-                arr = zarr.open_array(self.fs.zarr_store(read_only=True), path=f"times/{ix.parts[p]}", mode="r")
+                arr = zarr.open_array(self.fs.zarr_store(read_only=True), path=f"{group}/{ix.parts[p]}", mode="r")
             except Exception as e:
-                raise StoreError(f"{self.url}: video {ix.ids[j]!r}: timestamps array times/{ix.parts[p]} unreadable: {e}") from None
-            self._times[p] = arr
-        s = int(ix.start[j])
-        return np.asarray(arr[s : s + n], dtype=np.float64)
+                raise StoreError(f"{self.url}: video {ix.ids[j]!r}: {what} {group}/{ix.parts[p]} unreadable: {e}") from None
+            cache[p] = arr
+        return arr
 
     def _levels(self, j: int) -> np.ndarray | None:
         """uint8 ``(length,)`` per-frame rate levels of index row ``j``, or None when it has none.
@@ -460,15 +466,7 @@ class FeatureStore(Mapping):
         if not self.rate_levels:
             raise StoreError(f"{self.url}: video {vid!r} records per-frame levels but the store header has no "
                              "rate levels (format version < 3); the store is inconsistent")
-        arr = self._level_arrays.get(p)
-        if arr is None:
-            import zarr
-
-            try:
-                arr = zarr.open_array(self.fs.zarr_store(read_only=True), path=f"levels/{ix.parts[p]}", mode="r")
-            except Exception as e:
-                raise StoreError(f"{self.url}: video {vid!r}: levels array levels/{ix.parts[p]} unreadable: {e}") from None
-            self._level_arrays[p] = arr
+        arr = self._side_array(self._level_arrays, "levels", j, "levels array")
         s, n = int(ix.start[j]), int(ix.length[j])
         if s + n > arr.shape[0]:
             raise StoreError(f"{self.url}: video {vid!r}: frames {s}..{s + n} lie beyond levels/{ix.parts[p]} "

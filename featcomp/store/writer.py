@@ -469,39 +469,31 @@ class StoreWriter:
         )
         self._sample_shape = sample_shape
 
-    def _ensure_times(self) -> None:
-        if self._times is not None:
-            return
+    def _side_array(self, group: str, dtype: str, fill: Any):
+        """A new per-frame side array ``<group>/<writer_id>`` (zstd, one value per frame of the part)."""
         import zarr
         from zarr.codecs import ZstdCodec
 
-        self._times = zarr.create_array(
+        return zarr.create_array(
             self._zstore,
-            name=f"times/{self.writer_id}",
+            name=f"{group}/{self.writer_id}",
             shape=(self._capacity,),
             chunks=(16384,),
-            dtype="float64",
+            dtype=dtype,
             compressors=(ZstdCodec(level=9),),
-            fill_value=0.0,
+            fill_value=fill,
         )
+
+    def _ensure_times(self) -> None:
+        if self._times is None:
+            self._times = self._side_array("times", "float64", 0.0)
 
     def _ensure_levels(self) -> None:
         if self._levels is not None:
             return
-        import zarr
-        from zarr.codecs import ZstdCodec
-
         if not self.fs.exists("levels/zarr.json"):  # a store whose creator died before making the group
             self.fs.write_atomic("levels/zarr.json", group_doc(), fsync=self.fsync)
-        self._levels = zarr.create_array(
-            self._zstore,
-            name=f"levels/{self.writer_id}",
-            shape=(self._capacity,),
-            chunks=(16384,),
-            dtype="uint8",
-            compressors=(ZstdCodec(level=9),),
-            fill_value=0,
-        )
+        self._levels = self._side_array("levels", "uint8", 0)
 
     def _grow(self, needed: int) -> None:
         if needed <= self._capacity:

@@ -712,8 +712,8 @@ class Extractor:
         :meth:`encode_features`."""
         return self.encode_features(self.frame_features(frames))
 
-    def iter_latents(self, video_path: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Yield (latents int32 (n, C', *), timestamps float64 (n,), frame indices int64 (n,)) per batch."""
+    def _frame_batches(self, video_path: str | Path) -> Iterator[Any]:
+        """The sampled frame batches of a video under this extractor's sampling config."""
         from featcomp.video import SamplingConfig, sample_frames
 
         sampling = self.sampling
@@ -721,7 +721,11 @@ class Extractor:
             raise ConfigError("Extractor.compress: no sampling config (none in the model; pass sampling=)")
         if isinstance(sampling, dict):
             sampling = SamplingConfig.from_dict(sampling)
-        for batch in sample_frames(str(video_path), sampling):
+        return sample_frames(str(video_path), sampling)
+
+    def iter_latents(self, video_path: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield (latents int32 (n, C', *), timestamps float64 (n,), frame indices int64 (n,)) per batch."""
+        for batch in self._frame_batches(video_path):
             yield self.encode_frames(batch.frames), np.asarray(batch.timestamps), np.asarray(batch.indices)
 
     def compress(self, video_path: str | Path) -> CompressedClip:
@@ -747,15 +751,8 @@ class Extractor:
 
     def _compress_rate_controlled(self, video_path: str | Path) -> CompressedClip:
         """compress() with rate control: features of the whole clip first, then one level choice."""
-        from featcomp.video import SamplingConfig, sample_frames
-
-        sampling = self.sampling
-        if sampling is None:
-            raise ConfigError("Extractor.compress: no sampling config (none in the model; pass sampling=)")
-        if isinstance(sampling, dict):
-            sampling = SamplingConfig.from_dict(sampling)
         fs, ts, fi = [], [], []
-        for batch in sample_frames(str(video_path), sampling):
+        for batch in self._frame_batches(video_path):
             fs.append(self.frame_features(batch.frames))
             ts.append(np.asarray(batch.timestamps))
             fi.append(np.asarray(batch.indices))

@@ -154,6 +154,7 @@ def choose_levels(head, features: Tensor | np.ndarray, teacher: Callable[[Tensor
         ks.append(k)
         ok.append(top.cpu().numpy() == ref)
     okm = np.stack(ok)  # (levels, n)
+    kstack = np.stack(ks)  # (levels, n, C')
     idx = np.arange(n)
     any_ok = okm.any(0)
     # coarsest keeping candidate (candidates ascend: finest first); none keeps -> the finest
@@ -161,13 +162,12 @@ def choose_levels(head, features: Tensor | np.ndarray, teacher: Callable[[Tensor
     quota = math.floor((1.0 - float(control.target_agreement)) * n + 1e-9) - int((~any_ok).sum())
     coarse = len(cands) - 1
     if quota > 0:
-        kstack = np.stack(ks)
         chosen_bits = head.codec.example_bits(kstack[pick, idx])
         coarse_bits = head.codec.example_bits(ks[coarse])
         saving = np.where(any_ok & (pick != coarse), chosen_bits - coarse_bits, -np.inf)
         order = np.argsort(-saving, kind="stable")[:quota]
         pick[order[np.isfinite(saving[order])]] = coarse
-    k = np.stack(ks)[pick, idx]
+    k = kstack[pick, idx]
     kept = okm[pick, idx]
     levels = np.asarray(cands, np.uint8)[pick]
     return LevelChoice(k=np.ascontiguousarray(k, np.int32), levels=levels, kept=kept, bits=head.codec.example_bits(k))
@@ -207,11 +207,12 @@ def fit_rate_control_codec(head, features: Tensor | np.ndarray, teacher: Callabl
     if x.shape[0] == 0:
         raise ConfigError("fit_rate_control_codec: no training features")
     cur = head
+    state = head.state_tensors()
     offsets = np.asarray(head.codec.offsets, np.float32)
     for _ in range(rounds):
         k = np.concatenate([choose_levels(cur, x[i:i + chunk], teacher, control).k for i in range(0, len(x), chunk)])
         codec = EntropyCodec.fit(k, precision=precision, offsets=offsets)
-        cur = FrozenHead(head.config, head.state_tensors(), codec, rate=head.rate)
+        cur = FrozenHead(head.config, state, codec, rate=head.rate)
     return cur
 
 

@@ -576,25 +576,27 @@ def _svd_head(Xtr: np.ndarray, weight, latent: int, init_scale: float, freeze_tr
     return head
 
 
+def distill_splits(args, bb) -> tuple[np.ndarray, list[str], tuple, tuple]:
+    """The distill split, features cached: training vectors (bigbuckbunny, its augmentations, the varied
+    views), their names, validation (carphone_pristine) and test (bikes) as (features, teacher logits)."""
+    rng = np.random.default_rng(0)
+    sets = {"bigbuckbunny": effnet_features("bigbuckbunny", lambda: clip_frames("bigbuckbunny"), bb),
+            "bigbuckbunny_aug": effnet_features(f"bigbuckbunny_aug{args.n_aug}",
+                                                lambda: augment(clip_frames("bigbuckbunny"), args.n_aug, rng), bb)}
+    if args.n_varied:
+        sets["varied"] = varied_features(args.n_varied, bb)
+    val = effnet_features("carphone_pristine", lambda: clip_frames("carphone_pristine"), bb)  # settings chosen here
+    test = effnet_features("bikes", lambda: clip_frames("bikes"), bb)  # reported numbers only
+    return np.concatenate([v[0] for v in sets.values()]), list(sets), val, test
+
+
 def run_distill(args) -> None:
     from featcomp.backbones import BackboneSpec, build_backbone
     from featcomp.entropy import EntropyCodec
     from featcomp.train import get_baseline, train_head
 
     bb = build_backbone(BackboneSpec(name="efficientnet_lite1")).eval()
-    rng = np.random.default_rng(0)
-    sets = {}
-    for name in ("bigbuckbunny", "carphone_pristine"):
-        sets[name] = effnet_features(name, lambda n=name: clip_frames(n), bb)
-        sets[f"{name}_aug"] = effnet_features(f"{name}_aug{args.n_aug}",
-                                              lambda n=name: augment(clip_frames(n), args.n_aug, rng), bb)
-    train_names = ["bigbuckbunny", "bigbuckbunny_aug"]
-    if args.n_varied:
-        sets["varied"] = varied_features(args.n_varied, bb)
-        train_names.append("varied")
-    Xtr = np.concatenate([sets[k][0] for k in train_names])
-    Xva, Lva = sets["carphone_pristine"]          # validation: a held-out video (settings chosen here)
-    Xte, Lte = effnet_features("bikes", lambda: clip_frames("bikes"), bb)  # test: reported numbers only
+    Xtr, train_names, (Xva, Lva), (Xte, Lte) = distill_splits(args, bb)
     teacher = bb.classifier
     W = teacher.weight.detach()
     top = {"val": Lva.argmax(1), "test": Lte.argmax(1)}
@@ -703,15 +705,9 @@ def run_distill_rc(args) -> list[dict]:
 
     spec = BackboneSpec(name="efficientnet_lite1")
     bb = build_backbone(spec).eval()
-    rng = np.random.default_rng(0)
-    parts = [effnet_features("bigbuckbunny", lambda: clip_frames("bigbuckbunny"), bb)[0],
-             effnet_features(f"bigbuckbunny_aug{args.n_aug}", lambda: augment(clip_frames("bigbuckbunny"), args.n_aug, rng),
-                             bb)[0]]
-    if args.n_varied:
-        parts.append(varied_features(args.n_varied, bb)[0])
-    Xtr = np.concatenate(parts).astype(np.float32)
-    splits = {"val": effnet_features("carphone_pristine", lambda: clip_frames("carphone_pristine"), bb),
-              "test": effnet_features("bikes", lambda: clip_frames("bikes"), bb)}
+    Xtr, _, val, test = distill_splits(args, bb)
+    Xtr = Xtr.astype(np.float32)
+    splits = {"val": val, "test": test}
     teacher = bb.classify
     W = bb.classifier.weight.detach()
     sampling = SamplingConfig(mode=SamplingMode.ALL, batch_size=64)

@@ -23,3 +23,18 @@ def laplace_symbols(rng: np.random.Generator, n: int, c: int, trailing: tuple[in
     """Integer Laplacian-like symbols (n, c, *trailing) with per-channel scales 0.3..6."""
     scales = np.linspace(0.3, 6.0, c).reshape((1, c) + (1,) * len(trailing))
     return np.round(rng.laplace(size=(n, c) + trailing) * scales).astype(np.int32)
+
+
+def assert_flips_and_cuts_refused(codec, data: bytes, rng: np.random.Generator) -> None:
+    """12 single-bit flips at distinct positions and three truncations of a framed stream each raise
+    :class:`~featcomp.errors.CodecError` (the stream's CRC and length checks)."""
+    from featcomp.errors import CodecError
+
+    for pos in rng.choice(len(data), 12, replace=False):
+        bad = bytearray(data)
+        bad[pos] ^= 1 << int(rng.integers(8))
+        with pytest.raises(CodecError):
+            codec.decompress_symbols(bytes(bad))
+    for cut in (1, 4, len(data) // 2):
+        with pytest.raises(CodecError):
+            codec.decompress_symbols(data[:-cut])

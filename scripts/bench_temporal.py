@@ -104,6 +104,8 @@ def constriction_calls(codec: TemporalCodec, k: np.ndarray) -> list:
     family, models = coder._family_model(), tt.models()
     rank = np.argsort(np.lexsort((np.arange(tt.row_class.size), tt.row_class)))  # row rank in (class, table) order
     calls = []
+    if codec.version >= 3 and tab.shape[0] > 1:  # layout 3: the restart flags, one call per stream
+        calls.append((codec._flag_model, tab.shape[0] - 1))
     for t in range(tab.shape[0]):
         if L >= tm._SORT_MIN:
             st = tab[t][np.argsort(rank[tab[t]], kind="stable")]
@@ -150,7 +152,7 @@ def main() -> None:
     cases = (("100 x 64", (), False), ("100 x 64 x 7 x 7", (7, 7), False),
              ("100 x 64, varied channel scales", (), True), ("100 x 64 x 7 x 7, varied channel scales", (7, 7), True))
     for label, trailing, varied in cases:
-        codec = make_codec(varied=varied)  # layout 2 (codec version 2, the default)
+        codec = make_codec(varied=varied)  # layout 3 (codec version 3, the default: layout 2 + restart flags)
         v1 = make_codec(lambda *a, **k: TemporalCodec(*a, **k, version=1), varied)  # layout 1, today's code
         old = make_codec(old_cls, varied) if old_cls is not None else None
         ks = chunks(rng, trailing, args.chunks, varied)
@@ -194,10 +196,10 @@ def main() -> None:
         print(rows[-1], flush=True)
     load1 = os.getloadavg()
     table = markdown_table(
-        ["chunk (frames x latents)", "bits/frame factorized / temporal layout 1 / layout 2", "factorized frames/s",
+        ["chunk (frames x latents)", "bits/frame factorized / temporal layout 1 / layout 3", "factorized frames/s",
          f"temporal before ({args.baseline_rev}), one chunk at a time",
-         f"before, {args.chunks} chunks in lockstep", "temporal now (layout 2), one chunk at a time",
-         f"now, {args.chunks} chunks in lockstep", "floor: layout 2's constriction calls alone"], rows)
+         f"before, {args.chunks} chunks in lockstep", "temporal now (layout 3), one chunk at a time",
+         f"now, {args.chunks} chunks in lockstep", "floor: layout 3's constriction calls alone"], rows)
     text = f"""Temporal vs factorized decode, {today()}, {machine()} (scripts/bench_temporal.py;
 one thread, best of {args.repeat}, every variant timed round robin within each repeat so the ratios
 compare runs under the same load; load average {load0[0]:.2f} at the start, {load1[0]:.2f} at the end,
@@ -205,10 +207,11 @@ compare runs under the same load; load average {load0[0]:.2f} at the start, {loa
 innovations and a codec of scale ~1 everywhere, or "varied": Laplace innovations with per-channel
 scales 0.3..8 and a codec whose scales follow them); ratios are vs the factorized decode of the same
 chunks, one chunk at a time. "Before" is the implementation at {args.baseline_rev}
-decoding layout-1 streams; "now" decodes layout-2 streams (temporal codec version 2, issue 7):
-rows truncated by width class (float32), frames of >= 256 symbols sorted by table and decoded run by
-run with fixed per-table constriction models, context products in float32 when provably exact.
-The last column times only the constriction decode calls that layout 2 makes for these chunks
+decoding layout-1 streams; "now" decodes layout-3 streams (temporal codec version 3, issue 7): layout 2
+(rows truncated by width class (float32), frames of >= 256 symbols sorted by table and decoded run by
+run with fixed per-table constriction models, context products in float32 when provably exact) after
+each stream's restart flags (one more call per stream; these AR(1) chunks have no shot changes).
+The last column times only the constriction decode calls that layout 3 makes for these chunks
 (rows gathered beforehand): the floor of any implementation of this layout on top of constriction's
 Python API. For 64-latent frames one per-symbol-row call per stream and frame (~0.7 us + ~20 ns a
 symbol) already costs about twice the factorized decode of a whole frame (one fixed model per

@@ -40,7 +40,14 @@ then ANS words, in the payload layout of the codec's ``version`` (part of its by
   by class, table index and position (each table's run decodes with one fixed constriction model);
   then the escapes: a tail symbol per escaped element (residuals the truncation folded away cost
   about what they cost in the full row), then the exact values of residuals beyond the family
-  radius (:meth:`TemporalCodec._encode_v2`, docs/entropy.md).
+  radius (:meth:`TemporalCodec._encode_v2`, docs/entropy.md);
+* layout 3 (version 3, the default since the restart flags): layout 2 preceded by one *restart flag*
+  per frame after the first (``T - 1`` binary symbols, one fixed integer table, P(restart) = 2**-6,
+  decoded first in one call). A flagged frame is coded with the fresh context, like a chunk's first
+  frame, instead of the context of its predecessor: the encoder sets the flag where that costs fewer
+  bits (a shot change, where the previous frame predicts worse than no frame at all; on held-out
+  segments of real clips ~5% of the frames, docs/temporal.md). The flags cost 0.023 bits per
+  unflagged frame; the decoder only reads them, so the choice never has to be reproduced.
 
 Frames decode sequentially (each needs its predecessor), vectorized over channels and positions;
 :meth:`TemporalCodec.decompress_chunks` decodes independent streams in lockstep. In lockstep,
@@ -75,11 +82,13 @@ from featcomp.entropy.indexed import (
 )
 from featcomp.errors import CodecError
 
-__all__ = ["MU_LIMIT", "WEIGHT_LIMIT", "TemporalCodec", "integer_context"]
+__all__ = ["MU_LIMIT", "RESTART_FLAG_BITS", "WEIGHT_LIMIT", "TemporalCodec", "integer_context"]
 
 _MAGIC = b"FCTC"
-_VERSION = 2  # codec bytes version = stream layout it writes and reads (1: full-width rows)
-_READ_VERSIONS = (1, 2)
+_VERSION = 3  # codec bytes version = stream layout it writes and reads (1: full-width rows, 2: + width classes,
+_READ_VERSIONS = (1, 2, 3)  # 3: + restart flags)
+_RESTART_FREQ = 1 << 10  # layout 3: the restart flag's integer table is (2**16 - 2**10, 2**10) at precision 16
+RESTART_FLAG_BITS = (16 - math.log2((1 << 16) - _RESTART_FREQ), 16 - math.log2(_RESTART_FREQ))  # not set, set
 _TAIL_SHIFT = 8  # layout 2: a row is truncated where its folded outer mass is <= 2**precision >> 8
 _SORT_MIN = 256  # layout 2: frames of >= this many symbols are coded sorted by (class, table)
 _RUN_MIN = 8  # decode speed only: mean run length from which fixed per-table models beat per-symbol rows
@@ -184,7 +193,7 @@ class TemporalCodec(DigestedCodec):
         fresh_scale: int32 (C,) the first frame's scale index in ``[0, S)``.
         frac_bits: F, fixed-point fraction bits (``log2(Q) < F <= 24``).
         clip: clamp of the context input (``<= 2**15``).
-        version: 2 (default) or 1: the codec format version, which fixes the stream payload layout
+        version: 3 (default), 2 or 1: the codec format version, which fixes the stream payload layout
             (see the module docstring); part of the canonical bytes and the digest.
         kind: ``"temporal"``. channels: C. digest: sha256 hex of the canonical bytes.
     """
@@ -270,7 +279,7 @@ class TemporalCodec(DigestedCodec):
 
     @classmethod
     def _checked_body(cls, data: bytes, fixed_header: str) -> tuple[bytes, tuple]:
-        """:meth:`DigestedCodec._checked_body` accepting every readable version (1 and 2)."""
+        """:meth:`DigestedCodec._checked_body` accepting every readable version (1 to 3)."""
         data = bytes(data)
         n = len(_MAGIC)
         if len(data) > n and data[:n] == _MAGIC and data[n] in _READ_VERSIONS:
@@ -321,13 +330,24 @@ class TemporalCodec(DigestedCodec):
             k: int (T, C, *) latents of one chunk.
 
         Returns:
-            ``(mu, table)``, int64 (T, C, M) each, frame 0 from the fresh context.
+            ``(mu, table)``, int64 (T, C, M) each, frame 0 from the fresh context; in layout 3 also
+            every frame that :meth:`restarts` flags.
         """
+        K = self._as_frames(k)
+        mu, tab = self._context_tables(K)
+        if self.version >= 3:
+            r = self._restart_plan(K, mu, tab)
+            mu[r], tab[r] = mu[0], tab[0]
+        return mu, tab
+
+    def _as_frames(self, k: Any) -> np.ndarray:
         kk = _to_numpy(k)
         self._check_shape(kk.shape, "k")
-        T = kk.shape[0]
-        K = kk.reshape(T, self.channels, math.prod(kk.shape[2:])).astype(np.int64)
-        M = K.shape[2]
+        return kk.reshape(kk.shape[0], self.channels, math.prod(kk.shape[2:])).astype(np.int64)
+
+    def _context_tables(self, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frame 0 from the fresh context, every later frame from its predecessor: int64 (T, C, M) each."""
+        T, _, M = K.shape
         mu = np.empty((T, self.channels, M), np.int64)
         tab = np.empty_like(mu)
         if T:
@@ -335,6 +355,40 @@ class TemporalCodec(DigestedCodec):
         if T > 1:
             mu[1:], tab[1:] = self.context(K[:-1])
         return mu, tab
+
+    def restarts(self, k: Any) -> np.ndarray:
+        """Layout 3's restart flags of a chunk: bool (T,), True where frame t is coded with the fresh
+        context (frame 0 always is; it carries no flag). All False for version 1 and 2 codecs.
+
+        A frame restarts when its ideal cost with the fresh tables plus the flag's cost is lower than
+        with its predecessor's context plus the no-restart flag's cost (the tables' exact costs,
+        :meth:`estimate_bits`). Only the encoder evaluates this rule; the decoder reads the flags.
+        """
+        K = self._as_frames(k)
+        if self.version < 3:
+            return np.zeros(K.shape[0], bool)
+        return self._restart_plan(K, *self._context_tables(K))
+
+    def _restart_plan(self, K: np.ndarray, mu: np.ndarray, tab: np.ndarray) -> np.ndarray:
+        T = K.shape[0]
+        out = np.zeros(T, bool)
+        if T < 2:
+            return out
+        f0, f1 = self._flag_bits
+        for t in range(1, T):
+            kt = K[t : t + 1]
+            ctx = self._estimate_bits_v2(kt, mu[t : t + 1], tab[t : t + 1], kt - mu[t : t + 1])
+            fresh = self._estimate_bits_v2(kt, mu[:1], tab[:1], kt - mu[:1])
+            out[t] = fresh + f1 < ctx + f0
+        return out
+
+    _flag_bits: ClassVar[tuple[float, float]] = RESTART_FLAG_BITS  # ideal bits of a flag: not set, set
+
+    @functools.cached_property
+    def _flag_model(self):
+        """The restart flags' fixed constriction model (integer table, exact)."""
+        w = coder.family_weights(np.array([[(1 << 16) - _RESTART_FREQ, _RESTART_FREQ]], np.int64), 16)[0]
+        return constriction.stream.model.Categorical(w, perfect=False)
 
     # ------------------------------------------------------------------ coding
     def _symbols(self, k: Any) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -358,7 +412,17 @@ class TemporalCodec(DigestedCodec):
             raise CodecError(f"array of shape {shape} is too large for one stream; split it")
         if K.size == 0:
             return bitstream.pack(shape, self.digest, b"")
-        enc = self._encode_v1(K, T) if self.version == 1 else self._encode_v2(K, T)
+        if self.version == 1:
+            enc = self._encode_v1(K, T)
+        else:
+            mu, tab = self._context_tables(K)
+            restart = None
+            if self.version >= 3:
+                restart = self._restart_plan(K, mu, tab)
+                mu[restart], tab[restart] = mu[0], tab[0]
+            enc = self._encode_v2(K, T, mu, tab)
+            if restart is not None and T > 1:  # pushed last: the decoder reads every flag first
+                enc.encode_reverse(restart[1:].astype(np.int32), self._flag_model)
         payload = enc.get_compressed().astype("<u4", copy=False).tobytes()
         return bitstream.pack(shape, self.digest, payload)
 
@@ -385,8 +449,9 @@ class TemporalCodec(DigestedCodec):
         coder.push_indexed(enc, sym[:hi].reshape(-1), tab[:hi].reshape(-1), w)
         return enc
 
-    def _encode_v2(self, K: np.ndarray, T: int):
-        """Layout 2 (codec version 2): rows truncated by width class.
+    def _encode_v2(self, K: np.ndarray, T: int, mu: np.ndarray, tab: np.ndarray):
+        """Layout 2 (codec version 2; layout 3 after its flags): rows truncated by width class, given
+        every frame's locations and tables ``mu``, ``tab`` (T, C, M).
 
         Every element has a *coding class*: in a frame of fewer than ``_SORT_MIN`` symbols, the
         widest class of the frame's tables (one call per stream and frame decodes it); in larger
@@ -397,7 +462,6 @@ class TemporalCodec(DigestedCodec):
         then the frame's escapes (:meth:`_push_escapes_v2`).
         """
         tt = truncated_tables(self.family, _TAIL_SHIFT)
-        mu, tab = self.tables(K)
         L = mu[0].size
         mu, tab, kf = mu.reshape(-1), tab.reshape(-1), K.reshape(-1)
         cls = tt.row_class[tab]
@@ -688,8 +752,8 @@ class TemporalCodec(DigestedCodec):
                 unzigzag_table(self.family.radius), fresh_mu, fresh_tab)
 
     def _decode_group_v2(self, M: int, Ts: list[int], payloads: list[bytes], name: bool, ids: list[int]) -> list[np.ndarray]:
-        """Layout 2 (see :meth:`_encode_v2`): lockstep decode of N streams with M positions per
-        channel; ``Ts`` sorted descending.
+        """Layouts 2 and 3 (see :meth:`_encode_v2`): lockstep decode of N streams with M positions per
+        channel; ``Ts`` sorted descending. Layout 3 first reads each stream's restart flags.
 
         Per frame step: the context of every active stream in one pair of matrix products (columns
         = stream x position), then per stream the frame's symbols: frames of fewer than
@@ -719,6 +783,17 @@ class TemporalCodec(DigestedCodec):
             return CodecError(f"{where}corrupt stream or wrong codec: {what} ({e})")
 
         N = len(Ts)
+        restart = None
+        if self.version >= 3:  # layout 3: every stream's restart flags come first
+            restart = np.zeros((N, Ts[0] + 1), bool)
+            for j, T in enumerate(Ts):
+                if T > 1:
+                    try:
+                        restart[j, 1:T] = decs[j].decode(self._flag_model, T - 1) != 0
+                    except Exception as e:  # constriction raises on garbage
+                        raise fail(j, "the restart flags failed to decode", e) from None
+            if not restart.any():
+                restart = None
         out = np.empty((Ts[0], N, C, M), np.int64)
         mu = np.repeat(np.repeat(fresh_mu[None, :, None], N, 0), M, 2)  # (N, C, M)
         tab = np.repeat(np.repeat(fresh_tab[None, :, None], N, 0), M, 2)  # (N, C, M), any strides
@@ -833,6 +908,10 @@ class TemporalCodec(DigestedCodec):
             mu_c, tab_c = _locations_and_tables(ai[:C], ai[C:], qb, smax, clip_mu, clip_s_low)
             mu = mu_c.reshape(C, n_act, M).transpose(1, 0, 2)
             tab = tab_c.reshape(C, n_act, M).transpose(1, 0, 2)
+            if restart is not None:  # flagged frames: the fresh context instead
+                for j in np.flatnonzero(restart[:n_act, t + 1]).tolist():
+                    mu[j] = fresh_mu[:, None]
+                    tab[j] = fresh_tab[:, None]
         for j, dec in enumerate(decs):
             if not dec.is_empty():
                 raise fail(j, "data left over after decoding every symbol", ValueError("trailing words"))
@@ -851,6 +930,14 @@ class TemporalCodec(DigestedCodec):
             return 0.0
         fam = self.family
         R = fam.radius
+        if self.version >= 3:
+            mu, tab = self._context_tables(K)
+            restart = self._restart_plan(K, mu, tab)
+            mu[restart], tab[restart] = mu[0], tab[0]
+            f0, f1 = self._flag_bits
+            n1 = int(restart[1:].sum())
+            flags = n1 * f1 + (K.shape[0] - 1 - n1) * f0
+            return self._estimate_bits_v2(K, mu, tab, K - mu) + flags
         mu, tab = self.tables(K)
         r = K - mu
         if self.version == 2:

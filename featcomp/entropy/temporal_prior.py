@@ -6,6 +6,9 @@ for a sequence of latents ``x_t = y_t - offsets`` (quantization units, (B, T, C,
 * ``mu_t = w_loc @ xr_{t-1} + b_loc`` and ``u_t = w_scale @ |xr_{t-1}| + b_scale`` for ``t >= 1``, where
   ``xr`` is the straight-through rounded latent (what the decoder will have: ``k_{t-1}``);
 * ``mu_0 = fresh_loc``, ``u_0 = fresh_scale`` for the first frame of a chunk;
+* with ``restarts`` (default), every later frame costs the smaller of its context cost and its cost
+  under the fresh context, plus the restart flag's cost: what the version-3 codec's encoder pays, since
+  it restarts a frame from the fresh context wherever that is cheaper (a shot change);
 
 with ``sigma = scale_min * exp(step * clamp(u, 0, S-1))`` (``u`` is the continuous scale index on the
 family's log grid), and the rate ``-log2 P(x_t)`` where ``P`` is the Laplace density of location ``mu``
@@ -44,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from featcomp.entropy.indexed import TableFamily, scale_grid
-from featcomp.entropy.temporal import TemporalCodec
+from featcomp.entropy.temporal import RESTART_FLAG_BITS, TemporalCodec
 from featcomp.errors import ConfigError
 
 __all__ = ["TemporalPrior", "laplace_bits", "fit_temporal_head", "fit_temporal_prior", "ste_round"]
@@ -86,6 +89,8 @@ class TemporalPrior(nn.Module):
         init_rho: initial diagonal of ``w_loc`` (temporal correlation guess).
         context: ``"diagonal"`` (own previous value + optional low-rank terms) or ``"full"`` (free matrices).
         rank, scale_rank: ranks of the shared low-rank terms of ``w_loc`` / ``w_scale`` (``"diagonal"`` only).
+        restarts: price later frames as the version-3 codec codes them (the cheaper of the context and
+            the fresh context, plus the flag); False prices every later frame with its context (layout 2).
 
     Shapes: ``bits(x)`` takes x float (B, T, C, *) in quantization units (``y - offsets``) and returns
     float (B, T): bits per frame.
@@ -93,7 +98,7 @@ class TemporalPrior(nn.Module):
 
     def __init__(self, channels: int, *, levels: int = 64, scale_min: float = 0.11, scale_max: float = 48.0,
                  Q: int = 4, radius: int = 48, frac_bits: int = 12, init_rho: float = 0.5,
-                 context: str = "diagonal", rank: int = 0, scale_rank: int = 0) -> None:
+                 context: str = "diagonal", rank: int = 0, scale_rank: int = 0, restarts: bool = True) -> None:
         super().__init__()
         C = int(channels)
         if context not in CONTEXTS:
@@ -104,6 +109,7 @@ class TemporalPrior(nn.Module):
             raise ConfigError(f"TemporalPrior: rank and scale_rank must be in [0, {C}], got {rank}, {scale_rank}")
         self.channels, self.levels, self.Q, self.radius, self.frac_bits = C, int(levels), int(Q), int(radius), int(frac_bits)
         self.context, self.rank, self.scale_rank = context, int(rank), int(scale_rank)
+        self.restarts = bool(restarts)
         self.scale_min, self.scale_max = float(scale_min), float(scale_max)
         self.step = math.log(scale_max / scale_min) / (levels - 1)
         u1 = math.log(1.0 / scale_min) / self.step  # index of sigma = 1
@@ -158,7 +164,15 @@ class TemporalPrior(nn.Module):
             x_coded = x + torch.empty_like(x).uniform_(-0.5, 0.5) if self.training else torch.round(x)
         mu, u = self.predict(x)
         b = laplace_bits(x_coded - mu, self.sigma(u))
-        return b.reshape(b.shape[0], b.shape[1], -1).sum(-1)
+        b = b.reshape(b.shape[0], b.shape[1], -1).sum(-1)
+        if not self.restarts or b.shape[1] < 2:
+            return b
+        # later frames: the cheaper of the context and the fresh context, plus the restart flag
+        mu0, u0 = mu[:, :1], u[:, :1]
+        bf = laplace_bits(x_coded[:, 1:] - mu0, self.sigma(u0))
+        bf = bf.reshape(bf.shape[0], bf.shape[1], -1).sum(-1)
+        later = torch.minimum(b[:, 1:] + RESTART_FLAG_BITS[0], bf + RESTART_FLAG_BITS[1])
+        return torch.cat([b[:, :1], later], 1)
 
     @torch.no_grad()
     def freeze(self, offsets: Any, *, precision: int = 16) -> TemporalCodec:
@@ -187,6 +201,7 @@ class TemporalPrior(nn.Module):
             fx(self.fresh_loc, float(self.Q), (1 << 30) - 1),
             np.clip(np.round(self.fresh_scale.detach().cpu().numpy()), 0, self.levels - 1).astype(np.int32),
             frac_bits=F,
+            version=3 if self.restarts else 2,  # the stream layout whose cost the prior was trained on
         )
 
 

@@ -164,12 +164,12 @@ def test_layout_1_codecs_still_write_and_read_layout_1_and_layouts_never_mix():
         assert d["format_version"] == c.version and TemporalCodec.from_dict(d) == c
     assert c2.to_bytes()[4] == 2 and c1.to_bytes()[4] == 1
     with pytest.raises(CodecError, match="version"):
-        varied_codec(version=3)
+        varied_codec(version=4)
     raw = bytearray(c2.to_bytes()[:-32])
-    raw[4] = 3
+    raw[4] = 4
     import hashlib
 
-    with pytest.raises(CodecError, match="unknown TemporalCodec version 3"):
+    with pytest.raises(CodecError, match="unknown TemporalCodec version 4"):
         TemporalCodec.from_bytes(bytes(raw) + hashlib.sha256(bytes(raw)).digest())
 
 

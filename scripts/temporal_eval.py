@@ -350,11 +350,9 @@ def refit_temporal(fr, train_seqs, test, prior: dict, T: int) -> dict:
     """The factorized head's own integer latents coded by a temporal prior fitted to them afterwards (on the
     training sequences' latents only): identical integers, so identical reconstruction and agreement, and
     the bits of the two entropy models compare exactly. Coded test bits/frame, and after a chunk's first."""
-    from featcomp.entropy.temporal_prior import TemporalPrior, fit_temporal_prior
+    from featcomp.train.refit import fit_temporal_codec
 
-    ks = [fr.encode(torch.from_numpy(x)) for x in train_seqs if len(x) >= T]
-    p = fit_temporal_prior(TemporalPrior(fr.codec.offsets.size, **prior), ks, window=T)
-    codec = p.freeze(fr.codec.offsets)
+    codec = fit_temporal_codec(fr, train_seqs, window=T, prior=prior).codec
     bits = cond = frames = cond_frames = 0
     for x, _ in test:
         k = fr.encode(torch.from_numpy(x))

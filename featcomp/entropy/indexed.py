@@ -540,25 +540,40 @@ def pop_class_escapes(dec, tt: TruncatedTables, radius: int, tab: np.ndarray, cl
     return got
 
 
-def class_bits(tt: TruncatedTables, family: TableFamily, r: np.ndarray, tab: np.ndarray, cls: np.ndarray) -> float:
+def class_bits(tt: TruncatedTables, family: TableFamily, r: np.ndarray, tab: np.ndarray, cls: np.ndarray,
+               *, per_frame: bool = False) -> float | np.ndarray:
     """Ideal cost in bits of residuals ``r`` coded with rows ``tab`` truncated to classes ``cls``
     (all int arrays of one shape): the symbols, the tail symbols of escapes, and the exact values
-    beyond R (:func:`featcomp.entropy.coder.escape_bits`)."""
+    beyond R (:func:`featcomp.entropy.coder.escape_bits`). With ``per_frame``: float64 (T,), the cost
+    of each index of axis 0 (a temporal chunk's frames) instead of the total."""
     R, p = family.radius, family.precision
-    bits = 0.0
+    T = r.shape[0]
+
+    def total(v: np.ndarray, frames: np.ndarray | None) -> Any:
+        return np.bincount(frames, weights=v, minlength=T) if per_frame else float(v.sum())
+
+    bits: Any = np.zeros(T) if per_frame else 0.0
     for c in np.unique(cls).tolist():
         sel = cls == c
+        fr = np.nonzero(sel)[0] if per_frame else None
         rc = int(tt.radii[c])
         rs, ts = r[sel], tab[sel]
         esc = (rs < -rc) | (rs > rc)
         f = tt.freqs[c][ts, np.where(esc, 2 * rc + 1, rs + rc)].astype(np.float64)
-        bits += float((p - np.log2(f)).sum())
+        bits += total(p - np.log2(f), fr)
         if esc.any() and rc < R:
             m, re = R - rc, rs[esc]
             far = (re < -R) | (re > R)
             i = np.where(far, 2 * m, np.where(re < 0, re + R, re + m - rc - 1))
-            bits += float((24 - np.log2(tt.tails[c][ts[esc], i].astype(np.float64))).sum())
+            bits += total(24 - np.log2(tt.tails[c][ts[esc], i].astype(np.float64)), None if fr is None else fr[esc])
     far = (r < -R) | (r > R)
     if far.any():
-        bits += coder.escape_bits(r[far], np.full(int(far.sum()), -R, np.int64), np.full(int(far.sum()), R, np.int64))
+        def beyond(v: np.ndarray) -> float:
+            return coder.escape_bits(v, np.full(v.size, -R, np.int64), np.full(v.size, R, np.int64))
+
+        if per_frame:
+            for t in np.unique(np.nonzero(far)[0]).tolist():
+                bits[t] += beyond(r[t][far[t]])
+        else:
+            bits += beyond(r[far])
     return bits

@@ -333,12 +333,18 @@ class TemporalCodec(DigestedCodec):
             ``(mu, table)``, int64 (T, C, M) each, frame 0 from the fresh context; in layout 3 also
             every frame that :meth:`restarts` flags.
         """
-        K = self._as_frames(k)
-        mu, tab = self._context_tables(K)
-        if self.version >= 3:
-            r = self._restart_plan(K, mu, tab)
-            mu[r], tab[r] = mu[0], tab[0]
+        mu, tab, _ = self._coding_tables(self._as_frames(k))
         return mu, tab
+
+    def _coding_tables(self, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Every frame's locations and tables as coded, int64 (T, C, M) each, and (layout 3) the restart
+        flags bool (T,) already applied to them (None before layout 3)."""
+        mu, tab = self._context_tables(K)
+        if self.version < 3:
+            return mu, tab, None
+        restart = self._restart_plan(K, mu, tab)
+        mu[restart], tab[restart] = mu[0], tab[0]
+        return mu, tab, restart
 
     def _as_frames(self, k: Any) -> np.ndarray:
         kk = _to_numpy(k)
@@ -370,19 +376,16 @@ class TemporalCodec(DigestedCodec):
         return self._restart_plan(K, *self._context_tables(K))
 
     def _restart_plan(self, K: np.ndarray, mu: np.ndarray, tab: np.ndarray) -> np.ndarray:
+        """The encoder's rule on the context tables ``mu``, ``tab`` (frame 0: the fresh ones): bool (T,)."""
         T = K.shape[0]
-        out = np.zeros(T, bool)
         if T < 2:
-            return out
-        f0, f1 = self._flag_bits
-        for t in range(1, T):
-            kt = K[t : t + 1]
-            ctx = self._estimate_bits_v2(kt, mu[t : t + 1], tab[t : t + 1], kt - mu[t : t + 1])
-            fresh = self._estimate_bits_v2(kt, mu[:1], tab[:1], kt - mu[:1])
-            out[t] = fresh + f1 < ctx + f0
+            return np.zeros(T, bool)
+        ctx = self._estimate_bits_v2(K, mu, tab, K - mu, per_frame=True)
+        fm, ft = np.broadcast_to(mu[:1], mu.shape), np.broadcast_to(tab[:1], tab.shape)
+        fresh = self._estimate_bits_v2(K, fm, ft, K - fm, per_frame=True)
+        out = fresh + RESTART_FLAG_BITS[1] < ctx + RESTART_FLAG_BITS[0]
+        out[0] = False
         return out
-
-    _flag_bits: ClassVar[tuple[float, float]] = RESTART_FLAG_BITS  # ideal bits of a flag: not set, set
 
     @functools.cached_property
     def _flag_model(self):
@@ -415,11 +418,7 @@ class TemporalCodec(DigestedCodec):
         if self.version == 1:
             enc = self._encode_v1(K, T)
         else:
-            mu, tab = self._context_tables(K)
-            restart = None
-            if self.version >= 3:
-                restart = self._restart_plan(K, mu, tab)
-                mu[restart], tab[restart] = mu[0], tab[0]
+            mu, tab, restart = self._coding_tables(K)
             enc = self._encode_v2(K, T, mu, tab)
             if restart is not None and T > 1:  # pushed last: the decoder reads every flag first
                 enc.encode_reverse(restart[1:].astype(np.int32), self._flag_model)
@@ -930,18 +929,14 @@ class TemporalCodec(DigestedCodec):
             return 0.0
         fam = self.family
         R = fam.radius
-        if self.version >= 3:
-            mu, tab = self._context_tables(K)
-            restart = self._restart_plan(K, mu, tab)
-            mu[restart], tab[restart] = mu[0], tab[0]
-            f0, f1 = self._flag_bits
-            n1 = int(restart[1:].sum())
-            flags = n1 * f1 + (K.shape[0] - 1 - n1) * f0
-            return self._estimate_bits_v2(K, mu, tab, K - mu) + flags
-        mu, tab = self.tables(K)
+        mu, tab, restart = self._coding_tables(K.astype(np.int64))
         r = K - mu
-        if self.version == 2:
-            return self._estimate_bits_v2(K, mu, tab, r)
+        if self.version >= 2:
+            bits = self._estimate_bits_v2(K, mu, tab, r)
+            if restart is not None:  # layout 3: the flags
+                n1 = int(restart[1:].sum())
+                bits += n1 * RESTART_FLAG_BITS[1] + (K.shape[0] - 1 - n1) * RESTART_FLAG_BITS[0]
+            return bits
         esc = (r < -R) | (r > R)
         sym = np.where(esc, fam.n - 1, r + R)
         bits = float(fam.cost_bits[tab, sym].sum())
@@ -950,14 +945,15 @@ class TemporalCodec(DigestedCodec):
             bits += coder.escape_bits(K[esc], m - R, m + R)
         return bits
 
-    def _estimate_bits_v2(self, K: np.ndarray, mu: np.ndarray, tab: np.ndarray, r: np.ndarray) -> float:
-        """Layout 2's ideal cost: truncated rows, tail symbols, exact escapes beyond R."""
+    def _estimate_bits_v2(self, K: np.ndarray, mu: np.ndarray, tab: np.ndarray, r: np.ndarray, *,
+                          per_frame: bool = False) -> float | np.ndarray:
+        """Layout 2's ideal cost: truncated rows, tail symbols, exact escapes beyond R (per frame: (T,))."""
         tt = truncated_tables(self.family, _TAIL_SHIFT)
         cls = tt.row_class[tab]
         T, L = tab.shape[0], tab[0].size
         if L < _SORT_MIN:  # coding class: the frame's widest
             cls = np.broadcast_to(cls.reshape(T, L).max(axis=1).reshape((T,) + (1,) * (tab.ndim - 1)), tab.shape)
-        return class_bits(tt, self.family, r, tab, cls)
+        return class_bits(tt, self.family, r, tab, cls, per_frame=per_frame)
 
     def compress_chunks(self, k: Any, chunk_frames: int) -> list[bytes]:
         """Split ``k`` (T, C, *) into chunks of ``chunk_frames`` frames, each an independent stream."""

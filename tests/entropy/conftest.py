@@ -38,3 +38,23 @@ def assert_flips_and_cuts_refused(codec, data: bytes, rng: np.random.Generator) 
     for cut in (1, 4, len(data) // 2):
         with pytest.raises(CodecError):
             codec.decompress_symbols(data[:-cut])
+
+
+def forged_streams_refused(codec, shape, payloads, k) -> list[bytes]:
+    """Frame each payload (cut to whole words) as a valid stream of ``shape`` for ``codec`` and decode it:
+    each must raise a "corrupt stream" :class:`~featcomp.errors.CodecError` or decode to something other
+    than ``k``. Returns the refused streams."""
+    from featcomp.entropy import bitstream
+    from featcomp.errors import CodecError
+
+    refused = []
+    for g in payloads:
+        forged = bitstream.pack(shape, codec.digest, g[: len(g) // 4 * 4])
+        try:
+            out = codec.decompress_symbols(forged)
+        except CodecError as e:
+            assert "corrupt stream" in str(e)
+            refused.append(forged)
+            continue
+        assert not np.array_equal(out, k)  # a forged payload that happens to decode is not the data
+    return refused

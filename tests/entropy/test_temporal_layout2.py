@@ -27,7 +27,7 @@ from featcomp.entropy.indexed import (
 from featcomp.entropy.temporal import TemporalCodec
 from featcomp.errors import CodecError
 
-from .conftest import assert_flips_and_cuts_refused
+from .conftest import assert_flips_and_cuts_refused, forged_streams_refused
 from .test_temporal import ar1, golden
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "entropy"
@@ -186,17 +186,7 @@ def test_corrupt_truncated_and_garbage_payloads_raise_codec_error(trailing):
     h = bitstream.unpack(data, codec.digest, codec.channels)
     garbage = [rng.integers(0, 256, len(h.payload), dtype=np.uint8).tobytes() for _ in range(8)]
     garbage += [h.payload[: len(h.payload) // 2], h.payload + b"\x01\x00\x00\x00", b""]
-    refused = []
-    for g in garbage:
-        g = g[: len(g) // 4 * 4]
-        forged = bitstream.pack(h.shape, codec.digest, g)
-        try:
-            out = codec.decompress_symbols(forged)
-        except CodecError as e:
-            assert "corrupt stream" in str(e)
-            refused.append(forged)
-            continue
-        assert not np.array_equal(out, k)  # a forged payload that happens to decode is not the data
+    refused = forged_streams_refused(codec, h.shape, garbage, k)
     assert len(refused) >= 5
     with pytest.raises(CodecError, match="stream #1: corrupt stream"):  # the lockstep decoder names it
         codec.decompress_chunks([data, refused[0], data])

@@ -50,7 +50,9 @@ then ANS words, in the payload layout of the codec's ``version`` (part of its by
   unflagged frame; the decoder only reads them, so the choice never has to be reproduced.
 
 Frames decode sequentially (each needs its predecessor), vectorized over channels and positions;
-:meth:`TemporalCodec.decompress_chunks` decodes independent streams in lockstep. In lockstep,
+:meth:`TemporalCodec.decompress_chunks` decodes independent streams in lockstep. A diagonal context
+(the default) is looked up in per-channel tables built once per codec from the same integer
+operations (:attr:`TemporalCodec._context_lut`) instead of being evaluated at every frame. In lockstep,
 layout 2 decodes 1.3-3.7x faster than layout 1 (docs/benchmarks.md, "temporal"); on small frames
 its floor is constriction's per-call cost (one call per stream and frame: ~2 us for 64 symbols at
 width 16, against ~1.3 us for a whole 64-latent frame in the factorized codec).
@@ -97,6 +99,8 @@ WEIGHT_LIMIT = 1 << 20
 _I32 = np.iinfo(np.int32)
 _MAX_ELEMENTS = 1 << 34
 _LOCKSTEP_ELEMENTS = 2048  # symbols per lockstep step in decompress_chunks (speed only, same result)
+_LUT_ENTRIES = 1 << 17  # decode speed only: entries per diagonal-context lookup table (_context_lut)
+_amin, _amax = np.minimum.reduce, np.maximum.reduce  # whole-array reductions without ndarray.min's wrappers
 
 
 def _locations_and_tables(
@@ -308,6 +312,35 @@ class TemporalCodec(DigestedCodec):
         x = np.minimum(np.maximum(x, -self.clip), self.clip)
         return _locations_and_tables((wl @ x + bl) >> sh, (ws @ np.abs(x) + bs) >> self.frac_bits, qb, smax,
                                      clip_mu=True, clip_s_low=True)
+
+    @functools.cached_property
+    def _context_lut(self) -> tuple | None:
+        """Decode-speed lookup tables of a **diagonal** context (None for any other codec).
+
+        When both weight matrices are diagonal (``context="diagonal"``, the default of
+        :class:`~featcomp.entropy.temporal_prior.TemporalPrior`), channel c's location and table
+        index depend only on its own previous value ``x``. For ``|x| <= R`` they are tabulated once
+        per codec with the exact integer operations of :func:`integer_context` (diagonal product,
+        bias, shifts, clamps), and the decoder looks them up: two gathers per frame step instead of
+        the context products, shifts and clamps. A step with any ``|x| > R`` takes the product path;
+        the integers are identical either way (``tests/entropy/test_temporal_lut.py``).
+
+        Returns ``(R, coff (C, 1) int64, mu_lut (C * (2R + 1),) int64, tab_lut (same) int64)`` where
+        entry ``c * (2R + 1) + R + x`` holds channel c's location and table index after value x.
+        ``R = min(clip, max(16, 2**17 // C))`` keeps the tables at ~2 MiB (``clip`` when that is less).
+        """
+        C = self.channels
+        wl, ws = self.w_loc.astype(np.int64), self.w_scale.astype(np.int64)
+        dl, ds = np.diagonal(wl).copy(), np.diagonal(ws).copy()
+        if np.count_nonzero(wl) != np.count_nonzero(dl) or np.count_nonzero(ws) != np.count_nonzero(ds):
+            return None
+        _, bl, _, bs, sh, qb, smax = self._np_params
+        R = min(self.clip, max(16, _LUT_ENTRIES // C))
+        x = np.arange(-R, R + 1, dtype=np.int64)[None, :]  # |x| <= R <= clip: the input clamp never binds
+        mu, tab = _locations_and_tables((dl[:, None] * x + bl) >> sh, (ds[:, None] * np.abs(x) + bs) >> self.frac_bits,
+                                        qb, smax, clip_mu=True, clip_s_low=True)
+        coff = (np.arange(C, dtype=np.int64) * (2 * R + 1) + R)[:, None]
+        return R, coff, _readonly(mu.reshape(-1), np.int64), _readonly(tab.reshape(-1), np.int64)
 
     def context(self, k_prev: Any) -> tuple[Any, Any]:
         """:func:`integer_context` with this codec's parameters; k_prev (..., C, M) numpy or torch."""
@@ -764,10 +797,11 @@ class TemporalCodec(DigestedCodec):
         C, fam = self.channels, self.family
         Q = fam.Q
         qb, smax = Q.bit_length() - 1, fam.levels - 1
-        L, clip = C * M, self.clip
-        WL32, WS32, WL64, WS64, x_limit32, shift, tt, rrow, row_rank, unzz, fresh_mu, fresh_tab = self._v2_consts
+        L = C * M
+        x_limit32, shift, tt, rrow, row_rank, unzz, fresh_mu, fresh_tab = self._v2_consts[4:]
         _, _, _, _, _, clip_mu, clip_s_low = self._decode_consts
         radii, row_class, Wc = tt.radii, tt.row_class, tt.weights
+        lut = self._context_lut
         sort = L >= _SORT_MIN
         models = tt.models() if sort else None
         model = coder._family_model()
@@ -796,16 +830,17 @@ class TemporalCodec(DigestedCodec):
         out = np.empty((Ts[0], N, C, M), np.int64)
         mu = np.repeat(np.repeat(fresh_mu[None, :, None], N, 0), M, 2)  # (N, C, M)
         tab = np.repeat(np.repeat(fresh_tab[None, :, None], N, 0), M, 2)  # (N, C, M), any strides
-        res = np.empty((N, C, M), np.int64)
+        rsteps = set() if restart is None else set(np.flatnonzero(restart.any(axis=0)).tolist())
         n_act = 0
         for t in range(Ts[0]):
             if n_act == 0 or Ts[n_act - 1] <= t:  # (re)allocate the per-step buffers for the active streams
                 n_act = sum(T > t for T in Ts)
-                mu, tab, res = mu[:n_act], tab[:n_act], res[:n_act]
+                mu, tab = mu[:n_act], tab[:n_act]
                 X32 = np.empty((2 * C + 1, n_act * M), np.float32)  # [x; 1; |x|], columns = (stream, position)
                 X32[C] = 1.0
                 acc = np.empty((2 * C, n_act * M), np.float32)
-                resf = res.reshape(n_act, L)
+            res = out[t, :n_act]  # frame t of the active streams, decoded in place (contiguous)
+            resf = res.reshape(n_act, L)
             try:
                 esc_args = None
                 if sort:
@@ -841,23 +876,23 @@ class TemporalCodec(DigestedCodec):
                         esc_args = (idx, tab_e, row_class[tab_e], np.concatenate([e[2] for e in esc_parts]))
                 else:  # small frames: one call per stream at the frame's widest class
                     if n_act == 1:  # one stream: one reduction
-                        c_lo = c_hi = int(np.take(row_class, tab).max())
-                        cw = np.full(1, c_lo)
+                        c_lo = c_hi = int(_amax(row_class.take(tab), None))
+                        cw = None  # made only for escapes
                     else:
                         cw = np.take(row_class, tab).reshape(n_act, L).max(axis=1)
                         c_lo, c_hi = int(cw.min()), int(cw.max())
                     if c_lo == c_hi:  # every stream at the same width (common): one gather
                         r = int(radii[c_lo])
-                        rows = np.take(Wc[c_lo], tab, axis=0).reshape(n_act, L, -1)  # take: ~3x faster than indexing
+                        rows = Wc[c_lo].take(tab, axis=0).reshape(n_act, L, -1)  # take: ~3x faster than indexing
                         if n_act == 1:
                             j = 0
-                            np.take(unzz, decs[0].decode(model, rows[0]), out=resf[0])
+                            unzz.take(decs[0].decode(model, rows[0]), out=resf[0])
                         else:
                             parts = []
                             for j in range(n_act):  # a plain loop: j names the stream if constriction fails
                                 parts.append(decs[j].decode(model, rows[j]))
                             np.take(unzz, np.concatenate(parts), out=resf.reshape(-1))
-                        esc = int(resf.min()) < -r
+                        esc = int(_amin(resf, None)) < -r
                     else:
                         tabf = tab.reshape(n_act, L)
                         for c in np.unique(cw).tolist():
@@ -868,6 +903,8 @@ class TemporalCodec(DigestedCodec):
                                 resf[j] = np.take(unzz, decs[j].decode(model, rows[i]))
                         esc = bool((resf < -radii[cw][:, None]).any())
                     if esc:
+                        if cw is None:
+                            cw = np.full(1, c_lo)
                         idx = np.flatnonzero(resf < -(r if c_lo == c_hi else radii[cw][:, None]))
                         j_e = idx // L
                         esc_args = (idx, tab.reshape(-1)[idx], cw[j_e], mu.reshape(-1)[idx])
@@ -882,32 +919,14 @@ class TemporalCodec(DigestedCodec):
             except Exception as e:  # constriction raises on garbage
                 raise fail(j, "the ANS decoder failed", e) from None
             res += mu
-            out[t, :n_act] = res
             if t + 1 == Ts[0]:
                 break
-            # integer context of frame t+1 from frame t (the operations of integer_context), columns
-            # (stream, position); float32 products when provably exact, else float64 (same integers)
-            X32[:C].reshape(C, n_act, M)[...] = res.transpose(1, 0, 2)  # rounds only beyond 2**24 > clip
-            xa = X32[C + 1 :]
-            np.abs(X32[:C], out=xa)
-            xmax = float(xa.max())
-            if xmax > clip:  # rare: clamp (float32 rounding is monotone, so beyond-clip stays beyond)
-                np.minimum(X32[:C], clip, out=X32[:C])
-                np.maximum(X32[:C], -clip, out=X32[:C])
-                np.abs(X32[:C], out=xa)
-                xmax = clip
-            if xmax <= x_limit32:
-                np.matmul(WL32, X32[: C + 1], out=acc[:C])
-                np.matmul(WS32, X32[C:], out=acc[C:])
-                ai = acc.astype(np.int64)
+            if lut is not None and -lut[0] <= _amin(res, None) and _amax(res, None) <= lut[0]:
+                fi = res + lut[1]  # diagonal context: two lookups (_context_lut; same integers)
+                mu, tab = lut[2].take(fi), lut[3].take(fi)
             else:
-                X64 = X32.astype(np.float64)
-                ai = np.concatenate([WL64 @ X64[: C + 1], WS64 @ X64[C:]]).astype(np.int64)
-            ai >>= shift
-            mu_c, tab_c = _locations_and_tables(ai[:C], ai[C:], qb, smax, clip_mu, clip_s_low)
-            mu = mu_c.reshape(C, n_act, M).transpose(1, 0, 2)
-            tab = tab_c.reshape(C, n_act, M).transpose(1, 0, 2)
-            if restart is not None:  # flagged frames: the fresh context instead
+                mu, tab = self._step_context(res, X32, acc, n_act, M, x_limit32, shift, qb, smax, clip_mu, clip_s_low)
+            if t + 1 in rsteps:  # flagged frames: the fresh context instead
                 for j in np.flatnonzero(restart[:n_act, t + 1]).tolist():
                     mu[j] = fresh_mu[:, None]
                     tab[j] = fresh_tab[:, None]
@@ -921,6 +940,36 @@ class TemporalCodec(DigestedCodec):
                 raise CodecError("corrupt stream: a decoded value lies outside int32")
             outs.append(o.astype(np.int32))
         return outs
+
+    def _step_context(self, res: np.ndarray, X32: np.ndarray, acc: np.ndarray, n_act: int, M: int, x_limit32: int,
+                      shift: np.ndarray, qb: int, smax: int, clip_mu: bool, clip_s_low: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Layout-2/3 decoder: locations and table indices (n_act, C, M) of the next frame from ``res``.
+
+        The operations of :func:`integer_context`, columns (stream, position); float32 products when
+        provably exact, else float64 (same integers). ``X32`` (2C + 1, n_act * M) and ``acc``
+        (2C, n_act * M) are the caller's scratch buffers (``X32[C]`` holds ones).
+        """
+        C, clip = self.channels, self.clip
+        WL32, WS32, WL64, WS64 = self._v2_consts[:4]
+        X32[:C].reshape(C, n_act, M)[...] = res.transpose(1, 0, 2)  # rounds only beyond 2**24 > clip
+        xa = X32[C + 1 :]
+        np.abs(X32[:C], out=xa)
+        xmax = float(xa.max())
+        if xmax > clip:  # rare: clamp (float32 rounding is monotone, so beyond-clip stays beyond)
+            np.minimum(X32[:C], clip, out=X32[:C])
+            np.maximum(X32[:C], -clip, out=X32[:C])
+            np.abs(X32[:C], out=xa)
+            xmax = clip
+        if xmax <= x_limit32:
+            np.matmul(WL32, X32[: C + 1], out=acc[:C])
+            np.matmul(WS32, X32[C:], out=acc[C:])
+            ai = acc.astype(np.int64)
+        else:
+            X64 = X32.astype(np.float64)
+            ai = np.concatenate([WL64 @ X64[: C + 1], WS64 @ X64[C:]]).astype(np.int64)
+        ai >>= shift
+        mu_c, tab_c = _locations_and_tables(ai[:C], ai[C:], qb, smax, clip_mu, clip_s_low)
+        return mu_c.reshape(C, n_act, M).transpose(1, 0, 2), tab_c.reshape(C, n_act, M).transpose(1, 0, 2)
 
     def estimate_bits(self, k: Any) -> float:
         """The tables' ideal cost of one chunk ``k`` (T, C, *) in bits (escapes included, no header)."""

@@ -66,3 +66,41 @@ def test_refusals(heads):
         fit_temporal_codec(th, test)
     with pytest.raises(ConfigError, match="frames"):
         fit_temporal_codec(head, [s[:3] for s in test])
+
+
+def test_early_stopping_keeps_the_parameters_with_the_cheapest_validation_code():
+    """Training windows unlike the held-out video (near-constant vs AR(0.9) with large steps): the
+    validation cost rises as the fit goes on, and the fit must return the best checked parameters."""
+    from featcomp.entropy.temporal_prior import TemporalPrior, fit_temporal_prior
+
+    rng = np.random.default_rng(0)
+    train = [np.round(rng.normal(0, 0.3, (12, 4))).astype(np.float32) for _ in range(20)]
+    val = []
+    for _ in range(4):
+        x = np.zeros((10, 4))
+        for t in range(1, 10):
+            x[t] = 0.9 * x[t - 1] + rng.normal(0, 3, 4)
+        val.append(np.round(x).astype(np.float32))
+    hist: list = []
+    p = fit_temporal_prior(TemporalPrior(4), train, steps=200, val=val, eval_every=20, history=hist)
+    assert [s for s, _ in hist] == list(range(20, 201, 20))
+    costs = [c for _, c in hist]
+    assert costs.index(min(costs)) < len(costs) - 1 and costs[-1] > min(costs) + 0.5  # the fit overshoots
+    with torch.no_grad():
+        kept = sum(float(p.bits(torch.as_tensor(v)[None], torch.as_tensor(v)[None]).sum()) for v in val) / 40
+    assert kept == pytest.approx(min(costs), rel=1e-5)
+    codec = p.freeze(np.zeros(4, np.float32))  # and the frozen codec codes them at about that cost
+    coded = sum(8 * len(codec.compress_symbols(v.astype(np.int32))) for v in val) / 40
+    assert coded < costs[-1] + 8 * 16 / 10  # headers (~16 bytes a stream) aside, no worse than the last check
+
+
+def test_fit_temporal_codec_early_stops_on_validation_features(heads):
+    head, _, test = heads
+    hist: list = []
+    th = fit_temporal_codec(head, test, steps=60, eval_every=20, val=test[:1], history=hist)
+    assert [s for s, _ in hist] == [20, 40, 60]
+    k = head.encode(torch.as_tensor(test[0]))
+    np.testing.assert_array_equal(th.encode(torch.as_tensor(test[0])), k)
+    best = min(c for _, c in hist)
+    coded = 8 * len(th.codec.compress_symbols(k)) / len(k)
+    assert coded == pytest.approx(best, abs=8 * 24 / len(k) + 0.05 * best)  # the kept fit codes val at its checked cost

@@ -1,15 +1,17 @@
 """Decode throughput of the temporal conditional codec vs the factorized codec (one core, numpy).
 
-    .venv/bin/python scripts/bench_temporal.py [--baseline-rev 05d8a65] [--repeat 15]
+    .venv/bin/python scripts/bench_temporal.py [--baseline-rev a5b3a09] [--repeat 15]
 
 Codecs: a TemporalCodec with the default ``TemporalPrior.freeze`` family (64 log-spaced Laplace scales
-0.11..48, Q=4, radius 48, 16-bit tables) and an AR(0.9) integer context; an EntropyCodec fitted to
-the same latents. Data: AR(1) latents (rho 0.9, unit innovations), 100-frame chunks of 64 latents
-(pooled) and of 64 x 7 x 7 (spatial). Reported: frames/s decoding one chunk at a time
-(``decompress_symbols``) and 16 chunks of one video in lockstep (``decompress_chunks``, what a store
-read of several chunks uses), for today's layout-2 streams and for the implementation at
-``--baseline-rev`` (loaded from git) on layout-1 streams, all timed round robin with the factorized
-decode. Every decode is checked against the coded latents.
+0.11..48, Q=4, radius 48, 16-bit tables) and an AR(0.9) integer context, diagonal (each channel from
+its own previous value, the default ``TemporalPrior(context="diagonal")``) or dense (small
+cross-channel weights added: the general product path); an EntropyCodec fitted to the same latents.
+Data: AR(1) latents (rho 0.9, unit innovations), 100-frame chunks of 64 latents (pooled) and of
+64 x 7 x 7 (spatial). Reported: frames/s decoding one chunk at a time (``decompress_symbols``) and 16
+chunks of one video in lockstep (``decompress_chunks``, what a store read of several chunks uses),
+for today's code and for the implementation at ``--baseline-rev`` (loaded from git) on the same
+layout-3 streams, all timed round robin with the factorized decode. Every decode is checked against
+the coded latents.
 Writes the "temporal" section of docs/benchmarks.md.
 """
 
@@ -47,10 +49,12 @@ C, T, F = 64, 100, 12
 SIGMA = np.exp(np.random.default_rng(7).uniform(np.log(0.3), np.log(8.0), C))
 
 
-def make_codec(cls=TemporalCodec, varied: bool = False) -> TemporalCodec:
+def make_codec(cls=TemporalCodec, varied: bool = False, dense: bool = False) -> TemporalCodec:
     rng = np.random.default_rng(0)
     fam = TableFamily.build(scale_grid(0.11, 48.0, 64), Q=4, radius=48)
-    w_loc = np.round(0.9 * np.eye(C) * 2**F).astype(np.int32) + rng.integers(-40, 40, (C, C)).astype(np.int32)
+    w_loc = np.round(0.9 * np.eye(C) * 2**F).astype(np.int32)
+    if dense:
+        w_loc += rng.integers(-40, 40, (C, C)).astype(np.int32)
     step = np.log(48 / 0.11) / 63
     u1 = int(np.log(1 / 0.11) / step)  # index of scale 1
     if varied:
@@ -140,7 +144,7 @@ def load_baseline(rev: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--baseline-rev", default="05d8a65")
+    ap.add_argument("--baseline-rev", default="a5b3a09")
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--chunks", type=int, default=16)
     ap.add_argument("--dry-run", action="store_true", help="print the table, do not rewrite docs/benchmarks.md")
@@ -149,19 +153,19 @@ def main() -> None:
     old_cls = load_baseline(args.baseline_rev)
     load0 = os.getloadavg()
     rows = []
-    cases = (("100 x 64", (), False), ("100 x 64 x 7 x 7", (7, 7), False),
-             ("100 x 64, varied channel scales", (), True), ("100 x 64 x 7 x 7, varied channel scales", (7, 7), True))
-    for label, trailing, varied in cases:
-        codec = make_codec(varied=varied)  # layout 3 (codec version 3, the default: layout 2 + restart flags)
-        v1 = make_codec(lambda *a, **k: TemporalCodec(*a, **k, version=1), varied)  # layout 1, today's code
-        old = make_codec(old_cls, varied) if old_cls is not None else None
+    cases = (("100 x 64", (), False, False), ("100 x 64 x 7 x 7", (7, 7), False, False),
+             ("100 x 64, varied channel scales", (), True, False),
+             ("100 x 64 x 7 x 7, varied channel scales", (7, 7), True, False),
+             ("100 x 64, dense context", (), False, True), ("100 x 64 x 7 x 7, dense context", (7, 7), False, True))
+    for label, trailing, varied, dense in cases:
+        codec = make_codec(varied=varied, dense=dense)  # layout 3 (codec version 3, the default)
+        old = make_codec(old_cls, varied, dense) if old_cls is not None else None
         ks = chunks(rng, trailing, args.chunks, varied)
         fac = EntropyCodec.fit(np.concatenate(ks))
         st = [codec.compress_symbols(k) for k in ks]
-        s1 = [v1.compress_symbols(k) for k in ks]
         sf = [fac.compress_symbols(k) for k in ks]
-        for k, a, b in zip(ks, codec.decompress_chunks(st), v1.decompress_chunks(s1)):
-            assert np.array_equal(k, a) and np.array_equal(k, b)
+        for k, a in zip(ks, codec.decompress_chunks(st)):
+            assert np.array_equal(k, a)
         fns = {
             "fac": lambda: [fac.decompress_symbols(s) for s in sf],
             "one": lambda: [codec.decompress_symbols(s) for s in st],
@@ -178,10 +182,10 @@ def main() -> None:
 
         fns["floor"] = floor
         if old is not None:
-            assert old.digest == v1.digest and old.compress_symbols(ks[0]) == s1[0]  # layout 1 unchanged
-            assert np.array_equal(old.decompress_symbols(s1[0]), ks[0])
-            fns["old_one"] = lambda: [old.decompress_symbols(s) for s in s1]
-            fns["old_many"] = lambda: old.decompress_chunks(s1)
+            assert old.digest == codec.digest and old.compress_symbols(ks[0]) == st[0]  # same codec, same streams
+            assert np.array_equal(old.decompress_symbols(st[0]), ks[0])
+            fns["old_one"] = lambda: [old.decompress_symbols(s) for s in st]
+            fns["old_many"] = lambda: old.decompress_chunks(st)
         n = len(ks) * T
         r = rates(fns, n, args.repeat)
         nan = float("nan")
@@ -190,13 +194,13 @@ def main() -> None:
             v = r.get(key, nan)
             return f"{v:,.0f} ({v / r['fac']:.2f}x)"
 
-        bits = [8 * sum(map(len, s)) / n for s in (sf, s1, st)]
+        bits = [8 * sum(map(len, s)) / n for s in (sf, st)]
         rows.append([label, " / ".join(f"{b:,.1f}" for b in bits), f"{r['fac']:,.0f}", cell("old_one"), cell("old_many"),
                      cell("one"), cell("many"), cell("floor")])
         print(rows[-1], flush=True)
     load1 = os.getloadavg()
     table = markdown_table(
-        ["chunk (frames x latents)", "bits/frame factorized / temporal layout 1 / layout 3", "factorized frames/s",
+        ["chunk (frames x latents)", "bits/frame factorized / temporal", "factorized frames/s",
          f"temporal before ({args.baseline_rev}), one chunk at a time",
          f"before, {args.chunks} chunks in lockstep", "temporal now (layout 3), one chunk at a time",
          f"now, {args.chunks} chunks in lockstep", "floor: layout 3's constriction calls alone"], rows)
@@ -206,17 +210,18 @@ compare runs under the same load; load average {load0[0]:.2f} at the start, {loa
 2 cores shared with other jobs). {args.chunks} chunks of AR(1) latents (rho 0.9; Gaussian unit
 innovations and a codec of scale ~1 everywhere, or "varied": Laplace innovations with per-channel
 scales 0.3..8 and a codec whose scales follow them); ratios are vs the factorized decode of the same
-chunks, one chunk at a time. "Before" is the implementation at {args.baseline_rev}
-decoding layout-1 streams; "now" decodes layout-3 streams (temporal codec version 3, issue 7): layout 2
-(rows truncated by width class (float32), frames of >= 256 symbols sorted by table and decoded run by
-run with fixed per-table constriction models, context products in float32 when provably exact) after
-each stream's restart flags (one more call per stream; these AR(1) chunks have no shot changes).
+chunks, one chunk at a time. Both columns decode the same layout-3 streams (temporal codec version 3,
+issue 7: restart flags, then rows truncated by width class, frames of >= 256 symbols sorted by table
+and decoded run by run with fixed per-table constriction models; these AR(1) chunks have no shot
+changes). "Before" is the decoder at {args.baseline_rev} (context products in float32 when provably
+exact, every frame); "now" looks a diagonal context up in per-channel tables built once per codec
+(``TemporalCodec._context_lut``; dense contexts still take the products).
 The last column times only the constriction decode calls that layout 3 makes for these chunks
 (rows gathered beforehand): the floor of any implementation of this layout on top of constriction's
 Python API. For 64-latent frames one per-symbol-row call per stream and frame (~0.7 us + ~20 ns a
-symbol) already costs about twice the factorized decode of a whole frame (one fixed model per
-channel over 100 frames), so 0.5x is out of reach there; the numpy context and bookkeeping, paid
-once per lockstep step of 16 frames, take the rest.
+symbol) already costs about twice the factorized decode of a whole 100-frame chunk's frame (one fixed
+model per channel over 100 frames), so 0.5x is out of reach there; the numpy work, paid once per
+lockstep step of 16 frames, takes the rest.
 
 {table}
 """

@@ -19,6 +19,8 @@ from featcomp.errors import FeatcompError
 COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("pipelines.extract", "extract compressed features from many videos into a store (Ray job)"),
     "train": ("featcomp.train.commands", "train a compressibility head on cached features or a --raw store"),
+    "refit-temporal": ("featcomp.train.refit_commands",
+                       "fit a temporal codec to a factorized head's own latents (same features, fewer bits)"),
     "compress": ("featcomp.model_commands", "compress one clip with a model file"),
     "info": ("featcomp.store.commands", "summarize a feature store: videos, frames, bytes, bits per frame"),
     "verify": ("featcomp.store.commands", "check every chunk of a store decodes and the index agrees"),

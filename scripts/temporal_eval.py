@@ -366,6 +366,7 @@ def refit_temporal(fr, train_seqs, test, prior: dict, T: int, val_seqs=None) -> 
     from featcomp.train.refit import fit_temporal_codec
 
     hist: list = []
+    val_seqs = [v for v in (val_seqs or []) if len(v) >= T]  # as for the heads' validation clips
     if val_seqs:  # early stopping on the validation sequences (at most 3000 steps)
         codec = fit_temporal_codec(fr, train_seqs, window=T, prior=prior, steps=3000, val=val_seqs, history=hist).codec
     else:

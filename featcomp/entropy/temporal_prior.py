@@ -236,7 +236,8 @@ def fit_temporal_prior(prior: TemporalPrior, seqs: list[np.ndarray], *, window: 
     Args:
         prior: the :class:`TemporalPrior` to fit. seqs: integer-valued (T_i, C, *) sequences, T_i >= window.
         window, steps, batch, lr, seed: optimization.
-        val: optional validation sequences (T_i, C, *), any T_i >= 1. eval_every: steps between checks.
+        val: optional validation sequences (T_i, C, *); those of fewer than 2 frames are skipped (no
+            early stopping when none is left). eval_every: steps between checks.
         history: a list that receives ``(step, validation bits per frame)`` at every check.
 
     Returns:
@@ -245,7 +246,8 @@ def fit_temporal_prior(prior: TemporalPrior, seqs: list[np.ndarray], *, window: 
     torch.manual_seed(seed)
     g = np.random.default_rng(seed)
     seqs = [np.asarray(s, np.float32) for s in seqs if len(s) >= window]
-    vals = [torch.as_tensor(np.asarray(s, np.float32))[None] for s in (val or []) if len(s)]
+    # a 1-frame sequence is coded with the fresh context only: it says nothing about when to stop
+    vals = [torch.as_tensor(np.asarray(s, np.float32))[None] for s in (val or []) if len(s) >= 2]
     n_val = sum(v.shape[1] for v in vals)
     opt = torch.optim.Adam(prior.parameters(), lr=lr)
     best: tuple[float, dict] | None = None

@@ -72,7 +72,7 @@ def fit_temporal_codec(head: Any, sequences: Sequence[Any], *, window: int = 4, 
     offsets = np.asarray(head.codec.offsets, np.float32)
     p = TemporalPrior(offsets.size, **opts)
     with torch.no_grad():
-        vks = [head.encode(torch.as_tensor(np.asarray(s, np.float32))) for s in (val or []) if len(s)]
+        vks = [head.encode(torch.as_tensor(np.asarray(s, np.float32))) for s in (val or []) if len(s) >= 2]
     fit_temporal_prior(p, ks, window=window, steps=steps, batch=batch, lr=lr, seed=seed, val=vks or None,
                        eval_every=eval_every, history=history)
     codec = p.freeze(offsets)

@@ -84,6 +84,9 @@ def main(args: argparse.Namespace) -> int:
     m = load_model(args.model)
     seqs = load_sequences(args.sequences)
     n_val = 0 if args.val == 0 or len(seqs) < 2 else max(1, math.floor(args.val * len(seqs)))
+    if any(len(s) < 2 for _, s in seqs[len(seqs) - n_val :]):
+        raise ConfigError(f"{args.sequences}: the held-out sequences need 2 or more frames each "
+                          "(lower --val, or 0 for none)")
     train, val = seqs[: len(seqs) - n_val], seqs[len(seqs) - n_val :]
     prior = json.loads(args.prior) if args.prior else None
     hist: list = []

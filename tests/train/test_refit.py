@@ -104,3 +104,15 @@ def test_fit_temporal_codec_early_stops_on_validation_features(heads):
     best = min(c for _, c in hist)
     coded = 8 * len(th.codec.compress_symbols(k)) / len(k)
     assert coded == pytest.approx(best, abs=8 * 24 / len(k) + 0.05 * best)  # the kept fit codes val at its checked cost
+
+
+def test_one_frame_validation_sequences_do_not_drive_early_stopping():
+    from featcomp.entropy.temporal_prior import TemporalPrior, fit_temporal_prior
+
+    rng = np.random.default_rng(1)
+    train = [np.round(rng.normal(0, 2, (8, 3))).astype(np.float32) for _ in range(6)]
+    hist: list = []
+    fit_temporal_prior(TemporalPrior(3), train, steps=40, val=[train[0][:1], train[1][:1]], eval_every=10, history=hist)
+    assert hist == []  # only the fresh context would have been measured: no checks, the full fit is kept
+    fit_temporal_prior(TemporalPrior(3), train, steps=40, val=[train[0][:1], train[1][:2]], eval_every=10, history=hist)
+    assert [s for s, _ in hist] == [10, 20, 30, 40]

@@ -81,6 +81,10 @@ def test_refit_refusals_name_the_problem(factorized, tmp_path, capsys):
     np.savez(tmp_path / "short.npz", a=seqs[0][:3], b=seqs[1][:3])
     assert cli(["refit-temporal", str(path), str(tmp_path / "short.npz"), "-o", str(tmp_path / "x.safetensors")]) == 1
     assert "frames" in capsys.readouterr().err
+    np.savez(tmp_path / "one.npz", a=seqs[0], b=seqs[1][:1])  # the held-out sequence has one frame
+    assert cli(["refit-temporal", str(path), str(tmp_path / "one.npz"), "-o", str(tmp_path / "x.safetensors"),
+                "--val", "0.5"]) == 1
+    assert "2 or more frames" in capsys.readouterr().err
     assert cli(["refit-temporal", str(path), str(tmp_path / "nope.txt"), "-o", str(tmp_path / "x.safetensors")]) == 1
     assert "nope.txt" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()

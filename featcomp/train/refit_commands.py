@@ -40,7 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val", type=float, default=0.1,
                         help="fraction of the sequences held out for early stopping (default 0.1; 0: none)")
     parser.add_argument("--window", type=int, default=4, help="frames per training window (default 4)")
-    parser.add_argument("--steps", type=int, default=2000, help="Adam steps (the maximum with --val; default 2000)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="Adam steps: the most with --val (default 3000), the count without (default 1000)")
     parser.add_argument("--eval-every", type=int, default=100, help="steps between validation checks (default 100)")
     parser.add_argument("--lr", type=float, default=3e-2)
     parser.add_argument("--prior", help='TemporalPrior options as JSON (default {"context": "diagonal"})')
@@ -90,8 +91,9 @@ def main(args: argparse.Namespace) -> int:
     train, val = seqs[: len(seqs) - n_val], seqs[len(seqs) - n_val :]
     prior = json.loads(args.prior) if args.prior else None
     hist: list = []
-    head = fit_temporal_codec(m.head, [s for _, s in train], window=args.window, steps=args.steps, lr=args.lr,
-                              prior=prior, seed=args.seed, val=[s for _, s in val] or None, holdout=0,
+    steps = args.steps or (3000 if val else 1000)
+    head = fit_temporal_codec(m.head, [s for _, s in train], window=args.window, steps=steps, lr=args.lr,
+                              prior=prior, seed=args.seed, val=[s for _, s in val] or None,
                               eval_every=args.eval_every, history=hist)
     summary: dict[str, Any] = {"output": args.output, "train_sequences": len(train), "val_sequences": len(val)}
     if val:
@@ -106,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
         summary |= {"best_step": best[0], "val_bits_per_frame_factorized": round(fac / frames, 2),
                     "val_bits_per_frame_temporal": round(tem / frames, 2), "val_ratio": round(fac / tem, 3)}
     training = dict(m.training or {})
-    training["refit_temporal"] = {"source": str(args.sequences), "window": args.window, "steps": args.steps,
+    training["refit_temporal"] = {"source": str(args.sequences), "window": args.window, "steps": steps,
                                   "lr": args.lr, "prior": prior, "seed": args.seed,
                                   "val": [name for name, _ in val], **{k: v for k, v in summary.items() if k != "output"}}
     save_model(args.output, head, backbone=m.backbone, sampling=m.sampling, training=training,

@@ -116,16 +116,3 @@ def test_one_frame_validation_sequences_do_not_drive_early_stopping():
     assert hist == []  # only the fresh context would have been measured: no checks, the full fit is kept
     fit_temporal_prior(TemporalPrior(3), train, steps=40, val=[train[0][:1], train[1][:2]], eval_every=10, history=hist)
     assert [s for s, _ in hist] == [10, 20, 30, 40]
-
-
-def test_without_val_a_share_of_the_training_sequences_is_held_out(heads):
-    head, _, test = heads
-    seqs = shots(np.random.default_rng(4), 6)
-    hist: list = []
-    fit_temporal_codec(head, seqs, steps=40, eval_every=20, history=hist)
-    assert [s for s, _ in hist] == [20, 40]  # early stopping on the held-out share
-    hist.clear()
-    fit_temporal_codec(head, seqs, steps=40, eval_every=20, history=hist, holdout=0)
-    assert hist == []
-    fit_temporal_codec(head, seqs[:4], steps=40, eval_every=20, history=hist)
-    assert hist == []  # fewer than 5 sequences: nothing is held out

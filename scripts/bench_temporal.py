@@ -127,6 +127,82 @@ def constriction_calls(codec: TemporalCodec, k: np.ndarray) -> list:
     return calls
 
 
+def store_part(args) -> None:
+    """Temporal vs factorized *stores* of the same latents: size and what a training loop sees (whole-video
+    reads, one DataLoader epoch of a linear probe over ``FeatureDataset``). Writes "temporal_store"."""
+    import shutil
+
+    import torch
+
+    from featcomp.data import FeatureDataset, collate_features
+    from featcomp.store import StoreWriter, open_store
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(3)
+    C = 128
+    vids = []
+    for i in range(args.store_videos):
+        T = int(rng.integers(100, 300))
+        vids.append((f"videos/clip-{i:04d}.mp4", chunks(rng, (), 1, True, C, T)[0], i % 10))
+    frames = sum(len(k) for _, k, _ in vids)
+    codecs = {"factorized": EntropyCodec.fit(np.concatenate([k for _, k, _ in vids[:10]])),
+              "temporal": make_codec(varied=True, C=C)}
+    work = Path(tempfile.mkdtemp(prefix="featcomp-bench-tstore-"))
+    sizes = {}
+    for name, codec in codecs.items():
+        with StoreWriter(work / name, codec, writer_id="bench") as w:
+            for vid, k, _ in vids:
+                w.write(vid, k, np.arange(len(k)) / 5.0)
+        sizes[name] = open_store(work / name).info()
+        st = open_store(work / name)
+        assert all(np.array_equal(st[vid].latents(), k) for vid, k, _ in vids[:5])
+    labels = {vid: y for vid, _, y in vids}
+
+    def read_all(name):
+        st = open_store(work / name)
+        for vid, _, _ in vids:
+            st[vid].latents()
+
+    def epoch(name):
+        dl = torch.utils.data.DataLoader(FeatureDataset(work / name, labels), batch_size=16, shuffle=True,
+                                         collate_fn=collate_features, generator=torch.Generator().manual_seed(0))
+        model = torch.nn.Linear(C, 10)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        for b in dl:
+            m = b["mask"].unsqueeze(-1).float()
+            loss = torch.nn.functional.cross_entropy(model((b["features"] * m).sum(1) / m.sum(1)), b["labels"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    fns = {f"read_{n}": (lambda n=n: read_all(n)) for n in codecs} | {f"epoch_{n}": (lambda n=n: epoch(n)) for n in codecs}
+    r = rates(fns, frames, max(3, args.repeat // 3))
+    shutil.rmtree(work, ignore_errors=True)
+    rows = [[name, f"{sizes[name]['data_bits_per_frame']:,.1f}", f"{sizes[name]['other_bytes']:,}",
+             f"{r['read_' + name]:,.0f}", f"{r['epoch_' + name]:,.0f}"] for name in codecs]
+    rows.append(["temporal / factorized",
+                 f"{sizes['temporal']['data_bits_per_frame'] / sizes['factorized']['data_bits_per_frame']:.2f}x", "",
+                 f"**{r['read_temporal'] / r['read_factorized']:.2f}x**",
+                 f"**{r['epoch_temporal'] / r['epoch_factorized']:.2f}x**"])
+    table = markdown_table(["store (same latents)", "data bits/frame (chunks)", "fixed bytes (codec, headers)",
+                            "whole-video reads (frames/s, one core)", "probe epoch (frames/s, one core)"], rows)
+    text = f"""Temporal vs factorized stores, {today()}, {machine()} (scripts/bench_temporal.py, store part).
+{args.store_videos} videos of 100-300 frames at 5 fps ({frames:,} frames), 128 AR(1) integer latents per frame (rho 0.9,
+Laplace innovations, per-channel scales 0.3..8: the "varied" chunks above), written to one store per codec (the
+store's default time chunks: 256 frames for the temporal codec) with the same ids. Reads: every video's
+``latents()`` from a freshly opened store (all of a video's chunks decode in lockstep); probe epoch: one
+``FeatureDataset`` epoch (batch 16, ``num_workers=0``, masked mean pool, one linear layer), the training loop
+included. Best of {max(3, args.repeat // 3)}, variants round robin. Per video the temporal chunks decode one
+or two at a time, so this is the "one chunk at a time" regime of the table above: constriction's per-frame
+calls bound it. A DataLoader with n workers multiplies the per-core rates.
+
+{table}
+"""
+    if not args.dry_run:
+        write_section("temporal_store", text)
+    print(table)
+
+
 def load_baseline(rev: str):
     """The TemporalCodec class of featcomp/entropy/temporal.py at git revision ``rev`` (or None)."""
     try:
@@ -149,7 +225,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--chunks", type=int, default=16)
     ap.add_argument("--dry-run", action="store_true", help="print the table, do not rewrite docs/benchmarks.md")
+    ap.add_argument("--store-videos", type=int, default=40)
+    ap.add_argument("--only-store", action="store_true", help="run only the store part")
     args = ap.parse_args()
+    if args.only_store:
+        store_part(args)
+        return
     rng = np.random.default_rng(1)
     old_cls = load_baseline(args.baseline_rev)
     load0 = os.getloadavg()
@@ -232,6 +313,7 @@ lockstep step of 16 frames, takes the rest. The 256 x 128 rows use the store's d
     if not args.dry_run:
         write_section("temporal", text)
     print(table)
+    store_part(args)
 
 
 if __name__ == "__main__":

@@ -52,10 +52,10 @@ then ANS words, in the payload layout of the codec's ``version`` (part of its by
 Frames decode sequentially (each needs its predecessor), vectorized over channels and positions;
 :meth:`TemporalCodec.decompress_chunks` decodes independent streams in lockstep. A diagonal context
 (the default) is looked up in per-channel tables built once per codec from the same integer
-operations (:attr:`TemporalCodec._context_lut`) instead of being evaluated at every frame. In lockstep,
-layout 2 decodes 1.3-3.7x faster than layout 1 (docs/benchmarks.md, "temporal"); on small frames
-its floor is constriction's per-call cost (one call per stream and frame: ~2 us for 64 symbols at
-width 16, against ~1.3 us for a whole 64-latent frame in the factorized codec).
+operations (:attr:`TemporalCodec._context_lut`) instead of being evaluated at every frame. On small
+frames the floor is constriction's per-call cost (one call per stream and frame: ~2 us for 64 symbols
+at width 16, against ~1.3 us for a whole 64-latent frame in the factorized codec; docs/benchmarks.md,
+"temporal").
 """
 
 from __future__ import annotations

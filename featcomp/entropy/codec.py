@@ -473,11 +473,16 @@ class EntropyCodec:
             CRC32 over this codec's digest, the header and the payload) + ANS payload; see
             ``docs/entropy.md``.
         """
+        payload, shape = self._encode_payload(k)
+        return bitstream.pack(shape, self.digest, payload)
+
+    def _encode_payload(self, k: Any) -> tuple[bytes, tuple[int, ...]]:
+        """The ANS words of :meth:`compress_symbols` without the framing, and the array's shape (for
+        codecs that embed a factorized payload in their own streams)."""
         kt, shape = self._symbols_ct(k, subtract_min=True)
         if kt.size > _MAX_ELEMENTS:
             raise CodecError(f"array of shape {shape} is too large for one stream; split it")
-        payload = coder.encode(kt, self._models, self.table_min, self.table_size) if kt.size else b""
-        return bitstream.pack(shape, self.digest, payload)
+        return (coder.encode(kt, self._models, self.table_min, self.table_size) if kt.size else b""), shape
 
     def decompress_symbols(self, data: bytes) -> np.ndarray:
         """Decode a stream written by :meth:`compress_symbols` of *this* codec.
@@ -496,14 +501,17 @@ class EntropyCodec:
         numel = math.prod(shape)
         if numel > _MAX_ELEMENTS:
             raise CodecError(f"corrupt stream header: shape {shape} is implausibly large")
-        M = numel // self.channels
+        return self._decode_payload(h.payload, shape)
+
+    def _decode_payload(self, payload: bytes, shape: tuple[int, ...]) -> np.ndarray:
+        """Inverse of :meth:`_encode_payload`: int32 ``shape`` from the ANS words (shape checked by the caller)."""
+        numel = math.prod(shape)
         if numel == 0:
-            if h.payload:
+            if payload:
                 raise CodecError("corrupt stream: an empty array with a non-empty payload")
             return np.zeros(shape, np.int32)
-        idx, rows, cols, vals = coder.decode(
-            h.payload, self.channels, M, self._models, self.table_min, self.table_size
-        )
+        M = numel // self.channels
+        idx, rows, cols, vals = coder.decode(payload, self.channels, M, self._models, self.table_min, self.table_size)
         out = self._from_ct(idx, shape)
         if rows.size:
             R = M // shape[0]

@@ -42,7 +42,16 @@ zero bytes up to a multiple of 4, then the ANS words of ``y``, in the layout of 
   class, then table index, then position (image-major, channel-major), so a decoder takes each
   table's run with one fixed constriction model; then the escapes
   (:func:`featcomp.entropy.indexed.push_class_escapes`: a tail symbol per escape of a narrow class,
-  then the exact values beyond R).
+  then the exact values beyond R);
+* layout 3 (version 3: a version-2 codec with a **factorized fallback**, a per-channel
+  :class:`~featcomp.entropy.EntropyCodec` for ``y`` fitted to a trained head's own latents,
+  :func:`featcomp.train.refit.fit_hyperprior_fallback`): the LEB128 field holds ``2 * len(z stream) +
+  mode``. Mode 0: layout 2 as above. Mode 1: no ``z`` at all, the zero bytes up to a multiple of 4,
+  then the ANS words of the fallback's payload for ``y`` (its ``compress_symbols`` without the
+  framing). The encoder codes a stream both ways and keeps the shorter, so a stream never costs more
+  than 4 bytes over the better of the two; the decoder reads the mode. Where the side information
+  has collapsed (the lowest rates, where every ``z`` is the same), the Laplace tables cost more than a
+  density fitted to ``y`` itself (docs/temporal.md) and mode 1 takes over.
 
 Frames are independent given their own ``z``: a stream of N frames is N images coded together.
 """
@@ -80,8 +89,8 @@ from featcomp.errors import CodecError
 __all__ = ["HyperpriorCodec", "scale_index", "analysis_int", "log_lut", "Z_LIMIT", "LUT_MAX", "LUT_BITS"]
 
 _MAGIC = b"FCHP"
-_VERSION = 2  # codec bytes version = y's stream layout it writes and reads (1: full-width rows)
-_READ_VERSIONS = (1, 2)
+_VERSION = 2  # codec bytes version = y's stream layout it writes and reads (1: full-width rows,
+_READ_VERSIONS = (1, 2, 3)  # 3: layout 2 or the factorized fallback per stream; needs a fallback codec)
 _TAIL_SHIFT = 8  # layout 2: a row is narrowed where its folded excess mass is <= 2**precision >> 8
 _RUN_MIN = 8  # decode speed only: mean run length from which fixed per-table models beat per-symbol rows
 Z_LIMIT = 1 << 15
@@ -178,8 +187,10 @@ class HyperpriorCodec(DigestedCodec):
         family: :class:`TableFamily` of zero-centred scales (``Q == 1``).
         A: int32 (Cz, C), b: int64 (Cz,) analysis; B: int32 (C, Cz), c: int64 (C,) synthesis.
         pool: p, the side-information cell size. frac_bits: F.
-        version: 2 (default) or 1: the codec format version, which fixes y's stream layout (module
-            docstring); part of the canonical bytes and the digest.
+        version: 2 (default), 1, or 3 (with ``fallback``): the codec format version, which fixes y's
+            stream layout (module docstring); part of the canonical bytes and the digest.
+        fallback: version 3 only: the factorized :class:`EntropyCodec` of y (C channels) that a stream
+            uses instead of z and the Laplace tables where that is shorter (:meth:`with_fallback`).
         kind: ``"hyperprior"``. channels: C. z_channels: Cz. digest: sha256 hex.
     """
 
@@ -193,6 +204,7 @@ class HyperpriorCodec(DigestedCodec):
     pool: int = 2
     frac_bits: int = 12
     version: int = _VERSION
+    fallback: EntropyCodec | None = None
     kind: str = dataclasses.field(default="hyperprior", init=False)
     _MAGIC: ClassVar[bytes] = _MAGIC
     _VERSION: ClassVar[int] = _VERSION
@@ -222,6 +234,11 @@ class HyperpriorCodec(DigestedCodec):
             set_(name, _readonly(a, dtype))
         if int(self.version) not in _READ_VERSIONS:
             raise CodecError(f"unknown HyperpriorCodec version {self.version}; upgrade featcomp")
+        if (int(self.version) == 3) != (self.fallback is not None):
+            raise CodecError("a HyperpriorCodec has a factorized fallback exactly when it is version 3 "
+                             f"(version {self.version}, fallback {'given' if self.fallback is not None else 'none'})")
+        if self.fallback is not None and int(self.fallback.channels) != C:
+            raise CodecError(f"the fallback codec has {self.fallback.channels} channels, the codec {C}")
         set_("version", int(self.version))
         set_("_VERSION", int(self.version))  # to_dict's format_version is this codec's
         set_("offsets", _readonly(off, np.float32))
@@ -240,8 +257,17 @@ class HyperpriorCodec(DigestedCodec):
         zb, fb = self.z_codec.to_bytes(), self.family.to_bytes()
         head = _MAGIC + struct.pack("<BIIBBII", self.version, self.channels, self.z_channels, self.frac_bits, self.pool,
                                     len(zb), len(fb))
-        return b"".join([head, zb, fb, self.offsets.astype("<f4").tobytes(), self.A.astype("<i4").tobytes(),
+        yb = b"" if self.fallback is None else self.fallback.to_bytes()  # version 3: length-prefixed
+        fall = b"" if self.fallback is None else struct.pack("<I", len(yb)) + yb
+        return b"".join([head, zb, fb, fall, self.offsets.astype("<f4").tobytes(), self.A.astype("<i4").tobytes(),
                          self.b.astype("<i8").tobytes(), self.B.astype("<i4").tobytes(), self.c.astype("<i8").tobytes()])
+
+    def with_fallback(self, fallback: EntropyCodec) -> HyperpriorCodec:
+        """This codec as version 3 with the factorized ``fallback`` for y (same parameters otherwise):
+        each stream is coded with z and the Laplace tables or with the fallback, whichever is shorter."""
+        if self.version == 1:
+            raise CodecError("a version-1 HyperpriorCodec cannot take a fallback (layout 3 builds on layout 2)")
+        return dataclasses.replace(self, version=3, fallback=fallback)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HyperpriorCodec:
@@ -253,9 +279,16 @@ class HyperpriorCodec(DigestedCodec):
         pos += zl
         fam = TableFamily.from_bytes(body[pos : pos + fl])
         pos += fl
+        fallback = None
+        if version == 3:
+            if pos + 4 > len(body):
+                raise CodecError("truncated HyperpriorCodec bytes")
+            (yl,) = struct.unpack_from("<I", body, pos)
+            fallback = EntropyCodec.from_bytes(body[pos + 4 : pos + 4 + yl])
+            pos += 4 + yl
         out = cls._read_arrays(body, pos, [("<f4", C), ("<i4", Cz * C), ("<i8", Cz), ("<i4", C * Cz), ("<i8", C)])
         off, A, b, B, c = out
-        return cls(off, zc, fam, A.reshape(Cz, C), b, B.reshape(C, Cz), c, p, F, version)
+        return cls(off, zc, fam, A.reshape(Cz, C), b, B.reshape(C, Cz), c, p, F, version, fallback)
 
     # ------------------------------------------------------------------ quantization
     def _check_shape(self, shape: tuple[int, ...], what: str) -> None:
@@ -293,9 +326,19 @@ class HyperpriorCodec(DigestedCodec):
         flat = K.reshape(-1)
         enc = self._encode_y_v1(flat, tab) if self.version == 1 else self._encode_y_v2(flat, tab)
         ywords = enc.get_compressed().astype("<u4", copy=False).tobytes()
-        head = bitstream.encode_varint(len(zs)) + zs
-        head += b"\x00" * ((-len(head)) % 4)  # y's words start 4-aligned (the reader re-pads the end)
-        return bitstream.pack(shape, self.digest, head + ywords)
+        mult = 2 if self.version == 3 else 1  # version 3: the field is 2 * len(z stream) + mode (0 here)
+        payload = self._framed(bitstream.encode_varint(mult * len(zs)) + zs, ywords)
+        if self.version == 3:
+            fwords, _ = self.fallback._encode_payload(K)
+            alt = self._framed(bitstream.encode_varint(1), fwords)
+            if len(alt) < len(payload):
+                payload = alt
+        return bitstream.pack(shape, self.digest, payload)
+
+    @staticmethod
+    def _framed(head: bytes, words: bytes) -> bytes:
+        """``head``, zero bytes up to a multiple of 4 (the reader re-pads the end), then ``words``."""
+        return head + b"\x00" * ((-len(head)) % 4) + words
 
     def _encode_y_v1(self, flat: np.ndarray, tab: np.ndarray):
         """Layout 1: one full-width family row per symbol, position order, then the escapes."""
@@ -398,6 +441,18 @@ class HyperpriorCodec(DigestedCodec):
             raise
         except Exception as e:
             raise CodecError(f"corrupt hyperprior stream ({e})") from None
+        if self.version == 3:
+            zlen, mode = divmod(zlen, 2)
+            if mode:  # the factorized fallback codes y; there is no z
+                if zlen:
+                    raise CodecError("corrupt stream: a hyperprior fallback stream carries side information")
+                try:
+                    out = self.fallback._decode_payload(h.payload[pos + (-pos) % 4 :], shape)
+                except CodecError:
+                    raise
+                except Exception as ex:
+                    raise CodecError(f"corrupt stream or wrong codec: the ANS decoder failed ({ex})") from None
+                return out
         ystart = pos + zlen + (-(pos + zlen)) % 4
         if ystart > len(h.payload):
             raise CodecError("corrupt hyperprior stream: side-information length out of range")
@@ -429,9 +484,10 @@ class HyperpriorCodec(DigestedCodec):
         z = analysis_int(K, self.A, self.b, pool=self.pool, frac_bits=self.frac_bits).astype(np.int32)
         tab = self.tables(z, H, W).reshape(-1)
         flat = K.reshape(-1)
-        if self.version == 2:
+        if self.version >= 2:
             tt = self._v2_consts[0]
-            return class_bits(tt, self.family, flat, tab, tt.row_class[tab]) + self.z_codec.estimate_bits(z)
+            bits = class_bits(tt, self.family, flat, tab, tt.row_class[tab]) + self.z_codec.estimate_bits(z)
+            return bits if self.fallback is None else min(bits, self.fallback.estimate_bits(K))
         R, n = self.family.radius, self.family.n
         esc = (flat < -R) | (flat > R)
         bits = float(self.family.cost_bits[tab, np.where(esc, n - 1, flat + R)].sum())

@@ -25,7 +25,7 @@ import torch
 from featcomp.entropy.temporal_prior import TemporalPrior, fit_temporal_prior
 from featcomp.errors import ConfigError
 
-__all__ = ["fit_temporal_codec"]
+__all__ = ["fit_hyperprior_fallback", "fit_temporal_codec"]
 
 
 def fit_temporal_codec(head: Any, sequences: Sequence[Any], *, window: int = 4, steps: int = 1000,
@@ -81,3 +81,41 @@ def fit_temporal_codec(head: Any, sequences: Sequence[Any], *, window: int = 4, 
     codec = p.freeze(offsets)
     config = dataclasses.replace(head.config, entropy_model="temporal", prior=opts)
     return FrozenHead(config, head.state_tensors(), codec, rate=head.rate)
+
+
+def fit_hyperprior_fallback(head: Any, maps: Any, *, batch: int = 256) -> Any:
+    """A copy of a hyperprior ``head`` whose codec (version 3) may code a stream with a factorized fallback.
+
+    The fallback is a per-channel :class:`~featcomp.entropy.EntropyCodec` fitted (``EntropyCodec.fit``)
+    to the head's own integer latents of ``maps``; each stream is then coded with the side information
+    and the Laplace tables or with the fallback, whichever is shorter (docs/entropy.md, hyperprior
+    layout 3). The integers and the reconstruction are exactly the head's. It matters where the side
+    information collapses (the lowest rates): there a density fitted to y costs less than the Laplace
+    tables of one constant scale (docs/temporal.md).
+
+    Args:
+        head: a hyperprior :class:`~featcomp.head.FrozenHead` (a trained head is frozen first), codec
+            version 2 (version-1 codecs cannot take a fallback).
+        maps: float (N, C, H, W) training feature maps (not the maps you will evaluate on).
+        batch: maps encoded per call.
+
+    Returns:
+        a :class:`~featcomp.head.FrozenHead` with the same weights and config and the version-3 codec.
+
+    Raises:
+        ConfigError: not a hyperprior head, or no maps.
+    """
+    from featcomp.entropy import EntropyCodec
+    from featcomp.head import FrozenHead
+
+    if not isinstance(head, FrozenHead) and hasattr(head, "freeze"):
+        head = head.freeze()
+    if getattr(head, "kind", None) != "hyperprior":
+        raise ConfigError(f"fit_hyperprior_fallback: give a hyperprior head (got kind {getattr(head, 'kind', None)!r})")
+    x = np.asarray(maps, np.float32)
+    if x.ndim != 4 or len(x) == 0:
+        raise ConfigError(f"fit_hyperprior_fallback: maps must be a non-empty (N, C, H, W) array, got {x.shape}")
+    with torch.no_grad():
+        k = np.concatenate([np.asarray(head.encode(torch.from_numpy(x[i : i + batch]))) for i in range(0, len(x), batch)])
+    codec = head.codec.with_fallback(EntropyCodec.fit(k))
+    return FrozenHead(head.config, head.state_tensors(), codec, rate=head.rate)

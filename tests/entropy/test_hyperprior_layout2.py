@@ -207,11 +207,11 @@ def test_version_1_codecs_still_write_and_read_layout_1_and_layouts_never_mix():
         assert d["format_version"] == c.version and codec_from_dict(d) == c and codec_from_dict(d).version == c.version
     assert c2.to_bytes()[4] == 2 and c1.to_bytes()[4] == 1
     assert c1.to_bytes()[5:-32] == c2.to_bytes()[5:-32]  # same parameters; only the version differs
-    with pytest.raises(CodecError, match="unknown HyperpriorCodec version 3"):
-        spread_codec(version=3)
+    with pytest.raises(CodecError, match="unknown HyperpriorCodec version 4"):  # 3 is layout 3 (a fallback)
+        spread_codec(version=4)
     raw = bytearray(c2.to_bytes()[:-32])
-    raw[4] = 3
-    with pytest.raises(CodecError, match="unknown HyperpriorCodec version 3"):
+    raw[4] = 4
+    with pytest.raises(CodecError, match="unknown HyperpriorCodec version 4"):
         HyperpriorCodec.from_bytes(bytes(raw) + hashlib.sha256(bytes(raw)).digest())
 
 

@@ -47,7 +47,9 @@ same steps, entropy-model lr chosen per model on the validation maps; coded bits
 all test maps) at equal test MSE. The hyperprior heads freeze to codec version 2 (stream layout 2: rows
 narrowed by width class with the table floors reclaimed); each one's test integers are also coded by the
 same codec as version 1 (layout 1, full-width rows: the format before the fix), so the "layout 1" columns
-compare the two layouts on the same integers; decode speed (factorized, hyperprior layout 1 and 2) is timed on the
+compare the two layouts on the same integers, and the "layout 3" columns code them with the same head given a
+factorized fallback fitted to its training integers (``fit_hyperprior_fallback``, codec version 3: the stream
+takes the shorter of the two modes); decode speed (factorized, hyperprior layout 1 and 2) is timed on the
 test streams (maps/s, one thread, median of 3 x 3 decodes). ``--spatial-size 320`` repeats it on 10 x 10 maps
 (320 px input, cached in ``data/cache/temporal_eval_mnv2_320_spatial.npz``, ~40 s of one CPU core), stored
 as part ``spatial_320``; pass lambdas for its larger maps (``--spatial-lams``).
@@ -545,6 +547,15 @@ def run_spatial(args) -> dict:
                 d1 = v1.compress_symbols(k)
                 assert np.array_equal(v1.decompress_symbols(d1), k)
                 ev |= {"bits_layout1": 8 * len(d1) / len(te), "decode_maps_s_layout1": decode_maps_s(v1, d1)}
+                # layout 3: the same head with a factorized fallback fitted to its training integers
+                from featcomp.entropy import bitstream
+                from featcomp.train.refit import fit_hyperprior_fallback
+
+                v3 = fit_hyperprior_fallback(fr, tr).codec
+                d3 = v3.compress_symbols(k)
+                assert np.array_equal(v3.decompress_symbols(d3), k)
+                field, _ = bitstream.decode_varint(bitstream.unpack(d3, v3.digest, v3.channels).payload, 0)
+                ev |= {"bits_layout3": 8 * len(d3) / len(te), "mode_layout3": int(field % 2)}  # 1: the fallback
             curve.append(ev)
             print(f"  {kind} lam={lam:g}: {ev['bits']:.0f} bits/map, test MSE {ev['mse']:.4f}, train loss "
                   f"{ev['train_loss']}, val loss {ev['val_loss']}, {secs:.0f} s", flush=True)
@@ -623,23 +634,29 @@ def spatial_tables(sp: dict | None) -> dict[str, str]:
         npos = math.prod(sp["shape"][1:])
         rows, eq, dec = [], [], []
         has_v1 = all("bits_layout1" in e for e in sp["hyperprior"])
+        has_v3 = all("bits_layout3" in e for e in sp["hyperprior"])
         for kind in ("factorized", "hyperprior"):
             for e in sp[kind]:
                 v1 = f"{e['bits_layout1']:.0f}" if "bits_layout1" in e else ""
+                v3 = (f"{e['bits_layout3']:.1f} ({'fallback' if e['mode_layout3'] else 'hyperprior'})"
+                      if "bits_layout3" in e else "")
                 rows.append([kind, f"{e['lam']:g}", f"{e['bits']:.0f}", f"{e['bits'] / npos:.1f}", f"{e['mse']:.4f}",
-                             fmt_curve(e["train_loss"]), fmt_curve(e["val_loss"])] + ([v1] if has_v1 else []))
+                             fmt_curve(e["train_loss"]), fmt_curve(e["val_loss"])] + ([v1] if has_v1 else [])
+                            + ([v3] if has_v3 else []))
         # lower MSE is better: use -mse as quality
         pf = [(e["bits"], -e["mse"]) for e in sp["factorized"]]
         ph = [(e["bits"], -e["mse"]) for e in sp["hyperprior"]]
         ph1 = [(e["bits_layout1"], -e["mse"]) for e in sp["hyperprior"]] if has_v1 else []
+        ph3 = [(e["bits_layout3"], -e["mse"]) for e in sp["hyperprior"]] if has_v3 else []
         for q, bf, bh in equal_quality(pf, ph):
             extra = []
-            if has_v1:
-                b1 = bits_at(ph1, q)
-                extra = [f"{b1:.0f}", f"{b1 / bf:.2f}x"] if not math.isnan(b1) else ["", ""]
-            eq.append([f"{-q:.4f}", f"{bf:.0f}", f"{bh:.0f}", f"**{bh / bf:.2f}x**"] + extra)
+            for has, pts in ((has_v1, ph1), (has_v3, ph3)):
+                if has:
+                    b = bits_at(pts, q)
+                    extra += [f"{b:.1f}", f"{b / bf:.2f}x"] if not math.isnan(b) else ["", ""]
+            eq.append([f"{-q:.4f}", f"{bf:.1f}", f"{bh:.1f}", f"**{bh / bf:.2f}x**"] + extra)
         if not eq:
-            eq.append(["(no overlap)", "", "", ""] + (["", ""] if has_v1 else []))
+            eq.append(["(no overlap)", "", "", ""] + (["", ""] if has_v1 else []) + (["", ""] if has_v3 else []))
         if has_v1 and all("decode_maps_s" in e for e in sp["factorized"] + sp["hyperprior"]):
             for ef, eh in zip(sp["factorized"], sp["hyperprior"]):
                 dec.append([f"{eh['lam']:g}", f"{ef['decode_maps_s']:,.0f}", f"{eh['decode_maps_s_layout1']:,.0f}",
@@ -647,9 +664,13 @@ def spatial_tables(sp: dict | None) -> dict[str, str]:
                             f"{eh['decode_maps_s'] / ef['decode_maps_s']:.2f}x"])
         t["s_rd"] = markdown_table(["entropy model", "lambda", "coded bits/map", "bits/position", "test MSE",
                                     "train loss at 25/50/100% of steps", "val loss at 25/50/100%"]
-                                   + (["same integers, layout 1 (bits/map)"] if has_v1 else []), rows)
+                                   + (["same integers, layout 1 (bits/map)"] if has_v1 else [])
+                                   + (["same integers, layout 3: with the factorized fallback (bits/map, mode)"]
+                                      if has_v3 else []), rows)
         t["s_eq"] = markdown_table(["test MSE", "factorized bits/map", "hyperprior bits/map", "hyperprior/factorized"]
-                                   + (["hyperprior layout 1 bits/map", "layout 1/factorized"] if has_v1 else []), eq)
+                                   + (["hyperprior layout 1 bits/map", "layout 1/factorized"] if has_v1 else [])
+                                   + (["hyperprior layout 3 (fallback) bits/map", "**layout 3/factorized**"]
+                                      if has_v3 else []), eq)
         t["s_dec"] = markdown_table(["lambda", "factorized (maps/s)", "hyperprior layout 1", "hyperprior layout 2",
                                      "layout 2/layout 1", "layout 2/factorized"], dec) if dec else ""
     return t

@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scripts._probe import probe_epoch  # noqa: E402
 from scripts._report import markdown_table, write_section  # noqa: E402
 
 
@@ -63,7 +64,7 @@ def main() -> int:
 
     import torch
 
-    from featcomp.data import FeatureDataset, collate_features
+    from featcomp.data import FeatureDataset
     from featcomp.entropy import EntropyCodec
     from featcomp.store import StoreWriter, open_store
     from featcomp.store.format import IndexTable, encode_index_file
@@ -172,18 +173,7 @@ def main() -> int:
     labels = {v[0]: v[4] for v in vids}
 
     def epoch(path, dim):
-        ds = FeatureDataset(path, labels)
-        dl = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True, collate_fn=collate_features, num_workers=0,
-                                         generator=torch.Generator().manual_seed(0))
-        model = torch.nn.Linear(dim, 10)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        for b in dl:
-            m = b["mask"].unsqueeze(-1).float()
-            x = (b["features"] * m).sum(1) / m.sum(1)
-            loss = torch.nn.functional.cross_entropy(model(x), b["labels"])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        probe_epoch(FeatureDataset(path, labels), dim)
 
     t_ep_coded = best(lambda: epoch(work / "coded", args.channels), repeat=2)
     t_ep_f16 = best(lambda: epoch(work / "f16", args.float_dim), repeat=2)
@@ -198,16 +188,7 @@ def main() -> int:
                     "label": torch.tensor(vids[i][4])}
 
     def epoch_npy():
-        dl = torch.utils.data.DataLoader(NpyDS(), batch_size=16, shuffle=True, collate_fn=collate_features,
-                                         generator=torch.Generator().manual_seed(0))
-        model = torch.nn.Linear(args.float_dim, 10)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        for b in dl:
-            m = b["mask"].unsqueeze(-1).float()
-            loss = torch.nn.functional.cross_entropy(model((b["features"] * m).sum(1) / m.sum(1)), b["labels"])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        probe_epoch(NpyDS(), args.float_dim)
 
     t_ep_npy = best(epoch_npy, repeat=2)
 

@@ -134,7 +134,8 @@ def store_part(args) -> None:
 
     import torch
 
-    from featcomp.data import FeatureDataset, collate_features
+    from _probe import probe_epoch
+    from featcomp.data import FeatureDataset
     from featcomp.store import StoreWriter, open_store
 
     torch.set_num_threads(1)
@@ -164,16 +165,7 @@ def store_part(args) -> None:
             st[vid].latents()
 
     def epoch(name):
-        dl = torch.utils.data.DataLoader(FeatureDataset(work / name, labels), batch_size=16, shuffle=True,
-                                         collate_fn=collate_features, generator=torch.Generator().manual_seed(0))
-        model = torch.nn.Linear(C, 10)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        for b in dl:
-            m = b["mask"].unsqueeze(-1).float()
-            loss = torch.nn.functional.cross_entropy(model((b["features"] * m).sum(1) / m.sum(1)), b["labels"])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        probe_epoch(FeatureDataset(work / name, labels), C)
 
     fns = {f"read_{n}": (lambda n=n: read_all(n)) for n in codecs} | {f"epoch_{n}": (lambda n=n: epoch(n)) for n in codecs}
     r = rates(fns, frames, max(3, args.repeat // 3))

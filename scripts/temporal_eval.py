@@ -676,7 +676,9 @@ def spatial_tables(sp: dict | None) -> dict[str, str]:
     return t
 
 
-def write_docs(res: dict) -> None:
+def write_docs(res: dict, bench: bool = True) -> None:
+    """Rewrite docs/temporal.md from ``res``; with ``bench``, also the "temporal_eval" section of
+    docs/benchmarks.md (only when a temporal part ran now: the section is stamped with today's date)."""
     t = tables(res)
     sp = res.get("spatial")
     doc = ROOT / "docs" / "temporal.md"
@@ -766,7 +768,7 @@ inconclusive; it is replaced by the runs below.
 ## Part 2: scale hyperprior vs factorized on real spatial maps, reconstruct MSE
 {part2}
 {codecs}{keep}""")
-    if bench_tm and bench_tm[1].get("t_b"):
+    if bench and bench_tm and bench_tm[1].get("t_b"):
         tm, tt = bench_tm
         write_section("temporal_eval", f"Temporal vs factorized decode on real test chunks, {tm['date']}, "
                       f"{tm['machine']} (scripts/temporal_eval.py --part temporal --split {tm['split']}; middle lambda, "
@@ -812,7 +814,7 @@ def main() -> None:
             key = part if part != "spatial" or args.spatial_size == 192 else f"spatial_{args.spatial_size}"
             res[f"temporal_{args.split}" if part == "temporal" else key] = r
             RESULTS.write_text(json.dumps(res, indent=1))
-    write_docs(res)
+    write_docs(res, bench=not args.doc_only and "temporal" in args.part.split(","))
     print((ROOT / "docs" / "temporal.md").read_text())
 
 

@@ -330,11 +330,10 @@ class TemporalCodec(DigestedCodec):
         ``R = min(clip, max(16, 2**17 // C))`` keeps the tables at ~2 MiB (``clip`` when that is less).
         """
         C = self.channels
-        wl, ws = self.w_loc.astype(np.int64), self.w_scale.astype(np.int64)
-        dl, ds = np.diagonal(wl).copy(), np.diagonal(ws).copy()
+        wl, bl, ws, bs, sh, qb, smax = self._np_params
+        dl, ds = np.diagonal(wl), np.diagonal(ws)
         if np.count_nonzero(wl) != np.count_nonzero(dl) or np.count_nonzero(ws) != np.count_nonzero(ds):
             return None
-        _, bl, _, bs, sh, qb, smax = self._np_params
         R = min(self.clip, max(16, _LUT_ENTRIES // C))
         x = np.arange(-R, R + 1, dtype=np.int64)[None, :]  # |x| <= R <= clip: the input clamp never binds
         mu, tab = _locations_and_tables((dl[:, None] * x + bl) >> sh, (ds[:, None] * np.abs(x) + bs) >> self.frac_bits,
@@ -794,12 +793,9 @@ class TemporalCodec(DigestedCodec):
         (class, table) and decoded run by run with fixed per-table models (long runs) or per-symbol
         rows; then the step's escapes for all streams together (:meth:`_pop_escapes_v2`).
         """
-        C, fam = self.channels, self.family
-        Q = fam.Q
-        qb, smax = Q.bit_length() - 1, fam.levels - 1
+        C = self.channels
         L = C * M
-        x_limit32, shift, tt, rrow, row_rank, unzz, fresh_mu, fresh_tab = self._v2_consts[4:]
-        _, _, _, _, _, clip_mu, clip_s_low = self._decode_consts
+        tt, rrow, row_rank, unzz, fresh_mu, fresh_tab = self._v2_consts[6:]
         radii, row_class, Wc = tt.radii, tt.row_class, tt.weights
         lut = self._context_lut
         sort = L >= _SORT_MIN
@@ -925,7 +921,7 @@ class TemporalCodec(DigestedCodec):
                 fi = res + lut[1]  # diagonal context: two lookups (_context_lut; same integers)
                 mu, tab = lut[2].take(fi), lut[3].take(fi)
             else:
-                mu, tab = self._step_context(res, X32, acc, n_act, M, x_limit32, shift, qb, smax, clip_mu, clip_s_low)
+                mu, tab = self._step_context(res, X32, acc, n_act, M)
             if t + 1 in rsteps:  # flagged frames: the fresh context instead
                 for j in np.flatnonzero(restart[:n_act, t + 1]).tolist():
                     mu[j] = fresh_mu[:, None]
@@ -941,8 +937,8 @@ class TemporalCodec(DigestedCodec):
             outs.append(o.astype(np.int32))
         return outs
 
-    def _step_context(self, res: np.ndarray, X32: np.ndarray, acc: np.ndarray, n_act: int, M: int, x_limit32: int,
-                      shift: np.ndarray, qb: int, smax: int, clip_mu: bool, clip_s_low: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _step_context(self, res: np.ndarray, X32: np.ndarray, acc: np.ndarray, n_act: int,
+                      M: int) -> tuple[np.ndarray, np.ndarray]:
         """Layout-2/3 decoder: locations and table indices (n_act, C, M) of the next frame from ``res``.
 
         The operations of :func:`integer_context`, columns (stream, position); float32 products when
@@ -950,7 +946,9 @@ class TemporalCodec(DigestedCodec):
         (2C, n_act * M) are the caller's scratch buffers (``X32[C]`` holds ones).
         """
         C, clip = self.channels, self.clip
-        WL32, WS32, WL64, WS64 = self._v2_consts[:4]
+        WL32, WS32, WL64, WS64, x_limit32, shift = self._v2_consts[:6]
+        clip_mu, clip_s_low = self._decode_consts[5:7]
+        qb, smax = self.family.Q.bit_length() - 1, self.family.levels - 1
         X32[:C].reshape(C, n_act, M)[...] = res.transpose(1, 0, 2)  # rounds only beyond 2**24 > clip
         xa = X32[C + 1 :]
         np.abs(X32[:C], out=xa)

@@ -441,31 +441,28 @@ class HyperpriorCodec(DigestedCodec):
             raise
         except Exception as e:
             raise CodecError(f"corrupt hyperprior stream ({e})") from None
+        fallback = 0
         if self.version == 3:
-            zlen, mode = divmod(zlen, 2)
-            if mode:  # the factorized fallback codes y; there is no z
-                if zlen:
-                    raise CodecError("corrupt stream: a hyperprior fallback stream carries side information")
-                try:
-                    out = self.fallback._decode_payload(h.payload[pos + (-pos) % 4 :], shape)
-                except CodecError:
-                    raise
-                except Exception as ex:
-                    raise CodecError(f"corrupt stream or wrong codec: the ANS decoder failed ({ex})") from None
-                return out
+            zlen, fallback = divmod(zlen, 2)  # mode 1: the factorized fallback codes y; there is no z
+            if fallback and zlen:
+                raise CodecError("corrupt stream: a hyperprior fallback stream carries side information")
         ystart = pos + zlen + (-(pos + zlen)) % 4
-        if ystart > len(h.payload):
-            raise CodecError("corrupt hyperprior stream: side-information length out of range")
-        z = self.z_codec.decompress_symbols(h.payload[pos : pos + zlen])
-        if z.shape != (N, self.z_channels, _cells(H, self.pool), _cells(W, self.pool)):
-            raise CodecError(f"corrupt hyperprior stream: side information has shape {z.shape}")
-        tab = self.tables(z, H, W).reshape(-1)
-        words = np.frombuffer(h.payload[ystart:], dtype="<u4").astype(np.uint32)
+        if not fallback:
+            if ystart > len(h.payload):
+                raise CodecError("corrupt hyperprior stream: side-information length out of range")
+            z = self.z_codec.decompress_symbols(h.payload[pos : pos + zlen])
+            if z.shape != (N, self.z_channels, _cells(H, self.pool), _cells(W, self.pool)):
+                raise CodecError(f"corrupt hyperprior stream: side information has shape {z.shape}")
+            tab = self.tables(z, H, W).reshape(-1)
         try:
-            dec = constriction.stream.stack.AnsCoder(words) if words.size else constriction.stream.stack.AnsCoder()
-            out = self._decode_y_v1(dec, tab) if self.version == 1 else self._decode_y_v2(dec, tab)
-            if not dec.is_empty():
-                raise CodecError("corrupt stream or wrong codec: data left over after decoding every symbol")
+            if fallback:
+                out = self.fallback._decode_payload(h.payload[ystart:], shape)
+            else:
+                words = np.frombuffer(h.payload[ystart:], dtype="<u4").astype(np.uint32)
+                dec = constriction.stream.stack.AnsCoder(words) if words.size else constriction.stream.stack.AnsCoder()
+                out = self._decode_y_v1(dec, tab) if self.version == 1 else self._decode_y_v2(dec, tab)
+                if not dec.is_empty():
+                    raise CodecError("corrupt stream or wrong codec: data left over after decoding every symbol")
         except CodecError:
             raise
         except Exception as ex:

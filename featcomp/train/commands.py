@@ -11,9 +11,21 @@ Inputs:
 
 Writes one model file (``-o``) with :func:`featcomp.save_model` and prints the final metrics.
 
-Example::
+Training length is counted in optimizer steps: ``--steps N``, or ``--epochs`` raised to at least
+``--min-steps`` (default 500), so a small feature set is not silently under-trained; with a validation
+split the epoch with the lowest validation loss is kept (``--patience`` stops early), and a warning says
+when the rate was still falling at the end.
 
-    featcomp train feats.npz --objective task --lam 0.01 --latent 64 --epochs 30 -o head.safetensors
+The label-free ``distill`` objective needs a teacher classifier: ``--teacher backbone`` takes the
+classifier of the backbone recorded with the features (``--backbone`` or the store's model card),
+``--teacher FILE`` a linear classifier saved as ``.safetensors``/``.pt``/``.npz`` with ``weight`` (K, C)
+and optionally ``bias`` (K,). ``--init-analysis teacher_svd`` starts the head from the SVD of that
+classifier's weight (docs/training.md).
+
+Examples::
+
+    featcomp train feats.npz --objective task --lam 0.01 --latent 64 --steps 3000 -o head.safetensors
+    featcomp train raw.zarr --objective distill --teacher backbone --init-analysis teacher_svd --tau 2 -o d.safetensors
 """
 
 from __future__ import annotations
@@ -38,7 +50,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synthesis", default=None, help="none | linear | igdn_linear (default: by objective)")
     parser.add_argument("--metric", default=None, help="reconstruct objective: mse | cosine")
     parser.add_argument("--hidden", type=int, default=None, help="task objective: MLP hidden width (default linear)")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=20, help="passes over the data (raised to --min-steps)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps to run (overrides --epochs)")
+    parser.add_argument("--min-steps", type=int, default=500,
+                        help="at least this many optimizer steps when counting in epochs (default 500)")
+    parser.add_argument("--patience", type=int, default=None,
+                        help="with --val: stop after this many epochs without a lower validation loss")
+    parser.add_argument("--teacher", default=None,
+                        help="distill: 'backbone' (the recorded backbone's classifier) or a linear classifier file "
+                             "(.safetensors/.pt/.npz with weight (K, C) and optional bias (K,))")
+    parser.add_argument("--tau", type=float, default=None, help="distill: softmax temperature (default 1)")
+    parser.add_argument("--student", default=None, help="distill: teacher (frozen, default) | copy (trainable copy)")
+    parser.add_argument("--init-analysis", default=None, choices=["teacher_svd"],
+                        help="start the linear analysis/synthesis from the SVD of the teacher's weight")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--val", type=float, default=0.1, help="fraction held out for validation (0 for none)")
@@ -59,6 +83,57 @@ def _json_arg(value: str | None) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"featcomp train: {value!r} is neither a JSON file nor JSON ({e})") from None
+
+
+def load_teacher(value: str, backbone: Any):
+    """The ``--teacher`` classifier: ``backbone`` (the classifier of ``backbone``, a spec dict) or a file.
+
+    Returns:
+        an ``nn.Module`` mapping features (N, C) to logits (N, K).
+
+    Raises:
+        ConfigError: no backbone to take a classifier from, a backbone without one, or a bad file.
+    """
+    import numpy as np
+    import torch
+    from torch import nn
+
+    if value == "backbone":
+        if not backbone:
+            raise ConfigError("--teacher backbone: no backbone is recorded with these features; give --backbone SPEC")
+        from featcomp.backbones import BackboneSpec, build_backbone
+
+        spec = backbone if isinstance(backbone, BackboneSpec) else BackboneSpec.from_dict(dict(backbone))
+        bb = build_backbone(spec)
+        if bb.classifier is None:
+            raise ConfigError(f"--teacher backbone: backbone {spec.name!r} has no classifier module to distill from; "
+                              "give --teacher FILE with a linear classifier")
+        return bb.classifier.eval()
+    p = Path(value)
+    if not p.is_file():
+        raise ConfigError(f"--teacher {value!r}: not 'backbone' and no such file")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            t = dict(load_file(str(p)))
+        elif p.suffix == ".npz":
+            t = dict(np.load(p))
+        else:
+            t = {k: v.numpy() for k, v in torch.load(p, map_location="cpu", weights_only=True).items()}
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise ConfigError(f"--teacher {value}: cannot read it ({type(e).__name__}: {e})") from None
+    w = t.get("weight")
+    if w is None or np.asarray(w).ndim != 2:
+        raise ConfigError(f"--teacher {value}: needs a 2-d 'weight' (K, C); has {sorted(t)}")
+    w = np.asarray(w, np.float32)
+    b = t.get("bias")
+    lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(w))
+        if b is not None:
+            lin.bias.copy_(torch.from_numpy(np.asarray(b, np.float32).reshape(-1)))
+    return lin.eval()
 
 
 def load_training_data(path: str, labels: str | None = None, label_key: str | None = None):
@@ -126,17 +201,33 @@ def main(args: argparse.Namespace) -> int:
         opts["metric"] = args.metric
     if args.hidden:
         opts["hidden"] = args.hidden
-    res = train_head(x, y, objective=args.objective, lam=args.lam, latent_channels=args.latent,
-                     analysis=args.analysis, synthesis=args.synthesis, objective_options=opts,
-                     val=(args.val if args.val and args.val > 0 else None), epochs=args.epochs,
-                     batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed,
-                     checkpoint=args.checkpoint, progress=not args.no_progress)
+    if args.tau is not None:
+        opts["tau"] = args.tau
+    if args.student:
+        opts["student"] = args.student
     backbone = _json_arg(args.backbone)
     if backbone is None and isinstance(info.get("store_model_card"), dict):
         backbone = info["store_model_card"].get("backbone")
+    teacher = load_teacher(args.teacher, backbone) if args.teacher else None
+    if args.objective == "distill" and teacher is None and y is None:
+        raise ConfigError("featcomp train --objective distill needs a teacher: --teacher backbone or --teacher FILE "
+                          "(or teacher logits as the labels)")
+    if args.init_analysis and teacher is None:
+        raise ConfigError("--init-analysis teacher_svd needs --teacher")
+    if args.patience is not None and not (args.val and args.val > 0):
+        raise ConfigError("--patience needs a validation split (--val > 0)")
+    res = train_head(x, y, objective=args.objective, lam=args.lam, latent_channels=args.latent,
+                     analysis=args.analysis, synthesis=args.synthesis, objective_options=opts, teacher=teacher,
+                     init_analysis=args.init_analysis,
+                     val=(args.val if args.val and args.val > 0 else None), epochs=args.epochs, steps=args.steps,
+                     min_steps=args.min_steps, patience=args.patience,
+                     batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed,
+                     checkpoint=args.checkpoint, progress=not args.no_progress)
     last = res.history[-1] if res.history else {}
     save_model(args.output, res.head, backbone=backbone, sampling=_json_arg(args.sampling),
                training={"options": res.options, "history_last": last, "source": info.get("source")},
                extra=res.objective)
-    print(json.dumps({"output": args.output, "examples": int(len(x)), **{k: round(v, 5) for k, v in last.items()}}))
+    print(json.dumps({"output": args.output, "examples": int(len(x)), "steps": res.options["steps"],
+                      "best_epoch": res.options.get("best_epoch"), "rate_converged": res.options["rate_converged"],
+                      **{k: round(v, 5) for k, v in last.items()}}))
     return 0

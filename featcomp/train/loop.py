@@ -14,9 +14,11 @@ file exists and ``resume=True``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,49 @@ from featcomp.head import CompressibleHead, HeadConfig
 from featcomp.train.objectives import Objective, get_objective
 
 __all__ = ["TrainResult", "train_head", "fit_head", "evaluate_head", "train_with_backbone", "rate_per_vector",
-           "clip_windows"]
+           "clip_windows", "RateNotConvergedWarning", "rate_converged"]
+
+
+class RateNotConvergedWarning(UserWarning):
+    """Training ended while the rate was still falling: more steps would give a cheaper head."""
+
+
+def rate_converged(step_bits: Sequence[float], step_lrs: Sequence[float] | None = None, *, tol: float = 0.03,
+                   flat: float = 0.2) -> bool:
+    """Whether the training rate has levelled off, judged against the learning rate it was trained with.
+
+    A learning-rate schedule that decays (cosine) flattens the end of any run, converged or not, so the
+    rate is looked at as a function of the cumulative learning rate (the distance the optimizer was
+    allowed to move): with ``p`` that distance as a fraction of the total, ``m(a, b)`` the mean bits of
+    the steps with ``a < p <= b``, the rate has converged when its fall over the last 30% of ``p``
+    (``m(.6, .7) - m(.9, 1)`` per unit of ``p``) is under ``flat`` times its average fall over the run
+    (``m(0, .1) - m(.9, 1)`` per unit), or when it fell by less than ``tol`` (relative) in all. Fewer
+    than 20 steps are never called converged: that is too short to tell.
+
+    Args:
+        step_bits: bits per vector of every optimizer step, in order.
+        step_lrs: the learning rate of every step (None: constant).
+        tol: relative fall over the whole run below which the rate counts as flat from the start.
+        flat: largest ratio of the final to the average fall rate that still counts as levelled off.
+    """
+    b = np.asarray(step_bits, np.float64)
+    if b.size < 20:
+        return False
+    lr = np.ones_like(b) if step_lrs is None else np.maximum(np.asarray(step_lrs, np.float64), 0.0)
+    c = np.cumsum(lr)
+    p = c / c[-1] if c[-1] > 0 else np.arange(1, b.size + 1) / b.size
+
+    def m(a: float, z: float) -> float:
+        sel = (p > a) & (p <= z)
+        if not sel.any():  # a window narrower than one step: the step nearest its middle
+            sel = np.abs(p - (a + z) / 2) == np.abs(p - (a + z) / 2).min()
+        return float(b[sel].mean())
+
+    start, mid, end = m(0.0, 0.1), m(0.6, 0.7), m(0.9, 1.0)
+    fall = start - end
+    if fall <= tol * abs(start):
+        return True
+    return (mid - end) / 0.3 < flat * fall / 0.9
 
 
 @dataclasses.dataclass
@@ -40,9 +84,11 @@ class TrainResult:
     Attributes:
         head: the trained :class:`CompressibleHead` (eval mode).
         objective: the trained :class:`Objective` (its classifier, for ``task``).
-        history: one dict per epoch: ``epoch, lr, loss, bits, <metric>, time_s`` on the training batches
-            and ``val_loss, val_bits, val_<metric>`` when a validation split is given.
-        options: the training options (JSON-safe), recorded in model files.
+        history: one dict per epoch: ``epoch, step, lr, loss, bits, <metric>, time_s`` on the training
+            batches and ``val_loss, val_bits, val_<metric>`` when a validation split is given.
+        options: the training options (JSON-safe), recorded in model files; they include ``steps`` (the
+            optimizer steps run), ``best_epoch`` (the epoch whose parameters were kept when validation
+            chose them) and ``rate_converged`` (see :func:`rate_converged`).
     """
 
     head: CompressibleHead
@@ -181,7 +227,9 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
                synthesis: str | None = None, standardize: bool = True, init_scale: float = 1.0,
                objective_quant: str = "ste", density: dict | None = None,
                objective_options: dict | None = None, teacher: Any = None, val: Any = None,
-               epochs: int = 20, batch_size: int = 256, lr: float = 1e-3, lr_schedule: str = "cosine",
+               epochs: int = 20, steps: int | None = None, min_steps: int = 0, patience: int | None = None,
+               restore_best: bool = True,
+               batch_size: int = 256, lr: float = 1e-3, lr_schedule: str = "cosine",
                warmup_steps: int = 0, weight_decay: float = 0.0, head_lr: float | None = None,
                density_lr: float | None = None,
                device: str | torch.device = "cpu", seed: int = 0, checkpoint: str | Path | None = None,
@@ -213,7 +261,16 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
             ``metric``, ``num_classes``, ``student``).
         teacher: the ``distill`` teacher classifier (module or callable on backbone features).
         val: None, a fraction of the training data to hold out (seeded), or ``(features, labels)``.
-        epochs, batch_size, lr, lr_schedule (``cosine``/``step``/``constant``), warmup_steps,
+        epochs: passes over the training data, unless ``steps`` is given.
+        steps: optimizer steps to run (overrides ``epochs``; the last pass may be partial). Counting
+            steps, not epochs, keeps small data sets from being silently under-trained: 497 vectors at
+            batch 256 are 2 steps an epoch.
+        min_steps: at least this many steps when counting in epochs (more epochs are run as needed).
+        patience: with validation data, stop after this many epochs without a lower validation loss
+            (None: run to the end).
+        restore_best: with validation data, keep the parameters of the epoch with the lowest
+            validation loss (the sum over levels for a variable-rate head) rather than the last ones.
+        batch_size, lr, lr_schedule (``cosine``/``step``/``constant``), warmup_steps,
         weight_decay: optimization (AdamW); ``head_lr``/``density_lr`` override ``lr`` for the head
             transforms / the entropy model's density.
         device: ``"cpu"``, ``"cuda"``, ...
@@ -231,8 +288,16 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
 
     Raises:
         ConfigError: bad shapes or options; ``RegistryError`` for unknown objectives.
+
+    Warns:
+        RateNotConvergedWarning: the training rate was still falling at the end (:func:`rate_converged`).
     """
     from tqdm.auto import tqdm
+
+    if steps is not None and int(steps) < 1:
+        raise ConfigError(f"fit_head: steps must be >= 1, got {steps}")
+    if int(min_steps) < 0 or (patience is not None and int(patience) < 1):
+        raise ConfigError(f"fit_head: need min_steps >= 0 and patience >= 1, got {min_steps}, {patience}")
 
     device = torch.device(device)
     g = _seed_all(seed)
@@ -305,13 +370,21 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
         gr["base_lr"] = gr["lr"]
     opt = torch.optim.AdamW(groups)
 
+    n = x_tr.shape[0]
+    steps_per_epoch = max(1, math.ceil(n / batch_size))
+    total = int(steps) if steps is not None else max(steps_per_epoch * int(epochs), int(min_steps))
+    epochs = math.ceil(total / steps_per_epoch)
     options = dict(objective=obj_name, lam=(list(lams) if variable else float(lam)),
-                   entropy_model=head.config.entropy_model, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
+                   entropy_model=head.config.entropy_model, epochs=int(epochs), steps=int(total),
+                   batch_size=int(batch_size), lr=float(lr),
                    lr_schedule=lr_schedule, weight_decay=float(weight_decay), seed=int(seed),
                    objective_options={k: v for k, v in (objective_options or {}).items()
                                       if isinstance(v, (int, float, str, bool, type(None)))},
                    n_train=int(x_tr.shape[0]), n_val=int(0 if x_val is None else x_val.shape[0]))
     history: list[dict[str, float]] = []
+    step_bits: list[float] = []
+    step_lrs: list[float] = []
+    best: dict[str, Any] = {"loss": math.inf, "epoch": None, "state": None, "bad": 0}
     start_epoch = 0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and resume and ckpt.is_file():
@@ -320,21 +393,25 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
         obj.load_state_dict(state["objective"])
         opt.load_state_dict(state["optimizer"])
         history = list(state["history"])
+        step_bits = list(state.get("step_bits", []))
+        step_lrs = list(state.get("step_lrs", []))
+        best = state.get("best", best)
         start_epoch = int(state["epoch"]) + 1
         g.set_state(state["generator"])
 
-    n = x_tr.shape[0]
-    steps_per_epoch = max(1, math.ceil(n / batch_size))
-    total = steps_per_epoch * epochs
     metric = obj.metric
+    stopped_early = False
     for epoch in range(start_epoch, epochs):
+        if stopped_early:
+            break
         head.train()
         obj.train()
         t0 = time.time()
         perm = torch.randperm(n, generator=g)
         sums = {"loss": 0.0, "bits": 0.0, "metric": 0.0}
         seen = 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        in_epoch = min(steps_per_epoch, total - epoch * steps_per_epoch)
+        bar = tqdm(range(in_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
         for s in bar:
             step = epoch * steps_per_epoch + s
             for gr in opt.param_groups:
@@ -364,6 +441,8 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
             seen += m
             sums["loss"] += loss.item() * m
             sums["bits"] += rate.item() * m
+            step_bits.append(rate.item())
+            step_lrs.append(opt.param_groups[0]["lr"])
             if metric:
                 sums["metric"] += metrics.get(metric, 0.0) * m
             post = {"loss": f"{sums['loss'] / seen:.4f}", "bits": f"{sums['bits'] / seen:.1f}"}
@@ -371,7 +450,8 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
                 post[metric] = f"{sums['metric'] / seen:.4f}"
             bar.set_postfix(post)
         bar.close()
-        rec: dict[str, float] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
+        rec: dict[str, float] = {"epoch": epoch + 1, "step": epoch * steps_per_epoch + in_epoch,
+                                 "lr": opt.param_groups[0]["lr"],
                                  "loss": sums["loss"] / seen, "bits": sums["bits"] / seen,
                                  "time_s": time.time() - t0}
         if metric:
@@ -382,6 +462,14 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
                                    batch_size=max(batch_size, 1024), rate=level)
                 suffix = "" if level is None else f"_L{level}"
                 rec.update({f"val_{k}{suffix}": v for k, v in ev.items()})
+            vloss = sum(v for k, v in rec.items() if k == "val_loss" or k.startswith("val_loss_L"))
+            if vloss < best["loss"]:
+                best.update(loss=vloss, epoch=epoch + 1, bad=0,
+                            state=({"head": copy.deepcopy(head.state_dict()), "objective": copy.deepcopy(obj.state_dict())}
+                                   if restore_best else None))
+            else:
+                best["bad"] += 1
+                stopped_early = patience is not None and best["bad"] >= int(patience)
         history.append(rec)
         if progress:
             msg = " ".join(f"{k}={v:.4g}" for k, v in rec.items() if k != "epoch")
@@ -391,8 +479,26 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
             tmp = ckpt.with_suffix(ckpt.suffix + ".tmp")
             torch.save({"head": head.state_dict(), "objective": obj.state_dict(), "optimizer": opt.state_dict(),
                         "history": history, "epoch": epoch, "generator": g.get_state(),
+                        "step_bits": step_bits, "step_lrs": step_lrs, "best": best,
                         "head_config": head.config.to_dict(), "options": options}, tmp)
             tmp.replace(ckpt)
+    if restore_best and best["state"] is not None and best["epoch"] != (history[-1]["epoch"] if history else None):
+        head.load_state_dict(best["state"]["head"])
+        obj.load_state_dict(best["state"]["objective"])
+    options["steps"] = len(step_bits)
+    options["best_epoch"] = best["epoch"] if restore_best else None
+    options["stopped_early"] = bool(stopped_early)
+    converged = rate_converged(step_bits, step_lrs if len(step_lrs) == len(step_bits) else None)
+    options["rate_converged"] = converged
+    if not converged and not stopped_early:
+        n10 = max(1, len(step_bits) // 10)
+        why = (f"only {len(step_bits)} optimizer steps ran, too few to tell whether the rate converged"
+               if len(step_bits) < 20 else
+               f"the training rate was still falling after {len(step_bits)} steps ({np.mean(step_bits[:n10]):.1f} -> "
+               f"{np.mean(step_bits[-n10:]):.1f} bits per vector from the first to the last tenth, as fast at the "
+               "end as the learning rate allowed)")
+        warnings.warn(RateNotConvergedWarning(
+            f"{why}: train longer (steps= / --steps, or min_steps= / --min-steps) for a cheaper head"), stacklevel=2)
     head.eval()
     obj.eval()
     return TrainResult(head=head, objective=obj, history=history, options=options)

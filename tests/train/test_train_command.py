@@ -50,3 +50,55 @@ def test_train_names_the_video_without_a_label(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "'v4'" in err and "label" in err
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def _teacher_data(rng, n, C=32, K=10):
+    w = rng.normal(size=(K, C)).astype(np.float32)
+    b = rng.normal(size=K).astype(np.float32)
+    x = rng.normal(size=(n, C)).astype(np.float32) * 2
+    return x, w, b
+
+
+def test_train_distill_with_a_teacher_file_counts_steps_and_keeps_the_teachers_top1(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    x, w, b = _teacher_data(rng, 900)
+    np.save(tmp_path / "x.npy", x[:600])
+    np.savez(tmp_path / "teacher.npz", weight=w, bias=b)
+    out = tmp_path / "d.safetensors"
+    rc = cli(["train", str(tmp_path / "x.npy"), "--objective", "distill", "--teacher", str(tmp_path / "teacher.npz"),
+              "--init-analysis", "teacher_svd", "--tau", "2", "--latent", "8", "--lam", "1e-3", "--steps", "300",
+              "--batch-size", "128", "--val", "0.1", "--no-progress", "-o", str(out)])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 300
+    m = load_model(out)
+    import torch
+
+    with torch.no_grad():
+        xt = torch.from_numpy(x[600:])
+        y_hat = m.head.synthesize(m.head.decode(m.head.encode(x[600:])))
+        ref = (xt @ torch.from_numpy(w).T + torch.from_numpy(b)).argmax(1)
+        got = (y_hat @ torch.from_numpy(w).T + torch.from_numpy(b)).argmax(1)
+    assert (ref == got).float().mean().item() > 0.6  # held-out top-1 agreement with the teacher (chance: 0.1)
+    opts = m.training["options"]
+    assert opts["steps"] == 300 and opts["objective"] == "distill"
+
+
+def test_train_min_steps_and_teacher_errors(tmp_path, capsys):
+    rng = np.random.default_rng(6)
+    x, w, b = _teacher_data(rng, 100)
+    np.save(tmp_path / "x.npy", x)
+    out = str(tmp_path / "m.safetensors")
+    assert cli(["train", str(tmp_path / "x.npy"), "--objective", "distill", "-o", out, "--no-progress"]) == 1
+    assert "needs a teacher" in capsys.readouterr().err
+    assert cli(["train", str(tmp_path / "x.npy"), "--objective", "distill", "--teacher", "nope.npz", "-o", out]) == 1
+    assert "no such file" in capsys.readouterr().err
+    np.savez(tmp_path / "bad.npz", w=w)
+    assert cli(["train", str(tmp_path / "x.npy"), "--objective", "distill", "--teacher", str(tmp_path / "bad.npz"),
+                "-o", out]) == 1
+    assert "'weight'" in capsys.readouterr().err
+    # 100 vectors at batch 64 are 2 steps an epoch: 3 epochs are raised to --min-steps
+    np.save(tmp_path / "y.npy", (x @ w.T).argmax(1))
+    assert cli(["train", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"), "--epochs", "3",
+                "--min-steps", "50", "--batch-size", "64", "--val", "0", "--latent", "4", "--no-progress", "-o", out]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 50

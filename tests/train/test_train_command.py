@@ -102,3 +102,25 @@ def test_train_min_steps_and_teacher_errors(tmp_path, capsys):
     assert cli(["train", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"), "--epochs", "3",
                 "--min-steps", "50", "--batch-size", "64", "--val", "0", "--latent", "4", "--no-progress", "-o", out]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 50
+
+
+def test_train_distill_from_the_recorded_backbones_classifier(tmp_path, capsys):
+    """--teacher backbone: the classifier of the backbone named in the raw store's model card."""
+    spec = BackboneSpec(name="resnet18", weights=None)  # random weights: no download; fc is 512 -> 1000
+    rng = np.random.default_rng(7)
+    with StoreWriter(tmp_path / "raw.zarr", raw=True, model_card={"backbone": spec.to_dict()}) as w:
+        for i in range(4):
+            w.write(f"v{i}", np.abs(rng.normal(size=(40, 512))).astype(np.float32), np.arange(40) / 5.0)
+    out = tmp_path / "d.safetensors"
+    rc = cli(["train", str(tmp_path / "raw.zarr"), "--objective", "distill", "--teacher", "backbone",
+              "--init-analysis", "teacher_svd", "--latent", "16", "--steps", "40", "--val", "0", "--no-progress",
+              "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 40
+    m = load_model(out)
+    assert m.backbone.name == "resnet18" and m.head.latent_channels == 16
+    # a backbone without a recorded spec cannot give a teacher
+    np.save(tmp_path / "x.npy", rng.normal(size=(50, 512)).astype(np.float32))
+    assert cli(["train", str(tmp_path / "x.npy"), "--objective", "distill", "--teacher", "backbone",
+                "-o", str(out)]) == 1
+    assert "no backbone is recorded" in capsys.readouterr().err

@@ -63,6 +63,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--student", default=None, help="distill: teacher (frozen, default) | copy (trainable copy)")
     parser.add_argument("--init-analysis", default=None, choices=["teacher_svd"],
                         help="start the linear analysis/synthesis from the SVD of the teacher's weight")
+    target = parser.add_argument_group(
+        "rate selection (instead of --lam): train over lambdas, keep the cheapest head that holds the target on --val")
+    target.add_argument("--max-drop", type=float, default=None,
+                        help="task: accuracy points below a linear probe on the float features (e.g. 0.5)")
+    target.add_argument("--min-agreement", type=float, default=None,
+                        help="distill: teacher top-1 agreement on the decoded features (e.g. 0.95)")
+    target.add_argument("--max-distortion", type=float, default=None, help="reconstruct: mean squared error")
+    target.add_argument("--lams", default=None, help="comma-separated lambda grid (default 1e-4 .. 1, 9 values)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--val", type=float, default=0.1, help="fraction held out for validation (0 for none)")
@@ -83,6 +91,32 @@ def _json_arg(value: str | None) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"featcomp train: {value!r} is neither a JSON file nor JSON ({e})") from None
+
+
+def _sweep(args: argparse.Namespace, x: Any, y: Any, common: dict[str, Any]):
+    """Run :func:`featcomp.train.sweep.sweep_lambda` for the command line; prints the curve to stderr."""
+    import sys
+
+    from featcomp.train.sweep import QualityTarget, sweep_lambda
+
+    target = QualityTarget(max_drop=args.max_drop, min_agreement=args.min_agreement,
+                           max_distortion=args.max_distortion)
+    if args.objective != target.objective:
+        raise ConfigError(f"--{ {'task': 'max-drop', 'distill': 'min-agreement', 'reconstruct': 'max-distortion'}[target.objective]}"
+                          f" is a target for --objective {target.objective}, not {args.objective}")
+    if not (args.val and 0 < args.val < 1):
+        raise ConfigError("rate selection chooses on a validation split: give --val in (0, 1)")
+    try:
+        lams = None if args.lams is None else [float(v) for v in args.lams.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--lams: expected comma-separated numbers, got {args.lams!r}") from None
+    say = None if args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True))
+    res = sweep_lambda(x, y, target=target, val=float(args.val), lams=lams, progress=say, **common)
+    print(res.table(), file=sys.stderr)
+    if res.result is None:
+        raise ConfigError(f"no lambda of {[p.lam for p in res.points]} holds the target ({target.describe()}); "
+                          "try smaller lambdas (--lams), more latents (--latent) or more steps (--steps)")
+    return res
 
 
 def load_teacher(value: str, backbone: Any):
@@ -216,18 +250,27 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--init-analysis teacher_svd needs --teacher")
     if args.patience is not None and not (args.val and args.val > 0):
         raise ConfigError("--patience needs a validation split (--val > 0)")
-    res = train_head(x, y, objective=args.objective, lam=args.lam, latent_channels=args.latent,
-                     analysis=args.analysis, synthesis=args.synthesis, objective_options=opts, teacher=teacher,
-                     init_analysis=args.init_analysis,
-                     val=(args.val if args.val and args.val > 0 else None), epochs=args.epochs, steps=args.steps,
-                     min_steps=args.min_steps, patience=args.patience,
-                     batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed,
-                     checkpoint=args.checkpoint, progress=not args.no_progress)
+    common = dict(latent_channels=args.latent, analysis=args.analysis, synthesis=args.synthesis,
+                  objective_options=opts, teacher=teacher, init_analysis=args.init_analysis, epochs=args.epochs,
+                  steps=args.steps, min_steps=args.min_steps, patience=args.patience, batch_size=args.batch_size,
+                  lr=args.lr, device=args.device, seed=args.seed)
+    sweep = None
+    if any(v is not None for v in (args.max_drop, args.min_agreement, args.max_distortion)):
+        sweep = _sweep(args, x, y, common)
+        res = sweep.result
+    else:
+        res = train_head(x, y, objective=args.objective, lam=args.lam,
+                         val=(args.val if args.val and args.val > 0 else None), checkpoint=args.checkpoint,
+                         progress=not args.no_progress, **common)
     last = res.history[-1] if res.history else {}
+    if sweep is not None:
+        res.options["sweep"] = {"target": sweep.target.describe(), "lam": sweep.lam,
+                                "reference": sweep.reference, "points": [p.to_dict() for p in sweep.points]}
     save_model(args.output, res.head, backbone=backbone, sampling=_json_arg(args.sampling),
                training={"options": res.options, "history_last": last, "source": info.get("source")},
                extra=res.objective)
     print(json.dumps({"output": args.output, "examples": int(len(x)), "steps": res.options["steps"],
+                      **({} if sweep is None else {"lam": sweep.lam}),
                       "best_epoch": res.options.get("best_epoch"), "rate_converged": res.options["rate_converged"],
                       **{k: round(v, 5) for k, v in last.items()}}))
     return 0

@@ -598,7 +598,8 @@ class Extractor:
 
     Args:
         model_or_path: a :class:`Model` or a model file path.
-        device: torch device for the backbone and the head (``"cpu"``, ``"cuda"``).
+        device: torch device for the backbone and the head (``"cpu"``, ``"cuda"``); a backbone built from the
+            model's spec is built there whatever device the spec names (its preprocessing runs there too).
         batch_size: frames per backbone call.
         dtype: autocast dtype for the backbone on CUDA (e.g. ``torch.bfloat16``), or None for float32.
             The head always runs in float32.
@@ -612,6 +613,8 @@ class Extractor:
             that the backbone's own classifier keeps its top-1 on the decoded features (variable-rate
             factorized heads with a synthesis; the backbone must have a classifier). Clips then record
             their per-frame levels (clip format 3). Excludes ``rate``.
+        prefetch: batches :meth:`compress` decodes ahead in a background thread, overlapping decoding
+            with the backbone (0 decodes inline).
 
     Raises:
         ConfigError: ``rate`` given for a fixed-rate model or outside the levels; ``rate_control`` with
@@ -620,7 +623,8 @@ class Extractor:
 
     def __init__(self, model_or_path: Model | str | Path, *, device: str | torch.device = "cpu", batch_size: int = 64,
                  dtype: torch.dtype | None = None, backbone: nn.Module | None = None, sampling: Any = None,
-                 rate: float | None = None, chunk_frames: int | None = None, rate_control: Any = None) -> None:
+                 rate: float | None = None, chunk_frames: int | None = None, rate_control: Any = None,
+                 prefetch: int = 2) -> None:
         model = model_or_path if isinstance(model_or_path, Model) else load_model(model_or_path)
         if rate_control is not None:
             from featcomp.ratecontrol import RateControl, check_rate_controllable
@@ -635,6 +639,7 @@ class Extractor:
             check_rate_controllable(model.head)
         self.rate_control = rate_control
         self.model = model.at_rate(rate)
+        self.prefetch = int(prefetch)
         self.chunk_frames = int(chunk_frames or DEFAULT_TEMPORAL_CHUNK)
         if self.chunk_frames < 1:
             raise ConfigError(f"Extractor: chunk_frames must be >= 1, got {chunk_frames}")
@@ -646,7 +651,9 @@ class Extractor:
                 raise ModelFileError("Extractor: the model has no backbone spec; pass backbone=")
             from featcomp.backbones import build_backbone
 
-            backbone = build_backbone(self.model.backbone)
+            # built on this extractor's device (preprocessing, resize included, runs there; channels_last and
+            # pinned host->device copies on CUDA) with autocast off: ``dtype`` alone decides the precision
+            backbone = build_backbone(self.model.backbone, device=str(self.device), amp="none")
         self.backbone = backbone.to(self.device).eval()
         self.head = self.model.head.to(self.device)
         self.sampling = sampling if sampling is not None else self.model.sampling
@@ -725,7 +732,10 @@ class Extractor:
 
     def iter_latents(self, video_path: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (latents int32 (n, C', *), timestamps float64 (n,), frame indices int64 (n,)) per batch."""
-        for batch in self._frame_batches(video_path):
+        from featcomp.features import _prefetch
+
+        # decoding runs a batch ahead in a thread, overlapping the backbone (as in extract_features)
+        for batch in _prefetch(self._frame_batches(video_path), self.prefetch):
             yield self.encode_frames(batch.frames), np.asarray(batch.timestamps), np.asarray(batch.indices)
 
     def compress(self, video_path: str | Path) -> CompressedClip:
@@ -752,7 +762,9 @@ class Extractor:
     def _compress_rate_controlled(self, video_path: str | Path) -> CompressedClip:
         """compress() with rate control: features of the whole clip first, then one level choice."""
         fs, ts, fi = [], [], []
-        for batch in self._frame_batches(video_path):
+        from featcomp.features import _prefetch
+
+        for batch in _prefetch(self._frame_batches(video_path), self.prefetch):
             fs.append(self.frame_features(batch.frames))
             ts.append(np.asarray(batch.timestamps))
             fi.append(np.asarray(batch.indices))

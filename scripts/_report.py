@@ -57,17 +57,20 @@ def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
     return "\n".join(out)
 
 
-def write_section(name: str, body: str, path: Path | str = DOCS / "benchmarks.md") -> Path:
+def write_section(name: str, body: str, path: Path | str = DOCS / "benchmarks.md", *,
+                  machine_line: str | None = None, date: str | None = None) -> Path:
     """Replace (or append) the section ``name`` of ``path`` with ``body`` and return the path.
 
-    The section is stamped with the machine and the date.
+    The section is stamped with the machine and the date: this machine and today unless
+    ``machine_line`` / ``date`` name the machine and day the numbers were measured on (results
+    brought back from another machine, e.g. scripts/gpu_check.py).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = path.read_text() if path.exists() else "# Benchmarks\n\nEach section is written by the script it names.\n"
     block = (
         f"<!-- begin:{name} -->\n{body.rstrip()}\n\n"
-        f"_Machine: {machine()}. Date: {today()}._\n<!-- end:{name} -->"
+        f"_Machine: {machine_line or machine()}. Date: {date or today()}._\n<!-- end:{name} -->"
     )
     pattern = re.compile(rf"<!-- begin:{re.escape(name)} -->.*?<!-- end:{re.escape(name)} -->", re.S)
     if pattern.search(text):

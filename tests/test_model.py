@@ -178,6 +178,29 @@ def test_extractor_builds_backbone_from_the_model_file_and_cli(tiny_model, tmp_p
         ex.decompress(other)
 
 
+def test_extractor_builds_the_backbone_on_its_own_device_without_the_specs_autocast(tiny_model, tmp_path):
+    """A spec saved from a CUDA machine with bf16 autocast (device='cuda', amp='bf16') still gives a float32
+    CPU extractor: the backbone is built on the extractor's device, and only ``dtype`` sets the precision."""
+    path, _, clip_path, frames, _, _ = tiny_model
+    m = load_model(path)
+    gpu_spec = m.backbone.replace(device="cuda", amp="bf16", channels_last=True)
+    p2 = save_model(tmp_path / "gpu.safetensors", m.head, backbone=gpu_spec, sampling=m.sampling)
+    torch.manual_seed(0)
+    ex = Extractor(p2)  # built here, where there is no CUDA (or on CPU where there is)
+    assert ex.backbone.device == torch.device("cpu") and ex.backbone.amp_dtype is None
+    assert not ex.backbone.channels_last
+    torch.manual_seed(0)
+    ref = Extractor(path)  # the same random init from the CPU spec
+    np.testing.assert_array_equal(ex.encode_frames(frames[:20]), ref.encode_frames(frames[:20]))
+
+
+def test_extractor_compress_with_and_without_prefetch_gives_the_same_clip(tiny_model):
+    path, bb, clip_path, frames, _, _ = tiny_model
+    inline = Extractor(path, backbone=bb, batch_size=50, prefetch=0).compress(clip_path)
+    ahead = Extractor(path, backbone=bb, batch_size=50, prefetch=3).compress(clip_path)
+    assert inline.to_bytes() == ahead.to_bytes() and inline.num_frames == len(frames)
+
+
 def test_train_cli_writes_a_loadable_model(tmp_path):
     from featcomp.cli import main as cli
 

@@ -61,19 +61,23 @@ def load_index(fs: StoreFS, *, retries: int = 8) -> IndexTable:
     raise StoreError(f"{fs.url}: the index kept changing while being read ({last}); retry")
 
 
-def open_store(path_or_url: str | os.PathLike) -> FeatureStore:
+def open_store(path_or_url: str | os.PathLike, *, storage_options: dict | None = None) -> FeatureStore:
     """Open a featcomp store read-only.
 
     Args:
         path_or_url: a directory, ``file://`` URL or any fsspec URL (``memory://``, ``s3://``...).
+        storage_options: options of the URL's filesystem (``endpoint_url``, ``key``, ``secret``,
+            ``anon``...; see :mod:`featcomp.storage`); environment credentials apply as usual.
 
     Returns:
         A :class:`FeatureStore`: ``Mapping[str, StoredVideo]`` plus ``info()`` and ``failures()``.
 
     Raises:
         StoreError: not a featcomp store, a newer format, a corrupt index or header.
+        StorageError: the URL's filesystem package is missing, credentials are refused, or the
+            bucket does not exist.
     """
-    return FeatureStore(path_or_url)
+    return FeatureStore(path_or_url, storage_options=storage_options)
 
 
 class _Part:
@@ -228,12 +232,18 @@ class _Part:
                             self._index_cache[ident] = offs
                         span, base = self._span(offs, j0, j1, s)
                         blob = os.pread(f.fileno(), span[1] - span[0], span[0]) if span else b""
-                else:
-                    size = fs.size(key)
+                else:  # object stores: a HEAD (size + ETag), the shard index once per version, one ranged GET
+                    size, tag = fs.stat(key)
                     if size < n_idx:
                         raise StoreError(f"{where}: truncated shard ({size} bytes)")
-                    idx_raw = fs.read_range(key, size - n_idx, size)
-                    offs = self._parse_index(idx_raw, where, size)
+                    ident = (key, size, tag)
+                    offs = self._index_cache.get(ident) if tag is not None else None
+                    if offs is None:
+                        idx_raw = fs.read_range(key, size - n_idx, size)
+                        offs = self._parse_index(idx_raw, where, size)
+                        if len(self._index_cache) > 64:
+                            self._index_cache.clear()
+                        self._index_cache[ident] = offs
                     span, base = self._span(offs, j0, j1, s)
                     blob = fs.read_range(key, span[0], span[1]) if span else b""
                 out = []
@@ -264,6 +274,7 @@ class _Part:
                 raise StoreError(f"{where}: shard file is missing; the store lost data (run `featcomp verify`)") from None
             except StoreError:
                 if attempt == 0 and not fs.local:
+                    self._index_cache.clear()
                     continue  # the shard may have been replaced between two range reads
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
@@ -335,12 +346,17 @@ class FeatureStore(Mapping):
     Picklable (only the URL travels; the index is reloaded lazily in the receiving process).
     """
 
-    def __init__(self, path_or_url: str | os.PathLike) -> None:
+    def __init__(self, path_or_url: str | os.PathLike, *, storage_options: dict | None = None) -> None:
         self.url = os.fspath(path_or_url)
-        self.fs = StoreFS(self.url)
+        self.fs = StoreFS(self.url, storage_options)
+        self.storage_options = self.fs.storage_options
         if self.fs.local and not os.path.isdir(self.fs.root):
             raise StoreError(f"{self.url}: no such store directory")
-        self.header = read_header(self.fs)
+        try:
+            self.header = read_header(self.fs)
+        except StoreError:
+            self.fs.check_root()  # a missing bucket says so, not "no zarr.json"
+            raise
         self.mode = self.header.get("mode", "coded")
         self.model_card = self.header.get("model_card", {})
         #: entropy-model kind of a coded store ("factorized", "temporal", ...); None for raw stores
@@ -370,12 +386,12 @@ class FeatureStore(Mapping):
                              f"({self.rate_levels}, {self._scale.shape[0]}); the store is corrupt")
         return sc
 
-    # -- pickling: only the URL
+    # -- pickling: only the URL and the storage options
     def __getstate__(self):
-        return {"url": self.url}
+        return {"url": self.url, "storage_options": self.storage_options}
 
     def __setstate__(self, state):
-        self.__init__(state["url"])
+        self.__init__(state["url"], storage_options=state.get("storage_options"))
 
     def __repr__(self) -> str:
         return f"FeatureStore({self.url!r}, videos={len(self)}, mode={self.mode!r})"
@@ -437,7 +453,7 @@ class FeatureStore(Mapping):
         """The per-frame side array ``<group>/<part>`` of index row ``j``'s part (opened once, cached)."""
         ix = self._index
         p = int(ix.part[j])
-        arr = cache.get(p)
+        arr = cache.get((p, os.getpid()))  # zarr arrays of a remote store are not reused after a fork
         if arr is None:
             import zarr
 
@@ -445,7 +461,7 @@ class FeatureStore(Mapping):
                 arr = zarr.open_array(self.fs.zarr_store(read_only=True), path=f"{group}/{ix.parts[p]}", mode="r")
             except Exception as e:
                 raise StoreError(f"{self.url}: video {ix.ids[j]!r}: {what} {group}/{ix.parts[p]} unreadable: {e}") from None
-            cache[p] = arr
+            cache[(p, os.getpid())] = arr
         return arr
 
     def _levels(self, j: int) -> np.ndarray | None:

@@ -72,12 +72,18 @@ def moto_server_command() -> str:
     return exe
 
 
-def start_server(log: Path, timeout: float = 30.0) -> S3Server:
-    """Start ``moto_server -H 127.0.0.1 -p PORT`` and wait (bounded) until it answers."""
+def start_server(log: Path, timeout: float = 30.0, *, authenticate: bool = False) -> S3Server:
+    """Start ``moto_server -H 127.0.0.1 -p PORT`` and wait (bounded) until it answers.
+
+    ``authenticate``: the server checks credentials against its own IAM from the first request on
+    (moto's ``INITIAL_NO_AUTH_ACTION_COUNT=0``), so unknown keys are refused with 403.
+    """
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     fh = open(log, "wb")
     env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true")
+    if authenticate:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
     proc = subprocess.Popen([moto_server_command(), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=fh, stderr=subprocess.STDOUT, env=env)
     t0 = time.monotonic()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import featcomp
-from featcomp.errors import BucketNotFoundError, StorageBackendMissing, StorageError, StoreError
+from featcomp.errors import BucketNotFoundError, StorageAccessError, StorageBackendMissing, StoreError
 from featcomp.store import StoreWriter, compact_store, open_store, verify_store
 
 from .conftest import C, FakeModel, laplace_latents
@@ -187,3 +187,38 @@ def test_cli_info_and_verify_with_storage_options(s3_server, s3_bucket, codec, r
     assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout + r.stderr
     r = run("info", "s3://no-such-bucket-here/x.zarr", *s3_server.cli_options())
     assert r.returncode == 1 and "bucket does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_local_store_copied_to_s3_verifies_and_reads_the_same(s3_server, s3_bucket, tmp_path, codec, rng):
+    videos = _videos(rng, 7)
+    _write(tmp_path / "local.zarr", codec, videos)
+    fs = _s3fs(s3_server)
+    fs.put(str(tmp_path / "local.zarr"), f"{s3_bucket}/copied.zarr", recursive=True)
+    url = f"s3://{s3_bucket}/copied.zarr"
+    rep = verify_store(url, storage_options=s3_server.storage_options)
+    assert rep.ok, rep.problems
+    local = open_store(tmp_path / "local.zarr")
+    remote = open_store(url, storage_options=s3_server.storage_options)
+    assert remote.info()["bytes"] == local.info()["bytes"]
+    for vid in videos:
+        np.testing.assert_array_equal(remote[vid].features(), local[vid].features())
+
+
+@pytest.mark.timeout(60)
+def test_refused_credentials_are_a_clear_error(tmp_path, monkeypatch):
+    """A server that checks credentials (moto with its IAM on) refuses unknown keys: StorageAccessError."""
+    from tests.s3 import start_server, stop_server
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    server = start_server(tmp_path / "moto-auth.log", authenticate=True)
+    try:
+        opts = {"endpoint_url": server.endpoint, "key": "not-a-key", "secret": "nope",
+                "client_kwargs": {"region_name": "us-east-1"}}
+        with pytest.raises(StorageAccessError, match="credentials refused"):
+            open_store("s3://some-bucket/feat.zarr", storage_options=opts)
+        with pytest.raises(StorageAccessError, match="AWS_ACCESS_KEY_ID"):
+            featcomp.load_model("s3://some-bucket/model.safetensors", storage_options=opts)
+    finally:
+        stop_server(server)

@@ -43,7 +43,7 @@ class VerifyReport:
 
 
 def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000,
-                 storage_options: dict | None = None) -> VerifyReport:
+                 storage_options: dict | None = None, include_remote_logs: bool = False) -> VerifyReport:
     """Check a store: header and tables digest, every chunk of every part decodes, every video's
     frames lie inside its part and decode to the CRC its commit record holds, and its per-frame rate
     levels (if any) match their CRC and the store's levels.
@@ -54,6 +54,8 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
             (:func:`compact_store`).
         max_problems: stop listing after this many problems.
         storage_options: options of the URL's filesystem (see :mod:`featcomp.storage`).
+        include_remote_logs: with ``compact`` on an object store, also fold the commit logs
+            (``.log.d/``): only when no writer is running (see :func:`compact_store`).
 
     Returns:
         A :class:`VerifyReport` (``report.ok``); problems are reported, not raised, except when the
@@ -121,7 +123,8 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
         except (StoreError, CodecError) as e:
             problem(str(e))
     if compact and rep.ok:
-        rep.compacted = compact_store(st.url, storage_options=st.storage_options)
+        rep.compacted = compact_store(st.url, storage_options=st.storage_options,
+                                      include_remote_logs=include_remote_logs)
     return rep
 
 

@@ -174,7 +174,7 @@ def test_missing_bucket_and_missing_package_are_clear_errors(s3_server, s3_bucke
 def test_cli_info_and_verify_with_storage_options(s3_server, s3_bucket, codec, rng):
     videos = _videos(rng, 3)
     url = f"s3://{s3_bucket}/cli.zarr"
-    _write(url, codec, videos, storage_options=s3_server.storage_options)
+    _write(url, codec, videos, storage_options=s3_server.storage_options, compact_on_close=False)
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("AWS_")}  # options only
     env["AWS_EC2_METADATA_DISABLED"] = "true"
     env["PYTHONPATH"] = str(ROOT)
@@ -185,6 +185,10 @@ def test_cli_info_and_verify_with_storage_options(s3_server, s3_bucket, codec, r
     assert json.loads(r.stdout)["videos"] == 3
     r = run("verify", url, *s3_server.cli_options())
     assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout + r.stderr
+    r = run("verify", url, "--compact", "--no-live-writers", *s3_server.cli_options())
+    assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout + r.stderr
+    assert "compacted 1 index files/logs into one" in r.stdout  # the commit log of the (finished) writer
+    assert sorted(open_store(url, storage_options=s3_server.storage_options)) == sorted(videos)
     r = run("info", "s3://no-such-bucket-here/x.zarr", *s3_server.cli_options())
     assert r.returncode == 1 and "bucket does not exist" in r.stderr and "Traceback" not in r.stderr
 

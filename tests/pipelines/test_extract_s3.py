@@ -183,3 +183,28 @@ def test_kill_9_of_the_driver_writing_to_s3_then_rerun_finishes_without_duplicat
     assert sorted(set(ids)) == [f"v{i:02d}.mp4" for i in range(12)] and len(ids) == 12
     assert all(len(s[v]) == 24 for v in s)  # no partial videos
     assert featcomp.verify_store(store, storage_options=opts).ok
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_compress_command_reads_video_and_model_from_s3(s3_server, s3_bucket, tiny_model, tmp_path):
+    import argparse
+
+    import featcomp
+    from featcomp.model import CompressedClip
+    from featcomp.model_commands import configure, main
+    from tests.clips import make_clip
+
+    (tmp_path / "in").mkdir()
+    make_clip(tmp_path / "in" / "a.mp4", 30, fps=25, width=64, height=48)
+    _upload(s3_server, tmp_path / "in", f"{s3_bucket}/v")
+    _upload(s3_server, tiny_model.parent, f"{s3_bucket}/models")
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    out = tmp_path / "a.fcc"
+    args = parser.parse_args([f"s3://{s3_bucket}/v/a.mp4", "--model", f"s3://{s3_bucket}/models/{tiny_model.name}",
+                              "-o", str(out), *s3_server.cli_options()])
+    assert main(args) == 0
+    local = featcomp.compress(tmp_path / "in" / "a.mp4", str(tiny_model))
+    clip = CompressedClip.from_bytes(out.read_bytes())
+    assert clip.num_frames == local.num_frames == 12 and clip.data == local.data

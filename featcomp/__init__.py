@@ -22,6 +22,7 @@ from featcomp.errors import (
     ModelFileError,
     PipelineError,
     RegistryError,
+    StorageError,
     StoreError,
     VideoError,
     WeightsNotFoundError,
@@ -64,6 +65,7 @@ __all__ = [
     "WeightsNotFoundError",
     "ModelFileError",
     "StoreError",
+    "StorageError",
     "PipelineError",
     *_LAZY,
 ]

@@ -88,6 +88,8 @@ def decompress(clip: CompressedClip | bytes, model: ModelLike | Extractor, *, la
     return decode_clip(m, clip, dequantize=not latents)
 
 
-def store_info(path_or_url: str | os.PathLike) -> dict[str, Any]:
-    """Counts and sizes of a store (videos, frames, bytes, bits per frame, ratio vs float16)."""
-    return open_store(path_or_url).info()
+def store_info(path_or_url: str | os.PathLike, *, storage_options: dict | None = None) -> dict[str, Any]:
+    """Counts and sizes of a store (videos, frames, bytes, bits per frame, ratio vs float16).
+
+    ``storage_options``: options of a URL's filesystem (:mod:`featcomp.storage`)."""
+    return open_store(path_or_url, storage_options=storage_options).info()

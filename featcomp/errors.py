@@ -15,6 +15,10 @@ Tree::
     │   └── WeightsNotFoundError
     ├── ModelFileError       model files of another format version, digest mismatches
     ├── StoreError           not a featcomp store, digest mismatch, corrupt chunk, missing codec
+    ├── StorageError         a URL's storage cannot be used (featcomp.storage)
+    │   ├── StorageBackendMissing  the URL's fsspec package is not installed (names the pip package)
+    │   ├── StorageAccessError     credentials refused or missing
+    │   └── BucketNotFoundError    the bucket/container does not exist
     └── PipelineError        the extraction job: bad inputs list, cluster address, failed stages
 """
 
@@ -31,6 +35,10 @@ __all__ = [
     "ModelFileError",
     "StoreError",
     "PipelineError",
+    "StorageError",
+    "StorageBackendMissing",
+    "StorageAccessError",
+    "BucketNotFoundError",
 ]
 
 
@@ -83,3 +91,19 @@ class StoreError(FeatcompError):
 
 class PipelineError(FeatcompError):
     """The extraction job cannot run (no inputs, bad manifest, unreachable cluster)."""
+
+
+class StorageError(FeatcompError):
+    """Object storage or a remote filesystem cannot be used for a URL; names the URL and what to do."""
+
+
+class StorageBackendMissing(StorageError, ImportError):
+    """The fsspec implementation of a URL's protocol is not installed; the message names the pip package."""
+
+
+class StorageAccessError(StorageError, PermissionError):
+    """The storage refused the credentials (or found none); the message says where they come from."""
+
+
+class BucketNotFoundError(StorageError):
+    """The URL's bucket (or container) does not exist."""

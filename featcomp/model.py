@@ -292,20 +292,62 @@ def _restore_config(kind: str, d: Any) -> Any:
     return d
 
 
-def load_model(path: str | Path) -> Model:
+def load_model(path: str | Path, *, storage_options: dict | None = None) -> Model:
     """Load a model file written by :func:`save_model`.
+
+    Args:
+        path: a local file or any fsspec URL (``s3://bucket/model.safetensors``, ``gs://...``); a URL is
+            read whole into memory (model files are small) through :mod:`featcomp.storage`.
+        storage_options: options of the URL's filesystem (``endpoint_url``, ``key``, ...); environment
+            credentials apply as usual. Ignored for local files.
 
     Raises:
         ModelFileError: missing or unreadable file, not a featcomp model, another format version, a codec
             digest mismatch, or a content digest mismatch (the file was modified).
+        StorageError: the URL's filesystem package is missing, credentials are refused, or the bucket
+            does not exist.
     """
-    from safetensors import safe_open
+    from featcomp.storage import is_url
 
-    from featcomp.entropy import EntropyCodec
+    if is_url(path):
+        from featcomp.storage import read_bytes
 
-    path = Path(path)
+        try:
+            data = read_bytes(str(path), storage_options)
+        except FileNotFoundError:
+            raise ModelFileError(f"model file {path} does not exist") from None
+        except IsADirectoryError:
+            raise ModelFileError(f"model file {path} is a directory, not a model file") from None
+        return _load_model_bytes(data, str(path))
+    path = Path(str(path)[len("file://"):] if str(path).startswith("file://") else path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
+    return _load_model_file(path, str(path))
+
+
+def _load_model_bytes(data: bytes, name: str) -> Model:
+    """A model file's bytes (read from a URL) -> :class:`Model`; ``name`` is what messages call it."""
+    from safetensors.torch import load as load_tensors
+
+    try:
+        raw_meta = _safetensors_metadata(data).get(_META_KEY)
+        tensors = load_tensors(data)
+    except Exception as e:  # safetensors raises its own error types
+        raise ModelFileError(f"model file {name}: not a readable safetensors file ({e})") from None
+    return _model_from(raw_meta, tensors, name)
+
+
+def _safetensors_metadata(data: bytes) -> dict:
+    """The ``__metadata__`` of a safetensors file's bytes (8-byte little-endian header length, JSON header)."""
+    n = int.from_bytes(data[:8], "little")
+    if len(data) < 8 or n > len(data) - 8:
+        raise ValueError("truncated safetensors header")
+    return json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+
+
+def _load_model_file(path: Path, name: str) -> Model:
+    from safetensors import safe_open
+
     try:
         with safe_open(str(path), framework="pt") as f:
             raw_meta = (f.metadata() or {}).get(_META_KEY)
@@ -314,6 +356,13 @@ def load_model(path: str | Path) -> Model:
         raise
     except Exception as e:  # safetensors raises its own error types
         raise ModelFileError(f"model file {path}: not a readable safetensors file ({e})") from None
+    return _model_from(raw_meta, tensors, name)
+
+
+def _model_from(raw_meta: str | None, tensors: dict, path: str) -> Model:
+    """The featcomp metadata JSON and the tensors of a model file -> :class:`Model` (checked)."""
+    from featcomp.entropy import EntropyCodec
+
     if raw_meta is None:
         raise ModelFileError(f"model file {path}: no featcomp metadata; was it written by featcomp.save_model?")
     try:
@@ -609,6 +658,7 @@ class Extractor:
         rate: variable-rate models: the rate level to encode at (an int level, or a float between two
             levels; level 0 = most bits). None keeps the model's rate (level 0 when loaded).
         chunk_frames: frames per independent stream of a temporal clip (default 256).
+        storage_options: options of the filesystem of a model URL (``s3://...``; see :func:`load_model`).
         rate_control: a :class:`featcomp.ratecontrol.RateControl`: choose each frame's rate level so
             that the backbone's own classifier keeps its top-1 on the decoded features (variable-rate
             factorized heads with a synthesis; the backbone must have a classifier). Clips then record
@@ -624,8 +674,9 @@ class Extractor:
     def __init__(self, model_or_path: Model | str | Path, *, device: str | torch.device = "cpu", batch_size: int = 64,
                  dtype: torch.dtype | None = None, backbone: nn.Module | None = None, sampling: Any = None,
                  rate: float | None = None, chunk_frames: int | None = None, rate_control: Any = None,
-                 prefetch: int = 2) -> None:
-        model = model_or_path if isinstance(model_or_path, Model) else load_model(model_or_path)
+                 prefetch: int = 2, storage_options: dict | None = None) -> None:
+        model = (model_or_path if isinstance(model_or_path, Model)
+                 else load_model(model_or_path, storage_options=storage_options))
         if rate_control is not None:
             from featcomp.ratecontrol import RateControl, check_rate_controllable
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="video file (or a compressed clip with --decompress)")
-    parser.add_argument("--model", "-m", required=True, help="model file written by featcomp.save_model / featcomp train")
+    parser.add_argument("input", help="video file or URL (or a compressed clip with --decompress)")
+    parser.add_argument("--model", "-m", required=True, help="model file (path or URL) written by featcomp.save_model / featcomp train")
     parser.add_argument("-o", "--output", required=True, help="output: compressed clip (.fcc) or features (.npy)")
     parser.add_argument("--decompress", action="store_true", help="decode a compressed clip to float32 features (.npy)")
     parser.add_argument("--device", default="cpu", help="torch device for the backbone and head (default cpu)")
@@ -31,6 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "features; TARGET in (0, 1] is the fraction of frames to keep (below 1 the most "
                              "expensive frames are given up). Excludes --rate")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    from featcomp.storage import add_storage_option_argument
+
+    add_storage_option_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -38,7 +41,10 @@ def main(args: argparse.Namespace) -> int:
 
     from featcomp.model import CompressedClip, Extractor, decode_clip, load_model
 
-    model = load_model(args.model)
+    from featcomp.storage import storage_options_from_args
+
+    opts = storage_options_from_args(args)
+    model = load_model(args.model, storage_options=opts)
     out = Path(args.output)
     if args.decompress:
         from featcomp.errors import CodecError
@@ -70,7 +76,18 @@ def main(args: argparse.Namespace) -> int:
             rc = RateControl(target_agreement=args.keep_top1)
         ex = Extractor(model, device=args.device, batch_size=args.batch_size, sampling=sampling, rate=args.rate,
                        rate_control=rc)
-        clip = ex.compress(args.input)
+        from featcomp.storage import is_url
+
+        if is_url(args.input):  # a video URL: staged in a temporary file, like the job's decode tasks
+            import tempfile
+
+            from featcomp.storage import copy_to_local
+
+            with tempfile.TemporaryDirectory(prefix="featcomp-compress-") as d:
+                local = copy_to_local(args.input, str(Path(d) / (Path(args.input.split("?")[0]).name or "video")), opts)
+                clip = ex.compress(local)
+        else:
+            clip = ex.compress(args.input)
         blob = clip.to_bytes()
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(blob)

@@ -84,6 +84,11 @@ class DecodeConfig(Config):
         backend: ``"auto"``, ``"decord"`` or ``"pyav"`` (featcomp.video backends).
         sampling: Overrides of the model's ``SamplingConfig`` fields (e.g. ``{fps: 2.0}``);
             ``batch_size`` there is the frames per decoded chunk.
+        scratch_dir: Local directory where a decode task stages a video read from a URL (``None``:
+            the system temporary directory, ``TMPDIR``). Each video is copied there whole, decoded,
+            and deleted when its task moves on.
+        scratch_mb: The largest video (MiB) a decode task stages; a larger one is recorded as a
+            failure. A node's scratch use is at most its concurrent decode tasks times this.
     """
 
     num_cpus: float = 1.0
@@ -92,9 +97,12 @@ class DecodeConfig(Config):
     max_retries: int = 3
     backend: str = "auto"
     sampling: dict[str, Any] = field(default_factory=dict)
+    scratch_dir: str | None = None
+    scratch_mb: int = 4096
 
     def __post_init__(self) -> None:
         require(self.num_cpus > 0, f"decode.num_cpus must be > 0, got {self.num_cpus}")
+        require(self.scratch_mb >= 1, f"decode.scratch_mb must be >= 1, got {self.scratch_mb}")
         require(self.concurrency is None or self.concurrency >= 1, "decode.concurrency must be >= 1")
         require(self.timeout_s > 0, f"decode.timeout_s must be > 0, got {self.timeout_s}")
         require(self.max_retries >= 0, "decode.max_retries must be >= 0")
@@ -187,7 +195,14 @@ class OutputConfig(Config):
 
 @dataclass(frozen=True)
 class ExtractConfig(Config):
-    """Everything the extraction job needs besides inputs, store and model."""
+    """Everything the extraction job needs besides inputs, store and model.
+
+    Attributes:
+        storage_options: Options of the filesystem of every URL the job opens (inputs, store, model):
+            ``endpoint_url``, ``key``, ``secret``, ``anon``, ``client_kwargs`` ... (s3fs/gcsfs/adlfs
+            keywords; :mod:`featcomp.storage`). Environment credentials apply as usual, and are the
+            better place for secrets: these options travel to every Ray task and actor.
+    """
 
     FORMAT_VERSION = 1
 
@@ -197,11 +212,14 @@ class ExtractConfig(Config):
     output: OutputConfig = field(default_factory=OutputConfig)
     extensions: tuple[str, ...] = ()
     progress: bool = True
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, tp in (("ray", RayConfig), ("decode", DecodeConfig), ("inference", InferenceConfig), ("output", OutputConfig)):
             require(isinstance(getattr(self, name), tp), f"ExtractConfig.{name} must be a {tp.__name__}")
         require(all(e.startswith(".") for e in self.extensions), "extensions must start with a dot, e.g. .mp4")
+        require(isinstance(self.storage_options, dict) and all(isinstance(k, str) for k in self.storage_options),
+                "storage_options must be a mapping of option names to values")
         require(self.inference.keep_top1 is None or not self.output.raw,
                 "inference.keep_top1 (per-frame rate control of coded latents) does not apply to output.raw "
                 "(float16 backbone features); drop one of them")

@@ -21,6 +21,11 @@ Stages (all streaming, so decoding overlaps inference):
    smaller than frames and ANS codes ~10^8 symbols/s, so the driver is never the bottleneck (see
    docs/scaling.md).
 
+Object storage: inputs, ``--store`` and ``--model`` may be any fsspec URL (``s3://``, ``gs://``,
+``az://``); ``storage_options`` (config) / ``--storage-option KEY=VALUE`` reach every stage, and
+environment credentials work as usual. Decode tasks stage each remote video in a bounded local
+scratch file (``decode.scratch_dir`` / ``decode.scratch_mb``); see docs/scaling.md.
+
 Fault tolerance: decode tasks are retried (``decode.max_retries``) and actors restarted
 (``inference.max_restarts``/``max_task_retries``) when their process dies; bad videos become rows of
 the store's failures table and the job goes on; killing the driver loses only uncommitted videos,
@@ -193,6 +198,7 @@ def run_extract(
     config: ExtractConfig | None = None,
     address: str | None = None,
     shutdown: bool | None = None,
+    storage_options: dict | None = None,
 ) -> JobSummary:
     """Extract every input video into ``store`` (the library-level entry point of the job).
 
@@ -203,6 +209,8 @@ def run_extract(
         config: Job configuration (default: ``configs/extract_default.yaml``).
         address: Ray address; overrides ``config.ray.address``.
         shutdown: Shut Ray down at the end (default: only when this call started it).
+        storage_options: Options of the filesystem of every URL (inputs, store, model), added to
+            ``config.storage_options`` (these win); environment credentials apply as usual.
 
     Returns:
         The run's :class:`JobSummary`.
@@ -217,8 +225,12 @@ def run_extract(
     cfg = config or load_config(None)
     raw = cfg.output.raw
     extensions = cfg.extensions or VIDEO_EXTENSIONS
-    videos = list(inputs) if inputs and isinstance(inputs[0], VideoInput) else discover([str(i) for i in inputs], extensions=extensions)
-    model = featcomp.load_model(model_path).at_rate(cfg.inference.rate)  # the card records the rate
+    opts = {**cfg.storage_options, **(storage_options or {})}
+    if storage_options:
+        cfg = cfg.replace(storage_options=opts)  # the stages read them from the config
+    videos = (list(inputs) if inputs and isinstance(inputs[0], VideoInput)
+              else discover([str(i) for i in inputs], extensions=extensions, storage_options=opts))
+    model = featcomp.load_model(model_path, storage_options=opts).at_rate(cfg.inference.rate)  # the card records the rate
     keep_top1 = cfg.inference.keep_top1
     if keep_top1 is not None:
         _check_rate_control(model, model_path)
@@ -230,14 +242,14 @@ def run_extract(
     sampling = sampling.replace(
         batch_size=cfg.inference.batch_size, backend=cfg.decode.backend, timeout_s=cfg.decode.timeout_s
     )
-    writer_kwargs: dict[str, Any] = {"raw": raw}
+    writer_kwargs: dict[str, Any] = {"raw": raw, "storage_options": opts}
     if keep_top1 is not None:
         writer_kwargs["levels"] = True  # store format version 3: every frame's level + per-level steps
     if cfg.output.chunk_frames:
         writer_kwargs["chunk_frames"] = cfg.output.chunk_frames
     summary = JobSummary(store=str(store), total=len(videos), raw=raw)
 
-    size_before = _store_size(store)
+    size_before = _store_size(store, opts)
     with featcomp.StoreWriter(store, model, **writer_kwargs) as writer:
         if cfg.output.overwrite:
             todo = videos
@@ -258,7 +270,7 @@ def run_extract(
                 import ray
 
                 ray.shutdown()
-    summary.bytes_written = max(0, _store_size(store) - size_before)
+    summary.bytes_written = max(0, _store_size(store, opts) - size_before)
     summary.wall_s = time.perf_counter() - t0
     return summary
 
@@ -296,12 +308,12 @@ def _check_rate_control(model: Any, model_path: str) -> None:
                           f"classifier to keep the top-1 of" + (f" ({reason})" if reason else ""))
 
 
-def _store_size(url: str) -> int:
+def _store_size(url: str, storage_options: dict | None = None) -> int:
     """Total bytes under a store (0 if it does not exist yet); local paths and fsspec URLs."""
     try:
-        from fsspec.core import url_to_fs
+        from featcomp.storage import filesystem
 
-        fs, root = url_to_fs(str(url))
+        fs, root = filesystem(str(url), storage_options)
         return int(fs.du(root, total=True)) if fs.exists(root) else 0
     except Exception:  # size is informative only; never fail the job on it
         return 0
@@ -331,7 +343,9 @@ def build_dataset(todo: Sequence[VideoInput], model_path: str, sampling: Any, cf
             decode_videos,
             batch_size=1,
             compute=TaskPoolStrategy(size=cfg.decode.concurrency),
-            fn_kwargs={"sampling": sampling, "timeout_s": 2 * cfg.decode.timeout_s + 5},
+            fn_kwargs={"sampling": sampling, "timeout_s": 2 * cfg.decode.timeout_s + 5,
+                       "storage_options": cfg.storage_options, "scratch_dir": cfg.decode.scratch_dir,
+                       "scratch_mb": cfg.decode.scratch_mb},
             num_cpus=cfg.decode.num_cpus,
             max_retries=cfg.decode.max_retries,
             retry_exceptions=False,
@@ -349,6 +363,7 @@ def build_dataset(todo: Sequence[VideoInput], model_path: str, sampling: Any, cf
                 "raw": cfg.output.raw,
                 **({"rate": cfg.inference.rate} if cfg.inference.rate is not None else {}),
                 **({"keep_top1": cfg.inference.keep_top1} if cfg.inference.keep_top1 is not None else {}),
+                **({"storage_options": cfg.storage_options} if cfg.storage_options else {}),
             },
             num_gpus=plan["num_gpus"] or None,
             num_cpus=cfg.inference.num_cpus,
@@ -423,7 +438,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="video files, directories (recursive), globs, manifests (.csv/.parquet/.txt) or fsspec URLs")
     parser.add_argument("--store", required=True, help="Zarr store to write (path or URL); created or resumed")
-    parser.add_argument("--model", required=True, help="featcomp model file (featcomp.save_model)")
+    parser.add_argument("--model", required=True, help="featcomp model file (featcomp.save_model), a path or URL")
     parser.add_argument("--config", default=None, help="job YAML (default: configs/extract_default.yaml)")
     parser.add_argument("--address", default=None,
                         help="Ray cluster address ('auto', 'ray://host:10001'); default: RAY_ADDRESS or a local Ray")
@@ -441,6 +456,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--summary-json", default=None, help="also write the summary as JSON to this file")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: log each video written")
+    from featcomp.storage import add_storage_option_argument
+
+    add_storage_option_argument(parser)
 
 
 def _config_from_args(args: argparse.Namespace) -> ExtractConfig:
@@ -457,6 +475,11 @@ def _config_from_args(args: argparse.Namespace) -> ExtractConfig:
     cfg = cfg.with_overrides(inference=inference, output=output, ray=ray_cfg)
     if args.no_progress:
         cfg = cfg.replace(progress=False)
+    from featcomp.storage import storage_options_from_args
+
+    cli_opts = storage_options_from_args(args)
+    if cli_opts:  # --storage-option adds to (and wins over) the config's storage_options
+        cfg = cfg.replace(storage_options={**cfg.storage_options, **cli_opts})
     return cfg
 
 

@@ -61,9 +61,10 @@ class VideoInput:
 
 
 def is_url(path: str) -> bool:
-    """True for ``scheme://...`` strings other than ``file://``."""
-    head, sep, _ = str(path).partition("://")
-    return bool(sep) and head.isidentifier() and head.lower() != "file" and len(head) > 1
+    """True for ``scheme://...`` strings other than ``file://`` (:func:`featcomp.storage.is_url`)."""
+    from featcomp.storage import is_url as _is_url
+
+    return _is_url(path)
 
 
 def _strip_file_scheme(path: str) -> str:
@@ -109,7 +110,7 @@ def _pick(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
     return None
 
 
-def read_manifest(source: str, *, text: bytes | None = None) -> list[VideoInput]:
+def read_manifest(source: str, *, text: bytes | None = None, storage_options: dict | None = None) -> list[VideoInput]:
     """Read a manifest (CSV/TSV with header, Parquet, or plain text) into video inputs.
 
     CSV/TSV: a header naming a path column (``path``, ``video_path``, ``file``, ``url``, ...) and
@@ -121,6 +122,7 @@ def read_manifest(source: str, *, text: bytes | None = None) -> list[VideoInput]
     Args:
         source: Path or URL of the manifest.
         text: The manifest's bytes, when already read (tests, URLs).
+        storage_options: Options of a URL's filesystem (:mod:`featcomp.storage`).
 
     Raises:
         PipelineError: unreadable manifest, or no path column.
@@ -131,10 +133,9 @@ def read_manifest(source: str, *, text: bytes | None = None) -> list[VideoInput]
     if text is None:
         try:
             if is_url(source):
-                import fsspec
+                from featcomp.storage import read_bytes
 
-                with fsspec.open(source, "rb") as f:
-                    text = f.read()
+                text = read_bytes(source, storage_options)
             else:
                 text = Path(_strip_file_scheme(source)).read_bytes()
         except OSError as e:
@@ -231,16 +232,12 @@ def _local(inp: str, extensions: Sequence[str]) -> list[VideoInput]:
     return [VideoInput(_norm_id(os.path.basename(path), f"input {inp}"), os.path.abspath(path))]
 
 
-def _remote(inp: str, extensions: Sequence[str]) -> list[VideoInput]:
-    try:
-        import fsspec
-        from fsspec.core import url_to_fs
-    except ImportError as e:  # pragma: no cover - fsspec is a dependency
-        raise PipelineError(f"input {inp!r}: URLs need fsspec ({e})") from None
-    try:
-        fs, fspath = url_to_fs(inp)
-    except (ImportError, ValueError) as e:
-        raise PipelineError(f"input {inp!r}: no filesystem for this URL ({e}); install the fsspec backend") from None
+def _remote(inp: str, extensions: Sequence[str], storage_options: dict | None = None) -> list[VideoInput]:
+    import fsspec
+
+    from featcomp.storage import filesystem, storage_error
+
+    fs, fspath = filesystem(inp, storage_options)  # StorageError (pip package named) when the backend is missing
     protocol = inp.split("://", 1)[0]
 
     def unstrip(p: str) -> str:
@@ -254,7 +251,7 @@ def _remote(inp: str, extensions: Sequence[str]) -> list[VideoInput]:
                 raise PipelineError(f"input {inp!r}: the glob matched no video files")
             return [VideoInput(_norm_id(posixpath.relpath(m, root), f"input {inp}"), unstrip(m)) for m in matches]
         if _has_ext(fspath, MANIFEST_EXTENSIONS):
-            return read_manifest(inp)
+            return read_manifest(inp, storage_options=storage_options)
         if _has_ext(fspath, extensions):
             return [VideoInput(_norm_id(posixpath.basename(fspath), f"input {inp}"), inp)]
         if fs.isdir(fspath):
@@ -266,18 +263,24 @@ def _remote(inp: str, extensions: Sequence[str]) -> list[VideoInput]:
     except PipelineError:
         raise
     except Exception as e:  # network and permission errors of any backend
+        err = storage_error(e, inp, "list")
+        if err is not None:
+            raise err from None
         raise PipelineError(f"input {inp!r}: cannot list it ({type(e).__name__}: {e})") from None
     # an extension-less object: treat it as one video
     return [VideoInput(_norm_id(posixpath.basename(fspath.rstrip("/")), f"input {inp}"), inp)]
 
 
-def discover(inputs: Sequence[str], *, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[VideoInput]:
+def discover(inputs: Sequence[str], *, extensions: Sequence[str] = VIDEO_EXTENSIONS,
+             storage_options: dict | None = None) -> list[VideoInput]:
     """Resolve job inputs to a sorted, de-duplicated list of videos with deterministic ids.
 
     Args:
         inputs: Files, directories (searched recursively for ``extensions``), globs, manifests
             (``.csv``/``.tsv``/``.parquet``/``.txt``/``.lst``), and fsspec URLs of any of these.
         extensions: Video file extensions, case-insensitive, with the dot.
+        storage_options: Options of the URLs' filesystem (``endpoint_url``, ``key``, ...;
+            :mod:`featcomp.storage`); environment credentials apply as usual.
 
     Returns:
         Videos sorted by id. The same path listed twice is kept once.
@@ -291,7 +294,7 @@ def discover(inputs: Sequence[str], *, extensions: Sequence[str] = VIDEO_EXTENSI
     by_id: dict[str, VideoInput] = {}
     for inp in inputs:
         inp = str(inp)
-        found = _remote(inp, extensions) if is_url(inp) else _local(inp, extensions)
+        found = _remote(inp, extensions, storage_options) if is_url(inp) else _local(inp, extensions)
         for v in found:
             prev = by_id.get(v.video_id)
             if prev is not None and prev.path != v.path:

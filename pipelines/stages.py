@@ -72,36 +72,48 @@ def _chunk_row(video_id: str, path: str, chunk: int, last: bool, frames, timesta
     }
 
 
-def _localize(path: str, tmpdir: str) -> str:
-    """Copy a remote (fsspec URL) video to ``tmpdir`` and return the local path; local paths as is."""
-    from pipelines.inputs import is_url
+def _staged_path(path: str, tmpdir: str) -> str | None:
+    """Where :func:`_localize` stages a URL video (None for local paths)."""
+    from featcomp.storage import is_url
+
+    return os.path.join(tmpdir, os.path.basename(path.split("?")[0]) or "video") if is_url(path) else None
+
+
+def _localize(path: str, tmpdir: str, storage_options: dict | None = None, scratch_mb: int | None = None) -> str:
+    """Stage a remote (fsspec URL) video in ``tmpdir`` and return the local path; local paths as is.
+
+    The object is streamed to the local file in 8 MiB ranged reads and refused beyond ``scratch_mb``
+    MiB (``decode.scratch_mb``), so a decode task's scratch space is bounded; the caller deletes
+    ``tmpdir`` when the video is done.
+    """
+    from featcomp.storage import copy_to_local, is_url
 
     if not is_url(path):
         return path[len("file://"):] if path.startswith("file://") else path
-    import fsspec
-
-    name = os.path.basename(path.split("?")[0]) or "video"
-    local = os.path.join(tmpdir, name)
-    with fsspec.open(path, "rb") as src, open(local, "wb") as dst:
-        shutil.copyfileobj(src, dst, 8 << 20)
-    return local
+    local = _staged_path(path, tmpdir)
+    return copy_to_local(path, local, storage_options,
+                         max_bytes=None if scratch_mb is None else int(scratch_mb) << 20)
 
 
-def _produce(path: str, sampling: Any, out: queue.Queue, tmpdir: str) -> None:
+def _produce(path: str, sampling: Any, out: queue.Queue, tmpdir: str, storage_options: dict | None = None,
+             scratch_mb: int | None = None) -> None:
     """Decode ``path`` into ``out``: FrameBatch items, then _DONE, or an exception."""
     try:
         from featcomp.video import sample_frames
 
+        local = _localize(path, tmpdir, storage_options, scratch_mb)
         # one decoder thread: each decode task holds one CPU, and a single-threaded decoder spends
         # 10-25% less CPU per frame than FFmpeg's automatic threading (docs/pipeline.md)
-        for fb in sample_frames(_localize(path, tmpdir), sampling, threads=1):
+        for fb in sample_frames(local, sampling, threads=1):
             out.put(fb)
         out.put(_DONE)
     except BaseException as e:  # noqa: BLE001 - reported as a failure row
         out.put(e)
 
 
-def decode_videos(batch: dict[str, np.ndarray], *, sampling: Any, timeout_s: float = 60.0) -> Iterator[dict[str, Any]]:
+def decode_videos(batch: dict[str, np.ndarray], *, sampling: Any, timeout_s: float = 60.0,
+                  storage_options: dict | None = None, scratch_dir: str | None = None,
+                  scratch_mb: int | None = None) -> Iterator[dict[str, Any]]:
     """Ray Data UDF: decode the videos of ``batch`` into chunk rows (see the module docstring).
 
     Args:
@@ -111,16 +123,22 @@ def decode_videos(batch: dict[str, np.ndarray], *, sampling: Any, timeout_s: flo
             bounded by it, not by the video's length.
         timeout_s: Watchdog: a video that produces no chunk for this long is reported as hanging
             (a second line of defence behind the decoder's own ``sampling.timeout_s``).
+        storage_options: Options of the filesystem of URL inputs (:mod:`featcomp.storage`).
+        scratch_dir: Where URL inputs are staged (``None``: the system temporary directory).
+        scratch_mb: Largest video staged (MiB); a larger one becomes a failure row.
 
     Yields:
         One-row batches: chunks of frames uint8 ``(1, n, H, W, 3)``, or a failure row.
     """
     for video_id, path in zip(batch["video_id"], batch["path"]):
         video_id, path = str(video_id), str(path)
-        tmpdir = tempfile.mkdtemp(prefix="featcomp-decode-")
+        if scratch_dir:
+            os.makedirs(scratch_dir, exist_ok=True)
+        tmpdir = tempfile.mkdtemp(prefix="featcomp-decode-", dir=scratch_dir or None)
         q: queue.Queue = queue.Queue(maxsize=2)  # bounded: the decoder runs at most 2 chunks ahead
         worker = threading.Thread(
-            target=_produce, args=(path, sampling, q, tmpdir), daemon=True, name=f"decode {video_id}"
+            target=_produce, args=(path, sampling, q, tmpdir, storage_options, scratch_mb), daemon=True,
+            name=f"decode {video_id}",
         )
         worker.start()
         held = None  # one chunk of look-ahead, so the final chunk can say last=True
@@ -143,7 +161,9 @@ def decode_videos(batch: dict[str, np.ndarray], *, sampling: Any, timeout_s: flo
                     held = None
                     break
                 if isinstance(item, BaseException):
-                    yield failure_row(video_id, path, _err_text(item))
+                    text = _err_text(item)
+                    staged = _staged_path(path, tmpdir)
+                    yield failure_row(video_id, path, text.replace(staged, path) if staged else text)
                     held = None
                     break
                 if held is not None:
@@ -151,8 +171,9 @@ def decode_videos(batch: dict[str, np.ndarray], *, sampling: Any, timeout_s: flo
                     chunk += 1
                 held = (item.frames, item.timestamps, item.indices)
         finally:
-            if not worker.is_alive():
-                shutil.rmtree(tmpdir, ignore_errors=True)
+            # also when a hung decoder still holds the staged file: on POSIX its space is freed
+            # once the file is closed, so scratch never outlives the task
+            shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 class EncodeChunks:
@@ -161,7 +182,7 @@ class EncodeChunks:
     One instance lives in each actor of the pool; the frozen model is built once in ``__init__``.
 
     Args:
-        model_path: A featcomp model file readable from the actor's node.
+        model_path: A featcomp model file or URL readable from the actor's node.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         dtype: ``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"``.
         batch_size: Frames per model call.
@@ -170,6 +191,7 @@ class EncodeChunks:
         rate: Rate level of a variable-rate model (``None``: the model's default).
         keep_top1: Per-frame rate control target (``RateControl(target_agreement=keep_top1)``):
             rows carry uint8 ``levels`` beside the latents; the quota applies per chunk (see above).
+        storage_options: Options of the filesystem of a model URL (:mod:`featcomp.storage`).
     """
 
     def __init__(
@@ -183,6 +205,7 @@ class EncodeChunks:
         raw: bool = False,
         rate: float | None = None,
         keep_top1: float | None = None,
+        storage_options: dict | None = None,
     ) -> None:
         import torch
 
@@ -203,7 +226,7 @@ class EncodeChunks:
         self.raw = raw
         self.device = device
         self.extractor = featcomp.Extractor(
-            featcomp.load_model(model_path), device=device, batch_size=batch_size,
+            featcomp.load_model(model_path, storage_options=storage_options), device=device, batch_size=batch_size,
             dtype=None if dtype == "float32" else getattr(torch, dtype), rate=rate, rate_control=rate_control,
         )
         self.rate_controlled = rate_control is not None

@@ -1,11 +1,14 @@
 """Benchmark featcomp stores against float16+zstd zarr stores and .npy files.
 
-    .venv/bin/python scripts/bench_store.py [--videos 200] [--channels 128] [--quick]
+    .venv/bin/python scripts/bench_store.py [--videos 200] [--channels 128] [--object-storage | --object-storage-only]
 
 Measures (synthetic but realistically distributed data, see the section text): store size against
 the sum of the coded latents, write and read throughput, the read path against raw constriction
 decoding of the same symbols, random-access window latency, open time at 100k videos, and one
-DataLoader epoch of a linear probe. Writes the "store" section of docs/benchmarks.md.
+DataLoader epoch of a linear probe. Writes the "store" section of docs/benchmarks.md; with
+``--object-storage`` also the object-storage row (open time, probe epoch and write throughput on a
+local S3 API server as ratios to local disk, requests per video), section "store_s3"
+(scripts/bench_store_s3.py).
 """
 
 from __future__ import annotations
@@ -60,7 +63,16 @@ def main() -> int:
     ap.add_argument("--open-videos", type=int, default=100_000)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--no-write", action="store_true", help="print, do not update docs/benchmarks.md")
+    ap.add_argument("--object-storage", action="store_true",
+                    help="also the object-storage row (a local S3 API server; scripts/bench_store_s3.py, section store_s3)")
+    ap.add_argument("--object-storage-only", action="store_true", help="only the object-storage row")
     args = ap.parse_args()
+    if args.object_storage or args.object_storage_only:
+        from scripts.bench_store_s3 import run as run_s3
+
+        if args.object_storage_only:
+            run_s3(args.videos, args.channels, args.min_frames, args.max_frames, write_doc=not args.no_write)
+            return 0
 
     import torch
 
@@ -253,6 +265,8 @@ real part); no per-video files exist, so opening reads one index file of {idx_by
     if not args.no_write:
         print("wrote", write_section("store", body))
     shutil.rmtree(work, ignore_errors=True)
+    if args.object_storage:
+        run_s3(args.videos, args.channels, args.min_frames, args.max_frames, write_doc=not args.no_write)
     return 0
 
 

@@ -1,41 +1,100 @@
-"""Byte-level access to a store's files: local paths (with fsync and atomic rename) or fsspec URLs.
+"""Byte-level access to a store's files: local paths (with fsync and atomic rename) or any fsspec URL.
 
 Keys are ``/``-separated paths relative to the store root. Local stores use the OS directly
-(append-only logs with ``fsync``; atomic writes via a temporary file and ``os.replace``); other URLs
-go through fsspec (whole-object writes, which object stores make atomic).
+(append-only logs with ``fsync``; atomic writes via a temporary file and ``os.replace``). Every other
+URL goes through one zarr store object, :class:`zarr.storage.FsspecStore` made by
+``FsspecStore.from_url(url, storage_options=...)`` (:func:`featcomp.storage.zarr_store`): featcomp's own
+reads and writes and zarr's array I/O share it and its asynchronous filesystem, driven on zarr's
+event loop. Object writes are whole-object PUTs, which object stores make atomic; there is no
+rename and no append (see docs/format.md, "Object storage").
+
+After ``fork`` (DataLoader workers) the zarr store is rebuilt in the child on first use: an
+asynchronous filesystem's connections belong to the parent's event loop.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import weakref
 from pathlib import Path
+from typing import Any
+
+from featcomp.errors import StorageError, StoreError
 
 __all__ = ["StoreFS"]
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for fs in list(_LIVE):
+        fs._zstore = None
+        fs._pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 class StoreFS:
     """A store root.
 
     Args:
-        url: a local path, ``file://`` URL, or any fsspec URL (``memory://``, ``s3://``, ...).
+        url: a local path, ``file://`` URL, or any fsspec URL (``memory://``, ``s3://``, ``gs://``, ...).
+        storage_options: keyword arguments of the URL's filesystem (``endpoint_url``, ``key``, ``anon``,
+            ...); environment credentials apply as usual. Ignored for local paths.
     """
 
-    def __init__(self, url: str | os.PathLike) -> None:
+    def __init__(self, url: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> None:
+        from featcomp.storage import check_storage_options, is_url
+
         url = os.fspath(url)
         self.url = url
-        if url.startswith("file://"):
-            url = url[len("file://") :]
-        if "://" in url:
-            import fsspec
-
+        self.storage_options = check_storage_options(storage_options)
+        path = url[len("file://") :] if url.startswith("file://") else url
+        self._zstore = None
+        self._pid = os.getpid()
+        if is_url(path):
             self.local = False
-            self.fs, root = fsspec.core.url_to_fs(url)
-            self.root = root.rstrip("/")
+            self.root = url.rstrip("/")
+            self.zstore  # opens the filesystem now: a missing package fails here, with its pip name
+            _LIVE.add(self)
         else:
             self.local = True
-            self.fs = None
-            self.root = str(Path(url).absolute())
+            self.root = str(Path(path).absolute())
+
+    # -- the zarr store behind remote roots
+    @property
+    def zstore(self):
+        """The zarr store of a remote root (rebuilt after a fork)."""
+        if self._zstore is None or self._pid != os.getpid():
+            from featcomp.storage import zarr_store
+
+            self._zstore = zarr_store(self.root, self.storage_options, read_only=False)
+            self._pid = os.getpid()
+        return self._zstore
+
+    def _run(self, what: str, key: str, coro_fn):
+        """Run ``coro_fn(store)`` on zarr's loop; storage failures become StorageError."""
+        from zarr.core.sync import sync
+
+        from featcomp.storage import storage_error
+
+        try:
+            return sync(coro_fn(self.zstore))
+        except (StoreError, StorageError):
+            raise
+        except FileNotFoundError as e:
+            err = storage_error(e, self.path(key), what)  # a missing bucket, not a missing key
+            if err is not None:
+                raise err from None
+            raise
+        except Exception as e:  # noqa: BLE001 - classified; anything else is an I/O failure of the store
+            err = storage_error(e, self.path(key), what)
+            if err is not None:
+                raise err from None
+            raise StoreError(f"{self.path(key)}: cannot {what} it ({type(e).__name__}: {e})") from e
 
     # -- paths
     def path(self, key: str) -> str:
@@ -50,29 +109,63 @@ class StoreFS:
         if self.local:
             with open(self.path(key), "rb") as f:
                 return f.read()
-        try:
-            return self.fs.cat_file(self.path(key))
-        except FileNotFoundError:
-            raise
-        except KeyError:  # some fsspec backends
-            raise FileNotFoundError(self.path(key)) from None
+        from zarr.core.buffer import default_buffer_prototype
+
+        buf = self._run("read", key, lambda st: st.get(key, default_buffer_prototype()))
+        if buf is None:
+            raise FileNotFoundError(self.path(key))
+        return buf.to_bytes()
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
         if self.local:
             with open(self.path(key), "rb") as f:
                 f.seek(start)
                 return f.read(end - start)
-        return self.fs.cat_file(self.path(key), start=start, end=end)
+        from zarr.abc.store import RangeByteRequest
+        from zarr.core.buffer import default_buffer_prototype
+
+        buf = self._run("read", key, lambda st: st.get(key, default_buffer_prototype(), RangeByteRequest(start, end)))
+        if buf is None:
+            raise FileNotFoundError(self.path(key))
+        return buf.to_bytes()
+
+    def stat(self, key: str) -> tuple[int, Any]:
+        """``(size, version tag)`` of a file; the tag changes when the file is replaced (local: mtime and
+        inode; object stores: the ETag or modification time). FileNotFoundError when missing."""
+        if self.local:
+            st = os.stat(self.path(key))
+            return st.st_size, (st.st_mtime_ns, st.st_ino)
+        zs = self.zstore
+        fsys = getattr(zs, "fs", None)
+        if fsys is None:
+            return self.size(key), None
+        from zarr.core.sync import sync
+
+        from featcomp.storage import storage_error
+
+        try:
+            info = sync(fsys._info(f"{zs.path}/{key}"))
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            err = storage_error(e, self.path(key), "read")
+            if err is not None:
+                raise err from None
+            raise StoreError(f"{self.path(key)}: cannot stat it ({type(e).__name__}: {e})") from e
+        if info.get("type") == "directory":
+            raise FileNotFoundError(self.path(key))
+        tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or info.get("created")
+        return int(info["size"]), tag
 
     def exists(self, key: str) -> bool:
         if self.local:
             return os.path.exists(self.path(key))
-        return self.fs.exists(self.path(key))
+        return bool(self._run("check", key, lambda st: st.exists(key)))
 
     def size(self, key: str) -> int:
         if self.local:
             return os.path.getsize(self.path(key))
-        return int(self.fs.size(self.path(key)))
+        return int(self._run("read", key, lambda st: st.getsize(key)))
 
     def listdir(self, key: str) -> list[str]:
         """Names (not paths) directly under ``key``; [] when it does not exist."""
@@ -81,11 +174,15 @@ class StoreFS:
                 return sorted(os.listdir(self.path(key)))
             except (FileNotFoundError, NotADirectoryError):
                 return []
+
+        async def ls(st):
+            return [name async for name in st.list_dir(key)]
+
         try:
-            entries = self.fs.ls(self.path(key), detail=False)
+            names = self._run("list", key, ls)
         except FileNotFoundError:
             return []
-        return sorted({e.rstrip("/").rsplit("/", 1)[-1] for e in entries})
+        return sorted({n.rstrip("/").rsplit("/", 1)[-1] for n in names if n.strip("/")})
 
     def walk_sizes(self, key: str = "") -> dict[str, int]:
         """Every file under ``key`` -> its size in bytes (keys relative to the root)."""
@@ -100,18 +197,35 @@ class StoreFS:
                     except FileNotFoundError:
                         pass
             return out
-        try:
-            found = self.fs.find(self.path(key), detail=True)
-        except FileNotFoundError:
+        zs = self.zstore
+        fsys = getattr(zs, "fs", None)
+        base = zs.path.rstrip("/")
+        if fsys is not None:  # one listing with sizes (a LIST request per 1000 objects on S3)
+            async def find(_st):
+                try:
+                    return await fsys._find(f"{base}/{key}".rstrip("/"), detail=True)
+                except FileNotFoundError:
+                    return {}
+
+            found = self._run("list", key, find)
+            for p, d in found.items():
+                p = p.strip("/")
+                rel = p[len(base.strip("/")) + 1 :] if p.startswith(base.strip("/") + "/") else p
+                if d.get("type") != "directory":
+                    out[rel] = int(d.get("size") or 0)
             return out
-        prefix = self.root.rstrip("/") + "/"
-        for p, d in found.items():
-            p = p.lstrip("/") if not prefix.startswith("/") else p
-            rel = p[len(prefix) :] if p.startswith(prefix) else p.split(self.root.strip("/") + "/", 1)[-1]
-            out[rel] = int(d.get("size") or 0)
-        return out
+
+        async def walk(st):
+            return {k: await st.getsize(k) async for k in st.list_prefix(key)}
+
+        return dict(self._run("list", key, walk))
 
     # -- writing
+    def _put(self, key: str, data: bytes) -> None:
+        from zarr.core.buffer import default_buffer_prototype
+
+        self._run("write", key, lambda st: st.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+
     def write_atomic(self, key: str, data: bytes, *, fsync: bool = True) -> None:
         """Write a whole file so that readers see the old or the new content, never a mix."""
         if self.local:
@@ -120,10 +234,15 @@ class StoreFS:
             if fsync:
                 _fsync_dir(os.path.dirname(p))
             return
-        self.fs.pipe_file(self.path(key), data)
+        self._put(key, data)  # one PUT: object stores replace whole objects atomically
 
     def write_new(self, key: str, data: bytes) -> bool:
-        """Create ``key`` with ``data`` unless it exists (best effort on object stores); True if created."""
+        """Create ``key`` with ``data`` unless it exists; True if created.
+
+        Exactly one creator wins: locally with ``link``; on object stores with a conditional PUT
+        (``If-None-Match: *``) where the filesystem offers it (s3fs ``mode="create"``), else
+        check-then-put (best effort).
+        """
         if self.local:
             p = self.path(key)
             tmp = _write_temporary(p, data, fsync=True)
@@ -134,17 +253,37 @@ class StoreFS:
                 return False
             finally:
                 os.unlink(tmp)
-        if self.fs.exists(self.path(key)):
+        zs = self.zstore
+        fsys = getattr(zs, "fs", None)
+        if fsys is not None and type(fsys).__name__ == "S3FileSystem":
+            async def create(_st):
+                try:
+                    await fsys._pipe_file(f"{zs.path}/{key}", data, mode="create")
+                    return True
+                except FileExistsError:
+                    return False
+
+            return bool(self._run("write", key, create))
+        if self.exists(key):
             return False
-        self.fs.pipe_file(self.path(key), data)
+        self._put(key, data)
         return True
 
     def delete(self, key: str) -> None:
-        try:
-            if self.local:
+        """Remove a file (or, on object stores, every object under ``key/``); no error when missing."""
+        if self.local:
+            try:
                 os.unlink(self.path(key))
-            else:
-                self.fs.rm(self.path(key), recursive=True)
+            except FileNotFoundError:
+                pass
+            return
+
+        async def rm(st):
+            await st.delete(key)
+            await st.delete_dir(key)
+
+        try:
+            self._run("delete", key, rm)
         except FileNotFoundError:
             pass
 
@@ -154,19 +293,24 @@ class StoreFS:
 
     # -- zarr
     def zarr_store(self, *, read_only: bool):
-        """A zarr ``Store`` for the same root."""
+        """A zarr ``Store`` for the same root (remote roots: the same store object featcomp uses)."""
         if self.local:
             from zarr.storage import LocalStore
 
             return LocalStore(self.root, read_only=read_only)
-        from zarr.storage import FsspecStore
+        zs = self.zstore
+        return zs.with_read_only(True) if read_only else zs
 
-        fs = self.fs
-        if not getattr(fs, "async_impl", False):
-            from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+    def check_root(self) -> None:
+        """Raise BucketNotFoundError when the root's bucket does not exist (object stores)."""
+        if self.local:
+            return
+        from featcomp.errors import BucketNotFoundError
+        from featcomp.storage import bucket_exists
 
-            fs = AsyncFileSystemWrapper(fs, asynchronous=True)
-        return FsspecStore(fs, path=self.root, read_only=read_only)
+        if bucket_exists(self.root, self.storage_options) is False:
+            raise BucketNotFoundError(f"{self.url}: the bucket does not exist; create it first or check the URL "
+                                      "and the endpoint (storage option endpoint_url / AWS_ENDPOINT_URL)")
 
 
 def _write_temporary(p: str, data: bytes, *, fsync: bool) -> str:
@@ -225,7 +369,7 @@ class AppendLog:
             if self.fsync:
                 os.fsync(self._fd)
             return
-        self.fs.fs.pipe_file(self.fs.path(f"{self.key}.d/{self._seq:012d}"), record)
+        self.fs.write_atomic(f"{self.key}.d/{self._seq:012d}", record)
         self._seq += 1
 
     def close(self) -> None:

@@ -7,14 +7,18 @@ import json
 
 
 def configure_info(parser: argparse.ArgumentParser) -> None:
+    from featcomp.storage import add_storage_option_argument
+
     parser.add_argument("store", help="store directory or fsspec URL")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_storage_option_argument(parser)
 
 
 def main_info(args: argparse.Namespace) -> int:
     from featcomp.store.reader import open_store
+    from featcomp.storage import storage_options_from_args
 
-    info = open_store(args.store).info()
+    info = open_store(args.store, storage_options=storage_options_from_args(args)).info()
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
@@ -43,11 +47,19 @@ def configure_verify(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", help="store directory or fsspec URL")
     parser.add_argument("--compact", action="store_true",
                         help="after a clean check, fold index logs/files into one (safe with live writers on local disks)")
+    parser.add_argument("--no-live-writers", action="store_true",
+                        help="with --compact on object storage: no writer is running, so fold commit logs too "
+                             "(object stores have no locks to tell live writers from finished ones)")
+    from featcomp.storage import add_storage_option_argument
+
+    add_storage_option_argument(parser)
 
 
 def main_verify(args: argparse.Namespace) -> int:
     from featcomp.store.verify import describe, verify_store
+    from featcomp.storage import storage_options_from_args
 
-    report = verify_store(args.store, compact=args.compact)
+    report = verify_store(args.store, compact=args.compact, storage_options=storage_options_from_args(args),
+                          include_remote_logs=args.no_live_writers)
     print(describe(report))
     return 0 if report.ok else 1

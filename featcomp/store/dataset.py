@@ -65,6 +65,8 @@ class FeatureDataset(torch.utils.data.Dataset):
         latents: return int32 latents instead of float32 features (coded stores).
         classes: the class list for non-integer labels (e.g. ``train.classes`` for a validation split);
             default: the sorted labels present.
+        storage_options: options of a store URL's filesystem (:mod:`featcomp.storage`); kept, with the
+            URL, for the DataLoader workers that reopen the store.
 
     Each item is a dict: ``features`` float32 tensor ``(L, C[, H, W])`` (or ``latents`` int32),
     ``length`` (L), ``start`` (first frame), ``video_id`` and, with labels, ``label`` (int64). In a store
@@ -82,11 +84,13 @@ class FeatureDataset(torch.utils.data.Dataset):
         video_ids: list[str] | None = None,
         latents: bool = False,
         classes: list[str] | None = None,
+        storage_options: dict | None = None,
     ) -> None:
         from featcomp.store.reader import FeatureStore, open_store
 
-        st = store if isinstance(store, FeatureStore) else open_store(store)
+        st = store if isinstance(store, FeatureStore) else open_store(store, storage_options=storage_options)
         self.url = st.url
+        self.storage_options = st.storage_options
         self.latents = bool(latents)
         if window is not None and int(window) < 1:
             raise StoreError(f"window must be >= 1, got {window}")
@@ -146,7 +150,7 @@ class FeatureDataset(torch.utils.data.Dataset):
         if self._store is None:
             from featcomp.store.reader import open_store
 
-            self._store = open_store(self.url)
+            self._store = open_store(self.url, storage_options=getattr(self, "storage_options", None))
         return self._store
 
     def __len__(self) -> int:

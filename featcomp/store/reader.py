@@ -34,22 +34,34 @@ from featcomp.store.writer import read_header
 __all__ = ["open_store", "FeatureStore", "StoredVideo", "load_index"]
 
 _EMPTY = np.uint64(2**64 - 1)
+#: object stores: sealed shards up to this size are fetched whole (one GET) and cached
+REMOTE_WHOLE_SHARD_BYTES = 8 << 20
+#: object stores: bytes of whole shards a FeatureStore keeps (per process)
+REMOTE_SHARD_CACHE_BYTES = 128 << 20
 
 
-def load_index(fs: StoreFS, *, retries: int = 8) -> IndexTable:
+def load_index(fs: StoreFS, *, retries: int = 8, live_parts: set | None = None) -> IndexTable:
     """Merge every ``index/*.fcidx`` file and every commit log into one table (newest wins).
 
     Retries when a file vanishes between listing and reading (a writer or ``verify --compact``
     replaced it).
+
+    Args:
+        live_parts: filled with the names of the parts that still have a commit log (a writer that
+            is open, or crashed). Every other part belongs to a closed writer and never changes again.
     """
     last: Exception | None = None
     for _ in range(retries):
         try:
             tables = []
+            if live_parts is not None:
+                live_parts.clear()
             for name in fs.listdir("index"):
                 if name.endswith(".fcidx"):
                     tables.append(decode_index_file(fs.read(f"index/{name}"), f"{fs.url}/index/{name}"))
             logs = read_logs(fs, "index", ".log")
+            if live_parts is not None:
+                live_parts.update(logs)
             for part, data in sorted(logs.items()):
                 recs = decode_log(data, f"{fs.url}/index/{part}.log")
                 if recs:
@@ -61,19 +73,23 @@ def load_index(fs: StoreFS, *, retries: int = 8) -> IndexTable:
     raise StoreError(f"{fs.url}: the index kept changing while being read ({last}); retry")
 
 
-def open_store(path_or_url: str | os.PathLike) -> FeatureStore:
+def open_store(path_or_url: str | os.PathLike, *, storage_options: dict | None = None) -> FeatureStore:
     """Open a featcomp store read-only.
 
     Args:
         path_or_url: a directory, ``file://`` URL or any fsspec URL (``memory://``, ``s3://``...).
+        storage_options: options of the URL's filesystem (``endpoint_url``, ``key``, ``secret``,
+            ``anon``...; see :mod:`featcomp.storage`); environment credentials apply as usual.
 
     Returns:
         A :class:`FeatureStore`: ``Mapping[str, StoredVideo]`` plus ``info()`` and ``failures()``.
 
     Raises:
         StoreError: not a featcomp store, a newer format, a corrupt index or header.
+        StorageError: the URL's filesystem package is missing, credentials are refused, or the
+            bucket does not exist.
     """
-    return FeatureStore(path_or_url)
+    return FeatureStore(path_or_url, storage_options=storage_options)
 
 
 class _Part:
@@ -142,6 +158,11 @@ class _Part:
             raise StoreError(f"{store.url}: part {name!r} uses codecs {names}, which featcomp does not read")
         self.ndim = len(self.shape)
         self._index_cache: dict[tuple, np.ndarray] = {}  # (key, size, mtime_ns, inode) -> parsed shard index
+        # a closed writer's part never changes again: on object stores its shard indexes are cached by
+        # key alone, so a read is one ranged GET (no HEAD for the shard's size and ETag)
+        self.sealed = name not in store._live_parts
+        self._sealed_cache: dict[str, tuple[int, np.ndarray]] = {}
+        self._large_shards: set[str] = set()
 
     def shard_key(self, s: int) -> str:
         return f"parts/{self.name}/c/{s}" + "/0" * (self.ndim - 1)
@@ -228,14 +249,40 @@ class _Part:
                             self._index_cache[ident] = offs
                         span, base = self._span(offs, j0, j1, s)
                         blob = os.pread(f.fileno(), span[1] - span[0], span[0]) if span else b""
-                else:
-                    size = fs.size(key)
-                    if size < n_idx:
-                        raise StoreError(f"{where}: truncated shard ({size} bytes)")
-                    idx_raw = fs.read_range(key, size - n_idx, size)
-                    offs = self._parse_index(idx_raw, where, size)
+                else:  # object stores, see _remote_shard
+                    whole = self._remote_shard(key, attempt)
+                    hit = self._sealed_cache.get(key) if self.sealed and attempt == 0 else None
+                    if whole is not None:
+                        size = len(whole)
+                        if hit is None:
+                            if size < n_idx:
+                                raise StoreError(f"{where}: truncated shard ({size} bytes)")
+                            hit = (size, self._parse_index(whole[size - n_idx :], where, size))
+                            self._sealed_cache[key] = hit
+                        offs = hit[1]
+                    elif hit is not None:
+                        size, offs = hit
+                    else:
+                        size, tag = fs.stat(key)
+                        if size < n_idx:
+                            raise StoreError(f"{where}: truncated shard ({size} bytes)")
+                        ident = (key, size, tag)
+                        offs = self._index_cache.get(ident) if tag is not None else None
+                        if offs is None:
+                            idx_raw = fs.read_range(key, size - n_idx, size)
+                            offs = self._parse_index(idx_raw, where, size)
+                            if len(self._index_cache) > 64:
+                                self._index_cache.clear()
+                            self._index_cache[ident] = offs
+                        if self.sealed:
+                            if len(self._sealed_cache) > 4096:
+                                self._sealed_cache.clear()
+                            self._sealed_cache[key] = (size, offs)
                     span, base = self._span(offs, j0, j1, s)
-                    blob = fs.read_range(key, span[0], span[1]) if span else b""
+                    if whole is not None:
+                        blob = whole[span[0] : span[1]] if span else b""
+                    else:
+                        blob = fs.read_range(key, span[0], span[1]) if span else b""
                 out = []
                 todo: list[tuple[int, bytes]] = []
                 for j in range(j0, j1 + 1):
@@ -264,9 +311,37 @@ class _Part:
                 raise StoreError(f"{where}: shard file is missing; the store lost data (run `featcomp verify`)") from None
             except StoreError:
                 if attempt == 0 and not fs.local:
+                    self._index_cache.clear()
+                    self._sealed_cache.pop(key, None)
+                    self.store._shard_bytes.pop(key)
                     continue  # the shard may have been replaced between two range reads
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _remote_shard(self, key: str, attempt: int) -> bytes | None:
+        """A sealed part's whole shard object on an object store, fetched once and kept in the store's
+        byte-bounded shard cache; None for live parts, large shards, or a retry.
+
+        Object stores bill and wait per request: a shard holds many videos' chunks (32 chunks of ~32k
+        symbols, typically 0.1-2 MiB coded), so one GET of the whole shard (after one HEAD for its
+        size) serves every later read of every video in it. Shards above ``REMOTE_WHOLE_SHARD_BYTES``
+        are read by ranges instead.
+        """
+        if not self.sealed or attempt:
+            return None
+        cache = self.store._shard_bytes
+        whole = cache.get(key)
+        if whole is not None:
+            return whole
+        if key in self._large_shards:
+            return None
+        size, _tag = self.store.fs.stat(key)
+        if size > REMOTE_WHOLE_SHARD_BYTES:
+            self._large_shards.add(key)
+            return None
+        whole = self.store.fs.read(key)
+        cache.put(key, whole)
+        return whole
 
     def _parse_index(self, idx_raw: bytes, where: str, size: int) -> np.ndarray:
         import google_crc32c
@@ -322,6 +397,40 @@ class _ChunkCache:
                 self._d.popitem(last=False)
 
 
+class _ByteLRU:
+    """An LRU of byte strings bounded by their total size (whole shards of object stores)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        from collections import OrderedDict
+
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._d: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            v = self._d.get(key)
+            if v is not None:
+                self._d.move_to_end(key)
+            return v
+
+    def put(self, key, value: bytes) -> None:
+        with self._lock:
+            old = self._d.pop(key, None)
+            self.nbytes -= len(old) if old is not None else 0
+            self._d[key] = value
+            self.nbytes += len(value)
+            while self.nbytes > self.max_bytes and len(self._d) > 1:
+                _, v = self._d.popitem(last=False)
+                self.nbytes -= len(v)
+
+    def pop(self, key) -> None:
+        with self._lock:
+            v = self._d.pop(key, None)
+            self.nbytes -= len(v) if v is not None else 0
+
+
 class FeatureStore(Mapping):
     """A read-only featcomp store: ``Mapping[str, StoredVideo]``.
 
@@ -335,23 +444,30 @@ class FeatureStore(Mapping):
     Picklable (only the URL travels; the index is reloaded lazily in the receiving process).
     """
 
-    def __init__(self, path_or_url: str | os.PathLike) -> None:
+    def __init__(self, path_or_url: str | os.PathLike, *, storage_options: dict | None = None) -> None:
         self.url = os.fspath(path_or_url)
-        self.fs = StoreFS(self.url)
+        self.fs = StoreFS(self.url, storage_options)
+        self.storage_options = self.fs.storage_options
         if self.fs.local and not os.path.isdir(self.fs.root):
             raise StoreError(f"{self.url}: no such store directory")
-        self.header = read_header(self.fs)
+        try:
+            self.header = read_header(self.fs)
+        except StoreError:
+            self.fs.check_root()  # a missing bucket says so, not "no zarr.json"
+            raise
         self.mode = self.header.get("mode", "coded")
         self.model_card = self.header.get("model_card", {})
         #: entropy-model kind of a coded store ("factorized", "temporal", ...); None for raw stores
         self.kind = self.header.get("codec", {}).get("kind", "factorized") if self.mode == "coded" else None
-        self._index = load_index(self.fs)
+        self._live_parts: set[str] = set()
+        self._index = load_index(self.fs, live_parts=self._live_parts)
         self._rows = {vid: j for j, vid in enumerate(self._index.ids)}
         self._parts: dict[int, _Part] = {}
         self._times: dict[int, Any] = {}
         self._level_arrays: dict[int, Any] = {}
         self._lock = threading.Lock()
         self._chunk_cache = _ChunkCache()
+        self._shard_bytes = _ByteLRU(REMOTE_SHARD_CACHE_BYTES)  # object stores: whole sealed shards
         self._level_cache = _ChunkCache(max_items=64)  # row -> the video's levels (windows of one video)
         deq = self.header.get("dequantization")
         self._offsets = np.asarray(deq["offsets"], dtype=np.float32) if deq else None
@@ -370,12 +486,12 @@ class FeatureStore(Mapping):
                              f"({self.rate_levels}, {self._scale.shape[0]}); the store is corrupt")
         return sc
 
-    # -- pickling: only the URL
+    # -- pickling: only the URL and the storage options
     def __getstate__(self):
-        return {"url": self.url}
+        return {"url": self.url, "storage_options": self.storage_options}
 
     def __setstate__(self, state):
-        self.__init__(state["url"])
+        self.__init__(state["url"], storage_options=state.get("storage_options"))
 
     def __repr__(self) -> str:
         return f"FeatureStore({self.url!r}, videos={len(self)}, mode={self.mode!r})"
@@ -437,7 +553,7 @@ class FeatureStore(Mapping):
         """The per-frame side array ``<group>/<part>`` of index row ``j``'s part (opened once, cached)."""
         ix = self._index
         p = int(ix.part[j])
-        arr = cache.get(p)
+        arr = cache.get((p, os.getpid()))  # zarr arrays of a remote store are not reused after a fork
         if arr is None:
             import zarr
 
@@ -445,7 +561,7 @@ class FeatureStore(Mapping):
                 arr = zarr.open_array(self.fs.zarr_store(read_only=True), path=f"{group}/{ix.parts[p]}", mode="r")
             except Exception as e:
                 raise StoreError(f"{self.url}: video {ix.ids[j]!r}: {what} {group}/{ix.parts[p]} unreadable: {e}") from None
-            cache[p] = arr
+            cache[(p, os.getpid())] = arr
         return arr
 
     def _levels(self, j: int) -> np.ndarray | None:

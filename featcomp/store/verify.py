@@ -42,7 +42,8 @@ class VerifyReport:
         return not self.problems
 
 
-def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000) -> VerifyReport:
+def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000,
+                 storage_options: dict | None = None, include_remote_logs: bool = False) -> VerifyReport:
     """Check a store: header and tables digest, every chunk of every part decodes, every video's
     frames lie inside its part and decode to the CRC its commit record holds, and its per-frame rate
     levels (if any) match their CRC and the store's levels.
@@ -52,6 +53,9 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
         compact: when everything checks out, fold the index logs and files into one
             (:func:`compact_store`).
         max_problems: stop listing after this many problems.
+        storage_options: options of the URL's filesystem (see :mod:`featcomp.storage`).
+        include_remote_logs: with ``compact`` on an object store, also fold the commit logs
+            (``.log.d/``): only when no writer is running (see :func:`compact_store`).
 
     Returns:
         A :class:`VerifyReport` (``report.ok``); problems are reported, not raised, except when the
@@ -59,7 +63,7 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
     """
     from featcomp.store.reader import FeatureStore
 
-    st = FeatureStore(path_or_url)
+    st = FeatureStore(path_or_url, storage_options=storage_options)
     rep = VerifyReport(store=st.url, videos=len(st), frames=int(st.index.length.sum()), kind=st.kind,
                        format_version=st.header.get("format_version"))
 
@@ -119,7 +123,8 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
         except (StoreError, CodecError) as e:
             problem(str(e))
     if compact and rep.ok:
-        rep.compacted = compact_store(st.url)
+        rep.compacted = compact_store(st.url, storage_options=st.storage_options,
+                                      include_remote_logs=include_remote_logs)
     return rep
 
 
@@ -152,7 +157,7 @@ def _log_is_active(fs: StoreFS, key: str) -> bool:
         os.close(fd)
 
 
-def compact_store(path_or_url, *, include_remote_logs: bool = False) -> int:
+def compact_store(path_or_url, *, include_remote_logs: bool = False, storage_options: dict | None = None) -> int:
     """Fold index files and the logs of finished (or crashed) writers into one ``.fcidx`` file.
 
     Safe while other writers run: a log is folded only when no live writer holds it (local
@@ -164,7 +169,7 @@ def compact_store(path_or_url, *, include_remote_logs: bool = False) -> int:
     Returns:
         The number of index files and logs folded (0: nothing to do).
     """
-    fs = StoreFS(path_or_url)
+    fs = StoreFS(path_or_url, storage_options)
     from featcomp.store.writer import read_header
 
     read_header(fs)

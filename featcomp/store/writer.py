@@ -283,8 +283,12 @@ class StoreWriter:
             (or a card with ``dequantization.level_scale``); the store is format version 3 and its
             header holds the per-level dequantization steps. A store is created with or without
             levels, and every later writer must agree.
+        storage_options: options of the URL's filesystem (``endpoint_url``, ``key``, ``secret``, ...;
+            see :mod:`featcomp.storage`); environment credentials apply as usual.
 
     Raises:
+        StorageError: the URL's filesystem package is missing, credentials are refused, or the bucket
+            does not exist.
         StoreError: ``path`` holds something that is not a featcomp store, or a store made with
             other tables (digest mismatch) or another mode; ``levels`` with a raw store or a
             fixed-rate model, or disagreeing with the store (created with/without levels, other
@@ -307,8 +311,10 @@ class StoreWriter:
         fsync: bool = True,
         compact_on_close: bool = True,
         levels: bool = False,
+        storage_options: dict | None = None,
     ) -> None:
-        self.fs = StoreFS(path)
+        self.fs = StoreFS(path, storage_options)
+        self.storage_options = self.fs.storage_options
         self.url = self.fs.url
         self.raw = bool(raw)
         self.codec, card = _resolve(codec_or_model, model_card, self.raw)
@@ -353,8 +359,11 @@ class StoreWriter:
     def _open_or_create(self, header: dict) -> dict:
         if not self.fs.exists("zarr.json"):
             ours = {"parts", "times", "levels", "index", "failures"}
+            if not self.fs.local:
+                self.fs.check_root()
+            names = (os.listdir(self.fs.root) if os.path.isdir(self.fs.root) else []) if self.fs.local else self.fs.listdir("")
             foreign = [
-                n for n in (os.listdir(self.fs.root) if self.fs.local and os.path.isdir(self.fs.root) else [])
+                n for n in names
                 if n not in ours and not (n.startswith("zarr.json.") and n.endswith(".tmp"))
             ]  # another writer may be creating the store right now
             if foreign:

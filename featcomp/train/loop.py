@@ -32,7 +32,7 @@ from featcomp.head import CompressibleHead, HeadConfig
 from featcomp.train.objectives import Objective, get_objective
 
 __all__ = ["TrainResult", "train_head", "fit_head", "evaluate_head", "train_with_backbone", "rate_per_vector",
-           "clip_windows", "RateNotConvergedWarning", "rate_converged"]
+           "clip_windows", "frame_pairs", "RateNotConvergedWarning", "rate_converged"]
 
 
 class RateNotConvergedWarning(UserWarning):
@@ -132,6 +132,39 @@ def clip_windows(seqs: Sequence[Any], length: int, stride: int = 1) -> np.ndarra
     return np.stack(out)
 
 
+def frame_pairs(seqs: Sequence[Any], max_gap: int = 2, *, seed: int = 0) -> np.ndarray:
+    """Pairs of nearby frames of each sequence, for the ``pairs`` objective.
+
+    Args:
+        seqs: float (T_i, C) feature sequences, frames in time order (one per video).
+        max_gap: the later frame of a pair is 1..max_gap frames after the first (drawn per pair, seeded).
+        seed: seeds the gaps.
+
+    Returns:
+        float32 (N, C, 2) pairs (axis 2: the two frames), one pair starting at every frame that has a
+        partner.
+
+    Raises:
+        ConfigError: no sequence has two frames, or ``max_gap < 1``.
+    """
+    if int(max_gap) < 1:
+        raise ConfigError(f"frame_pairs: max_gap must be >= 1, got {max_gap}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in seqs:
+        a = np.asarray(s, np.float32)
+        T = a.shape[0]
+        if T < 2:
+            continue
+        t0 = np.arange(T - 1)
+        gap = rng.integers(1, int(max_gap) + 1, size=t0.size)
+        t1 = np.minimum(t0 + gap, T - 1)
+        out.append(np.stack([a[t0], a[t1]], axis=-1))
+    if not out:
+        raise ConfigError("frame_pairs: no sequence has two frames")
+    return np.concatenate(out)
+
+
 def _seed_all(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -140,8 +173,10 @@ def _seed_all(seed: int) -> torch.Generator:
     return g
 
 
-def _default_synthesis(objective: str, teacher: Any) -> str:
-    if objective == "reconstruct" or (objective == "distill" and teacher is not None):
+def _default_synthesis(objective: str, teacher: Any, options: dict | None = None) -> str:
+    if objective in ("reconstruct", "distill_reconstruct") or (objective == "distill" and teacher is not None):
+        return "linear"
+    if objective == "pairs" and float((options or {}).get("beta", 0.0)) > 0:
         return "linear"
     return "none"
 
@@ -323,7 +358,7 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
             raise ConfigError("fit_head: give in_channels when feature_fn is used")
         cl = c if analysis == "identity" or latent_channels is None else int(latent_channels)
         cfg = HeadConfig(in_channels=int(c), latent_channels=cl, analysis=analysis,
-                         synthesis=synthesis or _default_synthesis(obj_name, teacher), standardize=standardize,
+                         synthesis=synthesis or _default_synthesis(obj_name, teacher, objective_options), standardize=standardize,
                          init_scale=init_scale, objective_quant=objective_quant, density=dict(density or {}),
                          entropy_model=entropy_model, prior=dict(prior or {}), rate_lams=lams)
         head = CompressibleHead(cfg)
@@ -345,7 +380,7 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
     head.to(device)
     if isinstance(objective, str):
         opts = dict(objective_options or {})
-        if obj_name == "distill":
+        if obj_name in ("distill", "distill_reconstruct"):
             opts.setdefault("teacher", teacher)
         obj = get_objective(objective)(head, labels=(None if y is None else y.numpy()), **opts)
     else:
@@ -353,6 +388,10 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
     obj.to(device)
     if obj.needs_labels and y is None:
         raise ConfigError(f"objective {obj_name!r} needs labels")
+    with torch.no_grad():  # objectives that fit statistics of the training features (whitening); a
+        # checkpoint's state_dict overwrites them below when training resumes
+        sample = x_tr if feature_fn is None else feature_fn(x_tr[: min(512, x_tr.shape[0])].to(device)).cpu()
+        obj.prepare(sample.to(device))
 
     # parameter groups: head transforms, density, objective, extra
     dens_params = head.entropy_parameters()

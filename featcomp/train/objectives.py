@@ -14,12 +14,23 @@ head (a classifier), and reports its metrics. Three are registered:
   reason: the frozen teacher through the synthesis transform keeps the backbone's classifier as the
   model of record (the store's features stay "backbone features"), and in our runs it generalized to
   unseen videos better than a student copy; ``student="copy"`` fine-tunes a copy instead.
-* ``reconstruct``: mean squared error (per element, averaged over channels and positions) or
-  ``1 - cosine`` similarity (per vector) between ``g_s(y_hat)`` and ``x``, in backbone feature units.
+* ``reconstruct``: mean squared error (per element, averaged over channels and positions),
+  ``1 - cosine`` similarity (per vector), or the squared error in a **whitened** metric between
+  ``g_s(y_hat)`` and ``x``. Plain MSE spends the rate on the high-variance directions and drops the
+  low-variance ones that a future probe may need; the whitened metric (ZCA whitening fitted on the
+  training features by :meth:`Objective.prepare`) weighs every direction of the feature space equally.
+* ``distill_reconstruct``: label-free, ``distill`` plus ``alpha`` times the whitened reconstruction: the
+  teacher's decisions and the rest of the feature space.
+* ``pairs``: self-supervised on pairs of nearby frames of one video (clips ``(N, C, 2)``, e.g. from
+  :func:`featcomp.train.loop.frame_pairs`): an InfoNCE bound (van den Oord et al. 2018,
+  arXiv:1807.03748) on the information the two frames' quantized latents share, in the spirit of the
+  Perceptual Information Metric (Bhardwaj et al. 2020, arXiv:2006.06752): keep what persists across
+  frames of a video, not what a frame alone holds; optionally plus ``beta`` times the whitened
+  reconstruction.
 
 Each objective is an ``nn.Module``: ``forward(out: HeadOutput, x, target) -> (loss (scalar), metrics)``
 where ``metrics`` maps names to floats (e.g. ``{"acc": 0.87}``); ``predict(out)`` gives logits for
-evaluation.
+evaluation; ``prepare(x)`` (optional) sees the training features once before training.
 """
 
 from __future__ import annotations
@@ -42,6 +53,9 @@ __all__ = [
     "TaskObjective",
     "DistillObjective",
     "ReconstructObjective",
+    "DistillReconstructObjective",
+    "PairObjective",
+    "whitening_matrix",
     "register_objective",
     "get_objective",
     "objective_names",
@@ -88,6 +102,32 @@ class Objective(nn.Module):
 
     def predict(self, out: HeadOutput) -> Tensor:
         raise NotImplementedError(f"objective {self.name!r} has no predictions")
+
+    def prepare(self, x: Tensor) -> None:
+        """See the training features (N, C, *) once before training (default: nothing)."""
+
+
+def whitening_matrix(x: Tensor, eps: float = 1e-3) -> Tensor:
+    """ZCA whitening (C, C) of features (N, C, *): ``P = U diag((lam + eps * mean(lam)) ** -0.5) U^T``.
+
+    Vectors are the channel vectors at every position. ``eps`` (relative to the mean eigenvalue) keeps
+    directions with no variance in the training data from being amplified without bound.
+    """
+    v = x.detach().double()
+    v = v.reshape(v.shape[0], v.shape[1], -1).transpose(1, 2).reshape(-1, v.shape[1]) if v.ndim > 2 else v
+    v = v - v.mean(0, keepdim=True)
+    cov = v.T @ v / max(1, v.shape[0] - 1)
+    lam, U = torch.linalg.eigh(cov)
+    lam = lam.clamp_min(0.0)
+    inv = (lam + eps * lam.mean().clamp_min(1e-12)).rsqrt()
+    return ((U * inv) @ U.T).float()
+
+
+def _whitened_sq_error(x_hat: Tensor, x: Tensor, P: Tensor) -> Tensor:
+    """Mean over vectors of ``||P (x_hat - x)||^2 / C`` (channel axis 1)."""
+    d = (x_hat.float() - x.float())
+    d = d.movedim(1, -1) @ P.to(d.device).T
+    return (d * d).mean()
 
 
 def _mlp(c_in: int, c_out: int, hidden: int | None, dropout: float) -> nn.Module:
@@ -227,23 +267,123 @@ class ReconstructObjective(Objective):
 
     name = "reconstruct"
 
-    def __init__(self, head: CompressibleHead, *, metric: str = "mse") -> None:
+    def __init__(self, head: CompressibleHead, *, metric: str = "mse", eps: float = 1e-3) -> None:
         super().__init__()
         if head.synthesis is None:
             raise ConfigError("objective 'reconstruct' needs a head with a synthesis transform (synthesis='linear')")
-        if metric not in ("mse", "cosine"):
-            raise ConfigError(f"objective 'reconstruct': metric must be 'mse' or 'cosine', got {metric!r}")
+        if metric not in ("mse", "cosine", "whitened"):
+            raise ConfigError(f"objective 'reconstruct': metric must be 'mse', 'cosine' or 'whitened', got {metric!r}")
         self.kind = metric
         self.metric = "cos"
+        self.eps = float(eps)
+        self.register_buffer("whiten", torch.eye(head.config.in_channels))
+
+    def prepare(self, x: Tensor) -> None:
+        if self.kind == "whitened":
+            self.whiten = whitening_matrix(x, self.eps).to(self.whiten.device)
 
     def forward(self, out, x, target):
         xh = out.x_hat
         cos = F.cosine_similarity(xh.float(), x.float(), dim=1).mean()
+        metrics = {"cos": cos.item(), "mse": F.mse_loss(xh.detach(), x).item()}
         if self.kind == "mse":
             loss = F.mse_loss(xh.float(), x.float())
+        elif self.kind == "whitened":
+            loss = _whitened_sq_error(xh, x, self.whiten)
+            metrics["wmse"] = loss.item()
         else:
             loss = 1.0 - cos
-        return loss, {"cos": cos.item(), "mse": F.mse_loss(xh.detach(), x).item()}
+        return loss, metrics
+
+
+class DistillReconstructObjective(Objective):
+    """``distill`` + ``alpha`` x whitened reconstruction: the teacher's decisions and the feature space.
+
+    Args:
+        head: the head (needs a synthesis transform).
+        teacher, tau, student: as :class:`DistillObjective` (a teacher module or callable is required).
+        alpha: weight of the whitened squared error (per element) against the KL (nats per example).
+        eps: the whitening's regularizer (:func:`whitening_matrix`).
+
+    Metric ``agree`` (top-1 agreement with the teacher); also reports ``kl`` and ``wmse``.
+    """
+
+    name = "distill_reconstruct"
+    metric = "agree"
+
+    def __init__(self, head: CompressibleHead, teacher: Any = None, *, alpha: float = 1.0, tau: float = 1.0,
+                 student: str = "teacher", eps: float = 1e-3) -> None:
+        super().__init__()
+        if teacher is None:
+            raise ConfigError("objective 'distill_reconstruct' needs a teacher classifier (module or callable)")
+        self.distill = DistillObjective(head, teacher, tau=tau, student=student)
+        self.recon = ReconstructObjective(head, metric="whitened", eps=eps)
+        self.alpha = float(alpha)
+
+    def prepare(self, x: Tensor) -> None:
+        self.recon.prepare(x)
+
+    def predict(self, out: HeadOutput) -> Tensor:
+        return self.distill.predict(out)
+
+    def forward(self, out, x, target):
+        kl, m = self.distill(out, x, None)
+        w, r = self.recon(out, x, None)
+        return kl + self.alpha * w, {"agree": m["agree"], "kl": kl.item(), "wmse": r["wmse"], "mse": r["mse"]}
+
+
+class PairObjective(Objective):
+    """InfoNCE on pairs of nearby frames: the information two frames of one video share survives coding.
+
+    Input clips ``(N, C, 2)``: frame 0 and a frame a few steps later of the same video (see
+    :func:`featcomp.train.loop.frame_pairs`); the rate is bits per frame. Each frame's quantized latent
+    is mapped by a small trainable projection to ``dim`` unit vectors; the loss is the symmetric
+    cross-entropy of finding a frame's partner among the batch's other frames (similarity / ``temperature``),
+    ``log(batch) - loss`` being a lower bound on the two latents' mutual information (arXiv:1807.03748).
+
+    Args:
+        head: the head being trained.
+        dim: projection width. temperature: softmax temperature of the similarities.
+        beta: weight of an added whitened reconstruction of both frames (needs a synthesis transform), or 0.
+        eps: the whitening's regularizer.
+
+    Metric ``pair_acc``: fraction of frames whose partner is the most similar in the batch.
+    """
+
+    name = "pairs"
+    metric = "pair_acc"
+
+    def __init__(self, head: CompressibleHead, *, dim: int = 128, temperature: float = 0.1, beta: float = 0.0,
+                 eps: float = 1e-3) -> None:
+        super().__init__()
+        c = head.latent_channels
+        self.proj = nn.Sequential(nn.Linear(c, max(dim, c)), nn.GELU(), nn.Linear(max(dim, c), dim))
+        self.temperature = float(temperature)
+        self.beta = float(beta)
+        if self.beta > 0:
+            self.recon = ReconstructObjective(head, metric="whitened", eps=eps)
+        else:
+            self.recon = None
+
+    def prepare(self, x: Tensor) -> None:
+        if self.recon is not None:
+            self.recon.prepare(x)
+
+    def forward(self, out, x, target):
+        y = out.y_hat
+        if y.ndim != 3 or y.shape[2] != 2:
+            raise ConfigError(f"objective 'pairs' trains on frame pairs (N, C, 2); got latents {tuple(y.shape)}")
+        z = F.normalize(self.proj(y.movedim(2, 1).float()), dim=-1)  # (N, 2, dim)
+        sim = z[:, 0] @ z[:, 1].T / self.temperature
+        idx = torch.arange(sim.shape[0], device=sim.device)
+        loss = 0.5 * (F.cross_entropy(sim, idx) + F.cross_entropy(sim.T, idx))
+        acc = (sim.argmax(1) == idx).float().mean().item()
+        metrics = {"pair_acc": acc, "nce": loss.item()}
+        if self.recon is not None:
+            w, r = self.recon(out, x, None)
+            loss = loss + self.beta * w
+            metrics["wmse"] = r["wmse"]
+        return loss, metrics
 
 
 def _task_factory(head: CompressibleHead, *, num_classes: int | None = None, labels: Any = None, **opts) -> Objective:
@@ -264,6 +404,17 @@ def _reconstruct_factory(head: CompressibleHead, *, labels: Any = None, **opts) 
     return ReconstructObjective(head, **opts)
 
 
+def _distill_reconstruct_factory(head: CompressibleHead, *, teacher: Any = None, labels: Any = None,
+                                 **opts) -> Objective:
+    return DistillReconstructObjective(head, teacher, **opts)
+
+
+def _pairs_factory(head: CompressibleHead, *, labels: Any = None, **opts) -> Objective:
+    return PairObjective(head, **opts)
+
+
 register_objective("task", _task_factory)
 register_objective("distill", _distill_factory)
 register_objective("reconstruct", _reconstruct_factory)
+register_objective("distill_reconstruct", _distill_reconstruct_factory)
+register_objective("pairs", _pairs_factory)

@@ -83,7 +83,7 @@ def build_backbone(spec_or_name: BackboneSpec | str | nn.Module, **overrides: An
     """Build a :class:`Backbone`.
 
     Args:
-        spec_or_name: A :class:`BackboneSpec`, a backbone name (registered or torchvision), or an
+        spec_or_name: A :class:`BackboneSpec` (or its dict), a backbone name (registered or torchvision), or an
             ``nn.Module`` (then ``overrides`` go to :func:`from_module`: ``preprocess``,
             ``classifier``, ``is_3d``, ...).
         **overrides: :class:`BackboneSpec` fields to change (e.g. ``weights=None``, ``layer="layer3"``,
@@ -98,6 +98,8 @@ def build_backbone(spec_or_name: BackboneSpec | str | nn.Module, **overrides: An
     w = overrides.get("weights")
     if w is not None and not isinstance(w, str) and hasattr(w, "name") and hasattr(w, "url"):
         overrides["weights"] = f"{type(w).__name__}.{w.name}"
+    if isinstance(spec_or_name, dict):  # a stored spec, or what extract_features reports (with its "tap")
+        spec_or_name = BackboneSpec.from_dict({k: v for k, v in spec_or_name.items() if k != "tap"})
     if isinstance(spec_or_name, BackboneSpec):
         spec = spec_or_name
     elif isinstance(spec_or_name, str):

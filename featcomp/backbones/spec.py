@@ -36,9 +36,10 @@ class BackboneSpec(Config):
         weights_module: Dotted name of the submodule the file's state dict belongs to (e.g.
             ``"features"``); None for the whole model.
         strict: Require the file to cover every parameter/buffer of the target, and nothing else.
-        download: Allow downloading torchvision weights that are not in the torch cache (also enabled
-            by the environment variable ``FEATCOMP_DOWNLOAD=1``). Off by default: offline use fails
-            fast with :class:`~featcomp.errors.WeightsNotFoundError` instead of hanging.
+        download: Download torchvision weights that are not in the torch cache, into that cache, as
+            torchvision does (the default). ``False``, or the environment variable ``FEATCOMP_DOWNLOAD=0``,
+            forbids it: missing weights then fail at once with :class:`~featcomp.errors.WeightsNotFoundError`.
+            A download that fails (offline machine) ends in that error too, naming the file and where to put it.
         input_size: Override the weights' preprocessing size: resize the shorter side to this many
             pixels and center-crop a square of it. None keeps the weights' own transforms.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``..., or ``"auto"`` (cuda when available).
@@ -58,7 +59,7 @@ class BackboneSpec(Config):
     key_remap: str | dict[str, str] | None = None
     weights_module: str | None = None
     strict: bool = True
-    download: bool = False
+    download: bool = True
     input_size: int | None = None
     device: str = "cpu"
     amp: str = "auto"

@@ -646,6 +646,20 @@ class StoredVideo:
         stop = max(start, stop)
         return StoredVideo(self._store, self._row, self.start + start, self.start + stop)
 
+    def between(self, t0: float, t1: float) -> StoredVideo:
+        """A view of the frames whose timestamps lie in ``[t0, t1)`` seconds (a time window).
+
+        Raises:
+            StoreError: ``t1 < t0`` or a bound is not finite.
+        """
+        t0, t1 = float(t0), float(t1)
+        if not (np.isfinite(t0) and np.isfinite(t1)) or t1 < t0:
+            raise StoreError(f"{self._store.url}: video {self.video_id!r}: time window [{t0}, {t1}) is not valid; "
+                             "give finite seconds with t0 <= t1")
+        ts = self.timestamps
+        a, b = np.searchsorted(ts, [t0, t1], side="left")
+        return self.window(int(a), int(b))
+
     def _raw(self) -> np.ndarray:
         st = self._store
         ix = st.index

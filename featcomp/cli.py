@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     except FeatcompError as e:
         print(f"featcomp {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # the environment, not featcomp: a full disk, a permission, a path that is a file
+        print(f"featcomp {args.command}: error: {e.__class__.__name__}: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"featcomp {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -40,7 +40,7 @@ import hashlib
 import json
 import math
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -779,8 +779,23 @@ class Extractor:
         :meth:`encode_features`."""
         return self.encode_features(self.frame_features(frames))
 
-    def _frame_batches(self, video_path: str | Path) -> Iterator[Any]:
-        """The sampled frame batches of a video under this extractor's sampling config."""
+    def _frame_batches(self, video_path: str | Path, progress: Callable[[int, float], None] | None = None
+                       ) -> Iterator[Any]:
+        """The sampled frame batches of a video under this extractor's sampling config; ``progress(n, t)``
+        is called after each batch with its frame count and its last timestamp (seconds)."""
+        batches = self._sampled_batches(video_path)
+        if progress is None:
+            return batches
+        return self._reporting(batches, progress)
+
+    @staticmethod
+    def _reporting(batches: Iterator[Any], progress: Callable[[int, float], None]) -> Iterator[Any]:
+        for batch in batches:
+            yield batch
+            ts = np.asarray(batch.timestamps)
+            progress(int(len(ts)), float(ts[-1]) if len(ts) else float("nan"))
+
+    def _sampled_batches(self, video_path: str | Path) -> Iterator[Any]:
         from featcomp.video import SamplingConfig, sample_frames
 
         sampling = self.sampling
@@ -790,21 +805,28 @@ class Extractor:
             sampling = SamplingConfig.from_dict(sampling)
         return sample_frames(str(video_path), sampling)
 
-    def iter_latents(self, video_path: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def iter_latents(self, video_path: str | Path, progress: Callable[[int, float], None] | None = None
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (latents int32 (n, C', *), timestamps float64 (n,), frame indices int64 (n,)) per batch."""
-        for batch in self._frame_batches(video_path):
+        for batch in self._frame_batches(video_path, progress):
             yield self.encode_frames(batch.frames), np.asarray(batch.timestamps), np.asarray(batch.indices)
 
-    def compress(self, video_path: str | Path) -> CompressedClip:
+    def compress(self, video_path: str | Path, *, progress: Callable[[int, float], None] | None = None
+                 ) -> CompressedClip:
         """Decode, sample, extract and code a whole clip as **one** stream (framing amortized over frames).
+
+        Args:
+            video_path: the video file.
+            progress: called after each batch of frames with ``(frames in the batch, last timestamp in
+                seconds)`` (``featcomp compress`` drives a progress bar with it).
 
         Raises:
             VideoError: the video cannot be decoded; CodecError/ConfigError as documented.
         """
         if self.rate_control is not None:
-            return self._compress_rate_controlled(video_path)
+            return self._compress_rate_controlled(video_path, progress)
         ks, ts, fi = [], [], []
-        for k, t, i in self.iter_latents(video_path):
+        for k, t, i in self.iter_latents(video_path, progress):
             ks.append(k)
             ts.append(t)
             fi.append(i)
@@ -816,10 +838,11 @@ class Extractor:
             k, t, i = np.concatenate(ks), np.concatenate(ts), np.concatenate(fi)
         return self.compress_latents(k, t, i)
 
-    def _compress_rate_controlled(self, video_path: str | Path) -> CompressedClip:
+    def _compress_rate_controlled(self, video_path: str | Path, progress: Callable[[int, float], None] | None = None
+                                  ) -> CompressedClip:
         """compress() with rate control: features of the whole clip first, then one level choice."""
         fs, ts, fi = [], [], []
-        for batch in self._frame_batches(video_path):
+        for batch in self._frame_batches(video_path, progress):
             fs.append(self.frame_features(batch.frames))
             ts.append(np.asarray(batch.timestamps))
             fi.append(np.asarray(batch.indices))

@@ -214,6 +214,7 @@ def run_extract(
     import featcomp
 
     t0 = time.perf_counter()
+    _check_store_path(store)
     cfg = config or load_config(None)
     raw = cfg.output.raw
     extensions = cfg.extensions or VIDEO_EXTENSIONS
@@ -294,6 +295,20 @@ def _check_rate_control(model: Any, model_path: str) -> None:
         reason = getattr(bb, "_no_classifier_reason", None)
         raise ConfigError(f"inference.keep_top1 with model {model_path}: backbone {model.backbone.name!r} has no "
                           f"classifier to keep the top-1 of" + (f" ({reason})" if reason else ""))
+
+
+def _check_store_path(store: Any) -> None:
+    """A local store path must be a directory or not exist yet (checked before any work starts).
+
+    Raises:
+        StoreError: the path is an existing file.
+    """
+    from featcomp.errors import StoreError
+
+    s = str(store)
+    if "://" not in s and os.path.exists(s) and not os.path.isdir(s):
+        raise StoreError(f"--store {s} is a file, not a store directory; give a new or existing store directory "
+                         "(e.g. feats.zarr)")
 
 
 def _store_size(url: str) -> int:

@@ -43,3 +43,37 @@ def test_building_the_parser_and_every_help_imports_no_torch_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    err = proc.stderr.strip()
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+@pytest.mark.timeout(120)
+def test_mistakes_end_in_one_line(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# not a store\n")
+    (tmp_path / "v.mp4").write_bytes(b"\0" * 16)
+    # --store pointing at an existing file: a StoreError before anything starts
+    _one_line_error(run_cli("extract", tmp_path / "v.mp4", "--store", readme, "--model", tmp_path / "none.safetensors"),
+                    "is a file, not a store directory")
+    for cmd in ("info", "verify"):
+        _one_line_error(run_cli(cmd, readme), "error:")
+    _one_line_error(run_cli("compress", tmp_path / "v.mp4", "--model", tmp_path / "none.safetensors", "-o",
+                            tmp_path / "o.fcc"), "does not exist")
+
+
+def test_store_writer_refuses_a_file_path(tmp_path):
+    from featcomp.errors import StoreError
+    from featcomp.store import StoreWriter
+
+    f = tmp_path / "README.md"
+    f.write_text("x")
+    with pytest.raises(StoreError, match="is a file, not a store directory"):
+        StoreWriter(f, raw=True)
+    assert f.read_text() == "x"

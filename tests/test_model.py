@@ -157,15 +157,21 @@ def test_extractor_compress_decodes_to_the_heads_latents(tiny_model):
     assert np.all(np.diff(clip.timestamps) > 0)
 
 
-def test_extractor_builds_backbone_from_the_model_file_and_cli(tiny_model, tmp_path):
+def test_extractor_builds_backbone_from_the_model_file_and_cli(tiny_model, tmp_path, capsys, monkeypatch):
     from featcomp.cli import main as cli
 
     path, _, clip_path, frames, _, _ = tiny_model
     ex = Extractor(path)  # random-init backbone built from the recorded spec
-    clip = ex.compress(clip_path)
+    seen = []
+    clip = ex.compress(clip_path, progress=lambda n, t: seen.append((n, t)))
+    assert sum(n for n, _ in seen) == 200 and len(seen) >= 2  # one call per batch of 64 frames
+    assert seen[-1][1] == pytest.approx(clip.timestamps[-1])
     np.testing.assert_array_equal(ex.decompress_latents(clip), ex.encode_frames(frames))
     out = tmp_path / "c.fcc"
+    capsys.readouterr()
     assert cli(["compress", str(clip_path), "--model", str(path), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "building backbone mobilenet_v2_deepsort" in err and "200frame" in err.replace(" ", "")
     blob = CompressedClip.from_bytes(out.read_bytes())
     assert blob.codec_digest == ex.codec.digest and blob.num_frames == 200
     feats = tmp_path / "f.npy"

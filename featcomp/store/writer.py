@@ -310,6 +310,9 @@ class StoreWriter:
     ) -> None:
         self.fs = StoreFS(path)
         self.url = self.fs.url
+        if self.fs.local and os.path.exists(self.fs.root) and not os.path.isdir(self.fs.root):
+            raise StoreError(f"{self.url} is a file, not a store directory; give a new or existing store "
+                             "directory (e.g. feats.zarr)")
         self.raw = bool(raw)
         self.codec, card = _resolve(codec_or_model, model_card, self.raw)
         level_scale = None

@@ -304,6 +304,42 @@ def encode_record(video_id: str, start: int, length: int, crc: int, written: int
     return (json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
+def plain_video_table(records: list[dict], part: str, *, has_times: bool, has_levels: bool) -> dict[str, Any]:
+    """The per-video table a writer leaves in its part array's attributes (``featcomp.videos``), so that a
+    plain ``zarr.open_group`` user finds each video's frames and timestamps without featcomp.
+
+    Columns (lists of equal length, one entry per record of this writer, in write order): ``id``,
+    ``start`` (first frame in ``parts/<part>``), ``frames``, ``written`` (ns), ``t0`` and ``dt`` (seconds:
+    frame i of the video is at ``t0 + i * dt``; both null when the timestamps are stored in
+    ``times/<part>[start:start+frames]``). ``times`` / ``levels`` name the side arrays (or null).
+    A mirror of the index for convenience: the index (``index/``) stays authoritative, a video written
+    twice appears twice (the larger ``written`` wins), and a writer that crashed leaves no table.
+    """
+    t0: list[float | None] = []
+    dt: list[float | None] = []
+    for r in records:
+        kind, a, b, rate = (int(x) for x in r["ts"])
+        if kind == TS_TICKS:
+            t0.append(a / rate)
+            dt.append(b / rate)
+        elif kind == TS_FLOAT:
+            t0.append(_i2f(a))
+            dt.append(_i2f(b))
+        else:
+            t0.append(None)
+            dt.append(None)
+    return {
+        "id": [r["id"] for r in records],
+        "start": [int(r["start"]) for r in records],
+        "frames": [int(r["length"]) for r in records],
+        "written": [int(r["written"]) for r in records],
+        "t0": t0,
+        "dt": dt,
+        "times": f"times/{part}" if has_times else None,
+        "levels": f"levels/{part}" if has_levels else None,
+    }
+
+
 def decode_log(data: bytes, where: str) -> list[dict]:
     """Parse an append-only log; a torn last line (no newline) is ignored.
 

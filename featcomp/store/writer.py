@@ -45,6 +45,7 @@ from featcomp.store.format import (
     encode_record,
     encode_timestamps,
     group_doc,
+    plain_video_table,
     safe_name,
 )
 
@@ -655,6 +656,12 @@ class StoreWriter:
                     self._times.resize((self._frames,))
                 if self._levels is not None:
                     self._levels.resize((self._frames,))
+            if self._arr is not None and self._records:
+                # a mirror of this writer's index records for plain zarr readers (docs/format.md)
+                table = plain_video_table(self._records, self.writer_id, has_times=self._times is not None,
+                                          has_levels=self._levels is not None)
+                attrs = dict(self._arr.attrs.get("featcomp") or {})
+                self._arr.update_attributes({"featcomp": {**attrs, "videos": table}})
             if self.compact_on_close and self._records:
                 table = IndexTable.from_records([self.writer_id], [(0, r) for r in self._records])
                 self.fs.write_atomic(f"index/{self.writer_id}.fcidx", encode_index_file(table), fsync=self.fsync)

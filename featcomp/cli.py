@@ -63,7 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args._run(args) or 0)
+        try:
+            return int(args._run(args) or 0)
+        except ModuleNotFoundError as e:
+            from featcomp.errors import _EXTRA_OF, missing_extra
+
+            if (e.name or "").split(".")[0] not in _EXTRA_OF:
+                raise
+            raise missing_extra(e, f"featcomp {args.command}") from None
     except FeatcompError as e:
         print(f"featcomp {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -183,8 +183,13 @@ def extract_features(
         VideoError: the video cannot be decoded. BackboneError / WeightsNotFoundError: the backbone
         cannot be built. ConfigError: contradictory sampling arguments.
     """
-    import torch
-    from torch import nn
+    try:
+        import torch
+        from torch import nn
+    except ModuleNotFoundError as e:
+        from featcomp.errors import missing_extra
+
+        raise missing_extra(e, "featcomp.extract_features") from None
 
     import featcomp
     from featcomp.backbones import Backbone, BackboneSpec, build_backbone

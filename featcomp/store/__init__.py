@@ -26,5 +26,12 @@ __all__ = [
     "compact_store",
     "open_store",
     "register_codecs",
+    "store_info",
     "verify_store",
 ]
+
+
+def store_info(path_or_url) -> dict:
+    """Counts and sizes of a store (:meth:`FeatureStore.info`): videos, frames, per-frame data and fixed
+    bytes, bits per frame, ratios. Imports no torch."""
+    return open_store(path_or_url).info()

@@ -17,11 +17,16 @@ from featcomp.errors import FeatcompError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "extract": ("pipelines.extract", "extract compressed features from many videos into a store (Ray job)"),
+    "extract": ("pipelines.extract", "extract features from many videos into a store (Ray job): compressed with "
+                "--model, raw float16 backbone features with --backbone"),
     "train": ("featcomp.train.commands", "train a compressibility head on cached features or a --raw store"),
     "refit-temporal": ("featcomp.train.refit_commands",
                        "fit a temporal codec to a factorized head's own latents (same features, fewer bits)"),
     "compress": ("featcomp.model_commands", "compress one clip with a model file"),
+    "transcode": ("featcomp.collection_commands",
+                  "code a raw feature store with a model into a coded store (no video decoding)"),
+    "import": ("featcomp.collection_commands",
+               "bring per-video .npy/.h5 features (video_features layout) into a raw store, timestamps from --fps"),
     "info": ("featcomp.store.commands", "summarize a feature store: videos, frames, bytes, bits per frame"),
     "verify": ("featcomp.store.commands", "check every chunk of a store decodes and the index agrees"),
 }
@@ -46,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         except ImportError as e:  # a missing optional part must not break the other commands
             p.set_defaults(_unavailable=f"{name}: unavailable ({e})")
             continue
-        configure = getattr(mod, "configure_" + name, None) or getattr(mod, "configure")
-        run = getattr(mod, "main_" + name, None) or getattr(mod, "main")
+        attr = name.replace("-", "_")
+        configure = getattr(mod, "configure_" + attr, None) or getattr(mod, "configure")
+        run = getattr(mod, "main_" + attr, None) or getattr(mod, "main")
         configure(p)
         p.set_defaults(_run=run)
     return parser

@@ -13,17 +13,20 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torchvision", "ray", "decord")
 
 
-def _env(**extra: str) -> dict[str, str]:
+def _env(env_path: Path | None = None, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *([str(env_path)] if env_path else []),
+                                         *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.update(extra)
     return env
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 240, env_path: Path | None = None,
+            **env: str) -> subprocess.CompletedProcess:
+    """``python -m featcomp.cli ARGS`` in a fresh process (``env_path``: one more PYTHONPATH entry)."""
     return subprocess.run([sys.executable, "-m", "featcomp.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=_env(**env), timeout=timeout)
+                          cwd=cwd, env=_env(env_path, **env), timeout=timeout)
 
 
 def test_building_the_parser_and_every_help_imports_no_torch_ray():

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from featcomp.config import Config, require
 
 __all__ = ["BackboneSpec", "AMP_MODES"]
+
+_FACTORY_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
 AMP_MODES = ("auto", "none", "bf16", "fp16")
 
@@ -47,6 +50,12 @@ class BackboneSpec(Config):
         channels_last: Use the channels-last memory format on CUDA.
         batch_size: Frames (or windows) per forward pass in :func:`featcomp.extract_features`.
         model_kwargs: Extra keyword arguments for ``torchvision.models.get_model`` (e.g. ``num_classes``).
+        factory: An import reference ``"package.module:callable"`` that builds a custom backbone anywhere
+            the package is importable (Ray workers, the CLI): ``callable(**factory_kwargs)`` returns an
+            ``nn.Module`` (wrapped like :func:`~featcomp.backbones.from_module`, ImageNet normalization,
+            ``weights_path`` loaded into it with ``key_remap``/``weights_module``/``strict``) or a built
+            :class:`~featcomp.backbones.Backbone`. ``name`` is then only a label.
+        factory_kwargs: JSON-safe keyword arguments for ``factory`` (the custom backbone's config).
     """
 
     FORMAT_VERSION = 1
@@ -66,6 +75,8 @@ class BackboneSpec(Config):
     channels_last: bool = True
     batch_size: int = 32
     model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    factory: str | None = None
+    factory_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         require(isinstance(self.name, str) and bool(self.name), f"BackboneSpec.name must be a non-empty string, got {self.name!r}")
@@ -74,6 +85,10 @@ class BackboneSpec(Config):
         require(self.key_remap is None or self.key_remap == "by_position" or isinstance(self.key_remap, dict),
                 f"BackboneSpec.key_remap must be None, 'by_position' or a dict of regex -> replacement, got {self.key_remap!r}")
         require(self.amp in AMP_MODES, f"BackboneSpec.amp must be one of {AMP_MODES}, got {self.amp!r}")
+        require(self.factory is None or (isinstance(self.factory, str) and _FACTORY_RE.match(self.factory) is not None),
+                f"BackboneSpec.factory must be an import reference 'package.module:callable', got {self.factory!r}")
+        require(isinstance(self.factory_kwargs, dict),
+                f"BackboneSpec.factory_kwargs must be a dict of JSON values, got {type(self.factory_kwargs).__name__}")
         require(self.batch_size >= 1, f"BackboneSpec.batch_size must be >= 1, got {self.batch_size}")
         require(self.input_size is None or self.input_size >= 8, f"BackboneSpec.input_size must be >= 8, got {self.input_size}")
         require(isinstance(self.device, str) and (self.device in ("cpu", "auto") or self.device.startswith(("cuda", "mps"))),

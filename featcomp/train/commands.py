@@ -132,10 +132,13 @@ def main(args: argparse.Namespace) -> int:
                      batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed,
                      checkpoint=args.checkpoint, progress=not args.no_progress)
     backbone = _json_arg(args.backbone)
-    if backbone is None and isinstance(info.get("store_model_card"), dict):
-        backbone = info["store_model_card"].get("backbone")
+    sampling = _json_arg(args.sampling)
+    card = info.get("store_model_card")
+    if isinstance(card, dict):  # a store made by `featcomp extract --backbone` records both
+        backbone = backbone if backbone is not None else card.get("backbone")
+        sampling = sampling if sampling is not None else card.get("sampling")
     last = res.history[-1] if res.history else {}
-    save_model(args.output, res.head, backbone=backbone, sampling=_json_arg(args.sampling),
+    save_model(args.output, res.head, backbone=backbone, sampling=sampling,
                training={"options": res.options, "history_last": last, "source": info.get("source")},
                extra=res.objective)
     print(json.dumps({"output": args.output, "examples": int(len(x)), **{k: round(v, 5) for k, v in last.items()}}))

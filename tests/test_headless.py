@@ -37,6 +37,13 @@ class TinyNet(nn.Module):
 def make_tiny(width=8, seed=0):
     torch.manual_seed(seed)
     return TinyNet(width)
+
+
+def tiny_entry_point(spec):
+    """A featcomp.backbones entry point: factory(spec) -> Backbone."""
+    from featcomp.backbones import from_module
+
+    return from_module(make_tiny(width=5, seed=2).eval(), name=spec.name)
 '''
 
 
@@ -175,6 +182,24 @@ def test_custom_backbone_from_an_import_reference_roundtrips_through_a_model_fil
         build_backbone({"name": "x", "factory": "nopkg.nets:make"})
     with pytest.raises(BackboneError, match="has no attribute 'nope'"):
         build_backbone({"name": "x", "factory": "tinybackbones.nets:nope"})
+
+
+def test_featcomp_backbones_entry_point_of_an_installed_package(custom_pkg):
+    """A package that declares `[featcomp.backbones] tiny_ep = tinybackbones.nets:tiny_entry_point` is found
+    by name (here its .dist-info sits on sys.path, as an installed package's does)."""
+    import torch
+
+    from featcomp.backbones import build_backbone, resolve_backbone_factory
+
+    dist = custom_pkg / "tinybackbones-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tinybackbones\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[featcomp.backbones]\ntiny_ep = tinybackbones.nets:tiny_entry_point\n")
+    bb = build_backbone("tiny_ep")
+    assert bb.spec.name == "tiny_ep"
+    with torch.inference_mode():
+        assert bb(bb.preprocess(np.zeros((2, 16, 16, 3), np.uint8))).shape == (2, 5)
+    assert callable(resolve_backbone_factory({"name": "tiny_ep", "tap": "x"}))
 
 
 @pytest.mark.slow

@@ -314,3 +314,21 @@ def test_cuda_channels_last_bf16():
     cpu = build_backbone(SMALL, weights=None)
     cpu.load_state_dict({k: v.cpu() for k, v in bb.state_dict().items()})
     torch.testing.assert_close(f.cpu(), cpu.extract(_frames()), rtol=5e-2, atol=5e-2)
+
+
+def test_timm_models_by_name():
+    """'timm:<model>' builds a timm model (optional extra): pooled pre-logits, its own classifier and
+    preprocessing from its data config; unknown names are one BackboneError."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    bb = build_backbone("timm:resnet18", weights=None, input_size=32)
+    x = bb.preprocess(_frames())
+    assert x.shape[-2:] == (32, 32)
+    with torch.inference_mode():
+        f = bb(x)
+        model = bb.trunk.model
+        torch.testing.assert_close(bb.classify(f), model(x), rtol=1e-4, atol=1e-4)
+    assert f.shape == (x.shape[0], 512) and bb.spec.name == "timm:resnet18"
+    with pytest.raises(BackboneError, match="timm has no model 'no_such_model'"):
+        build_backbone("timm:no_such_model", weights=None)
+    assert timm.is_model("resnet18")

@@ -32,7 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``featcomp`` parser. ``only``: configure that subcommand alone (the others are listed but their
+    modules not imported), which keeps ``featcomp CMD ...`` and ``featcomp --help`` from importing the
+    modules of the other commands."""
     from featcomp import __version__
 
     parser = argparse.ArgumentParser(
@@ -46,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is not None and name != only:
+            continue
         try:
             mod = importlib.import_module(module)
         except ImportError as e:  # a missing optional part must not break the other commands
@@ -59,8 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_of(argv: list[str]) -> str:
+    """The subcommand named in ``argv`` ("" when none: top-level help or version)."""
+    for a in argv:
+        if not a.startswith("-"):
+            return a
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = _command_of(argv)
+    parser = build_parser(only=cmd if cmd in COMMANDS else ("" if not cmd else None))
     args = parser.parse_args(argv)
     if getattr(args, "_unavailable", None):
         print(f"featcomp {args._unavailable}", file=sys.stderr)

@@ -304,40 +304,31 @@ def encode_record(video_id: str, start: int, length: int, crc: int, written: int
     return (json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
-def plain_video_table(records: list[dict], part: str, *, has_times: bool, has_levels: bool) -> dict[str, Any]:
-    """The per-video table a writer leaves in its part array's attributes (``featcomp.videos``), so that a
+def plain_video_table(records: list[dict]) -> dict[str, np.ndarray]:
+    """The per-video table a writer leaves as zarr arrays under ``videos/<writer>/`` on close, so that a
     plain ``zarr.open_group`` user finds each video's frames and timestamps without featcomp.
 
-    Columns (lists of equal length, one entry per record of this writer, in write order): ``id``,
-    ``start`` (first frame in ``parts/<part>``), ``frames``, ``written`` (ns), ``t0`` and ``dt`` (seconds:
-    frame i of the video is at ``t0 + i * dt``; both null when the timestamps are stored in
-    ``times/<part>[start:start+frames]``). ``times`` / ``levels`` name the side arrays (or null).
-    A mirror of the index for convenience: the index (``index/``) stays authoritative, a video written
-    twice appears twice (the larger ``written`` wins), and a writer that crashed leaves no table.
+    Arrays (one row per record of this writer, in write order): ``id`` (strings), ``span`` int64
+    ``(n, 2)`` = ``[start, frames]`` (the video is ``parts/<writer>[start : start + frames]``),
+    ``time`` float64 ``(n, 2)`` = ``[t0, dt]`` (frame i at ``t0 + i * dt`` seconds; NaN when the
+    timestamps are stored in ``times/<writer>[start : start + frames]``) and ``written`` int64 (ns;
+    a video written twice appears twice, the larger wins). A mirror of the index for convenience:
+    the index (``index/``) stays authoritative, and a writer that crashed leaves no table.
     """
-    t0: list[float | None] = []
-    dt: list[float | None] = []
-    for r in records:
+    n = len(records)
+    span = np.zeros((n, 2), np.int64)
+    time_ = np.full((n, 2), np.nan, np.float64)
+    written = np.zeros(n, np.int64)
+    for j, r in enumerate(records):
+        span[j] = (int(r["start"]), int(r["length"]))
+        written[j] = int(r["written"])
         kind, a, b, rate = (int(x) for x in r["ts"])
         if kind == TS_TICKS:
-            t0.append(a / rate)
-            dt.append(b / rate)
+            time_[j] = (a / rate, b / rate)
         elif kind == TS_FLOAT:
-            t0.append(_i2f(a))
-            dt.append(_i2f(b))
-        else:
-            t0.append(None)
-            dt.append(None)
-    return {
-        "id": [r["id"] for r in records],
-        "start": [int(r["start"]) for r in records],
-        "frames": [int(r["length"]) for r in records],
-        "written": [int(r["written"]) for r in records],
-        "t0": t0,
-        "dt": dt,
-        "times": f"times/{part}" if has_times else None,
-        "levels": f"levels/{part}" if has_levels else None,
-    }
+            time_[j] = (_i2f(a), _i2f(b))
+    return {"id": np.array([r["id"] for r in records], dtype=object), "span": span, "time": time_,
+            "written": written}
 
 
 def decode_log(data: bytes, where: str) -> list[dict]:

@@ -356,7 +356,7 @@ class StoreWriter:
     # ------------------------------------------------------------------ store creation
     def _open_or_create(self, header: dict) -> dict:
         if not self.fs.exists("zarr.json"):
-            ours = {"parts", "times", "levels", "index", "failures"}
+            ours = {"parts", "times", "levels", "index", "failures", "videos"}
             foreign = [
                 n for n in (os.listdir(self.fs.root) if self.fs.local and os.path.isdir(self.fs.root) else [])
                 if n not in ours and not (n.startswith("zarr.json.") and n.endswith(".tmp"))
@@ -643,6 +643,28 @@ class StoreWriter:
                "writer": self.writer_id, "written": time.time_ns()}
         self._flog.append((json.dumps(rec, sort_keys=True) + "\n").encode())
 
+    def _write_video_table(self) -> None:
+        """A mirror of this writer's commit records for plain zarr readers: arrays ``videos/<writer>/{id,
+        span, time, written}`` (zstd), named from the part's attributes (docs/format.md)."""
+        import zarr
+        from zarr.codecs import ZstdCodec
+
+        if not self.fs.exists("videos/zarr.json"):
+            self.fs.write_atomic("videos/zarr.json", group_doc(), fsync=self.fsync)
+        table = plain_video_table(self._records)
+        n = len(self._records)
+        grp = zarr.open_group(self._zstore, path=f"videos/{self.writer_id}", mode="w",
+                              attributes={"featcomp": {"part": f"parts/{self.writer_id}",
+                                                       "times": f"times/{self.writer_id}" if self._times is not None else None,
+                                                       "levels": f"levels/{self.writer_id}" if self._levels is not None else None}})
+        for name, values in table.items():
+            arr = grp.create_array(name, shape=values.shape, dtype=str if name == "id" else values.dtype,
+                                   chunks=(min(max(n, 1), 65536), *values.shape[1:]),
+                                   compressors=(ZstdCodec(level=9),), fill_value="" if name == "id" else None)
+            arr[...] = values
+        attrs = dict(self._arr.attrs.get("featcomp") or {})
+        self._arr.update_attributes({"featcomp": {**attrs, "videos": f"videos/{self.writer_id}"}})
+
     # ------------------------------------------------------------------ closing
     def close(self) -> None:
         """Trim the part to its frames and compact this writer's log (idempotent)."""
@@ -657,11 +679,7 @@ class StoreWriter:
                 if self._levels is not None:
                     self._levels.resize((self._frames,))
             if self._arr is not None and self._records:
-                # a mirror of this writer's index records for plain zarr readers (docs/format.md)
-                table = plain_video_table(self._records, self.writer_id, has_times=self._times is not None,
-                                          has_levels=self._levels is not None)
-                attrs = dict(self._arr.attrs.get("featcomp") or {})
-                self._arr.update_attributes({"featcomp": {**attrs, "videos": table}})
+                self._write_video_table()
             if self.compact_on_close and self._records:
                 table = IndexTable.from_records([self.writer_id], [(0, r) for r in self._records])
                 self.fs.write_atomic(f"index/{self.writer_id}.fcidx", encode_index_file(table), fsync=self.fsync)

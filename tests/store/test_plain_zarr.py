@@ -26,16 +26,18 @@ offsets = np.asarray(deq["offsets"], np.float32)
 scale = np.asarray(deq["scale"], np.float32)
 out = {}
 for name, part in root["parts"].arrays():
-    table = part.attrs["featcomp"]["videos"]
-    for j, vid in enumerate(table["id"]):
-        s, n = table["start"][j], table["frames"][j]
+    table = root[part.attrs["featcomp"]["videos"]]          # the group videos/<writer>
+    ids, span, time = table["id"][:], table["span"][:], table["time"][:]
+    for j, vid in enumerate(ids):
+        s, n = span[j]
         k = part[s:s + n]
-        if table["t0"][j] is not None:
-            t = table["t0"][j] + np.arange(n) * table["dt"][j]
+        t0, dt = time[j]
+        if np.isnan(t0):
+            t = root[table.attrs["featcomp"]["times"]][s:s + n]
         else:
-            t = root[table["times"]][s:s + n]
+            t = t0 + np.arange(n) * dt
         x = (k + offsets) * scale
-        out[vid] = {"k": k.tolist(), "x": x.tolist(), "t": t.tolist()}
+        out[str(vid)] = {"k": k.tolist(), "x": x.tolist(), "t": t.tolist()}
 print(json.dumps(out))
 """
 

@@ -20,6 +20,7 @@ from featcomp.errors import (
     ConfigError,
     FeatcompError,
     ModelFileError,
+    MissingExtraError,
     PipelineError,
     RegistryError,
     StorageError,
@@ -51,7 +52,7 @@ _LAZY: dict[str, str] = {
     # one-call conveniences
     "compress": "featcomp.api",
     "decompress": "featcomp.api",
-    "store_info": "featcomp.api",
+    "store_info": "featcomp.store",
 }
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "StoreError",
     "StorageError",
     "PipelineError",
+    "MissingExtraError",
     *_LAZY,
 ]
 
@@ -75,7 +77,15 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'featcomp' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        from featcomp.errors import _EXTRA_OF, missing_extra
+
+        if (e.name or "").split(".")[0] not in _EXTRA_OF:
+            raise
+        raise missing_extra(e, f"featcomp.{name}") from None
+    value = getattr(mod, name)
     globals()[name] = value
     return value
 
@@ -91,4 +101,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from featcomp.ratecontrol import RateControl
     from featcomp.store import StoreWriter, open_store, verify_store
     from featcomp.train import fit_head
-    from featcomp.api import compress, decompress, store_info
+    from featcomp.api import compress, decompress
+    from featcomp.store import store_info

@@ -19,7 +19,7 @@ from typing import Any
 
 from featcomp.features import Features, extract_features
 from featcomp.model import CompressedClip, Extractor, Model, decode_clip, load_model, save_model
-from featcomp.store import FeatureStore, StoreWriter, VerifyReport, open_store, verify_store
+from featcomp.store import FeatureStore, StoreWriter, VerifyReport, open_store, store_info, verify_store
 from featcomp.train import fit_head
 
 __all__ = [
@@ -86,10 +86,3 @@ def decompress(clip: CompressedClip | bytes, model: ModelLike | Extractor, *, la
     else:
         m = model if isinstance(model, Model) else load_model(model)
     return decode_clip(m, clip, dequantize=not latents)
-
-
-def store_info(path_or_url: str | os.PathLike, *, storage_options: dict | None = None) -> dict[str, Any]:
-    """Counts and sizes of a store (videos, frames, bytes, bits per frame, ratio vs float16).
-
-    ``storage_options``: options of a URL's filesystem (:mod:`featcomp.storage`)."""
-    return open_store(path_or_url, storage_options=storage_options).info()

@@ -17,17 +17,25 @@ from featcomp.errors import FeatcompError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "extract": ("pipelines.extract", "extract compressed features from many videos into a store (Ray job)"),
+    "extract": ("pipelines.extract", "extract features from many videos into a store (Ray job): compressed with "
+                "--model, raw float16 backbone features with --backbone"),
     "train": ("featcomp.train.commands", "train a compressibility head on cached features or a --raw store"),
     "refit-temporal": ("featcomp.train.refit_commands",
                        "fit a temporal codec to a factorized head's own latents (same features, fewer bits)"),
     "compress": ("featcomp.model_commands", "compress one clip with a model file"),
+    "transcode": ("featcomp.collection_commands",
+                  "code a raw feature store with a model into a coded store (no video decoding)"),
+    "import": ("featcomp.collection_commands",
+               "bring per-video .npy/.h5 features (video_features layout) into a raw store, timestamps from --fps"),
     "info": ("featcomp.store.commands", "summarize a feature store: videos, frames, bytes, bits per frame"),
     "verify": ("featcomp.store.commands", "check every chunk of a store decodes and the index agrees"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``featcomp`` parser. ``only``: configure that subcommand alone (the others are listed but their
+    modules not imported), which keeps ``featcomp CMD ...`` and ``featcomp --help`` from importing the
+    modules of the other commands."""
     from featcomp import __version__
 
     parser = argparse.ArgumentParser(
@@ -41,20 +49,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is not None and name != only:
+            continue
         try:
             mod = importlib.import_module(module)
         except ImportError as e:  # a missing optional part must not break the other commands
             p.set_defaults(_unavailable=f"{name}: unavailable ({e})")
             continue
-        configure = getattr(mod, "configure_" + name, None) or getattr(mod, "configure")
-        run = getattr(mod, "main_" + name, None) or getattr(mod, "main")
+        attr = name.replace("-", "_")
+        configure = getattr(mod, "configure_" + attr, None) or getattr(mod, "configure")
+        run = getattr(mod, "main_" + attr, None) or getattr(mod, "main")
         configure(p)
         p.set_defaults(_run=run)
     return parser
 
 
+def _command_of(argv: list[str]) -> str:
+    """The subcommand named in ``argv`` ("" when none: top-level help or version)."""
+    for a in argv:
+        if not a.startswith("-"):
+            return a
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = _command_of(argv)
+    parser = build_parser(only=cmd if cmd in COMMANDS else ("" if not cmd else None))
     args = parser.parse_args(argv)
     if getattr(args, "_unavailable", None):
         print(f"featcomp {args._unavailable}", file=sys.stderr)
@@ -63,9 +84,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args._run(args) or 0)
+        try:
+            return int(args._run(args) or 0)
+        except ModuleNotFoundError as e:
+            from featcomp.errors import _EXTRA_OF, missing_extra
+
+            if (e.name or "").split(".")[0] not in _EXTRA_OF:
+                raise
+            raise missing_extra(e, f"featcomp {args.command}") from None
     except FeatcompError as e:
         print(f"featcomp {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the environment, not featcomp: a full disk, a permission, a path that is a file
+        print(f"featcomp {args.command}: error: {e.__class__.__name__}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"featcomp {args.command}: interrupted", file=sys.stderr)

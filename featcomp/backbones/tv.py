@@ -102,9 +102,9 @@ def _load_model(spec: BackboneSpec, enum: Any) -> nn.Module:
     full = f"{type(enum).__name__}.{enum.name}"
     if not path.is_file() and not download_allowed(spec.download):
         raise WeightsNotFoundError(
-            f"{spec.name}: weights {full} are not in the torch cache: expected {path}. Download "
-            f"{enum.url} to that path (the directory follows $TORCH_HOME), pass download=True or set "
-            "FEATCOMP_DOWNLOAD=1 to let featcomp fetch it, give weights_path=<local file>, or weights=None "
+            f"{spec.name}: weights {full} are not in the torch cache and downloading is off (download=False "
+            f"or FEATCOMP_DOWNLOAD=0): expected {path}. Download {enum.url} to that path (the directory "
+            "follows $TORCH_HOME), allow the download, give weights_path=<local file>, or weights=None "
             "for random initialization."
         )
     old = socket.getdefaulttimeout()
@@ -113,7 +113,11 @@ def _load_model(spec: BackboneSpec, enum: Any) -> nn.Module:
             socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
         return get_model(spec.name, weights=enum, **kwargs)
     except (urllib.error.URLError, socket.timeout, ConnectionError) as e:
-        raise WeightsNotFoundError(f"{spec.name}: downloading {enum.url} to {path} failed ({e}); put the file there by hand") from None
+        raise WeightsNotFoundError(
+            f"{spec.name}: weights {full} are not in the torch cache and downloading {enum.url} failed "
+            f"({getattr(e, 'reason', e)}); offline? put that file at {path} (the directory follows $TORCH_HOME), "
+            "give weights_path=<local file>, or weights=None for random initialization"
+        ) from None
     except RuntimeError as e:
         raise BackboneError(f"{spec.name}: the cached weights file {path} does not fit the model ({str(e)[:400]}); delete it") from None
     except (EOFError, OSError, ValueError) as e:
@@ -127,7 +131,7 @@ def build_torchvision(spec: BackboneSpec) -> Backbone:
 
     Raises:
         BackboneError: unknown model, weights or layer; weights that do not fit.
-        WeightsNotFoundError: weights neither local nor in the cache, and downloading not allowed.
+        WeightsNotFoundError: weights neither local nor in the cache, and downloading forbidden or failed.
     """
     from torchvision.models import get_model_weights
     from torchvision.models.feature_extraction import create_feature_extractor

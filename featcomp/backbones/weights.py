@@ -4,10 +4,12 @@ Lookup order for a backbone's weights (docs/video.md):
 
 1. ``BackboneSpec.weights_path``: a local file, loaded with an optional key remap;
 2. torchvision weights enum: ``torch.hub.get_dir()/checkpoints/<file name of weights.url>``;
-3. download into that cache, only when allowed (``download=True`` or ``FEATCOMP_DOWNLOAD=1``);
-4. otherwise :class:`~featcomp.errors.WeightsNotFoundError` naming the file and where to put it.
+3. download into that cache, as torchvision does, unless forbidden (``download=False`` or
+   ``FEATCOMP_DOWNLOAD=0``);
+4. a forbidden or failed download (offline) raises :class:`~featcomp.errors.WeightsNotFoundError` naming
+   the file and where to put it.
 
-The cache is checked before any network access, so an offline machine never hangs on a download.
+The cache is checked before any network access; a download has a 60 s socket timeout.
 """
 
 from __future__ import annotations
@@ -25,9 +27,18 @@ from featcomp.errors import BackboneError, WeightsNotFoundError
 __all__ = ["load_state_dict_file", "remap_keys", "load_weights_into", "cache_path", "download_allowed"]
 
 
-def download_allowed(flag: bool = False) -> bool:
-    """True when ``flag`` is set or the environment variable ``FEATCOMP_DOWNLOAD`` is 1/true/yes."""
-    return bool(flag) or os.environ.get("FEATCOMP_DOWNLOAD", "").strip().lower() in ("1", "true", "yes", "on")
+def download_allowed(flag: bool = True) -> bool:
+    """Whether missing torchvision weights may be downloaded.
+
+    The environment variable ``FEATCOMP_DOWNLOAD`` decides when set (``0``/``false``/``no``/``off``
+    forbids, ``1``/``true``/``yes``/``on`` allows); otherwise ``flag`` (a spec's ``download``, True by default).
+    """
+    env = os.environ.get("FEATCOMP_DOWNLOAD", "").strip().lower()
+    if env in ("0", "false", "no", "off"):
+        return False
+    if env in ("1", "true", "yes", "on"):
+        return True
+    return bool(flag)
 
 
 def cache_path(url: str) -> Path:

@@ -26,5 +26,13 @@ __all__ = [
     "compact_store",
     "open_store",
     "register_codecs",
+    "store_info",
     "verify_store",
 ]
+
+
+def store_info(path_or_url, *, storage_options: dict | None = None) -> dict:
+    """Counts and sizes of a store (:meth:`FeatureStore.info`): videos, frames, per-frame data and fixed
+    bytes, bits per frame, ratios. Imports no torch. ``storage_options``: options of a URL's filesystem
+    (:mod:`featcomp.storage`)."""
+    return open_store(path_or_url, storage_options=storage_options).info()

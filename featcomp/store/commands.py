@@ -34,11 +34,17 @@ def main_info(args: argparse.Namespace) -> int:
     print(f"videos           {info['videos']:,}")
     print(f"frames           {info['frames']:,}")
     print(f"frame shape      {info['sample_shape']}")
-    print(f"bytes            {info['bytes']:,} (data {info['data_bytes']:,}, index {info['index_bytes']:,}, other {info['other_bytes']:,})")
-    print(f"bits per frame   {fmt(info['bits_per_frame'])} (data only {fmt(info['data_bits_per_frame'])})")
-    print(f"ratio vs float16 {fmt(info['ratio_vs_float16'], '.2f')}x (float16 of the stored shape: {fmt(info['float16_bytes'], ',.0f')} bytes)")
-    if info.get('ratio_vs_backbone_float16'):
-        print(f"ratio vs backbone float16 {info['ratio_vs_backbone_float16']:.1f}x (the float16 features the latents replace: {info['backbone_float16_bytes']:,} bytes)")
+    print(f"bytes            {info['bytes']:,} = per-frame data {info['data_bytes']:,} + fixed {info['fixed_bytes']:,} "
+          f"(header and tables {info['header_bytes']:,}, index {info['index_bytes']:,}, "
+          f"shard indexes {info['shard_index_bytes']:,}, other {info['other_bytes']:,})")
+    print(f"bits per frame   {fmt(info['bits_per_frame'])} of per-frame data "
+          f"({fmt(info['total_bits_per_frame'])} counting the fixed bytes)")
+    if info.get("ratio_vs_backbone_float16"):
+        print(f"ratio            {info['ratio_vs_backbone_float16']:.1f}x smaller than float16 backbone features "
+              f"({info['backbone_float16_bytes']:,} bytes); {info['backbone_ratio_on_disk']:.1f}x counting the fixed bytes")
+    what = "latents" if info["mode"] == "coded" else "features"
+    print(f"vs float16 {what:<7s} {fmt(info['ratio_vs_float16'], '.2f')}x smaller than the stored {what} as float16 "
+          f"({fmt(info['float16_bytes'], ',.0f')} bytes); {fmt(info['ratio_on_disk'], '.2f')}x counting the fixed bytes")
     print(f"failures         {info['failures']}")
     return 0
 

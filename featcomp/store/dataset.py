@@ -61,6 +61,10 @@ class FeatureDataset(torch.utils.data.Dataset):
             mapped to class indices in sorted order (``classes``).
         window: frames per item (None: whole videos). Videos shorter than ``window`` give one shorter item.
         stride: frames between window starts (default ``window``).
+        window_s: cut windows by time instead: each item holds the frames whose timestamps lie in
+            ``[t, t + window_s)`` seconds, for ``t = first timestamp + k * stride_s``; windows with no
+            frame are skipped (a gap in the video), so items may differ in length. Excludes ``window``.
+        stride_s: seconds between window starts (default ``window_s``).
         video_ids: restrict to these videos (default: all, in store order).
         latents: return int32 latents instead of float32 features (coded stores).
         classes: the class list for non-integer labels (e.g. ``train.classes`` for a validation split);
@@ -69,7 +73,8 @@ class FeatureDataset(torch.utils.data.Dataset):
             URL, for the DataLoader workers that reopen the store.
 
     Each item is a dict: ``features`` float32 tensor ``(L, C[, H, W])`` (or ``latents`` int32),
-    ``length`` (L), ``start`` (first frame), ``video_id`` and, with labels, ``label`` (int64). In a store
+    ``timestamps`` float64 tensor ``(L,)`` (seconds of each frame in its video), ``length`` (L),
+    ``start`` (first frame), ``video_id`` and, with labels, ``label`` (int64). In a store
     with per-frame rate levels, ``features`` are dequantized frame by frame at their levels, and
     ``latents=True`` items also hold ``levels`` (uint8 ``(L,)``) so the integers can be dequantized later.
     """
@@ -85,6 +90,8 @@ class FeatureDataset(torch.utils.data.Dataset):
         latents: bool = False,
         classes: list[str] | None = None,
         storage_options: dict | None = None,
+        window_s: float | None = None,
+        stride_s: float | None = None,
     ) -> None:
         from featcomp.store.reader import FeatureStore, open_store
 
@@ -95,6 +102,16 @@ class FeatureDataset(torch.utils.data.Dataset):
         if window is not None and int(window) < 1:
             raise StoreError(f"window must be >= 1, got {window}")
         self.window = None if window is None else int(window)
+        if window_s is not None and window is not None:
+            raise StoreError("give window (frames) or window_s (seconds), not both")
+        if stride_s is not None and window_s is None:
+            raise StoreError("stride_s needs window_s (seconds); for frames use window and stride")
+        if window_s is not None and not (np.isfinite(float(window_s)) and float(window_s) > 0):
+            raise StoreError(f"window_s must be > 0 seconds, got {window_s}")
+        if stride_s is not None and not (np.isfinite(float(stride_s)) and float(stride_s) > 0):
+            raise StoreError(f"stride_s must be > 0 seconds, got {stride_s}")
+        self.window_s = None if window_s is None else float(window_s)
+        self.stride_s = None if window_s is None else float(stride_s if stride_s is not None else window_s)
         self.stride = int(stride) if stride is not None else self.window
         if self.stride is not None and self.stride < 1:
             raise StoreError(f"stride must be >= 1, got {stride}")
@@ -126,7 +143,18 @@ class FeatureDataset(torch.utils.data.Dataset):
         lengths = st.index.length[np.asarray(rows, dtype=np.int64)] if rows else np.zeros(0, np.int64)
         items_vid, items_start, items_len = [], [], []
         for k, (v, n) in enumerate(zip(ids, lengths.tolist())):
-            if self.window is None or n <= self.window:
+            if self.window_s is not None:
+                ts = st._timestamps(st._rows[v])
+                if n == 0:
+                    continue
+                t_starts = ts[0] + self.stride_s * np.arange(int((ts[-1] - ts[0]) // self.stride_s) + 1)
+                a = np.searchsorted(ts, t_starts, side="left")
+                b = np.searchsorted(ts, t_starts + self.window_s, side="left")
+                keep = b > a
+                items_vid.extend([k] * int(keep.sum()))
+                items_start.extend(a[keep].tolist())
+                items_len.extend((b - a)[keep].tolist())
+            elif self.window is None or n <= self.window:
                 items_vid.append(k)
                 items_start.append(0)
                 items_len.append(n if self.window is None else min(n, self.window))
@@ -167,7 +195,8 @@ class FeatureDataset(torch.utils.data.Dataset):
         v = self._st()[vid]
         if s != 0 or n != v.frames:
             v = v.window(s, s + n)
-        item: dict[str, Any] = {"video_id": vid, "start": s, "length": n}
+        item: dict[str, Any] = {"video_id": vid, "start": s, "length": n,
+                                "timestamps": torch.from_numpy(np.array(v.timestamps, dtype=np.float64))}
         if self.latents:
             item["latents"] = torch.from_numpy(v.latents())
             levels = v.levels
@@ -186,7 +215,7 @@ def collate_features(batch: list[dict[str, Any]]) -> dict[str, Any]:
     Returns:
         dict with ``features`` (or ``latents``) ``(B, L_max, C[, H, W])`` zero-padded, ``lengths``
         int64 ``(B,)``, ``mask`` bool ``(B, L_max)`` (True on real frames), ``video_ids`` (list),
-        ``starts`` int64 ``(B,)`` and, when items have labels, ``labels`` int64 ``(B,)``; when every item
+        ``starts`` int64 ``(B,)``, ``timestamps`` float64 ``(B, L_max)`` (padded with NaN) and, when items have labels, ``labels`` int64 ``(B,)``; when every item
         has per-frame rate levels, ``levels`` uint8 ``(B, L_max)`` (zero-padded).
     """
     key = "features" if "features" in batch[0] else "latents"
@@ -203,6 +232,11 @@ def collate_features(batch: list[dict[str, Any]]) -> dict[str, Any]:
         "video_ids": [b["video_id"] for b in batch],
         "starts": torch.tensor([int(b["start"]) for b in batch], dtype=torch.int64),
     }
+    if all("timestamps" in b for b in batch):
+        ts = torch.full((len(batch), lmax), float("nan"), dtype=torch.float64)
+        for i, b in enumerate(batch):
+            ts[i, : b["timestamps"].shape[0]] = b["timestamps"]
+        res["timestamps"] = ts
     if "label" in batch[0]:
         res["labels"] = torch.stack([b["label"] for b in batch])
     if all("levels" in b for b in batch):

@@ -304,6 +304,33 @@ def encode_record(video_id: str, start: int, length: int, crc: int, written: int
     return (json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
+def plain_video_table(records: list[dict]) -> dict[str, np.ndarray]:
+    """The per-video table a writer leaves as zarr arrays under ``videos/<writer>/`` on close, so that a
+    plain ``zarr.open_group`` user finds each video's frames and timestamps without featcomp.
+
+    Arrays (one row per record of this writer, in write order): ``id`` (strings), ``span`` int64
+    ``(n, 2)`` = ``[start, frames]`` (the video is ``parts/<writer>[start : start + frames]``),
+    ``time`` float64 ``(n, 2)`` = ``[t0, dt]`` (frame i at ``t0 + i * dt`` seconds; NaN when the
+    timestamps are stored in ``times/<writer>[start : start + frames]``) and ``written`` int64 (ns;
+    a video written twice appears twice, the larger wins). A mirror of the index for convenience:
+    the index (``index/``) stays authoritative, and a writer that crashed leaves no table.
+    """
+    n = len(records)
+    span = np.zeros((n, 2), np.int64)
+    time_ = np.full((n, 2), np.nan, np.float64)
+    written = np.zeros(n, np.int64)
+    for j, r in enumerate(records):
+        span[j] = (int(r["start"]), int(r["length"]))
+        written[j] = int(r["written"])
+        kind, a, b, rate = (int(x) for x in r["ts"])
+        if kind == TS_TICKS:
+            time_[j] = (a / rate, b / rate)
+        elif kind == TS_FLOAT:
+            time_[j] = (_i2f(a), _i2f(b))
+    return {"id": np.array([r["id"] for r in records], dtype=object), "span": span, "time": time_,
+            "written": written}
+
+
 def decode_log(data: bytes, where: str) -> list[dict]:
     """Parse an append-only log; a torn last line (no newline) is ignored.
 

@@ -626,22 +626,39 @@ class FeatureStore(Mapping):
     def info(self) -> dict[str, Any]:
         """Counts and sizes.
 
+        The store's bytes split in two: **per-frame data** (the coded chunks under ``parts/``, and
+        ``times/``, ``levels/``: what grows with every frame) and **fixed bytes** (the header with the
+        coding tables, the index, each shard file's chunk index, part metadata and the failures table:
+        paid once per store, per shard of ``shard_chunks`` chunks, or per video for index records). Bits per frame and ratios are of the per-frame data, as the extraction
+        job's summary reports them; ``*_on_disk`` figures count every byte.
+
         Returns:
             dict with ``videos``, ``frames``, ``parts``, ``bytes`` (every file of the store),
-            ``data_bytes`` (chunks under parts/, times/ and levels/), ``index_bytes``, ``other_bytes``,
-            ``bits_per_frame`` (all bytes), ``data_bits_per_frame``, ``sample_shape``,
+            ``data_bytes`` (per-frame data), ``fixed_bytes`` (everything else), of which
+            ``header_bytes`` (root ``zarr.json``: format, tables, model card), ``index_bytes``,
+            ``shard_index_bytes`` (the chunk index at the end of each shard file) and ``other_bytes``
+            (part metadata, failures); ``bits_per_frame`` (per-frame data; the same as
+            ``data_bits_per_frame``), ``total_bits_per_frame`` (every byte), ``sample_shape``,
             ``float16_bytes`` (the same frames as float16 values of ``sample_shape``; for coded
-            stores the latent shape) and ``ratio_vs_float16``, ``backbone_float16_bytes`` and
-            ``ratio_vs_backbone_float16`` (coded stores whose model card names the head's
-            ``in_channels``: the float16 backbone features the latents replace), ``failures``, ``mode``, ``digest``,
-            ``codec_kind`` (the entropy-model kind; None for raw stores), ``rate_levels`` (levels of a
-            store that records a rate level per frame, else 0).
+            stores the latent shape), ``ratio_vs_float16`` (per-frame data) and ``ratio_on_disk``
+            (every byte); ``backbone_float16_bytes``, ``ratio_vs_backbone_float16`` and
+            ``backbone_ratio_on_disk`` (coded stores whose model card names the head's
+            ``in_channels``: the float16 backbone features the latents replace), ``failures``, ``mode``,
+            ``digest``, ``codec_kind`` (the entropy-model kind; None for raw stores), ``rate_levels``
+            (levels of a store that records a rate level per frame, else 0).
         """
         sizes = self.fs.walk_sizes()
         total = sum(sizes.values())
         data = sum(v for k, v in sizes.items()
                    if k.startswith(("parts/", "times/", "levels/")) and not k.endswith("zarr.json"))
         index = sum(v for k, v in sizes.items() if k.startswith("index/"))
+        header = int(sizes.get("zarr.json", 0))
+        # each shard file of parts/ ends with its chunk index (16 bytes per chunk slot + a CRC-32C),
+        # written whole even for a shard that holds one chunk: fixed per shard, not per frame
+        shard_files = sum(1 for k in sizes if k.startswith("parts/") and not k.endswith("zarr.json"))
+        shard_index = shard_files * (16 * int(self.header.get("shard_chunks") or 0) + 4) if shard_files else 0
+        shard_index = min(shard_index, data)
+        data -= shard_index
         frames = int(self._index.length.sum())
         shapes = {self._part(p).sample_shape for p in np.unique(self._index.part).tolist()} if len(self) else set()
         sample = next(iter(shapes)) if len(shapes) == 1 else None
@@ -660,14 +677,20 @@ class FeatureStore(Mapping):
             "sample_shape": list(sample) if sample else None,
             "bytes": total,
             "data_bytes": data,
+            "fixed_bytes": total - data,
+            "header_bytes": header,
             "index_bytes": index,
-            "other_bytes": total - data - index,
-            "bits_per_frame": 8.0 * total / frames if frames else None,
+            "shard_index_bytes": shard_index,
+            "other_bytes": total - data - index - header - shard_index,
+            "bits_per_frame": 8.0 * data / frames if frames else None,
             "data_bits_per_frame": 8.0 * data / frames if frames else None,
+            "total_bits_per_frame": 8.0 * total / frames if frames else None,
             "float16_bytes": f16,
-            "ratio_vs_float16": (f16 / total) if f16 and total else None,
+            "ratio_vs_float16": (f16 / data) if f16 and data else None,
+            "ratio_on_disk": (f16 / total) if f16 and total else None,
             "backbone_float16_bytes": bb16,
-            "ratio_vs_backbone_float16": (bb16 / total) if bb16 and total else None,
+            "ratio_vs_backbone_float16": (bb16 / data) if bb16 and data else None,
+            "backbone_ratio_on_disk": (bb16 / total) if bb16 and total else None,
             "failures": len(self.failures()),
         }
 
@@ -761,6 +784,20 @@ class StoredVideo:
             raise ValueError("windows are contiguous")
         stop = max(start, stop)
         return StoredVideo(self._store, self._row, self.start + start, self.start + stop)
+
+    def between(self, t0: float, t1: float) -> StoredVideo:
+        """A view of the frames whose timestamps lie in ``[t0, t1)`` seconds (a time window).
+
+        Raises:
+            StoreError: ``t1 < t0`` or a bound is not finite.
+        """
+        t0, t1 = float(t0), float(t1)
+        if not (np.isfinite(t0) and np.isfinite(t1)) or t1 < t0:
+            raise StoreError(f"{self._store.url}: video {self.video_id!r}: time window [{t0}, {t1}) is not valid; "
+                             "give finite seconds with t0 <= t1")
+        ts = self.timestamps
+        a, b = np.searchsorted(ts, [t0, t1], side="left")
+        return self.window(int(a), int(b))
 
     def _raw(self) -> np.ndarray:
         st = self._store

@@ -45,6 +45,7 @@ from featcomp.store.format import (
     encode_record,
     encode_timestamps,
     group_doc,
+    plain_video_table,
     safe_name,
 )
 
@@ -316,6 +317,9 @@ class StoreWriter:
         self.fs = StoreFS(path, storage_options)
         self.storage_options = self.fs.storage_options
         self.url = self.fs.url
+        if self.fs.local and os.path.exists(self.fs.root) and not os.path.isdir(self.fs.root):
+            raise StoreError(f"{self.url} is a file, not a store directory; give a new or existing store "
+                             "directory (e.g. feats.zarr)")
         self.raw = bool(raw)
         self.codec, card = _resolve(codec_or_model, model_card, self.raw)
         level_scale = None
@@ -358,7 +362,7 @@ class StoreWriter:
     # ------------------------------------------------------------------ store creation
     def _open_or_create(self, header: dict) -> dict:
         if not self.fs.exists("zarr.json"):
-            ours = {"parts", "times", "levels", "index", "failures"}
+            ours = {"parts", "times", "levels", "index", "failures", "videos"}
             if not self.fs.local:
                 self.fs.check_root()
             names = (os.listdir(self.fs.root) if os.path.isdir(self.fs.root) else []) if self.fs.local else self.fs.listdir("")
@@ -648,6 +652,28 @@ class StoreWriter:
                "writer": self.writer_id, "written": time.time_ns()}
         self._flog.append((json.dumps(rec, sort_keys=True) + "\n").encode())
 
+    def _write_video_table(self) -> None:
+        """A mirror of this writer's commit records for plain zarr readers: arrays ``videos/<writer>/{id,
+        span, time, written}`` (zstd), named from the part's attributes (docs/format.md)."""
+        import zarr
+        from zarr.codecs import ZstdCodec
+
+        if not self.fs.exists("videos/zarr.json"):
+            self.fs.write_atomic("videos/zarr.json", group_doc(), fsync=self.fsync)
+        table = plain_video_table(self._records)
+        n = len(self._records)
+        grp = zarr.open_group(self._zstore, path=f"videos/{self.writer_id}", mode="w",
+                              attributes={"featcomp": {"part": f"parts/{self.writer_id}",
+                                                       "times": f"times/{self.writer_id}" if self._times is not None else None,
+                                                       "levels": f"levels/{self.writer_id}" if self._levels is not None else None}})
+        for name, values in table.items():
+            arr = grp.create_array(name, shape=values.shape, dtype=str if name == "id" else values.dtype,
+                                   chunks=(min(max(n, 1), 65536), *values.shape[1:]),
+                                   compressors=(ZstdCodec(level=9),), fill_value="" if name == "id" else None)
+            arr[...] = values
+        attrs = dict(self._arr.attrs.get("featcomp") or {})
+        self._arr.update_attributes({"featcomp": {**attrs, "videos": f"videos/{self.writer_id}"}})
+
     # ------------------------------------------------------------------ closing
     def close(self) -> None:
         """Trim the part to its frames and compact this writer's log (idempotent)."""
@@ -661,6 +687,8 @@ class StoreWriter:
                     self._times.resize((self._frames,))
                 if self._levels is not None:
                     self._levels.resize((self._frames,))
+            if self._arr is not None and self._records:
+                self._write_video_table()
             if self.compact_on_close and self._records:
                 table = IndexTable.from_records([self.writer_id], [(0, r) for r in self._records])
                 self.fs.write_atomic(f"index/{self.writer_id}.fcidx", encode_index_file(table), fsync=self.fsync)

@@ -7,18 +7,33 @@ See docs/training.md.
 
 from __future__ import annotations
 
-from featcomp.train.baselines import Baseline, baseline_names, get_baseline, register_baseline
-from featcomp.train.loop import TrainResult, clip_windows, evaluate_head, fit_head, train_head, train_with_backbone
-from featcomp.train.objectives import (
-    DistillObjective,
-    Objective,
-    ReconstructObjective,
-    TaskObjective,
-    get_objective,
-    objective_names,
-    register_objective,
-)
-from featcomp.train.probe import LinearProbe, probe_accuracy
+import importlib
+from typing import Any
+
+# public name -> module that defines it, imported on first access (PEP 562) so that
+# ``featcomp.train.commands`` (and ``featcomp --help``) do not import torch.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(["Baseline", "baseline_names", "get_baseline", "register_baseline"], "featcomp.train.baselines"),
+    **dict.fromkeys(["TrainResult", "clip_windows", "evaluate_head", "fit_head", "train_head",
+                     "train_with_backbone"], "featcomp.train.loop"),
+    **dict.fromkeys(["DistillObjective", "Objective", "ReconstructObjective", "TaskObjective", "get_objective",
+                     "objective_names", "register_objective"], "featcomp.train.objectives"),
+    **dict.fromkeys(["LinearProbe", "probe_accuracy"], "featcomp.train.probe"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featcomp.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "Baseline",

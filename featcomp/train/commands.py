@@ -240,8 +240,11 @@ def main(args: argparse.Namespace) -> int:
     if args.student:
         opts["student"] = args.student
     backbone = _json_arg(args.backbone)
-    if backbone is None and isinstance(info.get("store_model_card"), dict):
-        backbone = info["store_model_card"].get("backbone")
+    sampling = _json_arg(args.sampling)
+    card = info.get("store_model_card")
+    if isinstance(card, dict):  # a store made by `featcomp extract --backbone` records both
+        backbone = backbone if backbone is not None else card.get("backbone")
+        sampling = sampling if sampling is not None else card.get("sampling")
     teacher = load_teacher(args.teacher, backbone) if args.teacher else None
     if args.objective == "distill" and teacher is None and y is None:
         raise ConfigError("featcomp train --objective distill needs a teacher: --teacher backbone or --teacher FILE "
@@ -266,7 +269,7 @@ def main(args: argparse.Namespace) -> int:
     if sweep is not None:
         res.options["sweep"] = {"target": sweep.target.describe(), "lam": sweep.lam,
                                 "reference": sweep.reference, "points": [p.to_dict() for p in sweep.points]}
-    save_model(args.output, res.head, backbone=backbone, sampling=_json_arg(args.sampling),
+    save_model(args.output, res.head, backbone=backbone, sampling=sampling,
                training={"options": res.options, "history_last": last, "source": info.get("source")},
                extra=res.objective)
     print(json.dumps({"output": args.output, "examples": int(len(x)), "steps": res.options["steps"],

@@ -113,15 +113,37 @@ def test_weights_names_resolve():
         build_backbone("resnet18", weights="ResNet50_Weights.IMAGENET1K_V2")
 
 
-def test_missing_weights_offline_fail_fast(tmp_path, monkeypatch):
+def test_missing_weights_download_forbidden_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.delenv("FEATCOMP_DOWNLOAD", raising=False)
+    monkeypatch.setenv("FEATCOMP_DOWNLOAD", "0")
     with pytest.raises(WeightsNotFoundError) as info:
         build_backbone("resnet18", weights="IMAGENET1K_V1")
     msg = str(info.value)
     expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
-    assert str(expected) in msg and "FEATCOMP_DOWNLOAD" in msg
+    assert str(expected) in msg and "FEATCOMP_DOWNLOAD=0" in msg
     assert isinstance(info.value, BackboneError) and isinstance(info.value, FileNotFoundError)
+    monkeypatch.delenv("FEATCOMP_DOWNLOAD")
+    with pytest.raises(WeightsNotFoundError, match="downloading is off"):
+        build_backbone("resnet18", weights="IMAGENET1K_V1", download=False)
+
+
+@pytest.mark.timeout(60)
+def test_missing_weights_download_is_the_default_and_offline_is_one_clear_error(tmp_path, monkeypatch):
+    """weights="DEFAULT" downloads when missing, as torchvision does; a failed download (here: every
+    connection goes to a refusing local proxy, i.e. offline) is a WeightsNotFoundError naming the file."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("FEATCOMP_DOWNLOAD", raising=False)
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(WeightsNotFoundError) as info:
+        build_backbone("resnet18")  # weights="DEFAULT", download=True by default
+    msg = str(info.value)
+    expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert "failed" in msg and "offline" in msg and str(expected) in msg
+    assert "\n" not in msg
+    assert not expected.exists()
 
 
 def test_weights_from_the_torch_cache(tmp_path, monkeypatch):
@@ -292,3 +314,21 @@ def test_cuda_channels_last_bf16():
     cpu = build_backbone(SMALL, weights=None)
     cpu.load_state_dict({k: v.cpu() for k, v in bb.state_dict().items()})
     torch.testing.assert_close(f.cpu(), cpu.extract(_frames()), rtol=5e-2, atol=5e-2)
+
+
+def test_timm_models_by_name():
+    """'timm:<model>' builds a timm model (optional extra): pooled pre-logits, its own classifier and
+    preprocessing from its data config; unknown names are one BackboneError."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    bb = build_backbone("timm:resnet18", weights=None, input_size=32)
+    x = bb.preprocess(_frames())
+    assert x.shape[-2:] == (32, 32)
+    with torch.inference_mode():
+        f = bb(x)
+        model = bb.trunk.model
+        torch.testing.assert_close(bb.classify(f), model(x), rtol=1e-4, atol=1e-4)
+    assert f.shape == (x.shape[0], 512) and bb.spec.name == "timm:resnet18"
+    with pytest.raises(BackboneError, match="timm has no model 'no_such_model'"):
+        build_backbone("timm:no_such_model", weights=None)
+    assert timm.is_model("resnet18")

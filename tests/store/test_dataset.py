@@ -69,3 +69,51 @@ def test_dataloader_two_workers(store):
             assert torch.equal(b["features"][j, :n], expect)
             seen.append((vid, s))
     assert len(seen) == len(ds) and len(set(seen)) == len(ds)
+
+
+def test_items_carry_timestamps_and_windows_cut_by_seconds(tmp_path, codec, rng):
+    # v0: 5 fps regular; v1: irregular times with a gap between 2.0 s and 5.0 s
+    t_irregular = np.concatenate([np.arange(0, 2.0, 0.25), np.arange(5.0, 6.0, 0.5)])
+    vids = {"v0": (laplace_latents(rng, 23), np.arange(23) / 5), "v1": (laplace_latents(rng, len(t_irregular)), t_irregular)}
+    with StoreWriter(tmp_path / "s", codec, chunk_frames=8) as w:
+        for v, (k, t) in vids.items():
+            w.write(v, k, t)
+    ds = FeatureDataset(tmp_path / "s", window_s=1.0, latents=True)
+    seen = {v: [] for v in vids}
+    for i in range(len(ds)):
+        it = ds[i]
+        k, t = vids[it["video_id"]]
+        got_t = it["timestamps"].numpy()
+        assert it["timestamps"].dtype == torch.float64 and got_t.shape == (it["length"],)
+        np.testing.assert_array_equal(got_t, t[it["start"] : it["start"] + it["length"]])
+        np.testing.assert_array_equal(it["latents"].numpy(), k[it["start"] : it["start"] + it["length"]])
+        assert got_t[-1] - got_t[0] < 1.0  # every frame of the window lies within one second
+        seen[it["video_id"]].append((it["start"], it["length"]))
+    # v0: 23 frames at 5 fps = 4.4 s -> windows [0,1), [1,2), ..., [4,5): 5, 5, 5, 5, 3 frames
+    assert seen["v0"] == [(0, 5), (5, 5), (10, 5), (15, 5), (20, 3)]
+    # v1: [0,1) 4 frames, [1,2) 4 frames, [2,3) [3,4) [4,5) empty (skipped), [5,6) 2 frames
+    assert seen["v1"] == [(0, 4), (4, 4), (8, 2)]
+    # overlapping windows: 2 s every 1 s
+    ds2 = FeatureDataset(tmp_path / "s", window_s=2.0, stride_s=1.0, video_ids=["v0"])
+    assert [(ds2[i]["start"], ds2[i]["length"]) for i in range(len(ds2))] == [(0, 10), (5, 10), (10, 10), (15, 8), (20, 3)]
+    batch = collate_features([ds2[0], ds2[4]])
+    assert batch["timestamps"].shape == (2, 10)
+    np.testing.assert_array_equal(batch["timestamps"][1, :3].numpy(), np.arange(20, 23) / 5)
+    assert torch.isnan(batch["timestamps"][1, 3:]).all()
+    # a time window of one video through the reader
+    v = open_store(tmp_path / "s")["v1"].between(1.0, 5.5)
+    np.testing.assert_array_equal(v.timestamps, t_irregular[(t_irregular >= 1.0) & (t_irregular < 5.5)])
+
+
+def test_seconds_window_mistakes_are_store_errors(store):
+    from featcomp.errors import StoreError
+
+    path, _ = store
+    with pytest.raises(StoreError, match="not both"):
+        FeatureDataset(path, window=4, window_s=1.0)
+    with pytest.raises(StoreError, match="window_s must be > 0"):
+        FeatureDataset(path, window_s=0)
+    with pytest.raises(StoreError, match="stride_s needs window_s"):
+        FeatureDataset(path, stride_s=1.0)
+    with pytest.raises(StoreError, match="not valid"):
+        open_store(path)["v1"].between(2.0, 1.0)

@@ -86,7 +86,7 @@ def test_info_and_verify_commands(tmp_path, codec, rng, capsys):
     path, vids = _store(tmp_path, codec, rng)
     assert cli_main(["info", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "videos           4" in out and "bits per frame" in out and "ratio vs float16" in out
+    assert "videos           4" in out and "bits per frame" in out and "vs float16 latents" in out
     assert cli_main(["info", "--json", str(path)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["videos"] == 4 and info["frames"] == 160
@@ -105,11 +105,12 @@ def test_info_reports_ratio_against_the_backbone_features_the_latents_replace(tm
         w.write("a", laplace_latents(rng, t), np.arange(t) / 5)
     info = open_store(tmp_path / "m").info()
     assert info["backbone_float16_bytes"] == t * cin * 2
-    assert info["ratio_vs_backbone_float16"] == pytest.approx(t * cin * 2 / info["bytes"])
+    assert info["ratio_vs_backbone_float16"] == pytest.approx(t * cin * 2 / info["data_bytes"])
+    assert info["backbone_ratio_on_disk"] == pytest.approx(t * cin * 2 / info["bytes"])
     # a bigger backbone dimension is a bigger ratio: the figure follows the card, not the latents
     assert info["ratio_vs_backbone_float16"] > info["ratio_vs_float16"] * cin / codec.channels * 0.99
     assert cli_main(["info", str(tmp_path / "m")]) == 0
-    assert "ratio vs backbone float16" in capsys.readouterr().out
+    assert "smaller than float16 backbone features" in capsys.readouterr().out
     # without a head description (e.g. the tests' codec-only stores) there is no such figure
     path, _ = _store(tmp_path, codec, rng)
     assert open_store(path).info()["ratio_vs_backbone_float16"] is None
@@ -194,3 +195,34 @@ def test_unknown_part_codec_is_store_error(tmp_path, codec, rng):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(StoreError, match=r"part 'w1'.*featcomp.ans99"):
         open_store(path)["v0"].latents()
+
+
+def test_info_separates_fixed_bytes_and_agrees_with_the_job_summary(tmp_path, codec, rng, capsys):
+    """A small store is dominated by its fixed bytes (tables, index); info's bits per frame and ratio are
+    of the per-frame data, so they agree with what the extraction job's summary reports (payload bits
+    estimated from the codec, float16 backbone features), within the per-chunk framing."""
+    cin = 1280
+    card = {"head": {"in_channels": cin, "latent_channels": codec.channels}}
+    payload_bits, frames = 0.0, 0
+    with StoreWriter(tmp_path / "m", codec, model_card=card, chunk_frames=64) as w:
+        for i, t in enumerate([300, 200, 180]):
+            k = laplace_latents(rng, t)
+            w.write(f"v{i}", k, np.arange(t) / 5)
+            payload_bits += float(codec.estimate_bits(k))  # what pipelines/extract.py adds to the summary
+            frames += t
+    info = open_store(tmp_path / "m").info()
+    assert info["fixed_bytes"] == info["bytes"] - info["data_bytes"]
+    assert info["fixed_bytes"] == info["header_bytes"] + info["index_bytes"] + info["shard_index_bytes"] + info["other_bytes"]
+    assert info["shard_index_bytes"] == 32 * 16 + 4  # one shard file of 32 chunk slots
+    assert info["header_bytes"] > 0 and info["index_bytes"] > 0
+    job_bits_per_frame = payload_bits / frames
+    job_ratio = frames * cin * 2 * 8 / payload_bits
+    # chunk framing and the shard index are a few percent at most of this tiny 16-channel payload
+    assert job_bits_per_frame <= info["bits_per_frame"] <= 1.06 * job_bits_per_frame, (info, job_bits_per_frame)
+    assert 0.94 * job_ratio <= info["ratio_vs_backbone_float16"] <= job_ratio
+    assert info["total_bits_per_frame"] > info["bits_per_frame"]
+    assert cli_main(["info", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert f"bits per frame   {info['bits_per_frame']:,.1f} of per-frame data" in out
+    assert f"{info['ratio_vs_backbone_float16']:.1f}x smaller than float16 backbone features" in out
+    assert f"fixed {info['fixed_bytes']:,}" in out

@@ -164,7 +164,11 @@ def test_size_within_two_percent_of_coded_latents(tmp_path, codec, rng):
     assert info["frames"] > 100 * 120
     # tables are stored twice (header + part metadata): a fixed cost, subtract it for the per-video bound
     assert info["data_bytes"] + info["index_bytes"] <= 1.02 * coded, (info, coded)
-    assert info["bytes"] <= 1.02 * coded + 2 * len(featcomp.store.codec.encode_tables(codec)) + 4096
+    # the plain-zarr video table (videos/<writer>/: 4 small arrays) is a fixed cost per writer plus a few
+    # compressed bytes per video (docs/format.md); bounded on its own
+    table = sum(p.stat().st_size for p in (tmp_path / "s" / "videos").rglob("*") if p.is_file())
+    assert 0 < table <= 3000 + 16 * 120, table
+    assert info["bytes"] - table <= 1.02 * coded + 2 * len(featcomp.store.codec.encode_tables(codec)) + 4096
 
 
 def test_not_a_store(tmp_path):

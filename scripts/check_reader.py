@@ -1,0 +1,25 @@
+"""Read stores with the plain reader (`pip install featcomp`, no extras) and check nothing heavy is imported.
+
+Usage: python scripts/check_reader.py STORE [STORE ...]
+
+Opens each store, reads every video's features and timestamps, verifies it and prints its info; then
+fails if torch, torchvision, decord, ray or av were imported. `make reader-check` runs it in a fresh
+virtual environment holding only `pip install .` (what CI does, .ci/run).
+"""
+
+import sys
+import featcomp
+for p in sys.argv[1:]:
+    st = featcomp.open_store(p)
+    n = 0
+    for v in st:
+        x = st[v].features(); t = st[v].timestamps
+        assert x.shape[0] == t.shape[0] > 0
+        n += x.shape[0]
+    rep = featcomp.verify_store(p)
+    assert rep.ok, p
+    info = featcomp.store_info(p)
+    print(p, len(st), "videos", n, "frames", f"{info['bits_per_frame']:.1f} bits/frame")
+bad = [m for m in ("torch", "torchvision", "decord", "ray", "av") if m in sys.modules]
+assert not bad, bad
+print("reader OK, imported none of torch/torchvision/decord/ray/av")

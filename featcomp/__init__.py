@@ -23,6 +23,7 @@ from featcomp.errors import (
     PipelineError,
     RegistryError,
     StoreError,
+    TruncatedVideoError,
     VideoError,
     WeightsNotFoundError,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "RegistryError",
     "CodecError",
     "VideoError",
+    "TruncatedVideoError",
     "BackboneError",
     "WeightsNotFoundError",
     "ModelFileError",

@@ -84,6 +84,9 @@ class DecodeConfig(Config):
         backend: ``"auto"``, ``"decord"`` or ``"pyav"`` (featcomp.video backends).
         sampling: Overrides of the model's ``SamplingConfig`` fields (e.g. ``{fps: 2.0}``);
             ``batch_size`` there is the frames per decoded chunk.
+        allow_partial: Keep the decodable part of a truncated video (one that ends before the frame
+            count or duration its container declares), marked ``partial`` in its store metadata;
+            by default such a video is a failure row (``TruncatedVideoError``).
     """
 
     num_cpus: float = 1.0
@@ -92,6 +95,7 @@ class DecodeConfig(Config):
     max_retries: int = 3
     backend: str = "auto"
     sampling: dict[str, Any] = field(default_factory=dict)
+    allow_partial: bool = False
 
     def __post_init__(self) -> None:
         require(self.num_cpus > 0, f"decode.num_cpus must be > 0, got {self.num_cpus}")

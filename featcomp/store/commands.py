@@ -36,6 +36,8 @@ def main_info(args: argparse.Namespace) -> int:
     if info.get('ratio_vs_backbone_float16'):
         print(f"ratio vs backbone float16 {info['ratio_vs_backbone_float16']:.1f}x (the float16 features the latents replace: {info['backbone_float16_bytes']:,} bytes)")
     print(f"failures         {info['failures']}")
+    if info.get("partial"):
+        print(f"partial          {info['partial']} (truncated files, decodable part kept; featcomp verify lists them)")
     return 0
 
 

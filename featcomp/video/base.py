@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from featcomp.errors import VideoError
+from featcomp.errors import TruncatedVideoError, VideoError
 from featcomp.registry import Registry
 
 __all__ = [
@@ -159,6 +159,14 @@ class VideoIndex:
         codec: Codec name.
         damaged: True when the packets disagree with the header or some are corrupt (the tail was
             verified by decoding); decoders then avoid frame threading, which drops frames around damage.
+        declared_duration: Duration of the video stream the container declares, seconds (0.0 when it
+            declares none): the stream's own duration, the ``DURATION`` tag Matroska muxers write, or
+            the container's duration when the video is its only stream.
+        end_pts: Presentation end of the last demuxed frame (its pts plus its duration) in stream
+            time base, or 0 when unknown; with ``start_pts`` it measures what the packets cover.
+        start_pts: The stream's start time in stream time base (``pts[0]`` when unknown).
+        empty_packets: Zero-byte packets carrying a timestamp (AVI "repeat the previous frame"
+            markers): counted by the header, never frames of their own.
     """
 
     path: str
@@ -170,6 +178,10 @@ class VideoIndex:
     header_frames: int
     codec: str
     damaged: bool = False
+    declared_duration: float = 0.0
+    end_pts: int = 0
+    start_pts: int | None = None
+    empty_packets: int = 0
 
     @property
     def num_frames(self) -> int:
@@ -186,6 +198,50 @@ class VideoIndex:
         if ts.shape[0] < 2 or ts[-1] <= 0:
             return 0.0
         return float((ts.shape[0] - 1) / ts[-1])
+
+    def truncation(self) -> tuple[int, str] | None:
+        """Whether the decodable frames fall short of what the container declares.
+
+        Two checks, by what the container declares (docs/video.md, "Truncated videos"):
+
+        * an exact frame count (mp4/mov sample tables, AVI headers): short when fewer frames decode
+          than the header counts (zero-byte repeat markers are not missing frames). No tolerance:
+          the count is exact, and it matched the packets on every test and real clip.
+        * only a duration (Matroska/WebM): short when the decoded frames end more than
+          ``max(1.5 frame intervals, 50 ms)`` before the declared duration. The end of the decoded
+          part is the last frame's pts plus its own demuxed duration (so a long-held last frame of
+          a variable-rate file is not taken for missing frames), or plus the median frame interval
+          when the tail is damaged. On complete mkv/webm clips (constant and variable rate,
+          1-60 frames, 16.7-100 ms frames) the gap measured 0-1 ms; a cut that loses a single
+          frame can go unnoticed.
+
+        Returns:
+            None when nothing is missing (or nothing is declared); else ``(declared_frames, reason)``,
+            declared_frames being the header's count or ``round(duration * fps)``.
+        """
+        n = self.num_frames
+        if self.header_frames > 0:
+            declared = self.header_frames - self.empty_packets
+            if n < declared:
+                return declared, f"decoded {n} of the {declared} frames the container declares"
+            return None
+        if self.declared_duration <= 0 or self.time_base <= 0:
+            return None
+        start = self.start_pts if self.start_pts is not None else int(self.pts[0])
+        start = min(start, int(self.pts[0]))
+        diffs = np.diff(self.pts)
+        step = float(np.median(diffs)) * self.time_base if diffs.size else 0.0
+        last = int(self.pts[-1])
+        # the last frame's own duration (demuxed), unless the tail was cut (then it is unknown)
+        end = self.end_pts if self.end_pts > last and not self.damaged else last + (step / self.time_base)
+        covered = (end - start) * self.time_base
+        missing = self.declared_duration - covered
+        if missing > max(1.5 * step, 0.05):
+            declared = int(round(n * self.declared_duration / covered)) if covered > 0 else n + 1
+            declared = max(declared, n + 1)
+            return declared, (f"decoded {n} frames covering {covered:.3f} s of the {self.declared_duration:.3f} s "
+                              f"the container declares (about {declared - n} frames missing)")
+        return None
 
 
 def check_file(path: str | os.PathLike[str]) -> str:
@@ -231,9 +287,13 @@ def _index_with_pyav(path: str) -> VideoIndex:
         key_list: list[int] = []
         any_corrupt = False
         dts_only = False
+        empty = 0
+        end_pts = 0
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
+                    if packet.pts is not None or packet.dts is not None:
+                        empty += 1  # a zero-byte repeat marker (AVI), not PyAV's end-of-stream packet
                     continue
                 if packet.is_corrupt:
                     any_corrupt = True
@@ -245,11 +305,15 @@ def _index_with_pyav(path: str) -> VideoIndex:
                 if p is None:
                     continue
                 pts_list.append(int(p))
+                if packet.duration:
+                    end_pts = max(end_pts, int(p) + int(packet.duration))
                 if packet.is_keyframe:
                     key_list.append(int(p))
         except av.error.FFmpegError:
             any_corrupt = True  # the demuxer stops at the damage; keep what came before
         header = int(stream.frames or 0)
+        declared_s = _declared_duration(container, stream, tb)
+        start_pts = int(stream.start_time) if stream.start_time is not None else None
     finally:
         container.close()
     if not pts_list:
@@ -260,10 +324,27 @@ def _index_with_pyav(path: str) -> VideoIndex:
     keys = np.unique(np.asarray(key_list, dtype=np.int64))
     if width <= 0 or height <= 0:
         raise VideoError(f"{path}: the video stream has no frame size (codec {codec!r} unsupported?)")
-    index = VideoIndex(path, pts, tb, keys, width, height, header, codec)
-    if any_corrupt or dts_only or (header > 0 and header != pts.shape[0]):
+    index = VideoIndex(path, pts, tb, keys, width, height, header, codec, declared_duration=declared_s,
+                       end_pts=end_pts, start_pts=start_pts, empty_packets=empty)
+    if any_corrupt or dts_only or (header > 0 and header != pts.shape[0] + empty):
         index = _verify_tail(index)
     return index
+
+
+def _declared_duration(container: Any, stream: Any, tb: float) -> float:
+    """Seconds of video the container declares, 0.0 when it declares none (see ``VideoIndex``)."""
+    if stream.duration and tb > 0:
+        return float(stream.duration) * tb
+    tag = {str(k).upper(): v for k, v in (stream.metadata or {}).items()}.get("DURATION")
+    if tag:  # Matroska muxers write the track's duration as "HH:MM:SS.nnnnnnnnn"
+        try:
+            h, m, sec = str(tag).strip().split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            pass
+    if container.duration and len(container.streams) == 1:  # another stream may run longer than the video
+        return float(container.duration) / 1e6
+    return 0.0
 
 
 def _verify_tail(index: VideoIndex) -> VideoIndex:
@@ -379,6 +460,7 @@ def open_video(
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
     index: VideoIndex | None = None,
     threads: int | None = None,
+    allow_partial: bool = False,
 ) -> VideoDecoder:
     """Open a video for frame-accurate random access.
 
@@ -396,11 +478,17 @@ def open_video(
         threads: Decoder threads (``None``: the backend's default, usually one per core; ``1`` when the
             caller already runs one decoder per core, as the extraction job's decode tasks do: it
             spends less CPU per frame). Passed to the backend as ``threads=`` only when given.
+        allow_partial: Open a truncated video (one whose frames end before the count or duration
+            its container declares, :meth:`VideoIndex.truncation`) instead of raising; the decoder
+            then gives the frames that decode and its ``partial`` attribute says why.
 
     Returns:
-        A :class:`VideoDecoder` (also a context manager).
+        A :class:`VideoDecoder` (also a context manager) whose ``partial`` attribute is None, or,
+        with ``allow_partial``, the reason the video is incomplete.
 
     Raises:
+        TruncatedVideoError: the video is truncated and ``allow_partial`` is False (names the file,
+            the frames decoded and declared, and what to do).
         VideoError: naming the path and the reason (missing, empty, not a video, truncated without
             an index, zero decodable frames, unsupported codec, decoder hang).
     """
@@ -415,6 +503,12 @@ def open_video(
         if "no such file" in str(e) or "empty file" in str(e) or "did not finish" in str(e):
             raise
         index, index_error = None, e
+    partial: str | None = None
+    short = index.truncation() if index is not None else None
+    if short is not None:
+        if not allow_partial:
+            raise TruncatedVideoError(p, index.num_frames, short[0], short[1])  # type: ignore[union-attr]
+        partial = short[1]
     if backend == "auto":
         long_video = index is not None and index.num_frames > AUTO_DECORD_MAX_FRAMES
         names = ["pyav", "decord"] if long_video else ["decord", "pyav"]
@@ -428,8 +522,10 @@ def open_video(
             continue
         try:
             extra = {} if threads is None else {"threads": threads}
-            return factory(p, index=index, width=width, height=height, short_side=short_side, timeout_s=timeout_s,
-                           **extra)
+            dec = factory(p, index=index, width=width, height=height, short_side=short_side, timeout_s=timeout_s,
+                          **extra)
+            dec.partial = partial
+            return dec
         except VideoError as e:
             errors.append(f"{name}: {e}")
             if "did not finish" in str(e):

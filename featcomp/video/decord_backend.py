@@ -70,6 +70,7 @@ class DecordDecoder:
 
         self.path = str(path)
         self.timeout_s = timeout_s
+        self.partial: str | None = None  # set by open_video(allow_partial=True) on a truncated file
         self._broken: str | None = None
 
         def _open(w: int, h: int) -> Any:
@@ -102,7 +103,10 @@ class DecordDecoder:
         self._vr = call_with_timeout(_open_checked, timeout_s, self.path, "opening with decord")
         n_decord = len(self._vr)
         if index is not None:
-            self.num_frames = min(n_decord, index.num_frames)
+            if n_decord < index.num_frames:  # never a silently shorter video: auto falls back to PyAV
+                raise VideoError(f"{self.path}: decord sees only {n_decord} of the {index.num_frames} frames "
+                                 "the packets hold; open it with backend='pyav'")
+            self.num_frames = index.num_frames
             self.timestamps = index.timestamps[: self.num_frames]
         else:
             self.num_frames = n_decord

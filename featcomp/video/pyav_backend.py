@@ -66,6 +66,7 @@ class PyAVDecoder:
         self._pts = self._index.pts
         self._keys = self._index.keyframe_pts
         self._broken: str | None = None
+        self.partial: str | None = None  # set by open_video(allow_partial=True) on a truncated file
 
         def _open() -> Any:
             c = av.open(self.path, metadata_errors="ignore")

@@ -24,6 +24,11 @@ from featcomp.errors import TruncatedVideoError, VideoError
 from featcomp.registry import Registry
 
 __all__ = [
+    "AUTO_ORDER",
+    "BACKEND_PACKAGES",
+    "available_decoders",
+    "backend_import",
+    "decoder_available",
     "VideoDecoder",
     "VideoIndex",
     "build_index",
@@ -167,6 +172,13 @@ class VideoIndex:
         start_pts: The stream's start time in stream time base (``pts[0]`` when unknown).
         empty_packets: Zero-byte packets carrying a timestamp (AVI "repeat the previous frame"
             markers): counted by the header, never frames of their own.
+        keyframe_seek: int64, aligned with ``keyframe_pts``: the timestamp to seek to for each
+            keyframe, ``min(pts, dts)``. Demuxers seek on decode timestamps (AVI stores only those),
+            so seeking to a keyframe's pts lands on a *later* keyframe when frames are reordered
+            (B-frames); None means ``keyframe_pts``.
+        reordered: True when frames are reordered (B-frames): packets arrive out of presentation
+            order, or the codec declares a reordering delay (AVI packets carry no presentation times).
+        container_format: FFmpeg's name of the container format (``"avi"``, ``"mov,mp4,m4a,3gp,3g2,mj2"``...).
     """
 
     path: str
@@ -182,6 +194,16 @@ class VideoIndex:
     end_pts: int = 0
     start_pts: int | None = None
     empty_packets: int = 0
+    keyframe_seek: np.ndarray | None = None
+    reordered: bool = False
+    container_format: str = ""
+
+    def seek_target(self, k: int) -> int:
+        """The timestamp to seek to so that decoding starts at or before keyframe ``k`` (its position
+        in ``keyframe_pts``): its dts when that is earlier than its pts."""
+        if self.keyframe_seek is not None and self.keyframe_seek.shape == self.keyframe_pts.shape:
+            return int(self.keyframe_seek[k])
+        return int(self.keyframe_pts[k])
 
     @property
     def num_frames(self) -> int:
@@ -289,6 +311,9 @@ def _index_with_pyav(path: str) -> VideoIndex:
         dts_only = False
         empty = 0
         end_pts = 0
+        key_seek: dict[int, int] = {}
+        reordered = False
+        max_pts: int | None = None
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
@@ -305,15 +330,23 @@ def _index_with_pyav(path: str) -> VideoIndex:
                 if p is None:
                     continue
                 pts_list.append(int(p))
+                if max_pts is not None and p < max_pts:
+                    reordered = True
+                max_pts = p if max_pts is None else max(max_pts, p)
                 if packet.duration:
                     end_pts = max(end_pts, int(p) + int(packet.duration))
                 if packet.is_keyframe:
                     key_list.append(int(p))
+                    d = packet.dts
+                    key_seek[int(p)] = min(int(p), int(d)) if d is not None else int(p)
         except av.error.FFmpegError:
             any_corrupt = True  # the demuxer stops at the damage; keep what came before
         header = int(stream.frames or 0)
         declared_s = _declared_duration(container, stream, tb)
         start_pts = int(stream.start_time) if stream.start_time is not None else None
+        fmt = str(getattr(container.format, "name", "") or "")
+        # AVI stores no presentation times: its packets look ordered even with B-frames; the codec knows
+        reordered = reordered or bool(getattr(ctx, "has_b_frames", 0))
     finally:
         container.close()
     if not pts_list:
@@ -324,8 +357,10 @@ def _index_with_pyav(path: str) -> VideoIndex:
     keys = np.unique(np.asarray(key_list, dtype=np.int64))
     if width <= 0 or height <= 0:
         raise VideoError(f"{path}: the video stream has no frame size (codec {codec!r} unsupported?)")
+    seek = np.asarray([key_seek[int(k)] for k in keys], dtype=np.int64)
     index = VideoIndex(path, pts, tb, keys, width, height, header, codec, declared_duration=declared_s,
-                       end_pts=end_pts, start_pts=start_pts, empty_packets=empty)
+                       end_pts=end_pts, start_pts=start_pts, empty_packets=empty, keyframe_seek=seek,
+                       reordered=reordered, container_format=fmt)
     if any_corrupt or dts_only or (header > 0 and header != pts.shape[0] + empty):
         index = _verify_tail(index)
     return index
@@ -353,11 +388,12 @@ def _verify_tail(index: VideoIndex) -> VideoIndex:
 
     path = index.path
     start = int(index.keyframe_pts[-1]) if index.keyframe_pts.size else int(index.pts[0])
+    seek_to = index.seek_target(index.keyframe_pts.size - 1) if index.keyframe_pts.size else start
     decoded: list[int] = []
     with av.open(path, metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         try:
-            container.seek(start, stream=stream, backward=True, any_frame=False)
+            container.seek(seek_to, stream=stream, backward=True, any_frame=False)
         except av.error.FFmpegError:
             container.seek(0)
         try:
@@ -378,8 +414,10 @@ def _verify_tail(index: VideoIndex) -> VideoIndex:
         pts = index.pts[keep]
     else:
         pts = index.pts[index.pts <= max(decoded)]
-    keys = index.keyframe_pts[index.keyframe_pts <= pts[-1]]
-    return dataclasses.replace(index, pts=pts, keyframe_pts=keys, damaged=True)
+    keep_keys = index.keyframe_pts <= pts[-1]
+    keys = index.keyframe_pts[keep_keys]
+    seek = index.keyframe_seek[keep_keys] if index.keyframe_seek is not None else None
+    return dataclasses.replace(index, pts=pts, keyframe_pts=keys, keyframe_seek=seek, damaged=True)
 
 
 def build_index(path: str | os.PathLike[str], *, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> VideoIndex:
@@ -431,6 +469,72 @@ def resolve_size(
 
 _DECODERS: Registry[Callable[..., VideoDecoder]] = Registry("video decoder")
 
+# backend -> (modules it imports, how to install them). decord and torchcodec are optional extras;
+# PyAV is a core dependency (it also builds the packet index every backend shares).
+BACKEND_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
+    "pyav": (("av",), "pip install av"),
+    "decord": (("decord",), "pip install decord (or featcomp[decord]); wheels exist for x86-64 Linux and Windows"),
+    "torchcodec": (
+        ("torchcodec.decoders", "torchcodec.transforms"),
+        "pip install torchcodec at the release matching your torch (0.16 for torch 2.14; or featcomp[torchcodec]), "
+        "plus FFmpeg 4-8 shared libraries (Debian/Ubuntu: apt-get install ffmpeg)",
+    ),
+}
+_IMPORTED: dict[str, tuple[Any, ...] | str] = {}  # backend -> modules, or why they do not import
+_IMPORT_LOCK = threading.Lock()
+
+
+def backend_import(name: str) -> tuple[Any, ...]:
+    """Import the packages of decoder backend ``name`` (cached), or say precisely what is missing.
+
+    Returns:
+        The imported modules, in the order of ``BACKEND_PACKAGES[name][0]``.
+
+    Raises:
+        VideoError: a package is missing or fails to load (e.g. torchcodec without FFmpeg libraries);
+            the message names the backend, the failure and the pip package to install.
+    """
+    import importlib
+
+    modules, hint = BACKEND_PACKAGES.get(name, ((), ""))
+    with _IMPORT_LOCK:
+        got = _IMPORTED.get(name)
+        if got is None:
+            try:
+                got = tuple(importlib.import_module(m) for m in modules)
+            except Exception as e:  # ImportError, or OSError/RuntimeError from native libraries
+                text = str(e).strip().splitlines()
+                got = f"{type(e).__name__}: {text[0][:200] if text else ''}"
+                if "FFmpeg" in str(e) and name == "torchcodec":
+                    got += " (torchcodec found no loadable FFmpeg libraries)"
+            _IMPORTED[name] = got
+    if isinstance(got, str):
+        raise VideoError(f"video backend {name!r} is not available ({got}). Install it: {hint}")
+    return got
+
+
+def decoder_available(name: str) -> bool:
+    """True when backend ``name`` is registered and its packages import (see :func:`backend_import`)."""
+    if name not in _DECODERS.names():
+        return False
+    if name not in BACKEND_PACKAGES:
+        return True  # a user-registered decoder: its factory reports its own needs
+    try:
+        backend_import(name)
+    except VideoError:
+        return False
+    return True
+
+
+def available_decoders() -> list[str]:
+    """The registered backends whose packages import here (``["pyav", "decord", "torchcodec"]`` at most
+    for the built-in ones)."""
+    return [n for n in decoder_names() if decoder_available(n)]
+
+
+# backend="auto" tries these in order, skipping the ones not installed (docs/decisions.md, "Default decoder")
+AUTO_ORDER: tuple[str, ...] = ("decord", "pyav")
+
 
 def register_decoder(name: str, factory: Callable[..., VideoDecoder] | None = None, *, overwrite: bool = False):
     """Register a decoder factory ``factory(path, *, index, width, height, timeout_s) -> VideoDecoder``.
@@ -461,14 +565,17 @@ def open_video(
     index: VideoIndex | None = None,
     threads: int | None = None,
     allow_partial: bool = False,
+    device: str | None = None,
 ) -> VideoDecoder:
     """Open a video for frame-accurate random access.
 
     Args:
         path: Video file.
-        backend: ``"decord"``, ``"pyav"``, any registered decoder name, or ``"auto"`` (decord, then
-            PyAV for files decord cannot open; PyAV first for videos of more than
-            ``AUTO_DECORD_MAX_FRAMES`` frames, because decord's memory grows with the frames decoded).
+        backend: ``"pyav"``, ``"decord"``, ``"torchcodec"``, any registered decoder name, or ``"auto"``:
+            the installed backends of ``AUTO_ORDER`` in turn, each falling back to the next for files it
+            cannot open or cannot read correctly (decord goes last for videos of more than
+            ``AUTO_DECORD_MAX_FRAMES`` frames, because its memory grows with the frames decoded).
+            A named backend that is not installed raises a ``VideoError`` naming its pip package.
         width: Output width in pixels (resize on decode); ``None`` keeps the aspect ratio / native.
         height: Output height in pixels.
         short_side: Resize so the shorter side is this many pixels (aspect kept); exclusive with
@@ -478,6 +585,8 @@ def open_video(
         threads: Decoder threads (``None``: the backend's default, usually one per core; ``1`` when the
             caller already runs one decoder per core, as the extraction job's decode tasks do: it
             spends less CPU per frame). Passed to the backend as ``threads=`` only when given.
+        device: Decoding device, passed to the backend only when given: ``"cuda"`` for torchcodec's
+            NVDEC decoding; decord and PyAV decode on the CPU only (``"cpu"``).
         allow_partial: Open a truncated video (one whose frames end before the count or duration
             its container declares, :meth:`VideoIndex.truncation`) instead of raising; the decoder
             then gives the frames that decode and its ``partial`` attribute says why.
@@ -510,18 +619,25 @@ def open_video(
             raise TruncatedVideoError(p, index.num_frames, short[0], short[1])  # type: ignore[union-attr]
         partial = short[1]
     if backend == "auto":
+        names = [n for n in AUTO_ORDER if decoder_available(n)] or ["pyav"]
         long_video = index is not None and index.num_frames > AUTO_DECORD_MAX_FRAMES
-        names = ["pyav", "decord"] if long_video else ["decord", "pyav"]
+        if long_video and "decord" in names:  # decord's memory grows with the frames decoded
+            names = [n for n in names if n != "decord"] + ["decord"]
     else:
+        get_decoder(backend)  # RegistryError for an unknown name, listing the known ones
+        if backend in BACKEND_PACKAGES:
+            backend_import(backend)  # VideoError naming the pip package when it is missing
         names = [backend]
     errors: list[str] = []
     for name in names:
         factory = get_decoder(name)
-        if index is None and name == "pyav":
-            errors.append(f"pyav: {index_error}")
+        if index is None and name in ("pyav", "torchcodec"):
+            errors.append(f"{name}: {index_error}")
             continue
         try:
-            extra = {} if threads is None else {"threads": threads}
+            extra: dict[str, Any] = {} if threads is None else {"threads": threads}
+            if device is not None:
+                extra["device"] = device
             dec = factory(p, index=index, width=width, height=height, short_side=short_side, timeout_s=timeout_s,
                           **extra)
             dec.partial = partial

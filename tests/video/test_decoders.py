@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from featcomp import VideoError
-from featcomp.video import DecordDecoder, PyAVDecoder, build_index, open_video
+from featcomp.video import DecordDecoder, PyAVDecoder, available_decoders, build_index, open_video
 from featcomp.video import base as video_base
 from tests.clips import read_barcodes
 from tests.video.conftest import VFR_PTS
 
 pytestmark = [pytest.mark.video, pytest.mark.timeout(120)]
 
-BACKENDS = ["decord", "pyav"]
+BACKENDS = available_decoders()  # pyav, and decord / torchcodec where installed
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -166,7 +166,7 @@ def extract_features(
         batch_size: Frames (windows) per forward pass; default the spec's (32).
         device: ``"cpu"``, ``"cuda"``, ``"auto"``.
         amp: Autocast mode (``"auto"``: bf16 on CUDA, none on CPU).
-        backend: Decoder: ``"auto"``, ``"decord"``, ``"pyav"``.
+        backend: Decoder: ``"auto"``, ``"pyav"``, ``"decord"``, ``"torchcodec"`` (docs/video.md).
         weights_path: Local state-dict file.
         key_remap: ``"by_position"`` or ``{regex: replacement}`` for ``weights_path``.
         download: Allow downloading torchvision weights missing from the torch cache.

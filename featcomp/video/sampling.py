@@ -57,7 +57,7 @@ class SamplingConfig(Config):
         height: Output height in pixels.
         short_side: Resize so the shorter side has this many pixels; exclusive with width/height.
         batch_size: Frames (or windows) per :class:`FrameBatch`; bounds memory.
-        backend: Decoder name (``"auto"``, ``"decord"``, ``"pyav"``).
+        backend: Decoder name (``"auto"``, ``"pyav"``, ``"decord"``, ``"torchcodec"``).
         timeout_s: Deadline in seconds for opening and for each batch's decode.
     """
 

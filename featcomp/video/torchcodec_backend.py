@@ -105,6 +105,16 @@ class TorchCodecDecoder:
         first = call_with_timeout(lambda: self._dec.get_frames_at(indices=[0]), timeout_s, self.path,
                                   "decoding (torchcodec)")
         self._pts_s = self.timestamps + float(first.pts_seconds.cpu().numpy()[0])
+        if self._index.damaged:  # measured: on a cut mp4 torchcodec fails on the last 2 frames PyAV decodes
+            last = self.num_frames - 1
+            try:
+                call_with_timeout(lambda: self._dec.get_frames_at(indices=[last]), timeout_s, self.path,
+                                  "decoding (torchcodec)")
+            except Exception as e:
+                if "did not finish" in str(e):
+                    raise
+                raise VideoError(f"{self.path}: torchcodec cannot decode the last frames before the damage in this "
+                                 f"file (frame {last}), which PyAV decodes; open it with backend='pyav'") from None
 
     def get_frames(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Decode frames by index with ``get_frames_at``. See :meth:`VideoDecoder.get_frames`.

@@ -25,6 +25,7 @@ from featcomp.errors import (
     RegistryError,
     StorageError,
     StoreError,
+    TruncatedVideoError,
     VideoError,
     WeightsNotFoundError,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "RegistryError",
     "CodecError",
     "VideoError",
+    "TruncatedVideoError",
     "BackboneError",
     "WeightsNotFoundError",
     "ModelFileError",

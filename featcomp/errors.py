@@ -11,6 +11,7 @@ Tree::
     │   └── RegistryError    unknown or duplicate names in a register_x/get_x registry
     ├── CodecError           bitstreams and coding tables: corrupt, truncated, wrong codec, unfrozen model
     ├── VideoError           files that cannot be opened or decoded, zero frames, decoder hangs
+    │   └── TruncatedVideoError  the stream ends before the frames/duration its container declares
     ├── BackboneError        unknown models or layers, missing weights (offline), key-remap mismatches
     │   └── WeightsNotFoundError
     ├── ModelFileError       model files of another format version, digest mismatches
@@ -31,6 +32,7 @@ __all__ = [
     "RegistryError",
     "CodecError",
     "VideoError",
+    "TruncatedVideoError",
     "BackboneError",
     "WeightsNotFoundError",
     "ModelFileError",
@@ -74,6 +76,31 @@ class CodecError(FeatcompError):
 
 class VideoError(FeatcompError):
     """A video cannot be opened or decoded; the message names the path and the reason."""
+
+
+class TruncatedVideoError(VideoError):
+    """A video's stream ends before the frame count or duration its container declares.
+
+    Raised by default (a truncated download or copy must not pass for a complete short video);
+    ``allow_partial=True`` keeps the decodable part instead, marked partial.
+
+    Attributes:
+        path: the file.
+        decoded: frames that decode.
+        declared: frames the container declares (or estimates from its duration).
+        reason: what was compared, e.g. ``"decoded 4 of the 17 frames the container declares"``.
+    """
+
+    def __init__(self, path: str, decoded: int, declared: int, reason: str) -> None:
+        self.path, self.decoded, self.declared, self.reason = str(path), int(decoded), int(declared), reason
+        super().__init__(
+            f"{path}: truncated video: {reason}. The file is probably cut short (an incomplete download or "
+            "copy): fetch or re-encode it again, or pass allow_partial=True (featcomp extract --allow-partial) "
+            f"to keep its {decoded} decodable frames marked partial"
+        )
+
+    def __reduce__(self):  # picklable across Ray workers
+        return (type(self), (self.path, self.decoded, self.declared, self.reason))
 
 
 class BackboneError(FeatcompError):

@@ -146,6 +146,7 @@ def extract_features(
     resize_on_decode: bool = True,
     prefetch: int = 2,
     timeout_s: float | None = 60.0,
+    allow_partial: bool = False,
 ) -> Features:
     """Extract CNN features from one video.
 
@@ -165,7 +166,7 @@ def extract_features(
         batch_size: Frames (windows) per forward pass; default the spec's (32).
         device: ``"cpu"``, ``"cuda"``, ``"auto"``.
         amp: Autocast mode (``"auto"``: bf16 on CUDA, none on CPU).
-        backend: Decoder: ``"auto"``, ``"decord"``, ``"pyav"``.
+        backend: Decoder: ``"auto"``, ``"pyav"``, ``"decord"``, ``"torchcodec"`` (docs/video.md).
         weights_path: Local state-dict file.
         key_remap: ``"by_position"`` or ``{regex: replacement}`` for ``weights_path``.
         download: Download torchvision weights missing from the torch cache (default, as torchvision
@@ -175,12 +176,15 @@ def extract_features(
             sampling sets no size.
         prefetch: Batches decoded ahead in a background thread (0 decodes inline).
         timeout_s: Deadline in seconds for opening the video and for each batch's decode.
+        allow_partial: Extract the decodable part of a truncated video (``config["partial"]`` says
+            why it is incomplete) instead of raising ``TruncatedVideoError``.
 
     Returns:
         :class:`Features` with float32 data ``(T, C[, ...])``, timestamps (s) and frame indices.
 
     Raises:
-        VideoError: the video cannot be decoded. BackboneError / WeightsNotFoundError: the backbone
+        TruncatedVideoError: the video ends before what its container declares (without
+        ``allow_partial``). VideoError: the video cannot be decoded. BackboneError / WeightsNotFoundError: the backbone
         cannot be built. ConfigError: contradictory sampling arguments.
     """
     try:
@@ -221,7 +225,8 @@ def extract_features(
         if min(index.width, index.height) > bb.decode_short_side:
             size_kw["short_side"] = bb.decode_short_side
             sampling = sampling.replace(short_side=bb.decode_short_side)
-    dec = open_video(path, backend=sampling.backend, timeout_s=sampling.timeout_s, index=index, **size_kw)
+    dec = open_video(path, backend=sampling.backend, timeout_s=sampling.timeout_s, index=index,
+                     allow_partial=allow_partial, **size_kw)
     parts: list[np.ndarray] = []
     idx_parts: list[np.ndarray] = []
     ts_parts: list[np.ndarray] = []
@@ -243,4 +248,6 @@ def extract_features(
         "video_frames": int(dec.num_frames),
         "featcomp_version": featcomp.__version__,
     }
+    if getattr(dec, "partial", None):
+        config["partial"] = dec.partial
     return Features(data, np.concatenate(ts_parts).astype(np.float64), np.concatenate(idx_parts).astype(np.int64), config)

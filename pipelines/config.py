@@ -81,7 +81,7 @@ class DecodeConfig(Config):
         timeout_s: A video that yields no frames for this long is recorded as failed (decord can
             hang on broken files); the job goes on.
         max_retries: Retries of a decode task whose worker process died.
-        backend: ``"auto"``, ``"decord"`` or ``"pyav"`` (featcomp.video backends).
+        backend: ``"auto"``, ``"pyav"``, ``"decord"`` or ``"torchcodec"`` (featcomp.video backends).
         sampling: Overrides of the model's ``SamplingConfig`` fields (e.g. ``{fps: 2.0}``);
             ``batch_size`` there is the frames per decoded chunk.
         scratch_dir: Local directory where a decode task stages a video read from a URL (``None``:
@@ -89,6 +89,9 @@ class DecodeConfig(Config):
             and deleted when its task moves on.
         scratch_mb: The largest video (MiB) a decode task stages; a larger one is recorded as a
             failure. A node's scratch use is at most its concurrent decode tasks times this.
+        allow_partial: Keep the decodable part of a truncated video (one that ends before the frame
+            count or duration its container declares), marked ``partial`` in its store metadata;
+            by default such a video is a failure row (``TruncatedVideoError``).
     """
 
     num_cpus: float = 1.0
@@ -99,6 +102,7 @@ class DecodeConfig(Config):
     sampling: dict[str, Any] = field(default_factory=dict)
     scratch_dir: str | None = None
     scratch_mb: int = 4096
+    allow_partial: bool = False
 
     def __post_init__(self) -> None:
         require(self.num_cpus > 0, f"decode.num_cpus must be > 0, got {self.num_cpus}")
@@ -106,7 +110,8 @@ class DecodeConfig(Config):
         require(self.concurrency is None or self.concurrency >= 1, "decode.concurrency must be >= 1")
         require(self.timeout_s > 0, f"decode.timeout_s must be > 0, got {self.timeout_s}")
         require(self.max_retries >= 0, "decode.max_retries must be >= 0")
-        require(self.backend in ("auto", "decord", "pyav"), f"decode.backend must be auto, decord or pyav, got {self.backend!r}")
+        require(self.backend in ("auto", "decord", "pyav", "torchcodec"),
+                f"decode.backend must be auto, decord, pyav or torchcodec, got {self.backend!r}")
         require(isinstance(self.sampling, dict), "decode.sampling must be a mapping of SamplingConfig fields")
 
 

@@ -122,6 +122,7 @@ class ChunkAssembler:
     def __init__(self) -> None:
         self.pending: dict[str, _Pending] = {}
         self.finished: set[str] = set()
+        self.partial: dict[str, str] = {}  # video -> why it is incomplete (truncated, allow_partial)
 
     def add(self, row: dict[str, Any]) -> tuple | None:
         vid = str(row["video_id"])
@@ -135,6 +136,8 @@ class ChunkAssembler:
             self.finished.add(vid)
             return ("failed", vid, path, error or "unknown error")
         p = self.pending.setdefault(vid, _Pending(path=path))
+        if row.get("partial"):
+            self.partial[vid] = str(row["partial"])
         lv = row.get("levels")
         p.chunks[chunk] = (
             np.asarray(row["latents"]), np.asarray(row["timestamps"]), np.asarray(row["indices"]),
@@ -405,7 +408,7 @@ def build_dataset(todo: Sequence[VideoInput], model_path: str | None, sampling: 
             compute=TaskPoolStrategy(size=cfg.decode.concurrency),
             fn_kwargs={"sampling": sampling, "timeout_s": 2 * cfg.decode.timeout_s + 5,
                        "storage_options": cfg.storage_options, "scratch_dir": cfg.decode.scratch_dir,
-                       "scratch_mb": cfg.decode.scratch_mb},
+                       "scratch_mb": cfg.decode.scratch_mb, "allow_partial": cfg.decode.allow_partial},
             num_cpus=cfg.decode.num_cpus,
             max_retries=cfg.decode.max_retries,
             retry_exceptions=False,
@@ -465,6 +468,9 @@ def _run_dataset(todo, model_path, sampling, cfg, writer, summary, codec, backbo
                 continue
             _, vid, path, latents, timestamps, indices, f16, levels = event
             meta = {"path": path, "frame_indices": indices.tolist()}
+            if vid in assembler.partial:  # a truncated file kept with decode.allow_partial
+                meta["partial"] = assembler.partial.pop(vid)
+                log.warning("partial: %s (%s): %s", vid, path, meta["partial"])
             if cfg.inference.keep_top1 is not None:
                 if levels is None:
                     raise PipelineError(f"video {vid!r}: the encoder returned no per-frame levels although "
@@ -516,6 +522,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="Ray cluster address ('auto', 'ray://host:10001'); default: RAY_ADDRESS or a local Ray")
     parser.add_argument("--raw", action="store_true", help="write float16 backbone features (to train a head at scale)")
     parser.add_argument("--overwrite", action="store_true", help="re-extract videos already complete in the store")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="keep the decodable part of truncated videos, marked partial in the store (default: "
+                             "a truncated video is a failure row; decode.allow_partial)")
     parser.add_argument("--batch-size", type=int, default=None, help="frames per model call (overrides the config)")
     parser.add_argument("--actors", type=int, default=None, help="encoder actors (overrides the config)")
     parser.add_argument("--rate", type=float, default=None,
@@ -544,7 +553,8 @@ def _config_from_args(args: argparse.Namespace) -> ExtractConfig:
     if args.overwrite:
         output["overwrite"] = True
     ray_cfg = {"num_cpus": args.num_cpus} if args.num_cpus else {}
-    cfg = cfg.with_overrides(inference=inference, output=output, ray=ray_cfg)
+    decode = {"allow_partial": True} if getattr(args, "allow_partial", False) else {}
+    cfg = cfg.with_overrides(inference=inference, output=output, ray=ray_cfg, decode=decode)
     if args.no_progress:
         cfg = cfg.replace(progress=False)
     from featcomp.storage import storage_options_from_args

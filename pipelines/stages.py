@@ -13,9 +13,11 @@ Each stage is a thin adapter over featcomp's public API:
   groups into a call; rows then also carry ``levels``.
 
 Rows carry ``video_id``, ``path``, ``chunk`` (0-based), ``last`` (the final chunk of the video),
-``timestamps`` (seconds), ``indices`` (frame numbers) and ``error`` (empty when fine). A failed
+``timestamps`` (seconds), ``indices`` (frame numbers), ``error`` (empty when fine) and ``partial``
+(empty, or why a truncated video decoded with ``allow_partial`` is incomplete). A failed
 video yields exactly one row with ``chunk == -1`` and the error text; the driver records it in the
-store's failures table. Exceptions never escape a stage for bad input: a Ray Data UDF exception
+store's failures table. A truncated video is such a failure (``TruncatedVideoError``) unless the
+job allows partial videos; then its decodable part goes on, marked partial. Exceptions never escape a stage for bad input: a Ray Data UDF exception
 would fail the whole dataset. Process deaths (kill -9, OOM) do escape, and Ray retries them.
 
 This module is imported by Ray workers; it imports ray only for typing-free helpers (none at import).
@@ -56,10 +58,12 @@ def failure_row(video_id: str, path: str, error: str) -> dict[str, Any]:
         "timestamps": np.zeros((1, 0), dtype=np.float64),
         "indices": np.zeros((1, 0), dtype=np.int64),
         "error": np.array([error]),
+        "partial": np.array([""]),
     }
 
 
-def _chunk_row(video_id: str, path: str, chunk: int, last: bool, frames, timestamps, indices) -> dict[str, Any]:
+def _chunk_row(video_id: str, path: str, chunk: int, last: bool, frames, timestamps, indices,
+               partial: str | None = None) -> dict[str, Any]:
     return {
         "video_id": np.array([video_id]),
         "path": np.array([path]),
@@ -69,6 +73,7 @@ def _chunk_row(video_id: str, path: str, chunk: int, last: bool, frames, timesta
         "timestamps": np.asarray(timestamps, dtype=np.float64)[None],
         "indices": np.asarray(indices, dtype=np.int64)[None],
         "error": np.array([""]),
+        "partial": np.array([partial or ""]),
     }
 
 
@@ -96,7 +101,7 @@ def _localize(path: str, tmpdir: str, storage_options: dict | None = None, scrat
 
 
 def _produce(path: str, sampling: Any, out: queue.Queue, tmpdir: str, storage_options: dict | None = None,
-             scratch_mb: int | None = None) -> None:
+             scratch_mb: int | None = None, allow_partial: bool = False) -> None:
     """Decode ``path`` into ``out``: FrameBatch items, then _DONE, or an exception."""
     try:
         from featcomp.video import sample_frames
@@ -104,7 +109,8 @@ def _produce(path: str, sampling: Any, out: queue.Queue, tmpdir: str, storage_op
         local = _localize(path, tmpdir, storage_options, scratch_mb)
         # one decoder thread: each decode task holds one CPU, and a single-threaded decoder spends
         # 10-25% less CPU per frame than FFmpeg's automatic threading (docs/pipeline.md)
-        for fb in sample_frames(local, sampling, threads=1):
+        extra = {"allow_partial": True} if allow_partial else {}
+        for fb in sample_frames(local, sampling, threads=1, **extra):
             out.put(fb)
         out.put(_DONE)
     except BaseException as e:  # noqa: BLE001 - reported as a failure row
@@ -113,7 +119,7 @@ def _produce(path: str, sampling: Any, out: queue.Queue, tmpdir: str, storage_op
 
 def decode_videos(batch: dict[str, np.ndarray], *, sampling: Any, timeout_s: float = 60.0,
                   storage_options: dict | None = None, scratch_dir: str | None = None,
-                  scratch_mb: int | None = None) -> Iterator[dict[str, Any]]:
+                  scratch_mb: int | None = None, allow_partial: bool = False) -> Iterator[dict[str, Any]]:
     """Ray Data UDF: decode the videos of ``batch`` into chunk rows (see the module docstring).
 
     Args:
@@ -126,6 +132,8 @@ def decode_videos(batch: dict[str, np.ndarray], *, sampling: Any, timeout_s: flo
         storage_options: Options of the filesystem of URL inputs (:mod:`featcomp.storage`).
         scratch_dir: Where URL inputs are staged (``None``: the system temporary directory).
         scratch_mb: Largest video staged (MiB); a larger one becomes a failure row.
+        allow_partial: Keep the decodable part of a truncated video (rows carry ``partial``, the
+            reason) instead of a ``TruncatedVideoError`` failure row.
 
     Yields:
         One-row batches: chunks of frames uint8 ``(1, n, H, W, 3)``, or a failure row.
@@ -137,7 +145,7 @@ def decode_videos(batch: dict[str, np.ndarray], *, sampling: Any, timeout_s: flo
         tmpdir = tempfile.mkdtemp(prefix="featcomp-decode-", dir=scratch_dir or None)
         q: queue.Queue = queue.Queue(maxsize=2)  # bounded: the decoder runs at most 2 chunks ahead
         worker = threading.Thread(
-            target=_produce, args=(path, sampling, q, tmpdir, storage_options, scratch_mb), daemon=True,
+            target=_produce, args=(path, sampling, q, tmpdir, storage_options, scratch_mb, allow_partial), daemon=True,
             name=f"decode {video_id}",
         )
         worker.start()
@@ -169,7 +177,7 @@ def decode_videos(batch: dict[str, np.ndarray], *, sampling: Any, timeout_s: flo
                 if held is not None:
                     yield _chunk_row(video_id, path, chunk, False, *held)
                     chunk += 1
-                held = (item.frames, item.timestamps, item.indices)
+                held = (item.frames, item.timestamps, item.indices, getattr(item, "partial", None))
         finally:
             # also when a hung decoder still holds the staged file: on POSIX its space is freed
             # once the file is closed, so scratch never outlives the task
@@ -308,6 +316,7 @@ class EncodeChunks:
             "timestamps": list(batch["timestamps"]),
             "indices": list(batch["indices"]),
             "error": np.array(errors),
+            "partial": np.array([str(x) for x in batch.get("partial", [""] * n)]),
             # what the same frames' backbone features would take as float16 (the summary's baseline)
             "float16_bytes": np.array([2 * len(o) * (self._feature_elems or 0) for o in outputs], dtype=np.int64),
             **extra,

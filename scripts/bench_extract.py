@@ -1,8 +1,14 @@
-"""Benchmark decoding, backbones and single-clip extraction; writes the ``extract`` section of docs/benchmarks.md.
+"""Benchmark decoding, backbones and single-clip extraction; writes the ``decoders`` and ``extract``
+sections of docs/benchmarks.md.
 
 Rows:
 
-* decode frames/s, decord vs PyAV, at 224p and 720p (all frames, sequential batches of 32);
+* ``decoders`` (also alone with ``--decode-only``, about a minute): every installed decoder backend
+  side by side (PyAV, decord, torchcodec) at 224p and 720p: sequential frames/s with FFmpeg's
+  automatic threads and with one thread (what the extraction job's decode tasks use), random-access
+  frames/s and seek accuracy (64 random frames vs the same backend's sequential decode), exact frame
+  equality with PyAV, open cost, and which backends read the B-frame AVI of issue 17. Backends are
+  measured in interleaved rounds in one run (the machine is shared: compare the ratios);
 * backbone images/s (preprocess + forward on frames already in memory);
 * end-to-end ``extract_features`` features/s vs backbone-only on the same frames (target >= 0.85x);
 * peak RSS of ``extract_features`` on a 30-minute 360p clip at 5 fps, measured in a subprocess
@@ -14,7 +20,7 @@ clip is synthesized with PyAV (cheap low-complexity frames) and cached under ``d
 
 Usage::
 
-    .venv/bin/python scripts/bench_extract.py [--quick] [--no-write]
+    .venv/bin/python scripts/bench_extract.py [--quick] [--no-write] [--decode-only] [--device cuda]
 """
 
 from __future__ import annotations
@@ -93,16 +99,123 @@ def long_clip(minutes: float, fps: int = 10, width: int = 640, height: int = 360
     return path
 
 
-def bench_decode(path: Path, backend: str, batch: int = 32) -> tuple[float, int]:
+def decoder_rows(path: Path, label: str, backends: list[str], rounds: int, device: str | None) -> tuple[list, dict]:
+    """One row per backend for ``path``; returns the rows and {backend: sequential frames/s (auto threads)}."""
     from featcomp.video import open_video
 
-    with open_video(path, backend=backend) as dec:
+    def opened(backend: str, **kw):
+        extra = {"device": device} if (device and backend == "torchcodec") else {}
+        return open_video(path, backend=backend, **extra, **kw)
+
+    with opened("pyav") as dec:
         n = dec.num_frames
+        ref_frames = dec.get_frames(np.arange(n))
+    rng = np.random.default_rng(0)
+    access = rng.integers(0, n, 64)
+
+    def seq(backend: str, threads: int | None) -> float:
+        with opened(backend, threads=threads) as dec:
+            t = time.perf_counter()
+            for s in range(0, n, 32):
+                dec.get_frames(np.arange(s, min(n, s + 32)))
+            return n / (time.perf_counter() - t)
+
+    def rand(backend: str) -> tuple[float, int]:
+        with opened(backend) as dec:
+            t = time.perf_counter()
+            got = [dec.get_frames([int(i)])[0] for i in access]  # one frame per call: a seek each time
+            rate = len(access) / (time.perf_counter() - t)
+        exact = sum(int(np.array_equal(g, ref_frames[i])) for g, i in zip(got, access))
+        return rate, exact
+
+    def open_ms(backend: str) -> float:
         t = time.perf_counter()
-        for s in range(0, n, batch):
-            dec.get_frames(np.arange(s, min(n, s + batch)))
-        dt = time.perf_counter() - t
-    return n / dt, n
+        with opened(backend) as dec:
+            dec.get_frames([0])
+        return 1000 * (time.perf_counter() - t)
+
+    for b in backends:  # warm the page cache and each library's one-time imports
+        seq(b, None)
+    res: dict[str, dict] = {b: {"seq": [], "seq1": [], "rand": [], "open": []} for b in backends}
+    exact_rand: dict[str, int] = {}
+    for _ in range(rounds):  # interleaved, so load changes hit every backend alike
+        for b in backends:
+            res[b]["seq"].append(seq(b, None))
+            res[b]["seq1"].append(seq(b, 1))
+            r, e = rand(b)
+            res[b]["rand"].append(r)
+            exact_rand[b] = min(exact_rand.get(b, e), e)
+            res[b]["open"].append(open_ms(b))
+    rows, seq_rate = [], {}
+    base = {k: float(np.median(res["pyav"][k])) for k in ("seq", "seq1", "rand")}
+    for b in backends:
+        med = {k: float(np.median(v)) for k, v in res[b].items()}
+        seq_rate[b] = med["seq"]
+        with opened(b) as dec:
+            frames = dec.get_frames(np.arange(n))
+        same = int(sum(np.array_equal(a, c) for a, c in zip(frames, ref_frames)))
+        maxdiff = int(np.abs(frames.astype(np.int16) - ref_frames.astype(np.int16)).max())
+        rows.append([label, b + (f" ({device})" if device and b == "torchcodec" else ""), n,
+                     f"{med['seq']:,.0f} ({med['seq'] / base['seq']:.2f}x)",
+                     f"{med['seq1']:,.0f} ({med['seq1'] / base['seq1']:.2f}x)",
+                     f"{med['rand']:,.0f} ({med['rand'] / base['rand']:.2f}x)",
+                     f"{exact_rand[b]}/{len(access)}", f"{same}/{n}" + ("" if same == n else f" (max diff {maxdiff})"),
+                     f"{med['open']:.0f}"])
+        print("decoders", label, b, {k: round(v, 1) for k, v in med.items()}, f"exact {same}/{n}", flush=True)
+    return rows, seq_rate
+
+
+def issue_file_rows(backends: list[str]) -> list[list[str]]:
+    """Which backend reads the B-frame AVIs of issue 17 (barcoded: each frame names its index)."""
+    from featcomp import VideoError
+    from featcomp.video import open_video
+    from tests.clips import read_barcodes
+    from tests.video.test_backends import make_bframes_avi
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    files = {"MPEG-4 Part 2, B-frames, GOP 5, AVI, non-UTF-8 title": make_bframes_avi(CACHE / "bench_issue17_mpeg4.avi"),
+             "H.264, B-frames, GOP 12, AVI": make_bframes_avi(CACHE / "bench_issue17_h264.avi", codec="libx264", gop=12)}
+    access = [17, 3, 39, 20, 8, 30, 30, 29, 0, 12, 13, 11, 5, 38]
+    rows = []
+    for what, path in files.items():
+        cells = []
+        for b in backends:
+            try:
+                with open_video(path, backend=b) as dec:
+                    ok = read_barcodes(dec.get_frames(access)).tolist() == access
+                cells.append("reads, exact" if ok else "WRONG FRAMES")
+            except VideoError as e:  # the backend's own reason, without the path and open_video's wrapping
+                cells.append("refuses: " + str(e).split(f"{path}: ")[-1].split(";")[0])
+        rows.append([what, *cells])
+    return rows
+
+
+def decoders_section(c224: Path, c720: Path, src224: str, src720: str, quick: bool, device: str | None) -> str:
+    from featcomp.video import AUTO_ORDER, available_decoders
+
+    backends = ["pyav", *[b for b in available_decoders() if b != "pyav"]]
+    rounds = 1 if quick else 3
+    rows, rates = [], {}
+    for label, path in (("224p", c224), ("720p", c720)):
+        r, rate = decoder_rows(path, label, backends, rounds, device)
+        rows += r
+        rates[label] = rate
+    lines = [
+        "## Decoders (`scripts/bench_extract.py --decode-only`)", "",
+        f"Every installed backend side by side, in {rounds} interleaved round(s) (medians); ratios are to PyAV in "
+        "the same run, which is what to compare on a shared machine. Sequential: all frames, batches of 32, native "
+        "size, RGB uint8. Random: 64 random frames (seed 0), one `get_frames` call each (a seek per frame); "
+        "accurate = pixel-identical to PyAV's sequential decode of that frame (seek accuracy). "
+        "Identical to PyAV: frames whose pixels equal PyAV's exactly. Open: `open_video` + first frame, ms "
+        "(the packet index PyAV builds for every backend included).", "",
+        markdown_table(["clip", "backend", "frames", "sequential frames/s (auto threads)", "sequential frames/s (1 thread)",
+                        "random frames/s", "random accurate", "identical to PyAV", "open (ms)"], rows), "",
+        f"224p: {src224}; 720p: {src720}.", "",
+        "### The files of issue 17 (barcoded clips made by `tests/video/test_backends.py`)", "",
+        markdown_table(["file", *backends], issue_file_rows(backends)), "",
+        f"`backend=\"auto\"` order: {', '.join(AUTO_ORDER)} (the installed ones; see docs/decisions.md, \"Default decoder\").", "",
+    ]
+    return "\n".join(lines)
 
 
 RSS_CHILD = r"""
@@ -122,6 +235,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short clips and a 3-minute long clip")
     ap.add_argument("--no-write", action="store_true", help="print, do not write docs/benchmarks.md")
     ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--decode-only", action="store_true", help="only the decoders section (about a minute)")
+    ap.add_argument("--device", default=None, help="torchcodec's device for the decoders section (e.g. cuda)")
     args = ap.parse_args()
 
     import torch
@@ -145,17 +260,14 @@ def main() -> None:
         src720 = "synthetic 1280x720 barcode clip (132 frames)"
     lines: list[str] = []
 
-    # --- decode ----------------------------------------------------------------------------
-    rows = []
-    for label, path in (("224p", c224), ("720p", c720)):
-        for backend in ("decord", "pyav"):
-            bench_decode(path, backend)  # warm the page cache
-            fps, n = bench_decode(path, backend)
-            rows.append([label, backend, n, f"{fps:,.0f}"])
-            print("decode", label, backend, f"{fps:.0f} frames/s", flush=True)
-    lines += ["### Decoding (all frames, native size, RGB uint8, batches of 32)", "",
-              markdown_table(["clip", "backend", "frames", "frames/s"], rows), "",
-              f"224p: {src224}; 720p: {src720}.", ""]
+    # --- decoders, side by side -------------------------------------------------------------
+    body = decoders_section(c224, c720, src224, src720, args.quick, args.device)
+    print(body)
+    if not args.no_write:
+        print("wrote", write_section("decoders", body))
+    if args.decode_only:
+        return
+    lines += ["Decoding speed of every backend: the `decoders` section above.", ""]
 
     # --- backbone vs end-to-end ------------------------------------------------------------
     bb = build_backbone(args.backbone, weights=None)  # random init: same speed as pretrained

@@ -46,6 +46,8 @@ def main_info(args: argparse.Namespace) -> int:
     print(f"vs float16 {what:<7s} {fmt(info['ratio_vs_float16'], '.2f')}x smaller than the stored {what} as float16 "
           f"({fmt(info['float16_bytes'], ',.0f')} bytes); {fmt(info['ratio_on_disk'], '.2f')}x counting the fixed bytes")
     print(f"failures         {info['failures']}")
+    if info.get("partial"):
+        print(f"partial          {info['partial']} (truncated files, decodable part kept; featcomp verify lists them)")
     return 0
 
 

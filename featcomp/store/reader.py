@@ -645,7 +645,8 @@ class FeatureStore(Mapping):
             ``backbone_ratio_on_disk`` (coded stores whose model card names the head's
             ``in_channels``: the float16 backbone features the latents replace), ``failures``, ``mode``,
             ``digest``, ``codec_kind`` (the entropy-model kind; None for raw stores), ``rate_levels``
-            (levels of a store that records a rate level per frame, else 0).
+            (levels of a store that records a rate level per frame, else 0), ``partial`` (videos kept
+            from truncated files, :meth:`partial_videos`).
         """
         sizes = self.fs.walk_sizes()
         total = sum(sizes.values())
@@ -692,7 +693,23 @@ class FeatureStore(Mapping):
             "ratio_vs_backbone_float16": (bb16 / data) if bb16 and data else None,
             "backbone_ratio_on_disk": (bb16 / total) if bb16 and total else None,
             "failures": len(self.failures()),
+            "partial": len(self.partial_videos()),
         }
+
+    def partial_videos(self) -> dict[str, str]:
+        """Videos stored from a truncated file (``allow_partial``): ``{video_id: reason}``.
+
+        Their metadata carries ``"partial"``: why the decodable part is all there is (e.g.
+        ``"decoded 4 of the 17 frames the container declares"``). Stores written before this
+        existed simply have none.
+        """
+        out: dict[str, str] = {}
+        for vid, m in zip(self._index.ids, self._index.meta):
+            if m and '"partial"' in m:
+                reason = json.loads(m).get("partial")
+                if reason:
+                    out[vid] = str(reason)
+        return out
 
     def _backbone_float16_bytes(self, frames: int, sample: tuple[int, ...] | None) -> int | None:
         """float16 bytes of the backbone features the stored latents replace, from the model card.

@@ -25,6 +25,9 @@ class VerifyReport:
         store: the URL. ok: no problems. problems: one line per problem (naming video/part/chunk).
         kind: the entropy-model kind of a coded store (None: raw). format_version: the store's.
         videos, frames, parts, chunks: what was checked. compacted: index files folded by ``compact``.
+        partial: ``{video_id: reason}`` of videos kept from truncated files (``allow_partial``): they
+            are intact as stored, so not problems, but listed so they never pass for complete ones.
+        failures: videos in the failures table.
     """
 
     store: str
@@ -36,6 +39,8 @@ class VerifyReport:
     compacted: int = 0
     kind: str | None = None
     format_version: int | None = None
+    partial: dict[str, str] = field(default_factory=dict)
+    failures: int = 0
 
     @property
     def ok(self) -> bool:
@@ -122,6 +127,11 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
                 problem(f"{st.url}: video {vid!r} has no per-frame rate levels in a store that records them")
         except (StoreError, CodecError) as e:
             problem(str(e))
+    rep.partial = st.partial_videos()
+    try:
+        rep.failures = len(st.failures())
+    except StoreError as e:
+        problem(str(e))
     if compact and rep.ok:
         rep.compacted = compact_store(st.url, storage_options=st.storage_options,
                                       include_remote_logs=include_remote_logs)
@@ -209,6 +219,10 @@ def describe(report: VerifyReport) -> str:
              f"{report.frames} frames, {report.parts} parts, {report.chunks} chunks checked"]
     if report.compacted:
         lines.append(f"compacted {report.compacted} index files/logs into one")
+    if report.failures:
+        lines.append(f"{report.failures} video(s) failed and are not stored (featcomp info; open_store(..).failures())")
+    lines += [f"PARTIAL: video {vid!r}: truncated file, only its decodable part is stored ({why})"
+              for vid, why in sorted(report.partial.items())]
     lines += [f"PROBLEM: {p}" for p in report.problems]
     lines.append("OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)")
     return "\n".join(lines)

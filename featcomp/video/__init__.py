@@ -1,20 +1,24 @@
 """Video decoding and frame sampling with timestamps (layer 1).
 
-``open_video`` gives frame-accurate random access (decord by default, PyAV as the fallback) with
-resize on decode; ``sample_frames`` streams the frames a :class:`SamplingConfig` picks in bounded
+``open_video`` gives frame-accurate random access (backends ``pyav``, ``decord`` and ``torchcodec``;
+decord and torchcodec are optional) with resize on decode; ``sample_frames`` streams the frames a :class:`SamplingConfig` picks in bounded
 batches, each frame with its presentation timestamp in seconds. Importing this package imports numpy
-only (no torch, no decord, no PyAV until a file is opened). See docs/video.md.
+only (no torch, no decord, no PyAV, no torchcodec until a file is opened). See docs/video.md.
 """
 
 from __future__ import annotations
 
 from featcomp.video import decord_backend as _decord_backend  # noqa: F401  (registers "decord")
 from featcomp.video import pyav_backend as _pyav_backend  # noqa: F401  (registers "pyav")
+from featcomp.video import torchcodec_backend as _torchcodec_backend  # noqa: F401  (registers "torchcodec")
 from featcomp.video.base import (
+    AUTO_ORDER,
     DEFAULT_TIMEOUT_S,
     VideoDecoder,
     VideoIndex,
+    available_decoders,
     build_index,
+    decoder_available,
     decoder_names,
     get_decoder,
     open_video,
@@ -22,19 +26,24 @@ from featcomp.video.base import (
 )
 from featcomp.video.decord_backend import DecordDecoder
 from featcomp.video.pyav_backend import PyAVDecoder
+from featcomp.video.torchcodec_backend import TorchCodecDecoder
 from featcomp.video.sampling import FrameBatch, SamplePlan, SamplingConfig, SamplingMode, plan_samples, sample_frames
 
 __all__ = [
+    "AUTO_ORDER",
     "DEFAULT_TIMEOUT_S",
     "VideoDecoder",
     "VideoIndex",
     "DecordDecoder",
     "PyAVDecoder",
+    "TorchCodecDecoder",
     "FrameBatch",
     "SamplePlan",
     "SamplingConfig",
     "SamplingMode",
+    "available_decoders",
     "build_index",
+    "decoder_available",
     "decoder_names",
     "get_decoder",
     "open_video",

@@ -20,10 +20,15 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from featcomp.errors import VideoError
+from featcomp.errors import TruncatedVideoError, VideoError
 from featcomp.registry import Registry
 
 __all__ = [
+    "AUTO_ORDER",
+    "BACKEND_PACKAGES",
+    "available_decoders",
+    "backend_import",
+    "decoder_available",
     "VideoDecoder",
     "VideoIndex",
     "build_index",
@@ -159,6 +164,21 @@ class VideoIndex:
         codec: Codec name.
         damaged: True when the packets disagree with the header or some are corrupt (the tail was
             verified by decoding); decoders then avoid frame threading, which drops frames around damage.
+        declared_duration: Duration of the video stream the container declares, seconds (0.0 when it
+            declares none): the stream's own duration, the ``DURATION`` tag Matroska muxers write, or
+            the container's duration when the video is its only stream.
+        end_pts: Presentation end of the last demuxed frame (its pts plus its duration) in stream
+            time base, or 0 when unknown; with ``start_pts`` it measures what the packets cover.
+        start_pts: The stream's start time in stream time base (``pts[0]`` when unknown).
+        empty_packets: Zero-byte packets carrying a timestamp (AVI "repeat the previous frame"
+            markers): counted by the header, never frames of their own.
+        keyframe_seek: int64, aligned with ``keyframe_pts``: the timestamp to seek to for each
+            keyframe, ``min(pts, dts)``. Demuxers seek on decode timestamps (AVI stores only those),
+            so seeking to a keyframe's pts lands on a *later* keyframe when frames are reordered
+            (B-frames); None means ``keyframe_pts``.
+        reordered: True when frames are reordered (B-frames): packets arrive out of presentation
+            order, or the codec declares a reordering delay (AVI packets carry no presentation times).
+        container_format: FFmpeg's name of the container format (``"avi"``, ``"mov,mp4,m4a,3gp,3g2,mj2"``...).
     """
 
     path: str
@@ -170,6 +190,20 @@ class VideoIndex:
     header_frames: int
     codec: str
     damaged: bool = False
+    declared_duration: float = 0.0
+    end_pts: int = 0
+    start_pts: int | None = None
+    empty_packets: int = 0
+    keyframe_seek: np.ndarray | None = None
+    reordered: bool = False
+    container_format: str = ""
+
+    def seek_target(self, k: int) -> int:
+        """The timestamp to seek to so that decoding starts at or before keyframe ``k`` (its position
+        in ``keyframe_pts``): its dts when that is earlier than its pts."""
+        if self.keyframe_seek is not None and self.keyframe_seek.shape == self.keyframe_pts.shape:
+            return int(self.keyframe_seek[k])
+        return int(self.keyframe_pts[k])
 
     @property
     def num_frames(self) -> int:
@@ -186,6 +220,50 @@ class VideoIndex:
         if ts.shape[0] < 2 or ts[-1] <= 0:
             return 0.0
         return float((ts.shape[0] - 1) / ts[-1])
+
+    def truncation(self) -> tuple[int, str] | None:
+        """Whether the decodable frames fall short of what the container declares.
+
+        Two checks, by what the container declares (docs/video.md, "Truncated videos"):
+
+        * an exact frame count (mp4/mov sample tables, AVI headers): short when fewer frames decode
+          than the header counts (zero-byte repeat markers are not missing frames). No tolerance:
+          the count is exact, and it matched the packets on every test and real clip.
+        * only a duration (Matroska/WebM): short when the decoded frames end more than
+          ``max(1.5 frame intervals, 50 ms)`` before the declared duration. The end of the decoded
+          part is the last frame's pts plus its own demuxed duration (so a long-held last frame of
+          a variable-rate file is not taken for missing frames), or plus the median frame interval
+          when the tail is damaged. On complete mkv/webm clips (constant and variable rate,
+          1-60 frames, 16.7-100 ms frames) the gap measured 0-1 ms; a cut that loses a single
+          frame can go unnoticed.
+
+        Returns:
+            None when nothing is missing (or nothing is declared); else ``(declared_frames, reason)``,
+            declared_frames being the header's count or ``round(duration * fps)``.
+        """
+        n = self.num_frames
+        if self.header_frames > 0:
+            declared = self.header_frames - self.empty_packets
+            if n < declared:
+                return declared, f"decoded {n} of the {declared} frames the container declares"
+            return None
+        if self.declared_duration <= 0 or self.time_base <= 0:
+            return None
+        start = self.start_pts if self.start_pts is not None else int(self.pts[0])
+        start = min(start, int(self.pts[0]))
+        diffs = np.diff(self.pts)
+        step = float(np.median(diffs)) * self.time_base if diffs.size else 0.0
+        last = int(self.pts[-1])
+        # the last frame's own duration (demuxed), unless the tail was cut (then it is unknown)
+        end = self.end_pts if self.end_pts > last and not self.damaged else last + (step / self.time_base)
+        covered = (end - start) * self.time_base
+        missing = self.declared_duration - covered
+        if missing > max(1.5 * step, 0.05):
+            declared = int(round(n * self.declared_duration / covered)) if covered > 0 else n + 1
+            declared = max(declared, n + 1)
+            return declared, (f"decoded {n} frames covering {covered:.3f} s of the {self.declared_duration:.3f} s "
+                              f"the container declares (about {declared - n} frames missing)")
+        return None
 
 
 def check_file(path: str | os.PathLike[str]) -> str:
@@ -231,9 +309,16 @@ def _index_with_pyav(path: str) -> VideoIndex:
         key_list: list[int] = []
         any_corrupt = False
         dts_only = False
+        empty = 0
+        end_pts = 0
+        key_seek: dict[int, int] = {}
+        reordered = False
+        max_pts: int | None = None
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
+                    if packet.pts is not None or packet.dts is not None:
+                        empty += 1  # a zero-byte repeat marker (AVI), not PyAV's end-of-stream packet
                     continue
                 if packet.is_corrupt:
                     any_corrupt = True
@@ -245,11 +330,23 @@ def _index_with_pyav(path: str) -> VideoIndex:
                 if p is None:
                     continue
                 pts_list.append(int(p))
+                if max_pts is not None and p < max_pts:
+                    reordered = True
+                max_pts = p if max_pts is None else max(max_pts, p)
+                if packet.duration:
+                    end_pts = max(end_pts, int(p) + int(packet.duration))
                 if packet.is_keyframe:
                     key_list.append(int(p))
+                    d = packet.dts
+                    key_seek[int(p)] = min(int(p), int(d)) if d is not None else int(p)
         except av.error.FFmpegError:
             any_corrupt = True  # the demuxer stops at the damage; keep what came before
         header = int(stream.frames or 0)
+        declared_s = _declared_duration(container, stream, tb)
+        start_pts = int(stream.start_time) if stream.start_time is not None else None
+        fmt = str(getattr(container.format, "name", "") or "")
+        # AVI stores no presentation times: its packets look ordered even with B-frames; the codec knows
+        reordered = reordered or bool(getattr(ctx, "has_b_frames", 0))
     finally:
         container.close()
     if not pts_list:
@@ -260,10 +357,29 @@ def _index_with_pyav(path: str) -> VideoIndex:
     keys = np.unique(np.asarray(key_list, dtype=np.int64))
     if width <= 0 or height <= 0:
         raise VideoError(f"{path}: the video stream has no frame size (codec {codec!r} unsupported?)")
-    index = VideoIndex(path, pts, tb, keys, width, height, header, codec)
-    if any_corrupt or dts_only or (header > 0 and header != pts.shape[0]):
+    seek = np.asarray([key_seek[int(k)] for k in keys], dtype=np.int64)
+    index = VideoIndex(path, pts, tb, keys, width, height, header, codec, declared_duration=declared_s,
+                       end_pts=end_pts, start_pts=start_pts, empty_packets=empty, keyframe_seek=seek,
+                       reordered=reordered, container_format=fmt)
+    if any_corrupt or dts_only or (header > 0 and header != pts.shape[0] + empty):
         index = _verify_tail(index)
     return index
+
+
+def _declared_duration(container: Any, stream: Any, tb: float) -> float:
+    """Seconds of video the container declares, 0.0 when it declares none (see ``VideoIndex``)."""
+    if stream.duration and tb > 0:
+        return float(stream.duration) * tb
+    tag = {str(k).upper(): v for k, v in (stream.metadata or {}).items()}.get("DURATION")
+    if tag:  # Matroska muxers write the track's duration as "HH:MM:SS.nnnnnnnnn"
+        try:
+            h, m, sec = str(tag).strip().split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            pass
+    if container.duration and len(container.streams) == 1:  # another stream may run longer than the video
+        return float(container.duration) / 1e6
+    return 0.0
 
 
 def _verify_tail(index: VideoIndex) -> VideoIndex:
@@ -272,11 +388,12 @@ def _verify_tail(index: VideoIndex) -> VideoIndex:
 
     path = index.path
     start = int(index.keyframe_pts[-1]) if index.keyframe_pts.size else int(index.pts[0])
+    seek_to = index.seek_target(index.keyframe_pts.size - 1) if index.keyframe_pts.size else start
     decoded: list[int] = []
     with av.open(path, metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         try:
-            container.seek(start, stream=stream, backward=True, any_frame=False)
+            container.seek(seek_to, stream=stream, backward=True, any_frame=False)
         except av.error.FFmpegError:
             container.seek(0)
         try:
@@ -297,8 +414,10 @@ def _verify_tail(index: VideoIndex) -> VideoIndex:
         pts = index.pts[keep]
     else:
         pts = index.pts[index.pts <= max(decoded)]
-    keys = index.keyframe_pts[index.keyframe_pts <= pts[-1]]
-    return dataclasses.replace(index, pts=pts, keyframe_pts=keys, damaged=True)
+    keep_keys = index.keyframe_pts <= pts[-1]
+    keys = index.keyframe_pts[keep_keys]
+    seek = index.keyframe_seek[keep_keys] if index.keyframe_seek is not None else None
+    return dataclasses.replace(index, pts=pts, keyframe_pts=keys, keyframe_seek=seek, damaged=True)
 
 
 def build_index(path: str | os.PathLike[str], *, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> VideoIndex:
@@ -350,6 +469,75 @@ def resolve_size(
 
 _DECODERS: Registry[Callable[..., VideoDecoder]] = Registry("video decoder")
 
+# backend -> (modules it imports, how to install them). decord and torchcodec are optional extras;
+# PyAV is a core dependency (it also builds the packet index every backend shares).
+BACKEND_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
+    "pyav": (("av",), "pip install av"),
+    "decord": (("decord",), "pip install decord (or featcomp[decord]); wheels exist for x86-64 Linux and Windows"),
+    "torchcodec": (
+        ("torchcodec.decoders", "torchcodec.transforms"),
+        "pip install torchcodec at the release matching your torch (0.16 for torch 2.14; or featcomp[torchcodec]), "
+        "plus FFmpeg 4-8 shared libraries (Debian/Ubuntu: apt-get install ffmpeg)",
+    ),
+}
+_IMPORTED: dict[str, tuple[Any, ...] | str] = {}  # backend -> modules, or why they do not import
+_IMPORT_LOCK = threading.Lock()
+
+
+def backend_import(name: str) -> tuple[Any, ...]:
+    """Import the packages of decoder backend ``name`` (cached), or say precisely what is missing.
+
+    Returns:
+        The imported modules, in the order of ``BACKEND_PACKAGES[name][0]``.
+
+    Raises:
+        VideoError: a package is missing or fails to load (e.g. torchcodec without FFmpeg libraries);
+            the message names the backend, the failure and the pip package to install.
+    """
+    import importlib
+
+    modules, hint = BACKEND_PACKAGES.get(name, ((), ""))
+    with _IMPORT_LOCK:
+        got = _IMPORTED.get(name)
+        if got is None:
+            try:
+                got = tuple(importlib.import_module(m) for m in modules)
+            except Exception as e:  # ImportError, or OSError/RuntimeError from native libraries
+                text = str(e).strip().splitlines()
+                got = f"{type(e).__name__}: {text[0][:200] if text else ''}"
+                if "FFmpeg" in str(e) and name == "torchcodec":
+                    got += " (torchcodec found no loadable FFmpeg libraries)"
+            _IMPORTED[name] = got
+    if isinstance(got, str):
+        raise VideoError(f"video backend {name!r} is not available ({got}). Install it: {hint}")
+    return got
+
+
+def decoder_available(name: str) -> bool:
+    """True when backend ``name`` is registered and its packages import (see :func:`backend_import`)."""
+    if name not in _DECODERS.names():
+        return False
+    if name not in BACKEND_PACKAGES:
+        return True  # a user-registered decoder: its factory reports its own needs
+    try:
+        backend_import(name)
+    except VideoError:
+        return False
+    return True
+
+
+def available_decoders() -> list[str]:
+    """The registered backends whose packages import here (``["pyav", "decord", "torchcodec"]`` at most
+    for the built-in ones)."""
+    return [n for n in decoder_names() if decoder_available(n)]
+
+
+# backend="auto" tries these in order, skipping the ones not installed (docs/decisions.md, "Default decoder"):
+# PyAV reads every file the others read, is 2x decord at 720p (1 thread), flat in memory and always
+# installed; decord (1.2x PyAV at 224p) only for files PyAV cannot open. torchcodec is for explicit use
+# (CUDA decoding): on the CPU it was 0.1-0.15x PyAV at 224p, and it needs PyAV's packet index anyway.
+AUTO_ORDER: tuple[str, ...] = ("pyav", "decord")
+
 
 def register_decoder(name: str, factory: Callable[..., VideoDecoder] | None = None, *, overwrite: bool = False):
     """Register a decoder factory ``factory(path, *, index, width, height, timeout_s) -> VideoDecoder``.
@@ -379,14 +567,18 @@ def open_video(
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
     index: VideoIndex | None = None,
     threads: int | None = None,
+    allow_partial: bool = False,
+    device: str | None = None,
 ) -> VideoDecoder:
     """Open a video for frame-accurate random access.
 
     Args:
         path: Video file.
-        backend: ``"decord"``, ``"pyav"``, any registered decoder name, or ``"auto"`` (decord, then
-            PyAV for files decord cannot open; PyAV first for videos of more than
-            ``AUTO_DECORD_MAX_FRAMES`` frames, because decord's memory grows with the frames decoded).
+        backend: ``"pyav"``, ``"decord"``, ``"torchcodec"``, any registered decoder name, or ``"auto"``:
+            the installed backends of ``AUTO_ORDER`` in turn, each falling back to the next for files it
+            cannot open or cannot read correctly (decord goes last for videos of more than
+            ``AUTO_DECORD_MAX_FRAMES`` frames, because its memory grows with the frames decoded).
+            A named backend that is not installed raises a ``VideoError`` naming its pip package.
         width: Output width in pixels (resize on decode); ``None`` keeps the aspect ratio / native.
         height: Output height in pixels.
         short_side: Resize so the shorter side is this many pixels (aspect kept); exclusive with
@@ -396,11 +588,19 @@ def open_video(
         threads: Decoder threads (``None``: the backend's default, usually one per core; ``1`` when the
             caller already runs one decoder per core, as the extraction job's decode tasks do: it
             spends less CPU per frame). Passed to the backend as ``threads=`` only when given.
+        device: Decoding device, passed to the backend only when given: ``"cuda"`` for torchcodec's
+            NVDEC decoding; decord and PyAV decode on the CPU only (``"cpu"``).
+        allow_partial: Open a truncated video (one whose frames end before the count or duration
+            its container declares, :meth:`VideoIndex.truncation`) instead of raising; the decoder
+            then gives the frames that decode and its ``partial`` attribute says why.
 
     Returns:
-        A :class:`VideoDecoder` (also a context manager).
+        A :class:`VideoDecoder` (also a context manager) whose ``partial`` attribute is None, or,
+        with ``allow_partial``, the reason the video is incomplete.
 
     Raises:
+        TruncatedVideoError: the video is truncated and ``allow_partial`` is False (names the file,
+            the frames decoded and declared, and what to do).
         VideoError: naming the path and the reason (missing, empty, not a video, truncated without
             an index, zero decodable frames, unsupported codec, decoder hang).
     """
@@ -415,21 +615,36 @@ def open_video(
         if "no such file" in str(e) or "empty file" in str(e) or "did not finish" in str(e):
             raise
         index, index_error = None, e
+    partial: str | None = None
+    short = index.truncation() if index is not None else None
+    if short is not None:
+        if not allow_partial:
+            raise TruncatedVideoError(p, index.num_frames, short[0], short[1])  # type: ignore[union-attr]
+        partial = short[1]
     if backend == "auto":
+        names = [n for n in AUTO_ORDER if decoder_available(n)] or ["pyav"]
         long_video = index is not None and index.num_frames > AUTO_DECORD_MAX_FRAMES
-        names = ["pyav", "decord"] if long_video else ["decord", "pyav"]
+        if long_video and "decord" in names:  # decord's memory grows with the frames decoded
+            names = [n for n in names if n != "decord"] + ["decord"]
     else:
+        get_decoder(backend)  # RegistryError for an unknown name, listing the known ones
+        if backend in BACKEND_PACKAGES:
+            backend_import(backend)  # VideoError naming the pip package when it is missing
         names = [backend]
     errors: list[str] = []
     for name in names:
         factory = get_decoder(name)
-        if index is None and name == "pyav":
-            errors.append(f"pyav: {index_error}")
+        if index is None and name in ("pyav", "torchcodec"):
+            errors.append(f"{name}: {index_error}")
             continue
         try:
-            extra = {} if threads is None else {"threads": threads}
-            return factory(p, index=index, width=width, height=height, short_side=short_side, timeout_s=timeout_s,
-                           **extra)
+            extra: dict[str, Any] = {} if threads is None else {"threads": threads}
+            if device is not None:
+                extra["device"] = device
+            dec = factory(p, index=index, width=width, height=height, short_side=short_side, timeout_s=timeout_s,
+                          **extra)
+            dec.partial = partial
+            return dec
         except VideoError as e:
             errors.append(f"{name}: {e}")
             if "did not finish" in str(e):

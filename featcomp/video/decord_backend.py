@@ -26,6 +26,24 @@ from featcomp.video.base import (
 __all__ = ["DecordDecoder"]
 
 
+def decord_unreliable(index: VideoIndex) -> str | None:
+    """Why decord's ``get_batch`` cannot be trusted on this file, or None.
+
+    Measured with barcoded clips (tests/video/test_backends.py): once a file has more than one keyframe,
+    decord 0.6.0 returns wrong frames, silently, after a seek on (a) MPEG-4 Part 2 with B-frames in any
+    container (asked 24, got 14) and (b) AVI holding H.264/HEVC or any codec with B-frames (AVI keeps
+    decode times only). Sequential reads from frame 0 are right; random access is what it gets wrong.
+    """
+    if index.keyframe_pts.size < 2:
+        return None
+    fmt = index.container_format.split(",")[0]
+    if index.codec == "mpeg4" and index.reordered:
+        return "MPEG-4 Part 2 video with B-frames"
+    if fmt == "avi" and (index.reordered or index.codec in ("h264", "hevc")):
+        return f"{index.codec} in AVI" + (" with B-frames" if index.reordered else "")
+    return None
+
+
 def _to_numpy(batch: Any) -> np.ndarray:
     if hasattr(batch, "asnumpy"):
         return batch.asnumpy()
@@ -47,6 +65,7 @@ class DecordDecoder:
         timeout_s: Deadline in seconds for opening and for each ``get_frames`` call.
         num_threads: decord decoding threads (0: decord's default).
         threads: Same as ``num_threads`` (the name :func:`~featcomp.video.open_video` passes); wins when given.
+        device: ``"cpu"`` only (anything else is a ``VideoError``).
     """
 
     backend = "decord"
@@ -62,14 +81,21 @@ class DecordDecoder:
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         num_threads: int = 0,
         threads: int | None = None,
+        device: str = "cpu",
     ) -> None:
-        import decord
+        from featcomp.video.base import backend_import
+
+        if str(device) != "cpu":
+            raise VideoError(f"{path}: the decord backend decodes on the CPU only, not {device!r}; "
+                             "use backend='torchcodec' for GPU decoding")
+        (decord,) = backend_import("decord")
 
         if threads is not None:
             num_threads = int(threads)
 
         self.path = str(path)
         self.timeout_s = timeout_s
+        self.partial: str | None = None  # set by open_video(allow_partial=True) on a truncated file
         self._broken: str | None = None
 
         def _open(w: int, h: int) -> Any:
@@ -79,6 +105,10 @@ class DecordDecoder:
                 msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else e.__class__.__name__
                 raise VideoError(f"{self.path}: decord cannot open it ({msg})") from None
 
+        why = decord_unreliable(index) if index is not None else None
+        if why:
+            raise VideoError(f"{self.path}: decord's random access returns wrong frames on {why}; open it "
+                             "with backend='pyav' or 'torchcodec' (backend='auto' does)")
         if index is not None:
             nw, nh = index.width, index.height
         else:
@@ -102,7 +132,10 @@ class DecordDecoder:
         self._vr = call_with_timeout(_open_checked, timeout_s, self.path, "opening with decord")
         n_decord = len(self._vr)
         if index is not None:
-            self.num_frames = min(n_decord, index.num_frames)
+            if n_decord < index.num_frames:  # never a silently shorter video: auto falls back to PyAV
+                raise VideoError(f"{self.path}: decord sees only {n_decord} of the {index.num_frames} frames "
+                                 "the packets hold; open it with backend='pyav'")
+            self.num_frames = index.num_frames
             self.timestamps = index.timestamps[: self.num_frames]
         else:
             self.num_frames = n_decord

@@ -27,6 +27,10 @@ from featcomp.video.base import (
 __all__ = ["PyAVDecoder"]
 
 
+class _OutOfOrder(Exception):
+    """The decoder returned a frame with a smaller pts than the one before (decode-order labels)."""
+
+
 class PyAVDecoder:
     """A :class:`~featcomp.video.base.VideoDecoder` built on PyAV (FFmpeg).
 
@@ -39,6 +43,7 @@ class PyAVDecoder:
         timeout_s: Deadline in seconds for opening and for each ``get_frames`` call.
         threads: FFmpeg threading: ``True``/``0``/``None`` automatic ("AUTO"), ``False``/``1`` none, ``n > 1``
             automatic with at most ``n`` threads.
+        device: ``"cpu"`` only (anything else is a ``VideoError``).
     """
 
     backend = "pyav"
@@ -53,7 +58,11 @@ class PyAVDecoder:
         short_side: int | None = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         threads: bool | int | None = True,
+        device: str = "cpu",
     ) -> None:
+        if str(device) != "cpu":
+            raise VideoError(f"{path}: the pyav backend decodes on the CPU only, not {device!r}; "
+                             "use backend='torchcodec' for GPU decoding")
         import av
 
         self.path = str(path)
@@ -66,6 +75,7 @@ class PyAVDecoder:
         self._pts = self._index.pts
         self._keys = self._index.keyframe_pts
         self._broken: str | None = None
+        self.partial: str | None = None  # set by open_video(allow_partial=True) on a truncated file
 
         def _open() -> Any:
             c = av.open(self.path, metadata_errors="ignore")
@@ -82,8 +92,12 @@ class PyAVDecoder:
         except av.error.FFmpegError as e:
             raise VideoError(f"{self.path}: PyAV cannot open it ({e})") from None
         self._stream = self._container.streams.video[0]
-        self._frames: Iterator[Any] | None = None
+        self._frames: Iterator[tuple[int, Any]] | None = None
         self._pos = 0  # position in self._pts of the next frame the iterator would give
+        # True once the decoder returned frames out of pts order: the container's pts are decode-order
+        # labels (AVI stores no presentation times; its demuxer makes them up from the decode order),
+        # so frames are then identified by their position in the output, counted from the keyframe
+        self._count_frames = self._index.reordered and self._index.container_format.split(",")[0] == "avi"
 
     # -- decoding -------------------------------------------------------------------------------
     def _decode_from(self, seek_pts: int | None) -> Iterator[Any]:
@@ -113,12 +127,47 @@ class PyAVDecoder:
         except av.error.FFmpegError:
             return
 
-    def _restart_for(self, pos: int) -> None:
+    def _labelled(self, frames: Iterator[Any]) -> Iterator[tuple[int, Any]]:
+        """``(pts, frame)`` in output (presentation) order: the frame's own pts, or, once the labels are
+        known to be decode-order ones, the pts of its display position counted from the first frame
+        after the seek (a keyframe, whose label is right: it is first in both orders of a closed GOP)."""
+        first: int | None = None
+        n = 0
+        last: int | None = None
+        for frame in frames:
+            fpts = frame.pts
+            if fpts is None:
+                continue
+            if not self._count_frames and last is not None and fpts < last:
+                self._count_frames = True
+                raise _OutOfOrder()
+            last = fpts
+            if not self._count_frames:
+                yield int(fpts), frame
+                continue
+            if first is None:
+                first = int(np.searchsorted(self._pts, fpts, side="left"))
+            p = first + n
+            n += 1
+            if p >= self._pts.shape[0]:
+                return
+            yield int(self._pts[p]), frame
+
+    def _restart_for(self, pos: int, back: int = 0) -> None:
+        """Seek so that decoding starts at or before the keyframe ``back`` keyframes before frame ``pos``'s.
+
+        The seek goes to the keyframe's dts when it is earlier than its pts (``VideoIndex.seek_target``):
+        demuxers seek on decode timestamps, and AVI knows no others, so with B-frames a seek to the
+        keyframe's pts lands on a later keyframe, past the frame wanted.
+        """
         target = self._pts[pos]
-        k = np.searchsorted(self._keys, target, side="right") - 1
-        seek_pts = int(self._keys[k]) if k >= 0 else int(self._pts[0])
-        self._frames = self._decode_from(seek_pts)
-        self._pos = int(np.searchsorted(self._pts, seek_pts, side="left"))
+        k = int(np.searchsorted(self._keys, target, side="right")) - 1 - back
+        if k >= 0:
+            seek_ts, key_pts = self._index.seek_target(k), int(self._keys[k])
+        else:
+            seek_ts = key_pts = int(self._pts[0])
+        self._frames = self._labelled(self._decode_from(seek_ts))
+        self._pos = int(np.searchsorted(self._pts, min(key_pts, seek_ts), side="left"))
 
     def _to_rgb(self, frame: Any) -> np.ndarray:
         if frame.width == self.width and frame.height == self.height:
@@ -134,26 +183,45 @@ class PyAVDecoder:
             key_pos = int(np.searchsorted(self._pts, self._keys[k], side="left")) if k >= 0 else 0
             if self._frames is None or pos < self._pos or key_pos > self._pos:
                 self._restart_for(pos)
-            assert self._frames is not None
-            found = False
-            for frame in self._frames:
-                fpts = frame.pts
-                if fpts is None:
+            # a miss is retried from one keyframe earlier, then from the start of the file, before it
+            # is called undecodable: a seek that lands late, or a decoder that returns frames out of
+            # presentation order, must not make a valid file look corrupt
+            attempts = [1, len(self._keys) + 1, None]
+            while attempts:
+                try:
+                    if self._find(target, out, j):
+                        break
+                except _OutOfOrder:  # now counting frames: decode this one again, from its keyframe
+                    self._restart_for(pos)
                     continue
-                self._pos = int(np.searchsorted(self._pts, fpts, side="right"))
-                if fpts == target:
-                    out[j] = self._to_rgb(frame)
-                    found = True
-                    break
-                if fpts > target:
-                    break
-            if not found:
-                self._frames = None
-                raise VideoError(
-                    f"{self.path}: frame {pos} (t={self.timestamps[pos]:.3f} s) could not be decoded "
-                    "(corrupt or truncated stream)"
-                )
+                attempt = attempts.pop(0)
+                if attempt is None:
+                    self._frames = None
+                    raise VideoError(
+                        f"{self.path}: frame {pos} (t={self.timestamps[pos]:.3f} s) could not be decoded "
+                        "(corrupt or truncated stream)"
+                    )
+                self._restart_for(pos, back=attempt)
         return out
+
+    _LATE = 16  # frames past the target after which it is not coming (deeper than any B-frame reordering)
+
+    def _find(self, target: int, out: np.ndarray, j: int) -> bool:
+        """Decode forward until the frame with pts ``target`` (into ``out[j]``); False when it did not come."""
+        assert self._frames is not None
+        late = 0
+        for fpts, frame in self._frames:
+            if fpts == target:
+                out[j] = self._to_rgb(frame)
+                self._pos = max(self._pos, int(np.searchsorted(self._pts, fpts, side="right")))
+                return True
+            self._pos = max(self._pos, int(np.searchsorted(self._pts, fpts, side="right")))
+            if fpts > target:
+                late += 1
+                if late >= self._LATE:
+                    break
+        self._frames = None
+        return False
 
     def get_frames(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Decode frames by index. See :meth:`VideoDecoder.get_frames`.

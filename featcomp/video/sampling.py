@@ -57,7 +57,7 @@ class SamplingConfig(Config):
         height: Output height in pixels.
         short_side: Resize so the shorter side has this many pixels; exclusive with width/height.
         batch_size: Frames (or windows) per :class:`FrameBatch`; bounds memory.
-        backend: Decoder name (``"auto"``, ``"decord"``, ``"pyav"``).
+        backend: Decoder name (``"auto"``, ``"pyav"``, ``"decord"``, ``"torchcodec"``).
         timeout_s: Deadline in seconds for opening and for each batch's decode.
     """
 
@@ -134,12 +134,14 @@ class FrameBatch:
         indices: int64 ``(n,)`` frame index in the video (first frame of each window).
         timestamps: float64 ``(n,)`` presentation time in seconds (first frame of each window).
         window_indices: int64 ``(n, window)`` for ``WINDOWS`` (padding repeats the last index), else None.
+        partial: None, or why the video is incomplete (a truncated file opened with ``allow_partial``).
     """
 
     frames: np.ndarray
     indices: np.ndarray
     timestamps: np.ndarray
     window_indices: np.ndarray | None = None
+    partial: str | None = None
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -221,6 +223,7 @@ def sample_frames(
     sampling: SamplingConfig | None = None,
     *,
     threads: int | None = None,
+    allow_partial: bool = False,
 ) -> Iterator[FrameBatch]:
     """Decode the frames a sampling picks, as a stream of bounded batches.
 
@@ -231,11 +234,14 @@ def sample_frames(
             the end) or an open :class:`~featcomp.video.base.VideoDecoder` (left open; its size is used).
         sampling: The rule; defaults to 1 frame per second.
         threads: Decoder threads when a path is opened here (see :func:`~featcomp.video.open_video`).
+        allow_partial: Decode the decodable part of a truncated file (each batch's ``partial`` says
+            why it is incomplete) instead of raising :class:`~featcomp.errors.TruncatedVideoError`.
 
     Yields:
         :class:`FrameBatch` of at most ``batch_size`` frames (windows), in time order.
 
     Raises:
+        TruncatedVideoError: the file ends before what its container declares (without ``allow_partial``).
         VideoError: the file cannot be opened or decoded (names the path and the reason).
     """
     sampling = sampling or SamplingConfig()
@@ -249,12 +255,14 @@ def sample_frames(
             short_side=sampling.short_side,
             timeout_s=sampling.timeout_s,
             threads=threads,
+            allow_partial=allow_partial,
         )
         if own
         else path_or_decoder  # type: ignore[assignment]
     )
     try:
         plan = plan_samples(dec.timestamps, sampling)
+        partial = getattr(dec, "partial", None)
         bs = sampling.batch_size
         for start in range(0, len(plan), bs):
             sel = plan.indices[start : start + bs]
@@ -262,9 +270,9 @@ def sample_frames(
             if sel.ndim == 2:
                 uniq, inverse = np.unique(sel, return_inverse=True)
                 frames = dec.get_frames(uniq)[inverse.reshape(sel.shape)]
-                yield FrameBatch(frames, sel[:, 0].copy(), ts.copy(), sel.copy())
+                yield FrameBatch(frames, sel[:, 0].copy(), ts.copy(), sel.copy(), partial=partial)
             else:
-                yield FrameBatch(dec.get_frames(sel), sel.copy(), ts.copy())
+                yield FrameBatch(dec.get_frames(sel), sel.copy(), ts.copy(), partial=partial)
     finally:
         if own:
             dec.close()

@@ -187,3 +187,24 @@ def test_progress_bar_counts(monkeypatch):
     quiet = Progress(2, enabled=False)
     quiet.update(frames=1)
     quiet.close()
+
+
+def test_assembler_remembers_why_a_video_is_partial_and_cli_allows_it():
+    import argparse
+
+    from pipelines.extract import _config_from_args, configure
+
+    a = ChunkAssembler()
+    row = _row("p", 0, True)
+    row["partial"] = "decoded 4 of the 17 frames the container declares"
+    assert a.add(row)[0] == "done" and a.partial == {"p": row["partial"]}
+    row = _row("q", 0, True)
+    row["partial"] = ""
+    assert a.add(row)[0] == "done" and "q" not in a.partial
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    base = ["v.mp4", "--store", "s.zarr", "--model", "m.safetensors"]
+    assert _config_from_args(parser.parse_args(base)).decode.allow_partial is False
+    cfg = _config_from_args(parser.parse_args([*base, "--allow-partial"]))
+    assert cfg.decode.allow_partial is True and ExtractConfig.from_yaml(cfg.to_yaml()) == cfg

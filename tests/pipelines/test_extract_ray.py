@@ -233,3 +233,41 @@ def test_kill_9_of_an_encoder_actor_is_retried(ray_local, tiny_model, tmp_path):
     s = _check_store(store, good)
     assert all(len(s[v]) == 24 for v in s)
     assert [f["id"] for f in s.failures()] == ["corrupt.mp4"]
+
+
+@pytest.mark.timeout(240)
+def test_truncated_video_fails_by_default_and_is_kept_partial_when_allowed(ray_local, tiny_model, tmp_path):
+    """Issue 14: the first 30% of a 17-frame AVI is no complete 4-frame video. Default: a failure row
+    (TruncatedVideoError); decode.allow_partial: stored, marked partial, shown by info and verify."""
+    import featcomp
+    from featcomp.store.verify import describe
+    from tests.clips import make_clip, make_truncated
+
+    d = tmp_path / "videos"
+    d.mkdir()
+    make_clip(d / "ok.mp4", 20, fps=25, width=64, height=48)
+    full = make_clip(tmp_path / "full.avi", 17, codec="mpeg4", gop=5, width=960, height=540)
+    make_truncated(full, d / "cut.avi", keep=0.3)
+
+    store = tmp_path / "strict.zarr"
+    summary = run_extract([str(d)], str(store), str(tiny_model), config=_cfg())
+    assert (summary.done, summary.failed) == (1, 1)
+    s = featcomp.open_store(store)
+    assert sorted(s) == ["ok.mp4"] and s.info()["partial"] == 0
+    (f,) = s.failures()
+    assert f["id"] == "cut.avi" and f["error"].startswith("TruncatedVideoError: ") and "of the 17 frames" in f["error"]
+    report = featcomp.verify_store(store)
+    assert report.ok and report.failures == 1 and "1 video(s) failed" in describe(report)
+
+    store = tmp_path / "partial.zarr"
+    cfg = _cfg().with_overrides(decode={"allow_partial": True})
+    summary = run_extract([str(d)], str(store), str(tiny_model), config=cfg)
+    assert (summary.done, summary.failed) == (2, 0)
+    s = featcomp.open_store(store)
+    assert sorted(s) == ["cut.avi", "ok.mp4"] and s.failures() == []
+    reason = s["cut.avi"].metadata["partial"]
+    assert "of the 17 frames the container declares" in reason and "partial" not in s["ok.mp4"].metadata
+    assert s.info()["partial"] == 1 and s.partial_videos() == {"cut.avi": reason}
+    report = featcomp.verify_store(store)
+    assert report.ok and report.partial == {"cut.avi": reason}
+    assert f"PARTIAL: video 'cut.avi'" in describe(report)

@@ -10,7 +10,7 @@ import pytest
 
 from featcomp.video import SamplingConfig
 from pipelines.stages import ERROR_CHUNK, decode_videos
-from tests.clips import make_clip, make_empty, make_not_video, read_barcodes
+from tests.clips import make_clip, make_empty, make_not_video, make_truncated, read_barcodes
 
 pytestmark = pytest.mark.video
 
@@ -45,7 +45,7 @@ def test_watchdog_reports_a_decoder_that_stops_producing(tmp_path, monkeypatch):
 
     release = threading.Event()
 
-    def hanging(path, sampling):
+    def hanging(path, sampling, **kw):  # accepts the stage's threads=/allow_partial= arguments
         release.wait(30)  # a decoder stuck in native code
         yield from ()
 
@@ -56,4 +56,28 @@ def test_watchdog_reports_a_decoder_that_stops_producing(tmp_path, monkeypatch):
     finally:
         release.set()
     assert time.perf_counter() - t0 < 5
-    assert int(row["chunk"][0]) == ERROR_CHUNK and "hanging" in row["error"][0]
+    assert int(row["chunk"][0]) == ERROR_CHUNK and "produced no frames" in row["error"][0]
+
+
+@pytest.mark.timeout(120)
+def test_truncated_video_is_one_failure_row_unless_partial_is_allowed(tmp_path):
+    """Issue 14: the first 30% of a 17-frame AVI decodes to 4 frames; by default that is a failure row
+    (TruncatedVideoError naming the file and the counts), with allow_partial chunk rows marked partial."""
+    src = make_clip(tmp_path / "full.avi", 17, codec="mpeg4", gop=5, width=960, height=540)
+    path = make_truncated(src, tmp_path / "cut.avi", keep=0.3)
+    (row,) = _run(path, SamplingConfig.all_frames(batch_size=2))
+    err = row["error"][0]
+    assert int(row["chunk"][0]) == ERROR_CHUNK and err.startswith("TruncatedVideoError: ")
+    assert "cut.avi" in err and "of the 17 frames" in err and "allow_partial" in err
+    assert row["partial"][0] == ""
+
+    rows = list(decode_videos({"video_id": np.array(["v"]), "path": np.array([str(path)])},
+                              sampling=SamplingConfig.all_frames(batch_size=2), timeout_s=30.0, allow_partial=True))
+    assert all(r["error"][0] == "" and "of the 17 frames" in r["partial"][0] for r in rows)
+    frames = np.concatenate([r["frames"][0] for r in rows])
+    assert 0 < len(frames) < 17 and read_barcodes(frames).tolist() == list(range(len(frames)))
+
+
+def test_complete_videos_carry_an_empty_partial_column(tmp_path):
+    rows = _run(make_clip(tmp_path / "a.mp4", 10, fps=25), SamplingConfig.all_frames(batch_size=4))
+    assert len(rows) == 3 and all(r["partial"][0] == "" for r in rows)

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from featcomp import VideoError
-from featcomp.video import DecordDecoder, PyAVDecoder, build_index, open_video
+from featcomp.video import DecordDecoder, PyAVDecoder, available_decoders, build_index, open_video
 from featcomp.video import base as video_base
 from tests.clips import read_barcodes
 from tests.video.conftest import VFR_PTS
 
 pytestmark = [pytest.mark.video, pytest.mark.timeout(120)]
 
-BACKENDS = ["decord", "pyav"]
+BACKENDS = available_decoders()  # pyav, and decord / torchcodec where installed
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -60,14 +60,24 @@ def test_resize_on_decode(clips, backend):
         assert read_barcodes(dec.get_frames([5])).tolist() == [5]
 
 
-def test_auto_prefers_decord_and_falls_back_to_pyav(clips):
+def test_auto_prefers_pyav_and_falls_back_to_decord(clips, monkeypatch):
+    with open_video(clips["cfr"]) as dec:
+        assert isinstance(dec, PyAVDecoder)
+    # decord cannot open the truncated faststart file; PyAV can (asked to keep the partial video)
+    with pytest.raises(VideoError, match="truncated.mp4"):
+        open_video(clips["truncated"], backend="decord", allow_partial=True)
+    with open_video(clips["truncated"], allow_partial=True) as dec:
+        assert isinstance(dec, PyAVDecoder)
+    if "decord" not in BACKENDS:
+        return
+    # a file PyAV cannot index goes to decord
+    def unreadable(path):
+        raise VideoError(f"{path}: not a readable video container (simulated)")
+
+    monkeypatch.setattr(video_base, "_index_with_pyav", unreadable)
     with open_video(clips["cfr"]) as dec:
         assert isinstance(dec, DecordDecoder)
-    # decord cannot open the truncated faststart file; PyAV can
-    with pytest.raises(VideoError, match="truncated.mp4"):
-        open_video(clips["truncated"], backend="decord")
-    with open_video(clips["truncated"]) as dec:
-        assert isinstance(dec, PyAVDecoder)
+        assert read_barcodes(dec.get_frames([59, 0])).tolist() == [59, 0]
 
 
 def test_mkv_without_header_count(clips):
@@ -83,7 +93,7 @@ def test_truncated_file_counts_frames_by_packets(clips):
     index = build_index(clips["truncated"])
     assert index.header_frames == 60  # the header still claims the whole clip
     assert 0 < index.num_frames < 60 and index.damaged
-    with open_video(clips["truncated"]) as dec:
+    with open_video(clips["truncated"], allow_partial=True) as dec:
         n = dec.num_frames
         assert n == index.num_frames
         # every counted frame decodes, and is the right one
@@ -154,6 +164,10 @@ def test_video_package_does_not_import_torch():
 
 
 def test_auto_sends_long_videos_to_pyav(clips, monkeypatch):
+    """Even where decord comes first in the order, videos over AUTO_DECORD_MAX_FRAMES go to it last."""
+    if "decord" not in BACKENDS:
+        pytest.skip("decord is not installed")
+    monkeypatch.setattr(video_base, "AUTO_ORDER", ("decord", "pyav"))
     monkeypatch.setattr(video_base, "AUTO_DECORD_MAX_FRAMES", 59)
     with open_video(clips["cfr"]) as dec:  # 60 frames > 59
         assert isinstance(dec, PyAVDecoder)

@@ -52,6 +52,7 @@ _AnsCoder = constriction.stream.stack.AnsCoder
 ANS_PRECISION = 24  # constriction's fixed-point precision for Categorical models in Python
 ESCAPE_HEADER_SIZE = 66  # side (2) x bit_length(d) - 1 in [0, 32] (33)
 _LOW_BITS = 16
+_DECODE_BLOCK = 1 << 16  # symbols per constriction call in decode (speed only; same symbols)
 _BACKEND_CHECKED = False
 
 
@@ -210,9 +211,19 @@ def decode(
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     try:
         dec = _AnsCoder(words) if words.size else _AnsCoder()
-        idx = np.empty((C, M), dtype=np.int32)
+        # Decoded in blocks: once the coder is empty (state 0, no words left) every further symbol is
+        # each table's first one (index 0, cumulative frequency 0, which leaves state 0 unchanged), so
+        # the rest of idx stays 0 and decoding time follows the stream's real size, not the declared
+        # shape (docs/reliability.md). Same symbols as one call per channel.
+        idx = np.zeros((C, M), dtype=np.int32)
         for c in range(C):
-            idx[c] = dec.decode(models[c], M)
+            if dec.num_valid_bits() == 0:
+                break
+            for a in range(0, M, _DECODE_BLOCK):
+                b = min(M, a + _DECODE_BLOCK)
+                idx[c, a:b] = dec.decode(models[c], b - a)
+                if b < M and dec.num_valid_bits() == 0:
+                    break
         rows, cols = find_escapes(idx, table_size)  # decoded indices are <= size; == size: escape
         vals = np.zeros(0, np.int32)
         if rows.size:

@@ -23,6 +23,7 @@ import numpy as np
 from featcomp.errors import CodecError, StoreError
 from featcomp.store._fs import StoreFS, read_logs
 from featcomp.store.format import (
+    MAX_RATE_LEVELS,
     NO_LEVELS,
     IndexTable,
     decode_index_file,
@@ -341,10 +342,17 @@ class FeatureStore(Mapping):
         if self.fs.local and not os.path.isdir(self.fs.root):
             raise StoreError(f"{self.url}: no such store directory")
         self.header = read_header(self.fs)
-        self.mode = self.header.get("mode", "coded")
-        self.model_card = self.header.get("model_card", {})
-        #: entropy-model kind of a coded store ("factorized", "temporal", ...); None for raw stores
-        self.kind = self.header.get("codec", {}).get("kind", "factorized") if self.mode == "coded" else None
+        try:
+            self.mode = self.header.get("mode", "coded")
+            if self.mode not in ("coded", "raw"):
+                raise ValueError(f"mode {self.mode!r}")
+            self.model_card = self.header.get("model_card", {})
+            #: entropy-model kind of a coded store ("factorized", "temporal", ...); None for raw stores
+            self.kind = self.header.get("codec", {}).get("kind", "factorized") if self.mode == "coded" else None
+            if self.kind is not None and not isinstance(self.kind, str):
+                raise ValueError(f"codec kind {self.kind!r}")
+        except (AttributeError, TypeError, ValueError) as e:
+            raise StoreError(f"{self.url}: corrupt store header in zarr.json ({e}); the store is damaged") from None
         self._index = load_index(self.fs)
         self._rows = {vid: j for j, vid in enumerate(self._index.ids)}
         self._parts: dict[int, _Part] = {}
@@ -354,9 +362,15 @@ class FeatureStore(Mapping):
         self._chunk_cache = _ChunkCache()
         self._level_cache = _ChunkCache(max_items=64)  # row -> the video's levels (windows of one video)
         deq = self.header.get("dequantization")
-        self._offsets = np.asarray(deq["offsets"], dtype=np.float32) if deq else None
-        self._scale = np.asarray(deq["scale"], dtype=np.float32) if deq else None
-        self.rate_levels = int(self.header.get("rate_levels") or 0) if self.mode == "coded" else 0
+        try:
+            self._offsets = np.asarray(deq["offsets"], dtype=np.float32).reshape(-1) if deq else None
+            self._scale = np.asarray(deq["scale"], dtype=np.float32).reshape(-1) if deq else None
+            self.rate_levels = int(self.header.get("rate_levels") or 0) if self.mode == "coded" else 0
+            if not 0 <= self.rate_levels <= MAX_RATE_LEVELS or (self.rate_levels and self._scale is None):
+                raise ValueError(f"rate_levels {self.rate_levels}")
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
+            raise StoreError(f"{self.url}: corrupt dequantization or rate levels in the store header ({e!r}); "
+                             "the store is damaged") from None
         self.level_scale = self._read_level_scale(deq) if self.rate_levels else None
 
     def _read_level_scale(self, deq: dict | None) -> np.ndarray:
@@ -409,11 +423,13 @@ class FeatureStore(Mapping):
             return None
         from featcomp.store.codec import decode_tables
 
-        c = self.header["codec"]
         try:
+            c = self.header["codec"]
             return decode_tables(c["tables"], c["digest"], self.kind)
         except CodecError as e:
             raise StoreError(f"{self.url}: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise StoreError(f"{self.url}: corrupt codec in the store header ({e!r}); the store is damaged") from None
 
     def _part(self, p: int) -> _Part:
         part = self._parts.get(p)
@@ -579,7 +595,7 @@ class FeatureStore(Mapping):
         """
         recs: dict[str, dict] = {}
         for w, data in sorted(read_logs(self.fs, "failures", ".jsonl").items()):
-            for r in decode_log(data, f"{self.url}/failures/{w}.jsonl"):
+            for r in decode_log(data, f"{self.url}/failures/{w}.jsonl", commits=False):
                 if r["id"] not in recs or r.get("written", 0) >= recs[r["id"]].get("written", 0):
                     recs[r["id"]] = r
         out = sorted(recs.values(), key=lambda r: r.get("written", 0))

@@ -244,12 +244,16 @@ def read_header(fs: StoreFS) -> dict:
         raise StoreError(
             f"{fs.url} is not a featcomp store (no zarr.json); create one with featcomp.StoreWriter"
         ) from None
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise StoreError(f"{fs.url}: zarr.json is not valid JSON ({e})") from None
-    h = doc.get("attributes", {}).get("featcomp") if isinstance(doc, dict) else None
+    attrs = doc.get("attributes", {}) if isinstance(doc, dict) else None
+    h = attrs.get("featcomp") if isinstance(attrs, dict) else None
     if not isinstance(h, dict) or h.get("format") != FORMAT_NAME:
         raise StoreError(f"{fs.url} is a zarr node but not a featcomp store (no 'featcomp' header in its attributes)")
-    if int(h.get("format_version", 0)) > FORMAT_VERSION:
+    fv = h.get("format_version", 0)
+    if isinstance(fv, bool) or not isinstance(fv, int):
+        raise StoreError(f"{fs.url}: corrupt store header (format_version {fv!r}); the store is damaged")
+    if fv > FORMAT_VERSION:
         raise StoreError(
             f"{fs.url}: store format version {h.get('format_version')} is newer than this featcomp "
             f"supports ({FORMAT_VERSION}); upgrade featcomp"

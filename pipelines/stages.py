@@ -74,9 +74,10 @@ def _chunk_row(video_id: str, path: str, chunk: int, last: bool, frames, timesta
 
 def _localize(path: str, tmpdir: str) -> str:
     """Copy a remote (fsspec URL) video to ``tmpdir`` and return the local path; local paths as is."""
-    from pipelines.inputs import is_url
+    from pipelines.inputs import is_url, local_path
 
     if not is_url(path):
+        path = local_path(path)
         return path[len("file://"):] if path.startswith("file://") else path
     import fsspec
 

@@ -282,7 +282,10 @@ def _local(inp: str, extensions: Sequence[str]) -> list[VideoInput]:
     path = _strip_file_scheme(inp)
     if _glob.has_magic(path):
         root = _glob_root(path)
-        matches = sorted(m for m in _glob.glob(path, recursive=True) if not os.path.isdir(m))
+        if "**" in path.replace("\\", "/").split("/"):  # recursive: walk each real directory once
+            matches = _recursive_glob(path, root)
+        else:
+            matches = sorted(m for m in _glob.glob(path) if not os.path.isdir(m))
         vids = [m for m in matches if _has_ext(m, extensions)]
         if not vids:
             raise PipelineError(f"input {inp!r}: the glob matched no video files ({', '.join(extensions)})")
@@ -297,6 +300,27 @@ def _local(inp: str, extensions: Sequence[str]) -> list[VideoInput]:
     if _has_ext(path, MANIFEST_EXTENSIONS):
         return read_manifest(path)
     return [_file_input(os.path.basename(path), path)]
+
+
+def _recursive_glob(pattern: str, root: str) -> list[str]:
+    """Files matching a ``**`` glob, found by :func:`_walk` (links to a parent do not loop, unlike
+    ``glob.glob(recursive=True)``). Same rules as glob: ``**`` spans zero or more directories, ``*`` and
+    ``?`` stay inside one name, and names starting with ``.`` match only a pattern that starts so."""
+    import fnmatch
+
+    pats = [p for p in pattern.replace("\\", "/").split("/")[len(root.split("/")) if root != "." else 0 :] if p]
+
+    def match(parts: list[str], i: int, j: int) -> bool:
+        if j == len(pats):
+            return i == len(parts)
+        if pats[j] == "**":
+            return any(match(parts, k, j + 1) for k in range(i, len(parts) + 1)
+                       if all(not q.startswith(".") for q in parts[i:k]))
+        if i == len(parts) or (parts[i].startswith(".") and not pats[j].startswith(".")):
+            return False
+        return fnmatch.fnmatchcase(parts[i], pats[j]) and match(parts, i + 1, j + 1)
+
+    return [f for f in _walk(root, ("",)) if match(os.path.relpath(f, root).split(os.sep), 0, 0)]
 
 
 def _file_input(rel: str, full: str) -> VideoInput:

@@ -162,6 +162,15 @@ def test_two_links_to_the_parent_do_not_hang(tree):
     assert sorted(v.video_id for v in got) == ["a.mp4", "sub/b.MKV", "sub/deeper/c.avi"]
 
 
+@pytest.mark.timeout(30)
+def test_a_recursive_glob_through_links_to_the_parent_does_not_hang(tree):
+    os.symlink("..", tree / "sub" / "up1")
+    os.symlink("../..", tree / "sub" / "deeper" / "up2")
+    got = discover([str(tree / "**" / "*.mp4"), str(tree / "sub" / "**" / "c.*")])  # was: glob.glob never returned
+    assert [v.video_id for v in got] == ["a.mp4", "deeper/c.avi"]
+    assert [v.video_id for v in discover([str(tree / "**")])] == ["a.mp4", "sub/b.MKV", "sub/deeper/c.avi"]
+
+
 def test_names_with_newlines_and_non_utf8_bytes_get_valid_reversible_ids(tmp_path):
     from featcomp.store.format import check_video_id
     from pipelines.inputs import id_to_name, local_path

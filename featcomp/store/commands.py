@@ -14,9 +14,12 @@ def configure_info(parser: argparse.ArgumentParser) -> None:
 def main_info(args: argparse.Namespace) -> int:
     from featcomp.store.reader import open_store
 
-    info = open_store(args.store).info()
+    st = open_store(args.store)
+    info = st.info()
+    failures = [{"id": r.get("id"), "path": r.get("path"), "error": r.get("error"), "writer": r.get("writer")}
+                for r in st.failures()]
     if args.json:
-        print(json.dumps(info, indent=2, sort_keys=True))
+        print(json.dumps({**info, "failures": len(failures), "failed_videos": failures}, indent=2, sort_keys=True))
         return 0
 
     def fmt(x, spec=",.1f"):
@@ -36,6 +39,8 @@ def main_info(args: argparse.Namespace) -> int:
     if info.get('ratio_vs_backbone_float16'):
         print(f"ratio vs backbone float16 {info['ratio_vs_backbone_float16']:.1f}x (the float16 features the latents replace: {info['backbone_float16_bytes']:,} bytes)")
     print(f"failures         {info['failures']}")
+    for r in failures:
+        print(f"  FAILED {r['id']}  {r['path']}: {r['error']}")
     return 0
 
 
@@ -43,11 +48,13 @@ def configure_verify(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", help="store directory or fsspec URL")
     parser.add_argument("--compact", action="store_true",
                         help="after a clean check, fold index logs/files into one (safe with live writers on local disks)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the report as JSON: counts and problems [{file, video, problem}]")
 
 
 def main_verify(args: argparse.Namespace) -> int:
     from featcomp.store.verify import describe, verify_store
 
     report = verify_store(args.store, compact=args.compact)
-    print(describe(report))
+    print(json.dumps(report.to_dict(), indent=2, sort_keys=True) if getattr(args, "json", False) else describe(report))
     return 0 if report.ok else 1

@@ -169,8 +169,13 @@ class _Part:
             raise CodecError(f"decoded {a.size} values, expected {self.chunk_frames} frames of {self.sample_shape}")
         return a.reshape(self.chunk_frames, *self.sample_shape)
 
-    def read(self, a: int, b: int, video: str) -> np.ndarray:
-        """Frames ``[a, b)`` of the part: int32 (coded) or float16 (raw) ``(b - a, *sample_shape)``."""
+    def read(self, a: int, b: int, video: str, missing: list[int] | None = None) -> np.ndarray:
+        """Frames ``[a, b)`` of the part: int32 (coded) or float16 (raw) ``(b - a, *sample_shape)``.
+
+        ``missing``: when given, an absent shard file reads as zeros (zarr writes no shard whose
+        chunks all equal the fill value, e.g. an all-zero video alone in a shard) and its number is
+        appended; the caller must then prove the frames with the video's CRC. Otherwise an absent
+        shard is a StoreError."""
         if b > self.shape[0]:
             raise StoreError(
                 f"{self.store.url}: video {video!r}: frames {a}..{b} lie beyond part {self.name!r} "
@@ -195,7 +200,7 @@ class _Part:
                 j1 -= 1
             if j0 > j1:
                 continue
-            for j, chunk in self._read_shard_chunks(s, j0, j1, video):
+            for j, chunk in self._read_shard_chunks(s, j0, j1, video, missing):
                 chunks[j] = chunk
         for j in range(c0, c1 + 1):
             chunk = chunks[j]
@@ -206,7 +211,7 @@ class _Part:
         cache.put((self.name, c1), chunks[c1])
         return out
 
-    def _read_shard_chunks(self, s: int, j0: int, j1: int, video: str):
+    def _read_shard_chunks(self, s: int, j0: int, j1: int, video: str, missing: list[int] | None = None):
         key = self.shard_key(s)
         fs = self.store.fs
         n_idx = 16 * self.chunks_per_shard + 4
@@ -262,6 +267,10 @@ class _Part:
                 out.sort(key=lambda x: x[0])
                 return out
             except FileNotFoundError:
+                if missing is not None:
+                    missing.append(s)
+                    zero = np.zeros((self.chunk_frames, *self.sample_shape), dtype=np.int32 if self.kind == "ans" else np.float16)
+                    return [(j, zero) for j in range(j0, j1 + 1)]
                 raise StoreError(f"{where}: shard file is missing; the store lost data (run `featcomp verify`)") from None
             except StoreError:
                 if attempt == 0 and not fs.local:
@@ -361,6 +370,7 @@ class FeatureStore(Mapping):
         self._lock = threading.Lock()
         self._chunk_cache = _ChunkCache()
         self._level_cache = _ChunkCache(max_items=64)  # row -> the video's levels (windows of one video)
+        self._proven: set[int] = set()  # rows whose whole data matched their CRC (windows then trust it)
         deq = self.header.get("dequantization")
         try:
             self._offsets = np.asarray(deq["offsets"], dtype=np.float32).reshape(-1) if deq else None
@@ -447,7 +457,14 @@ class FeatureStore(Mapping):
             return t
         arr = self._side_array(self._times, "times", j, "timestamps array")
         s = int(ix.start[j])
-        return np.asarray(arr[s : s + n], dtype=np.float64)
+        try:
+            t = np.asarray(arr[s : s + n], dtype=np.float64)
+        except Exception as e:  # zarr/numcodecs raise RuntimeError, ValueError... for damaged chunks
+            raise StoreError(f"{self.url}: video {ix.ids[j]!r}: timestamps times/{ix.parts[int(ix.part[j])]} frames "
+                             f"{s}..{s + n} unreadable ({type(e).__name__}: {e}); the store is corrupt") from None
+        if t.shape != (n,):
+            raise StoreError(f"{self.url}: video {ix.ids[j]!r}: {t.shape[0]} timestamps for {n} frames; the store is corrupt")
+        return t
 
     def _side_array(self, cache: dict, group: str, j: int, what: str):
         """The per-frame side array ``<group>/<part>`` of index row ``j``'s part (opened once, cached)."""
@@ -667,14 +684,32 @@ class StoredVideo:
         ix = st.index
         p = int(ix.part[self._row])
         s = int(ix.start[self._row])
-        data = st._part(p).read(s + self.start, s + self.stop, self.video_id)
+        part = st._part(p)
+        missing: list[int] = []
+        data = part.read(s + self.start, s + self.stop, self.video_id, missing)
         if self.start == 0 and self.stop == self.total_frames:
-            if zlib.crc32(np.ascontiguousarray(data).tobytes()) != int(ix.crc[self._row]):
-                raise StoreError(
-                    f"{st.url}: video {self.video_id!r}: decoded data does not match its index CRC "
-                    f"(part {ix.parts[p]!r}, frames {s}..{s + self.total_frames}); the store is corrupt"
-                )
+            self._check_crc(data, missing)
+        elif (missing or st.mode == "raw") and self._row not in st._proven:
+            # A window's chunks carry no checksum of their own in a raw store (zstd frames without
+            # one), and an absent shard reads as zeros: the whole video is read once and proven by
+            # its CRC before any window of it is served (its chunks stay cached for the window).
+            full: list[int] = []
+            self._check_crc(part.read(s, s + self.total_frames, self.video_id, full), full)
         return data
+
+    def _check_crc(self, data: np.ndarray, missing: list[int]) -> None:
+        st = self._store
+        ix = st.index
+        p, s = int(ix.part[self._row]), int(ix.start[self._row])
+        if zlib.crc32(np.ascontiguousarray(data).tobytes()) != int(ix.crc[self._row]):
+            part = st._part(p)
+            lost = f"; shard file(s) {', '.join(part.shard_key(m) for m in missing)} are missing: the store lost data" if missing else ""
+            raise StoreError(
+                f"{st.url}: video {self.video_id!r}: decoded data does not match its index CRC "
+                f"(part {ix.parts[p]!r}, frames {s}..{s + self.total_frames}){lost}; the store is corrupt "
+                "(run `featcomp verify`)"
+            )
+        st._proven.add(self._row)
 
     def latents(self) -> np.ndarray:
         """int32 ``(frames, C[, H, W])`` integer latents exactly as written (coded stores)."""

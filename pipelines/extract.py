@@ -56,8 +56,9 @@ def init_ray(cfg: RayConfig, address: str | None = None) -> bool:
     """Connect to Ray, or start it locally with small-machine settings.
 
     Order: an already initialized Ray is reused; then ``address`` (``--address``), ``cfg.address``,
-    the ``RAY_ADDRESS`` environment variable (set by ``ray job submit``); otherwise a local Ray with
-    ``cfg.num_cpus`` CPUs and a ``cfg.object_store_memory_mb`` object store.
+    the ``RAY_ADDRESS`` environment variable (set by ``ray job submit``); otherwise a new local Ray of
+    the job's own with ``cfg.num_cpus`` CPUs and a ``cfg.object_store_memory_mb`` object store, even
+    when a cluster started with ``ray start`` runs on this machine (use ``--address auto`` for that).
 
     Returns:
         True when this call started or connected Ray (so the job should shut it down at the end).
@@ -84,7 +85,9 @@ def init_ray(cfg: RayConfig, address: str | None = None) -> bool:
             if cfg.object_store_memory_mb:
                 kwargs["object_store_memory"] = int(cfg.object_store_memory_mb) * 2**20
             log.info("ray: starting locally (%d CPUs, object store %s MiB)", num_cpus, cfg.object_store_memory_mb)
-            ray.init(**kwargs)
+            # address="local": a Ray of its own even when a cluster started with `ray start` is recorded
+            # on this machine (ray.init() would connect to it, and refuse num_cpus/num_gpus)
+            ray.init(address="local", **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise PipelineError(f"cannot start or reach Ray at {addr or 'local'}: {e}") from None
     return True

@@ -1,0 +1,108 @@
+"""The job and a cluster started with ``ray start`` on the same machine (issue 14).
+
+Each test starts its own head with ``ray start --head --block`` under a private ``RAY_TMPDIR`` (so that
+the recorded-cluster file and sockets are the test's alone, not those of other Ray users of this
+machine), and stops exactly the processes it started (by pid), with timeouts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Head:
+    """``ray start --head --block`` in a private RAY_TMPDIR; ``stop()`` ends its process tree by pid."""
+
+    def __init__(self, env_extra: dict[str, str] | None = None) -> None:
+        self.tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: AF_UNIX socket paths
+        self.env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+        self.env.update(RAY_TMPDIR=self.tmp, RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT), **(env_extra or {}))
+        self.port = _free_port()
+        self.proc = subprocess.Popen(
+            [RAY, "start", "--head", f"--port={self.port}", "--num-cpus=1", "--include-dashboard=false", "--block",
+             f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}"],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        self.address_file = Path(self.tmp) / "ray" / "ray_current_cluster"
+        t0 = time.monotonic()
+        while not self.address_file.exists():
+            if self.proc.poll() is not None or time.monotonic() - t0 > 90:
+                out = self.proc.stdout.read() if self.proc.poll() is not None else ""
+                self.stop()
+                raise AssertionError(f"ray start did not come up:\n{out}")
+            time.sleep(0.2)
+        self.address = self.address_file.read_text().strip()
+
+    def run(self, code: str, env_extra: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env={**self.env, **(env_extra or {})},
+                              cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+    def stop(self) -> None:
+        import psutil
+
+        try:
+            procs = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # ray start --block stops the node's processes
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=15)
+        for p in alive:  # only what this head started, by pid
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=10)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def head():
+    h = _Head()
+    yield h
+    h.stop()
+
+
+@pytest.mark.timeout(240)
+def test_no_address_starts_a_local_ray_of_its_own_beside_a_ray_start_cluster(head):
+    """Was: "ray: starting locally" then "When connecting to an existing cluster, num_cpus and num_gpus
+    must not be provided" (ray.init() joined the recorded cluster)."""
+    r = head.run("""
+        import ray
+        from pipelines.config import RayConfig
+        from pipelines.extract import init_ray
+        assert init_ray(RayConfig(num_cpus=2, object_store_memory_mb=128)) is True
+        print("GCS", ray.get_runtime_context().gcs_address)
+        print("CPU", ray.cluster_resources().get("CPU"))
+        ray.shutdown()
+    """)
+    assert r.returncode == 0, r.stdout + r.stderr
+    gcs = next(ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("GCS"))
+    assert gcs != head.address and not gcs.endswith(f":{head.port}")  # its own, not the recorded one
+    assert "CPU 2.0" in r.stdout  # the job's own num_cpus (the head has 1)

@@ -89,7 +89,12 @@ def init_ray(cfg: RayConfig, address: str | None = None) -> bool:
             # on this machine (ray.init() would connect to it, and refuse num_cpus/num_gpus)
             ray.init(address="local", **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise PipelineError(f"cannot start or reach Ray at {addr or 'local'}: {e}") from None
+        why = f"{e} ({e.__cause__})" if e.__cause__ is not None else str(e)
+        hint = ""
+        if "token" in why.lower() or "auth" in why.lower():
+            hint = ("; the cluster uses token authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or "
+                    "RAY_AUTH_TOKEN_PATH) to the head's token on the driver (docs/scaling.md)")
+        raise PipelineError(f"cannot start or reach Ray at {addr or 'local'}: {why}{hint}") from None
     return True
 
 

@@ -106,3 +106,58 @@ def test_no_address_starts_a_local_ray_of_its_own_beside_a_ray_start_cluster(hea
     gcs = next(ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("GCS"))
     assert gcs != head.address and not gcs.endswith(f":{head.port}")  # its own, not the recorded one
     assert "CPU 2.0" in r.stdout  # the job's own num_cpus (the head has 1)
+
+
+@pytest.mark.timeout(300)
+def test_a_token_cluster_needs_the_token_on_every_node_and_on_the_driver():
+    """Ray 2.60 token authentication (docs/scaling.md): a head started with RAY_AUTH_MODE=token refuses
+    a driver without the token; a second node and the driver that carry it join."""
+    import secrets
+
+    token = secrets.token_hex(16)
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    h = _Head(auth)
+    node = None
+    try:
+        probe = f"""
+            import ray
+            ray.init(address="{h.address}", logging_level="ERROR")
+            import time
+            t0 = time.monotonic()
+            while len([n for n in ray.nodes() if n["Alive"]]) < {{want}} and time.monotonic() - t0 < 60:
+                time.sleep(0.5)
+            print("NODES", len([n for n in ray.nodes() if n["Alive"]]))
+            ray.shutdown()
+        """
+        try:
+            r = h.run(probe.format(want=1), {"RAY_AUTH_MODE": "disabled"}, timeout=60)
+            refused = r.returncode != 0 and "NODES" not in r.stdout
+            detail = r.stdout + r.stderr
+        except subprocess.TimeoutExpired:
+            refused, detail = True, "timed out"
+        assert refused and "token" in detail, detail  # ConnectionError; its cause names token authentication
+        node = subprocess.Popen(
+            [RAY, "start", f"--address={h.address}", "--num-cpus=1", "--block",
+             f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}"],
+            env={**h.env, **auth}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        r = h.run(probe.format(want=2), auth, timeout=120)
+        assert r.returncode == 0 and "NODES 2" in r.stdout, r.stdout + r.stderr
+    finally:
+        if node is not None:
+            import psutil
+
+            kids = []
+            try:
+                kids = [psutil.Process(node.pid), *psutil.Process(node.pid).children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+            if node.poll() is None:
+                node.send_signal(signal.SIGTERM)
+            _, alive = psutil.wait_procs(kids, timeout=30)
+            for p in alive:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+        h.stop()

@@ -88,6 +88,7 @@ def init_ray(cfg: RayConfig, address: str | None = None) -> bool:
             # address="local": a Ray of its own even when a cluster started with `ray start` is recorded
             # on this machine (ray.init() would connect to it, and refuse num_cpus/num_gpus)
             ray.init(address="local", **kwargs)
+            _start_reaper()
     except (ConnectionError, RuntimeError, ValueError) as e:
         why = f"{e} ({e.__cause__})" if e.__cause__ is not None else str(e)
         hint = ""
@@ -96,6 +97,22 @@ def init_ray(cfg: RayConfig, address: str | None = None) -> bool:
                     "RAY_AUTH_TOKEN_PATH) to the head's token on the driver (docs/scaling.md)")
         raise PipelineError(f"cannot start or reach Ray at {addr or 'local'}: {why}{hint}") from None
     return True
+
+
+def _start_reaper() -> None:
+    """Watch this driver from a separate session: if it dies, the local Ray's processes go within
+    seconds, not a minute (see ``pipelines/_reaper.py``). Linux only; best effort."""
+    if not sys.platform.startswith("linux"):
+        return
+    import subprocess
+
+    try:
+        subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reaper.py"),
+                          str(os.getpid())], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    except OSError as e:  # pragma: no cover - the job runs without it
+        log.warning("ray: could not start the process reaper (%s); after a kill -9 of the driver Ray's agents "
+                    "linger for about a minute", e)
 
 
 def _cluster_resources() -> tuple[float, float]:

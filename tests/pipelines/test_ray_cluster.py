@@ -161,3 +161,55 @@ def test_a_token_cluster_needs_the_token_on_every_node_and_on_the_driver():
                 except psutil.NoSuchProcess:
                     pass
         h.stop()
+
+
+@pytest.mark.timeout(240)
+def test_processes_of_a_killed_drivers_local_ray_go_away_within_seconds():
+    """kill -9 of a driver that started its own local Ray: its GCS and raylet died with it, but Ray's
+    dashboard and runtime-env agents lingered for about 61 s (they report the raylet's death to the dead
+    GCS with a fixed 60 s timeout); the job's reaper ends them."""
+    import psutil
+
+    tmp = tempfile.mkdtemp(prefix="rk", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_TMPDIR=tmp, RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT))
+    code = textwrap.dedent("""
+        import time
+        import ray
+        from pipelines.config import RayConfig
+        from pipelines.extract import init_ray
+        init_ray(RayConfig(num_cpus=2, object_store_memory_mb=128))
+
+        @ray.remote
+        def busy():
+            time.sleep(600)
+
+        refs = [busy.remote() for _ in range(2)]
+        time.sleep(4)
+        print("READY", flush=True)
+        time.sleep(600)
+    """)
+    driver = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    procs: list = []
+    try:
+        assert driver.stdout.readline().strip() == "READY"
+        procs = psutil.Process(driver.pid).children(recursive=True)
+        names = {p.pid: p.name() for p in procs}
+        assert any("raylet" in n for n in names.values()) and any("Agent" in n for n in names.values()), names
+        t0 = time.monotonic()
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(10)
+        gone, alive = psutil.wait_procs(procs, timeout=10)
+        took = time.monotonic() - t0
+        assert not alive, f"still running {took:.0f} s after the kill: {[(p.pid, names.get(p.pid)) for p in alive]}"
+        assert took < 10  # measured: 2.6 s (61.7 s before the reaper)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        for p in procs:  # only this test's processes, by pid
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        shutil.rmtree(tmp, ignore_errors=True)

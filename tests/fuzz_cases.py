@@ -218,7 +218,8 @@ def _clip_forge(rng: random.Random, seed: bytes) -> bytes:
         if r < 0.25:
             hdr.pop(key, None)
         elif r < 0.5 and key == "shape":
-            hdr[key] = [_huge(rng), *hdr.get("shape", [1, 8])[1:]]
+            shape = hdr.get("shape")
+            hdr[key] = [_huge(rng), *(shape[1:] if isinstance(shape, list) else [8])]
         elif r < 0.6 and key == "n":
             hdr[key] = _huge(rng)
         elif r < 0.7 and key == "chunks":

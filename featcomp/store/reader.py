@@ -12,6 +12,7 @@ Imports only numpy, zarr, numcodecs, constriction and fsspec (no torch, torchvis
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import zlib
@@ -34,27 +35,56 @@ from featcomp.store.writer import read_header
 
 __all__ = ["open_store", "FeatureStore", "StoredVideo", "load_index"]
 
+log = logging.getLogger(__name__)
+
 _EMPTY = np.uint64(2**64 - 1)
 
 
-def load_index(fs: StoreFS, *, retries: int = 8) -> IndexTable:
+def load_index(fs: StoreFS, *, retries: int = 8, damaged: dict[str, str] | None = None) -> IndexTable:
     """Merge every ``index/*.fcidx`` file and every commit log into one table (newest wins).
 
     Retries when a file vanishes between listing and reading (a writer or ``verify --compact``
     replaced it).
+
+    Args:
+        damaged: when given, an index file that cannot be read, or a commit-log line that is not a
+            valid record, is left out and recorded here (``{"index/<name>": reason}``, a log line as
+            ``"index/<name>.log line <n>"``) instead of raising: the store keeps serving every video
+            whose record is intact (``FeatureStore.damaged``; ``featcomp verify`` reports them). The
+            videos of a damaged file are unknown to the reader; a re-run of the job writes them again.
     """
     last: Exception | None = None
     for _ in range(retries):
         try:
             tables = []
+            bad: dict[str, str] = {}
             for name in fs.listdir("index"):
                 if name.endswith(".fcidx"):
-                    tables.append(decode_index_file(fs.read(f"index/{name}"), f"{fs.url}/index/{name}"))
+                    try:
+                        tables.append(decode_index_file(fs.read(f"index/{name}"), f"{fs.url}/index/{name}"))
+                    except StoreError as e:
+                        if damaged is None:
+                            raise
+                        bad[f"index/{name}"] = str(e)
             logs = read_logs(fs, "index", ".log")
             for part, data in sorted(logs.items()):
-                recs = decode_log(data, f"{fs.url}/index/{part}.log")
+                where = f"{fs.url}/index/{part}.log"
+                try:
+                    recs = decode_log(data, where)
+                except StoreError:
+                    if damaged is None:
+                        raise
+                    recs = []
+                    for no, line in enumerate(data.split(b"\n")[:-1], 1):  # the valid lines, one by one
+                        try:
+                            recs += decode_log(line + b"\n", where)
+                        except StoreError as e:
+                            bad[f"index/{part}.log line {no}"] = str(e).replace("line 1 ", f"line {no} ", 1)
                 if recs:
                     tables.append(IndexTable.from_records([part], [(0, r) for r in recs]))
+            if damaged is not None:
+                damaged.clear()
+                damaged.update(bad)
             return IndexTable.concat(tables)
         except FileNotFoundError as e:
             last = e
@@ -362,7 +392,13 @@ class FeatureStore(Mapping):
                 raise ValueError(f"codec kind {self.kind!r}")
         except (AttributeError, TypeError, ValueError) as e:
             raise StoreError(f"{self.url}: corrupt store header in zarr.json ({e}); the store is damaged") from None
-        self._index = load_index(self.fs)
+        #: index files and commit-log lines that could not be read ({where: reason}); the store serves
+        #: every other video (see load_index). Empty for an intact store.
+        self.damaged: dict[str, str] = {}
+        self._index = load_index(self.fs, damaged=self.damaged)
+        if self.damaged:
+            log.warning("%s: %d index file(s)/record(s) cannot be read and are left out (run `featcomp verify`): %s",
+                        self.url, len(self.damaged), ", ".join(sorted(self.damaged)))
         self._rows = {vid: j for j, vid in enumerate(self._index.ids)}
         self._parts: dict[int, _Part] = {}
         self._times: dict[int, Any] = {}

@@ -84,6 +84,9 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
         return rep
     rep = VerifyReport(store=st.url, videos=len(st), frames=int(st.index.length.sum()), kind=st.kind,
                        format_version=st.header.get("format_version"))
+    for where, why in sorted(st.damaged.items()):
+        problem(f"{why} (left out: the videos it records are not served; re-run the job to write them again)",
+                where.split(" line ")[0])
 
     if st.mode == "coded":
         try:

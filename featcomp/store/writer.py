@@ -340,7 +340,9 @@ class StoreWriter:
             raise StoreError(f"{self.url}: writer id {self.writer_id!r} is already used; pick another")
         from featcomp.store.reader import load_index
 
-        self._known: set[str] = set(load_index(self.fs).ids)
+        # a damaged index file or record is left out (its videos count as not written, so a re-run
+        # writes them again); readers and `featcomp verify` report it
+        self._known: set[str] = set(load_index(self.fs, damaged={}).ids)
         self._records: list[dict] = []
         self._log = AppendLog(self.fs, f"index/{self.writer_id}.log", fsync=self.fsync)
         self._flog = AppendLog(self.fs, f"failures/{self.writer_id}.jsonl", fsync=self.fsync)
@@ -425,7 +427,7 @@ class StoreWriter:
         """Re-read the index so that ``in`` also sees videos other writers committed since opening."""
         from featcomp.store.reader import load_index
 
-        self._known |= set(load_index(self.fs).ids)
+        self._known |= set(load_index(self.fs, damaged={}).ids)
 
     @property
     def frames_written(self) -> int:

@@ -12,7 +12,7 @@ import pytest
 
 from featcomp.cli import main as cli_main
 from featcomp.errors import StoreError
-from featcomp.store import StoreWriter, open_store, verify_store
+from featcomp.store import StoreWriter, compact_store, open_store, verify_store
 
 from .conftest import C, laplace_latents
 
@@ -155,3 +155,54 @@ def test_info_lists_failures_with_ids_paths_and_reasons(tmp_path, codec, rng, ca
     doc = json.loads(capsys.readouterr().out)
     assert doc["failures"] == 1
     assert doc["failed_videos"] == [{"id": "bad", "path": "/data/bad.mp4", "error": "VideoError: zero frames", "writer": "w1"}]
+
+
+def _two_writer_store(tmp_path, codec, rng):
+    path = tmp_path / "two"
+    data = {}
+    for w_id, ids in (("w1", ["a", "b"]), ("w2", ["c"])):
+        with StoreWriter(path, codec, chunk_frames=8, writer_id=w_id) as w:
+            for vid in ids:
+                data[vid] = laplace_latents(rng, 12)
+                w.write(vid, data[vid], np.arange(12) / 5)
+    return path, data
+
+
+def test_one_corrupt_index_file_leaves_the_other_videos_served(tmp_path, codec, rng):
+    """Was: one corrupt index file took the whole store offline (open_store raised)."""
+    path, data = _two_writer_store(tmp_path, codec, rng)
+    ix = path / "index" / "w1.fcidx"
+    raw = bytearray(ix.read_bytes())
+    raw[-3] ^= 0xFF
+    ix.write_bytes(bytes(raw))
+    st = open_store(path)
+    assert sorted(st) == ["c"] and np.array_equal(st["c"].latents(), data["c"])
+    assert list(st.damaged) == ["index/w1.fcidx"] and "corrupt index file" in st.damaged["index/w1.fcidx"]
+    rep = verify_store(path)
+    assert not rep.ok and rep.issues[0]["file"] == "index/w1.fcidx"
+    with pytest.raises(StoreError, match="w1.fcidx"):  # never folded (and deleted) by a compaction
+        compact_store(path)
+    assert ix.exists()
+    # a writer opens the store and writes the lost videos again (a re-run of the job)
+    with StoreWriter(path, codec, chunk_frames=8, writer_id="w3") as w:
+        assert "a" not in w and "c" in w
+        w.write("a", data["a"], np.arange(12) / 5)
+    assert np.array_equal(open_store(path)["a"].latents(), data["a"])
+
+
+def test_a_bad_commit_log_line_loses_only_its_video(tmp_path, codec, rng):
+    path = tmp_path / "log"
+    w = StoreWriter(path, codec, chunk_frames=8, writer_id="w1")  # left open: its log stays a log
+    data = {}
+    for vid in ("a", "b", "c"):
+        data[vid] = laplace_latents(rng, 12)
+        w.write(vid, data[vid], np.arange(12) / 5)
+    log = path / "index" / "w1.log"
+    lines = log.read_bytes().split(b"\n")
+    lines[1] = lines[1].replace(b'"start":', b'"start":"x","o":')  # b's record damaged
+    log.write_bytes(b"\n".join(lines))
+    st = open_store(path)
+    assert sorted(st) == ["a", "c"] and np.array_equal(st["c"].latents(), data["c"])
+    assert list(st.damaged) == ["index/w1.log line 2"]
+    rep = verify_store(path)
+    assert [i["file"] for i in rep.issues] == ["index/w1.log"] and "line 2" in rep.issues[0]["problem"]

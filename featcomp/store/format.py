@@ -456,7 +456,7 @@ def decode_index_file(data: bytes, where: str) -> IndexTable:
         if n and (got["length"].min() < 0):
             raise ValueError("a negative frame count")
     except (ValueError, KeyError, TypeError, RuntimeError, OverflowError) as e:
-        raise StoreError(f"{where}: corrupt index file ({e}); rebuild it with `featcomp verify --compact`") from None
+        raise StoreError(f"{where}: corrupt index file ({e}); readers leave it out, so the videos it records are not served: re-run the job to write them again") from None
     if n:
         got["written"] = np.cumsum(got["written"]).astype(np.int64) * _WRITTEN_UNIT_NS[data[6]]
         part = got["part"]

@@ -364,5 +364,48 @@ def store_header_target(tmp: Path) -> Target:
     return Target("store-header", decode, [seed], _header_forge)
 
 
+def _part_forge(rng: random.Random, seed: bytes) -> bytes:
+    doc = json.loads(seed)
+    sh = doc["codecs"][0]["configuration"]
+    choice = rng.randrange(5)
+    if choice == 0:
+        doc["shape"] = [_huge(rng), *doc["shape"][1:]]
+    elif choice == 1:
+        sh["chunk_shape"] = [rng.choice([0, -1, _huge(rng)]), *sh["chunk_shape"][1:]]
+    elif choice == 2:
+        doc["chunk_grid"]["configuration"]["chunk_shape"] = [rng.choice([0, _huge(rng)]), *doc["shape"][1:]]
+    elif choice == 3:
+        doc["shape"] = [doc["shape"][0], _huge(rng)]
+    else:
+        doc[rng.choice(sorted(doc))] = rng.choice(_WEIRD)
+    return json.dumps(doc).encode()
+
+
+def part_header_target(tmp: Path) -> Target:
+    """Opens a copy of the golden store whose part metadata (parts/golden/zarr.json) is the case."""
+    from featcomp.store import open_store
+
+    root = tmp / "fuzz-part-store"
+    if not root.exists():
+        shutil.copytree(FIXTURES / "store" / "golden", root)
+    seed = (FIXTURES / "store" / "golden" / "parts" / "golden" / "zarr.json").read_bytes()
+
+    def decode(b: bytes) -> None:
+        (root / "parts" / "golden" / "zarr.json").write_bytes(b)
+        st = open_store(root)
+        for vid in st:
+            st[vid].latents()
+            st[vid].window(1, 3).latents()
+
+    def declared(b: bytes) -> int:  # a read allocates frames x the part's sample shape
+        try:
+            return int(np.prod([int(x) for x in json.loads(b)["shape"]], dtype=object))
+        except Exception:  # noqa: BLE001 - only a bound
+            return 0
+
+    return Target("part-header", decode, [seed], _part_forge, declared, 8)
+
+
 def all_targets(tmp: Path) -> list[Target]:
-    return [*entropy_targets(), clip_target(), index_target(), log_target(), store_header_target(tmp)]
+    return [*entropy_targets(), clip_target(), index_target(), log_target(), store_header_target(tmp),
+            part_header_target(tmp)]

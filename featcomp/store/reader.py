@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import zlib
@@ -141,12 +142,22 @@ class _Part:
             if enc.get("name") != "default" or enc.get("configuration", {}).get("separator", "/") != "/":
                 raise ValueError("chunk key encoding")
             self.dtype = np.dtype(meta["data_type"])
-        except (KeyError, ValueError, TypeError) as e:
-            raise StoreError(f"{store.url}: part {name!r} does not have the featcomp layout ({e})") from None
+            # bounds before anything is allocated from them (a chunk is one entropy stream)
+            from featcomp.entropy.bitstream import MAX_STREAM_ELEMENTS
+
+            if len(self.shape) < 2 or min(self.shape) < 0 or self.chunk_frames < 1 or self.chunks_per_shard < 1 \
+                    or self.shard_frames != self.chunk_frames * self.chunks_per_shard \
+                    or self.chunk_frames * math.prod(self.sample_shape) > MAX_STREAM_ELEMENTS:
+                raise ValueError(f"shape {self.shape}, shards of {self.shard_frames} frames, chunks of "
+                                 f"{self.chunk_frames} frames")
+        except (KeyError, ValueError, TypeError, OverflowError, ZeroDivisionError, IndexError) as e:
+            raise StoreError(f"{store.url}: part {name!r} does not have the featcomp layout ({e!r})") from None
         from featcomp.store.codec import CODEC_NAME, decode_tables
 
         if names == [CODEC_NAME]:
-            c = conf["codecs"][0]["configuration"]
+            c = conf["codecs"][0].get("configuration")
+            if not isinstance(c, dict) or not isinstance(c.get("tables"), str):
+                raise StoreError(f"{store.url}: part {name!r}: its featcomp.ans configuration is missing or damaged")
             hdr_digest = store.header.get("codec", {}).get("digest")
             if c.get("digest") != hdr_digest:
                 raise StoreError(
@@ -481,7 +492,11 @@ class FeatureStore(Mapping):
         part = self._parts.get(p)
         if part is None:
             with self._lock:
-                part = self._parts.get(p) or _Part(self, self._index.parts[p])
+                try:
+                    part = self._parts.get(p) or _Part(self, self._index.parts[p])
+                except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
+                    raise StoreError(f"{self.url}: part {self._index.parts[p]!r}: its metadata "
+                                     f"(parts/{self._index.parts[p]}/zarr.json) is damaged ({e!r})") from None
                 self._parts[p] = part
         return part
 

@@ -406,6 +406,39 @@ def part_header_target(tmp: Path) -> Target:
     return Target("part-header", decode, [seed], _part_forge, declared, 8)
 
 
+def _shard_forge(rng: random.Random, seed: bytes) -> bytes:
+    """Offsets and lengths of the shard index rewritten, its CRC32C recomputed."""
+    import google_crc32c
+
+    n = 4  # golden store: 4 chunks per shard
+    body = bytearray(seed[-(16 * n + 4) : -4])
+    offs = np.frombuffer(bytes(body), "<u8").reshape(n, 2).copy()
+    j, col = rng.randrange(n), rng.randrange(2)
+    offs[j, col] = rng.choice([0, 2**64 - 1, 2**63, _huge(rng), int(offs[j, col]) + rng.randrange(-9, 9)]) % 2**64
+    body = offs.astype("<u8").tobytes()
+    return seed[: -(16 * n + 4)] + body + google_crc32c.value(body).to_bytes(4, "little")
+
+
+def shard_target(tmp: Path) -> Target:
+    """Reads every video (and a window) of a copy of the golden store whose first shard is the case."""
+    from featcomp.store import open_store
+
+    root = tmp / "fuzz-shard-store"
+    if not root.exists():
+        shutil.copytree(FIXTURES / "store" / "golden", root)
+    key = root / "parts" / "golden" / "c" / "0" / "0"
+    seed = (FIXTURES / "store" / "golden" / "parts" / "golden" / "c" / "0" / "0").read_bytes()
+
+    def decode(b: bytes) -> None:
+        key.write_bytes(b)
+        st = open_store(root)
+        for vid in st:
+            st[vid].window(0, 2).latents()
+            st[vid].latents()
+
+    return Target("shard", decode, [seed], _shard_forge)
+
+
 def all_targets(tmp: Path) -> list[Target]:
     return [*entropy_targets(), clip_target(), index_target(), log_target(), store_header_target(tmp),
-            part_header_target(tmp)]
+            part_header_target(tmp), shard_target(tmp)]

@@ -40,7 +40,7 @@ def targets(tmp_path_factory) -> dict[str, fc.Target]:
 
 
 NAMES = ["factorized", "temporal", "temporal-layout2", "hyperprior", "hyperprior-layout2", "clip", "index-file",
-         "commit-log", "store-header", "part-header"]
+         "commit-log", "store-header", "part-header", "shard"]
 
 
 @pytest.mark.slow
@@ -221,6 +221,20 @@ def test_damaged_store_header_is_a_store_error(tmp_path, change):
     change(doc["attributes"]["featcomp"])
     with pytest.raises(StoreError):
         t.decode(json.dumps(doc).encode())
+
+
+def test_a_shard_index_pointing_past_2_63_is_a_store_error(tmp_path):
+    """uint64 offset + length wrapped around the bounds check (OverflowError from os.pread before)."""
+    import google_crc32c
+
+    t = fc.shard_target(tmp_path)
+    seed = t.seeds[0]
+    body = bytearray(seed[-(16 * 4 + 4) : -4])
+    offs = np.frombuffer(bytes(body), "<u8").reshape(4, 2).copy()
+    offs[0] = (2**63, 2**63 + 8)
+    body = offs.astype("<u8").tobytes()
+    with pytest.raises(StoreError, match="past the end"):
+        t.decode(seed[: -(16 * 4 + 4)] + body + google_crc32c.value(body).to_bytes(4, "little"))
 
 
 def test_golden_inputs_still_decode(targets):

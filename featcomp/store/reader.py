@@ -327,7 +327,9 @@ class _Part:
             raise StoreError(f"{where}: shard index CRC32C mismatch (corrupt or truncated shard)")
         offs = np.frombuffer(body, dtype="<u8").reshape(-1, 2)
         valid = offs[:, 0] != _EMPTY
-        if np.any(offs[valid, 0] + offs[valid, 1] > size - len(idx_raw)):
+        end = np.uint64(size - len(idx_raw))
+        o, n = offs[valid, 0], offs[valid, 1]
+        if np.any(o > end) or np.any(n > end - o):  # (no uint64 wrap-around: o <= end is checked first)
             raise StoreError(f"{where}: shard index points past the end of the file (truncated shard)")
         return offs
 

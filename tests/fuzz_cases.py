@@ -439,6 +439,26 @@ def shard_target(tmp: Path) -> Target:
     return Target("shard", decode, [seed], _shard_forge)
 
 
+def times_target(tmp: Path) -> Target:
+    """Reads every video's timestamps from a copy of the golden store whose first timestamp chunk is the case."""
+    from featcomp.store import open_store
+
+    root = tmp / "fuzz-times-store"
+    if not root.exists():
+        shutil.copytree(FIXTURES / "store" / "golden", root)
+    (rel,) = [p.relative_to(FIXTURES / "store" / "golden") for p in (FIXTURES / "store" / "golden" / "times").rglob("*")
+              if p.is_file() and p.name != "zarr.json"][:1] or [None]
+    seed = (FIXTURES / "store" / "golden" / rel).read_bytes()
+
+    def decode(b: bytes) -> None:
+        (root / rel).write_bytes(b)
+        st = open_store(root)
+        for vid in st:
+            st[vid].timestamps  # noqa: B018
+
+    return Target("times", decode, [seed], lambda rng, b: splice(rng, b, bytes(rng.randrange(256) for _ in range(64))))
+
+
 def all_targets(tmp: Path) -> list[Target]:
     return [*entropy_targets(), clip_target(), index_target(), log_target(), store_header_target(tmp),
-            part_header_target(tmp), shard_target(tmp)]
+            part_header_target(tmp), shard_target(tmp), times_target(tmp)]

@@ -40,7 +40,7 @@ def targets(tmp_path_factory) -> dict[str, fc.Target]:
 
 
 NAMES = ["factorized", "temporal", "temporal-layout2", "hyperprior", "hyperprior-layout2", "clip", "index-file",
-         "commit-log", "store-header", "part-header", "shard"]
+         "commit-log", "store-header", "part-header", "shard", "times"]
 
 
 @pytest.mark.slow
@@ -235,6 +235,17 @@ def test_a_shard_index_pointing_past_2_63_is_a_store_error(tmp_path):
     body = offs.astype("<u8").tobytes()
     with pytest.raises(StoreError, match="past the end"):
         t.decode(seed[: -(16 * 4 + 4)] + body + google_crc32c.value(body).to_bytes(4, "little"))
+
+
+@pytest.mark.timeout(60)
+def test_a_timestamp_chunk_declaring_256_mib_is_refused_without_allocating(tmp_path):
+    """zarr/numcodecs allocated whatever a damaged zstd frame declared before failing."""
+    from numcodecs.zstd import Zstd
+
+    t = fc.times_target(tmp_path)
+    bomb = Zstd(level=3).encode(b"\0" * (256 << 20))
+    with pytest.raises(StoreError, match="timestamps"):
+        _bounded(lambda: t.decode(bomb), seconds=5, mib=16)
 
 
 def test_golden_inputs_still_decode(targets):

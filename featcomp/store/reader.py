@@ -346,6 +346,64 @@ class _Part:
         return -(-self.shape[0] // self.shard_frames)
 
 
+class _NotPlain(Exception):
+    """A side array whose layout is not the one featcomp writes (read with zarr instead)."""
+
+
+class _SideArray:
+    """A 1-D side array (``times/<part>``, ``levels/<part>``) as featcomp writes it (zarr v3, regular
+    chunks, ``bytes`` + ``zstd``), read with bounded work: each chunk's zstd frame must declare exactly
+    the chunk's size and is decoded into a buffer of that size (zarr would allocate whatever a damaged
+    frame declares). ``shape`` and ``arr[a:b]`` as a zarr array; an absent chunk reads as the fill value."""
+
+    _MAX_CHUNK = 1 << 24
+
+    def __init__(self, fs: StoreFS, key: str) -> None:
+        meta = json.loads(fs.read(f"{key}/zarr.json"))
+        try:
+            codecs = [c["name"] for c in meta["codecs"]]
+            endian = meta["codecs"][0].get("configuration", {}).get("endian", "little")
+            enc = meta.get("chunk_key_encoding", {})
+            sep = enc.get("configuration", {}).get("separator", "/")
+            (n,) = meta["shape"]
+            (cl,) = meta["chunk_grid"]["configuration"]["chunk_shape"]
+            dtype = np.dtype(meta["data_type"])
+            fill = meta.get("fill_value", 0)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise _NotPlain(repr(e)) from None
+        if codecs != ["bytes", "zstd"] or endian != "little" or enc.get("name", "default") != "default" or sep != "/":
+            raise _NotPlain(str(codecs))
+        if not (isinstance(n, int) and isinstance(cl, int) and n >= 0 and 1 <= cl <= self._MAX_CHUNK
+                and dtype.kind in "fiu" and dtype.itemsize <= 8):
+            raise ValueError(f"{key}: shape {n!r}, chunks {cl!r}, dtype {meta.get('data_type')!r}")
+        self.fs, self.key, self.shape, self.chunk, self.dtype = fs, key, (n,), cl, dtype.newbyteorder("<")
+        self.fill = fill
+
+    def _chunk(self, i: int) -> np.ndarray:
+        from numcodecs.zstd import Zstd
+
+        from featcomp.store.format import zstd_decode_bounded
+
+        try:
+            raw = self.fs.read(f"{self.key}/c/{i}")
+        except FileNotFoundError:
+            return np.full(self.chunk, self.fill, self.dtype)
+        try:
+            b = zstd_decode_bounded(raw, self.chunk * self.dtype.itemsize, Zstd())
+        except Exception as e:  # noqa: BLE001 - numcodecs raises RuntimeError/ValueError on damage
+            raise StoreError(f"chunk {self.key}/c/{i} is damaged ({type(e).__name__}: {e})") from None
+        return np.frombuffer(b, self.dtype)
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        a, b, _ = sl.indices(self.shape[0])
+        if b <= a:
+            return np.zeros(0, self.dtype)
+        parts = [self._chunk(i) for i in range(a // self.chunk, (b - 1) // self.chunk + 1)]
+        whole = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        off = (a // self.chunk) * self.chunk
+        return whole[a - off : b - off]
+
+
 class _ChunkCache:
     """A small LRU of decoded chunks (edge chunks shared by consecutive videos of a part).
 
@@ -525,12 +583,18 @@ class FeatureStore(Mapping):
         p = int(ix.part[j])
         arr = cache.get(p)
         if arr is None:
-            import zarr
-
+            key = f"{group}/{ix.parts[p]}"
             try:
-                arr = zarr.open_array(self.fs.zarr_store(read_only=True), path=f"{group}/{ix.parts[p]}", mode="r")
-            except Exception as e:
-                raise StoreError(f"{self.url}: video {ix.ids[j]!r}: {what} {group}/{ix.parts[p]} unreadable: {e}") from None
+                arr = _SideArray(self.fs, key)
+            except _NotPlain:  # another layout than featcomp writes: let zarr read it
+                import zarr
+
+                try:
+                    arr = zarr.open_array(self.fs.zarr_store(read_only=True), path=key, mode="r")
+                except Exception as e:
+                    raise StoreError(f"{self.url}: video {ix.ids[j]!r}: {what} {key} unreadable: {e}") from None
+            except (StoreError, FileNotFoundError, ValueError, KeyError, TypeError) as e:
+                raise StoreError(f"{self.url}: video {ix.ids[j]!r}: {what} {key} unreadable: {e}") from None
             cache[p] = arr
         return arr
 

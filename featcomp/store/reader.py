@@ -201,12 +201,15 @@ class _Part:
             from featcomp.store.codec import decode_chunk
 
             return decode_chunk(raw, self.codec, self.sample_shape)
-        try:
-            b = self.zstd.decode(raw)
-        except Exception as e:
+        from featcomp.store.format import zstd_decode_bounded
+
+        want = self.chunk_frames * int(np.prod(self.sample_shape))
+        try:  # the frame must declare exactly one chunk (never allocate what a damaged frame declares)
+            b = zstd_decode_bounded(raw, 2 * want, self.zstd)
+        except Exception as e:  # noqa: BLE001 - numcodecs raises RuntimeError/ValueError on damage
             raise CodecError(f"zstd: {e}") from None
         a = np.frombuffer(b, dtype="<f2")
-        if a.size != self.chunk_frames * int(np.prod(self.sample_shape)):
+        if a.size != want:
             raise CodecError(f"decoded {a.size} values, expected {self.chunk_frames} frames of {self.sample_shape}")
         return a.reshape(self.chunk_frames, *self.sample_shape)
 

@@ -206,3 +206,35 @@ def test_a_bad_commit_log_line_loses_only_its_video(tmp_path, codec, rng):
     assert list(st.damaged) == ["index/w1.log line 2"]
     rep = verify_store(path)
     assert [i["file"] for i in rep.issues] == ["index/w1.log"] and "line 2" in rep.issues[0]["problem"]
+
+
+@pytest.mark.timeout(60)
+def test_a_raw_chunk_declaring_256_mib_is_refused_without_allocating(tmp_path, rng):
+    """A raw chunk's zstd frame replaced by one that declares 256 MiB (shard index CRC recomputed)."""
+    import tracemalloc
+
+    import google_crc32c
+    from numcodecs.zstd import Zstd
+
+    path = tmp_path / "raw"
+    with StoreWriter(path, None, raw=True, chunk_frames=8, shard_chunks=4, writer_id="w1") as w:
+        w.write("v", rng.standard_normal((32, 32)).astype(np.float16), np.arange(32) / 5)
+    shard = _shard(path, 0)
+    data = shard.read_bytes()
+    n = 4
+    offs = np.frombuffer(data[-(16 * n + 4) : -4], "<u8").reshape(n, 2).copy()
+    bomb = Zstd(level=3).encode(b"\0" * (256 << 20))
+    body = data[: -(16 * n + 4)]
+    offs[0] = (len(body), len(bomb))
+    body += bomb
+    idx = offs.astype("<u8").tobytes()
+    shard.write_bytes(body + idx + google_crc32c.value(idx).to_bytes(4, "little"))
+    st = open_store(path)
+    tracemalloc.start()
+    try:
+        with pytest.raises(StoreError, match="chunk 0"):
+            st["v"].window(0, 4).features()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20, peak

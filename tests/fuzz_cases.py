@@ -459,6 +459,51 @@ def times_target(tmp: Path) -> Target:
     return Target("times", decode, [seed], lambda rng, b: splice(rng, b, bytes(rng.randrange(256) for _ in range(64))))
 
 
+def _codec_forge(rng: random.Random, seed: bytes) -> bytes:
+    """A codec's body mutated (a field rewritten, bits flipped, cut), its sha256 digest recomputed."""
+    import hashlib
+
+    body = bytearray(seed[:-32])
+    op = rng.randrange(3)
+    if op == 0 and len(body) > 12:  # a 32-bit field somewhere in the fixed header or the arrays
+        i = rng.randrange(4, min(len(body) - 4, 64))
+        body[i : i + 4] = struct.pack("<I", rng.choice([0, 1, 2**31 - 1, 2**32 - 1, _huge(rng) % 2**32]))
+    elif op == 1:
+        body = bytearray(flip_bits(rng, bytes(body)))
+    else:
+        body = body[: rng.randrange(len(body) + 1)]
+    return bytes(body) + hashlib.sha256(bytes(body)).digest()
+
+
+def codec_bytes_target() -> Target:
+    """``from_bytes`` of the three codec kinds (the tables a store header and a model file carry), then
+    a round trip of a small array through the rebuilt codec (which builds its coding tables)."""
+    kinds = {b"FCEC": EntropyCodec, b"FCTC": TemporalCodec, b"FCHP": HyperpriorCodec}
+    seeds = [(G / f).read_bytes() for f in ("codec.bin", "temporal_codec_layout3.bin", "hyperprior_codec_layout3.bin")]
+    by_magic = {}
+    for b in seeds:
+        for cls in (EntropyCodec, TemporalCodec, HyperpriorCodec):
+            try:
+                cls.from_bytes(b)
+                by_magic[b[:4]] = cls
+            except FeatcompError:
+                pass
+    del kinds
+
+    def decode(b: bytes) -> None:
+        cls = by_magic.get(b[:4], EntropyCodec)
+        codec = cls.from_bytes(b)
+        shape = (2, codec.channels) if cls is EntropyCodec else (2, codec.channels, 4, 4)
+        k = np.zeros(shape, np.int32)
+        back = codec.decompress_symbols(codec.compress_symbols(k))
+        assert np.array_equal(back, k)
+
+    def declared(b: bytes) -> int:
+        return 64 * len(b)
+
+    return Target("codec-bytes", decode, seeds, _codec_forge, declared, 1)
+
+
 def all_targets(tmp: Path) -> list[Target]:
     return [*entropy_targets(), clip_target(), index_target(), log_target(), store_header_target(tmp),
-            part_header_target(tmp), shard_target(tmp), times_target(tmp)]
+            part_header_target(tmp), shard_target(tmp), times_target(tmp), codec_bytes_target()]

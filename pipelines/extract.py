@@ -99,17 +99,22 @@ def init_ray(cfg: RayConfig, address: str | None = None) -> bool:
     return True
 
 
+_REAPER_PID: int | None = None  # the driver pid whose reaper runs (a forked child starts its own)
+
+
 def _start_reaper() -> None:
     """Watch this driver from a separate session: if it dies, the local Ray's processes go within
     seconds, not a minute (see ``pipelines/_reaper.py``). Linux only; best effort."""
-    if not sys.platform.startswith("linux"):
-        return
+    global _REAPER_PID
+    if not sys.platform.startswith("linux") or _REAPER_PID == os.getpid():
+        return  # one reaper per driver process watches every local Ray it starts
     import subprocess
 
     try:
         subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reaper.py"),
                           str(os.getpid())], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        _REAPER_PID = os.getpid()
     except OSError as e:  # pragma: no cover - the job runs without it
         log.warning("ray: could not start the process reaper (%s); after a kill -9 of the driver Ray's agents "
                     "linger for about a minute", e)

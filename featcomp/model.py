@@ -636,30 +636,97 @@ class CompressedClip:
         if version not in _CLIP_READ_VERSIONS:
             raise CodecError(f"compressed clip format version {version}, this featcomp reads {_CLIP_READ_VERSIONS}")
         pos = 9
+        if len(b) < pos + hl:
+            raise CodecError(f"compressed clip: truncated header ({len(b) - pos} bytes after the prefix, the header "
+                             f"declares {hl})")
         try:
             hdr = json.loads(b[pos:pos + hl])
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise CodecError("compressed clip: corrupt or truncated header") from None
         pos += hl
-        n = int(hdr["n"])
-        ts, pos = _read_series(b, pos, hdr["ts"], n, np.float64, "timestamps")
-        fi, pos = _read_series(b, pos, hdr["fi"], n, np.int64, "frame indices")
+        try:
+            f = _ClipHeader(hdr, version)
+        except CodecError:
+            raise
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
+            raise CodecError(f"compressed clip: corrupt header ({type(e).__name__}: {e}); the clip was damaged "
+                             "in storage or transfer") from None
+        n = f.n
+        ts, pos = _read_series(b, pos, f.ts, n, np.float64, "timestamps")
+        fi, pos = _read_series(b, pos, f.fi, n, np.int64, "frame indices")
         levels, w = None, 8
         if version >= _CLIP_VERSION_LEVELS:
-            w = int(hdr["levels"])
-            if not 1 <= w <= 8:
-                raise CodecError(f"compressed clip: level field width {w} is not in [1, 8]")
+            w = f.levels
             nb = (n * w + 7) // 8
             if len(b) < pos + nb:
                 raise CodecError("compressed clip: truncated per-frame levels")
             bits = np.unpackbits(np.frombuffer(b, np.uint8, nb, pos), count=n * w).reshape(n, w)
             levels = (bits.astype(np.uint16) << np.arange(w - 1, -1, -1, dtype=np.uint16)).sum(1).astype(np.uint8)
             pos += nb
+        if f.chunks is not None and sum(f.chunks) != len(b) - pos:
+            raise CodecError(f"compressed clip: chunk lengths sum to {sum(f.chunks)}, the clip has {len(b) - pos} "
+                             "stream bytes (truncated or damaged)")
+        return cls(data=b[pos:], shape=f.shape, timestamps=ts, frame_indices=fi, codec_digest=f.codec_digest,
+                   model_digest=f.model_digest, kind=f.kind, chunks=f.chunks, rate=f.rate, levels=levels, level_bits=w)
+
+
+# Frames in one clip (the side arrays are allocated from the header's count; docs/reliability.md).
+MAX_CLIP_FRAMES = 1 << 22
+
+
+class _ClipHeader:
+    """The checked fields of a clip's JSON header (types and ranges; raises KeyError/TypeError/ValueError,
+    which :meth:`CompressedClip.from_bytes` turns into :class:`CodecError`)."""
+
+    def __init__(self, hdr: Any, version: int) -> None:
+        if not isinstance(hdr, dict):
+            raise TypeError(f"the header is a JSON {type(hdr).__name__}, not an object")
+
+        def integer(v: Any, what: str, lo: int = 0, hi: int | None = None) -> int:
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+                raise ValueError(f"{what} is {v!r}")
+            return v
+
+        def number(v: Any, what: str) -> float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{what} is {v!r}")
+            return float(v)
+
+        shape = hdr["shape"]
+        if not isinstance(shape, list) or not 2 <= len(shape) <= 15:
+            raise ValueError(f"shape is {shape!r}")
+        self.shape = tuple(integer(v, "a shape entry", 0, 1 << 62) for v in shape)
+        self.n = integer(hdr["n"], "the frame count", 0, MAX_CLIP_FRAMES)
+        if self.n != self.shape[0]:
+            raise ValueError(f"{self.n} timestamps for {self.shape[0]} frames")
+        digest = hdr["codec_digest"]
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise ValueError(f"codec_digest is {digest!r}")
+        self.codec_digest = digest
+        md = hdr.get("model_digest", "")
+        if not isinstance(md, str):
+            raise ValueError(f"model_digest is {md!r}")
+        self.model_digest = md
+        self.ts = self._affine(hdr["ts"], "ts", number)
+        self.fi = self._affine(hdr["fi"], "fi", lambda v, w: integer(v, w, -(1 << 62), 1 << 62))
+        self.kind = hdr.get("kind", "factorized")
+        if not isinstance(self.kind, str):
+            raise ValueError(f"kind is {self.kind!r}")
         chunks = hdr.get("chunks")
-        return cls(data=b[pos:], shape=tuple(int(s) for s in hdr["shape"]), timestamps=ts, frame_indices=fi,
-                   codec_digest=hdr["codec_digest"], model_digest=hdr.get("model_digest", ""),
-                   kind=hdr.get("kind", "factorized"), chunks=None if chunks is None else tuple(int(c) for c in chunks),
-                   rate=hdr.get("rate"), levels=levels, level_bits=w)
+        if chunks is not None and not isinstance(chunks, list):
+            raise ValueError(f"chunks is {chunks!r}")
+        self.chunks = None if chunks is None else tuple(integer(c, "a chunk length") for c in chunks)
+        rate = hdr.get("rate")
+        self.rate = None if rate is None else number(rate, "rate")
+        self.levels = integer(hdr["levels"], "the level field width", 1, 8) if version >= _CLIP_VERSION_LEVELS else 8
+
+    @staticmethod
+    def _affine(v: Any, what: str, check: Any) -> list | None:
+        if v is None:
+            return None
+        if not isinstance(v, list) or len(v) != 2:
+            raise ValueError(f"{what} is {v!r}")
+        return [check(v[0], what), check(v[1], what)]
 
 
 def decode_clip(model: Model, clip: CompressedClip | bytes, *, dequantize: bool = True) -> np.ndarray:
@@ -686,6 +753,8 @@ def decode_clip(model: Model, clip: CompressedClip | bytes, *, dequantize: bool 
     if len(streams) == 1:
         k = codec.decompress_symbols(streams[0])
     elif not streams:
+        if math.prod(clip.shape):
+            raise CodecError(f"compressed clip: shape {tuple(clip.shape)} but no stream (damaged clip)")
         k = np.zeros(tuple(clip.shape), np.int32)
     else:
         many = getattr(codec, "decompress_chunks", None)

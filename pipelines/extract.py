@@ -61,8 +61,9 @@ def init_ray(cfg: RayConfig, address: str | None = None) -> bool:
     """Connect to Ray, or start it locally with small-machine settings.
 
     Order: an already initialized Ray is reused; then ``address`` (``--address``), ``cfg.address``,
-    the ``RAY_ADDRESS`` environment variable (set by ``ray job submit``); otherwise a local Ray with
-    ``cfg.num_cpus`` CPUs and a ``cfg.object_store_memory_mb`` object store.
+    the ``RAY_ADDRESS`` environment variable (set by ``ray job submit``); otherwise a new local Ray of
+    the job's own with ``cfg.num_cpus`` CPUs and a ``cfg.object_store_memory_mb`` object store, even
+    when a cluster started with ``ray start`` runs on this machine (use ``--address auto`` for that).
 
     Returns:
         True when this call started or connected Ray (so the job should shut it down at the end).
@@ -89,10 +90,39 @@ def init_ray(cfg: RayConfig, address: str | None = None) -> bool:
             if cfg.object_store_memory_mb:
                 kwargs["object_store_memory"] = int(cfg.object_store_memory_mb) * 2**20
             log.info("ray: starting locally (%d CPUs, object store %s MiB)", num_cpus, cfg.object_store_memory_mb)
-            ray.init(**kwargs)
+            # address="local": a Ray of its own even when a cluster started with `ray start` is recorded
+            # on this machine (ray.init() would connect to it, and refuse num_cpus/num_gpus)
+            ray.init(address="local", **kwargs)
+            _start_reaper()
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise PipelineError(f"cannot start or reach Ray at {addr or 'local'}: {e}") from None
+        why = f"{e} ({e.__cause__})" if e.__cause__ is not None else str(e)
+        hint = ""
+        if "token" in why.lower() or "auth" in why.lower():
+            hint = ("; the cluster uses token authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or "
+                    "RAY_AUTH_TOKEN_PATH) to the head's token on the driver (docs/scaling.md)")
+        raise PipelineError(f"cannot start or reach Ray at {addr or 'local'}: {why}{hint}") from None
     return True
+
+
+_REAPER_PID: int | None = None  # the driver pid whose reaper runs (a forked child starts its own)
+
+
+def _start_reaper() -> None:
+    """Watch this driver from a separate session: if it dies, the local Ray's processes go within
+    seconds, not a minute (see ``pipelines/_reaper.py``). Linux only; best effort."""
+    global _REAPER_PID
+    if not sys.platform.startswith("linux") or _REAPER_PID == os.getpid():
+        return  # one reaper per driver process watches every local Ray it starts
+    import subprocess
+
+    try:
+        subprocess.Popen([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reaper.py"),
+                          str(os.getpid())], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        _REAPER_PID = os.getpid()
+    except OSError as e:  # pragma: no cover - the job runs without it
+        log.warning("ray: could not start the process reaper (%s); after a kill -9 of the driver Ray's agents "
+                    "linger for about a minute", e)
 
 
 def _cluster_resources() -> tuple[float, float]:

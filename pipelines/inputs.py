@@ -16,6 +16,13 @@ a manifest             one video per row (CSV/TSV, Parquet, text)         the ``
 =====================  =================================================  ==========================
 
 Ids use ``/`` as the separator on every platform and never start with ``/`` or ``./``.
+
+Ids of discovered files (directories, globs, single files) are the file's relative path with
+``%XX`` escapes (:func:`name_to_id`, reversed by :func:`id_to_name`): a byte that is not UTF-8 (a
+non-UTF-8 file name), a newline or carriage return, and a ``%`` that is followed by two hex digits
+in the name itself. Every other character is kept, so any name a file system allows becomes a
+valid, deterministic, reversible id. A directory reached twice (a symlink to a parent or to a
+directory already walked) is walked once, under the first path found in sorted order.
 URLs (``s3://``, ``gs://``, ``https://``, ``memory://`` ...) go through fsspec; local paths through
 ``os``. This module imports neither ray nor torch: discovery is tested without a runtime.
 """
@@ -40,6 +47,10 @@ __all__ = [
     "discover",
     "read_manifest",
     "is_url",
+    "name_to_id",
+    "id_to_name",
+    "transport_path",
+    "local_path",
 ]
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (
@@ -79,6 +90,70 @@ def _norm_id(text: str, where: str) -> str:
     if not vid or vid == "." or vid.startswith("../") or vid == "..":
         raise PipelineError(f"{where}: cannot derive a video id from {text!r}; give the video an explicit id")
     return vid
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+_FS_BYTES = "fsbytes:"  # transport_path's prefix for a local path that is not valid UTF-8
+
+
+def name_to_id(rel: str) -> str:
+    """The video id of a relative file path (``os`` separators, possibly non-UTF-8, as ``os`` gives it).
+
+    Separators become ``/``; each byte of a non-UTF-8 name (a lone surrogate of Python's
+    ``surrogateescape``), ``\\n``, ``\\r``, and a ``%`` followed by two hex digits become ``%XX``.
+    Deterministic and reversible (:func:`id_to_name`); the id is valid UTF-8 without newlines.
+    """
+    if os.sep != "/":
+        rel = rel.replace(os.sep, "/")
+    if os.altsep and os.altsep != "/":
+        rel = rel.replace(os.altsep, "/")
+    out = []
+    for i, ch in enumerate(rel):
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:  # an undecodable byte
+            out.append(f"%{o - 0xDC00:02X}")
+        elif ch in "\n\r":
+            out.append(f"%{o:02X}")
+        elif ch == "%" and rel[i + 1 : i + 2] in _HEX and rel[i + 2 : i + 3] in _HEX:
+            out.append("%25")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def id_to_name(vid: str) -> str:
+    """Inverse of :func:`name_to_id`: the relative path (``/`` separators, ``surrogateescape`` str)."""
+    out = bytearray()
+    i = 0
+    while i < len(vid):
+        if vid[i] == "%" and vid[i + 1 : i + 2] in _HEX and vid[i + 2 : i + 3] in _HEX:
+            out.append(int(vid[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out += vid[i].encode("utf-8", "surrogateescape")
+            i += 1
+    return out.decode("utf-8", "surrogateescape")
+
+
+def transport_path(path: str) -> str:
+    """A local path as a valid UTF-8 string (it travels through Arrow in Ray Data): the path itself,
+    or for a non-UTF-8 path ``fsbytes:`` and its bytes ``%``-escaped. :func:`local_path` undoes it."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        from urllib.parse import quote_from_bytes
+
+        return _FS_BYTES + quote_from_bytes(os.fsencode(path), safe="/")
+
+
+def local_path(path: str) -> str:
+    """Inverse of :func:`transport_path` (other strings are returned as they are)."""
+    if path.startswith(_FS_BYTES):
+        from urllib.parse import unquote_to_bytes
+
+        return os.fsdecode(unquote_to_bytes(path[len(_FS_BYTES):]))
+    return path
 
 
 def _has_ext(name: str, extensions: Sequence[str]) -> bool:
@@ -208,20 +283,16 @@ def _local(inp: str, extensions: Sequence[str]) -> list[VideoInput]:
     path = _strip_file_scheme(inp)
     if _glob.has_magic(path):
         root = _glob_root(path)
-        matches = sorted(m for m in _glob.glob(path, recursive=True) if not os.path.isdir(m))
+        if "**" in path.replace("\\", "/").split("/"):  # recursive: walk each real directory once
+            matches = _recursive_glob(path, root)
+        else:
+            matches = sorted(m for m in _glob.glob(path) if not os.path.isdir(m))
         vids = [m for m in matches if _has_ext(m, extensions)]
         if not vids:
             raise PipelineError(f"input {inp!r}: the glob matched no video files ({', '.join(extensions)})")
-        return [VideoInput(_norm_id(os.path.relpath(m, root), f"input {inp}"), os.path.abspath(m)) for m in vids]
+        return [_file_input(os.path.relpath(m, root), m) for m in vids]
     if os.path.isdir(path):
-        out = []
-        for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith(".") or not _has_ext(name, extensions):
-                    continue
-                full = os.path.join(dirpath, name)
-                out.append(VideoInput(_norm_id(os.path.relpath(full, path), f"input {inp}"), os.path.abspath(full)))
+        out = [_file_input(os.path.relpath(full, path), full) for full in _walk(path, extensions)]
         if not out:
             raise PipelineError(f"input {inp!r}: the directory holds no video files ({', '.join(extensions)})")
         return out
@@ -229,7 +300,59 @@ def _local(inp: str, extensions: Sequence[str]) -> list[VideoInput]:
         raise PipelineError(f"input {inp!r}: no such file or directory")
     if _has_ext(path, MANIFEST_EXTENSIONS):
         return read_manifest(path)
-    return [VideoInput(_norm_id(os.path.basename(path), f"input {inp}"), os.path.abspath(path))]
+    return [_file_input(os.path.basename(path), path)]
+
+
+def _recursive_glob(pattern: str, root: str) -> list[str]:
+    """Files matching a ``**`` glob, found by :func:`_walk` (links to a parent do not loop, unlike
+    ``glob.glob(recursive=True)``). Same rules as glob: ``**`` spans zero or more directories, ``*`` and
+    ``?`` stay inside one name, and names starting with ``.`` match only a pattern that starts so."""
+    import fnmatch
+
+    pats = [p for p in pattern.replace("\\", "/").split("/")[len(root.split("/")) if root != "." else 0 :] if p]
+
+    def match(parts: list[str], i: int, j: int) -> bool:
+        if j == len(pats):
+            return i == len(parts)
+        if pats[j] == "**":
+            return any(match(parts, k, j + 1) for k in range(i, len(parts) + 1)
+                       if all(not q.startswith(".") for q in parts[i:k]))
+        if i == len(parts) or (parts[i].startswith(".") and not pats[j].startswith(".")):
+            return False
+        return fnmatch.fnmatchcase(parts[i], pats[j]) and match(parts, i + 1, j + 1)
+
+    return [f for f in _walk(root, ("",)) if match(os.path.relpath(f, root).split(os.sep), 0, 0)]
+
+
+def _file_input(rel: str, full: str) -> VideoInput:
+    return VideoInput(name_to_id(rel), transport_path(os.path.abspath(full)))
+
+
+def _walk(root: str, extensions: Sequence[str]) -> list[str]:
+    """Video files under ``root`` (symlinks followed), each real directory visited once."""
+    def key(p: str):
+        st = os.stat(p)
+        return st.st_dev, st.st_ino
+
+    seen = {key(root)}
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                continue
+            try:
+                k = key(os.path.join(dirpath, d))
+            except OSError:  # a broken link or a directory that vanished
+                continue
+            if k not in seen:  # a link to a parent or to a directory already walked: once only
+                seen.add(k)
+                keep.append(d)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            if not name.startswith(".") and _has_ext(name, extensions):
+                out.append(os.path.join(dirpath, name))
+    return out
 
 
 def _remote(inp: str, extensions: Sequence[str], storage_options: dict | None = None) -> list[VideoInput]:

@@ -92,8 +92,10 @@ def _localize(path: str, tmpdir: str, storage_options: dict | None = None, scrat
     ``tmpdir`` when the video is done.
     """
     from featcomp.storage import copy_to_local, is_url
+    from pipelines.inputs import local_path
 
     if not is_url(path):
+        path = local_path(path)
         return path[len("file://"):] if path.startswith("file://") else path
     local = _staged_path(path, tmpdir)
     return copy_to_local(path, local, storage_options,

@@ -72,7 +72,7 @@ def moto_server_command() -> str:
     return exe
 
 
-def start_server(log: Path, timeout: float = 30.0, *, authenticate: bool = False) -> S3Server:
+def start_server(log: Path, timeout: float = 120.0, *, authenticate: bool = False) -> S3Server:
     """Start ``moto_server -H 127.0.0.1 -p PORT`` and wait (bounded) until it answers.
 
     ``authenticate``: the server checks credentials against its own IAM from the first request on
@@ -87,11 +87,12 @@ def start_server(log: Path, timeout: float = 30.0, *, authenticate: bool = False
     proc = subprocess.Popen([moto_server_command(), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=fh, stderr=subprocess.STDOUT, env=env)
     t0 = time.monotonic()
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 only, never a proxy
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"moto_server exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
         try:
-            with urllib.request.urlopen(endpoint + "/moto-api/", timeout=2):
+            with direct.open(endpoint + "/moto-api/", timeout=2):
                 break
         except OSError:
             if time.monotonic() - t0 > timeout:

@@ -28,17 +28,19 @@ def test_core_dependencies_are_the_reader_and_extras_hold_the_rest():
     assert not core & {"torch", "torchvision", "decord", "ray", "av", "safetensors", "pyarrow"}, core
     extras = proj["optional-dependencies"]
     names = {k: {Requirement(r).name for r in v} for k, v in extras.items()}
-    assert {"torch", "torchvision", "av", "decord"} <= names["extract"]
+    assert {"torch", "torchvision", "av"} <= names["extract"]
+    assert "decord" not in names["extract"]  # PyAV is the default decoder (docs/decisions.md, "Default decoder")
     assert "ray" in names["ray"] and "featcomp" in names["ray"]  # [ray] pulls [extract]
     assert "torch" in names["train"]
     assert [str(Requirement(r).extras and sorted(Requirement(r).extras)) for r in extras["all"]] == \
         ["['extract', 'ray', 'train']"]
-    # decord is required only where a wheel exists: not on Linux aarch64 nor macOS arm64
-    decord = next(Requirement(r) for r in extras["extract"] if Requirement(r).name == "decord")
-    assert decord.marker is not None
-    assert decord.marker.evaluate({"platform_machine": "x86_64", "sys_platform": "linux"})
-    assert not decord.marker.evaluate({"platform_machine": "aarch64", "sys_platform": "linux"})
-    assert not decord.marker.evaluate({"platform_machine": "arm64", "sys_platform": "darwin"})
+    # the optional decord extra is required only where a wheel exists: not on Linux aarch64 nor macOS arm64
+    for extra in ("decord", "test"):
+        decord = next(Requirement(r) for r in extras[extra] if Requirement(r).name == "decord")
+        assert decord.marker is not None
+        assert decord.marker.evaluate({"platform_machine": "x86_64", "sys_platform": "linux"})
+        assert not decord.marker.evaluate({"platform_machine": "aarch64", "sys_platform": "linux"})
+        assert not decord.marker.evaluate({"platform_machine": "arm64", "sys_platform": "darwin"})
     assert '".[all,test,bench]"' in (ROOT / "Makefile").read_text()
 
 

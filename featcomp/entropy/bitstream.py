@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from featcomp.errors import CodecError
 
 __all__ = [
-    "MAGIC", "MAGIC_V1", "FORMAT_VERSION", "READ_VERSIONS", "Header", "pack", "unpack", "encode_varint",
-    "decode_varint",
+    "MAGIC", "MAGIC_V1", "FORMAT_VERSION", "READ_VERSIONS", "MAX_STREAM_ELEMENTS", "Header", "pack", "unpack",
+    "encode_varint", "decode_varint",
 ]
 
 MAGIC = b"\xfc"  # version 2 (and later): one byte
@@ -53,6 +53,13 @@ READ_VERSIONS = (1, 2)
 DIGEST_PREFIX_BYTES = 4  # version 1 only
 _MAX_NDIM = 15
 _MAX_STRIP = 3
+# The most integers one stream may hold (every codec, encode and decode; docs/reliability.md). A stream
+# can legitimately hold far more symbols than its size suggests (ANS codes a run of a table's first
+# symbol from the empty state in zero bits), so a declared shape cannot be bounded by the payload
+# alone: this limit bounds what any stream, genuine or forged, makes a decoder allocate (int32 output
+# of 512 MiB) before a single symbol is decoded; the codecs check it on the declared shape before they
+# allocate (framing alone, unpack, allocates nothing from the shape) and the encoders refuse larger arrays. Store chunks (256 frames) and clips stay far below it.
+MAX_STREAM_ELEMENTS = 1 << 27
 
 
 def encode_varint(value: int) -> bytes:

@@ -47,7 +47,7 @@ __all__ = ["EntropyCodec", "quantize_pmf"]
 
 _CODEC_MAGIC = b"FCEC"
 _CODEC_VERSION = 1
-_MAX_ELEMENTS = 1 << 34
+_MAX_ELEMENTS = bitstream.MAX_STREAM_ELEMENTS  # docs/reliability.md
 _I32 = np.iinfo(np.int32)
 # Elements per block of the blocked (N, C, R) <-> (C, N*R) transposes. Measured at (3906, 256)
 # int32: 16384 (64 KiB) takes 0.65 ms, 32768 (128 KiB) 1.04 ms, a plain transpose 1.46 ms.

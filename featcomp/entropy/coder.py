@@ -52,6 +52,8 @@ _AnsCoder = constriction.stream.stack.AnsCoder
 ANS_PRECISION = 24  # constriction's fixed-point precision for Categorical models in Python
 ESCAPE_HEADER_SIZE = 66  # side (2) x bit_length(d) - 1 in [0, 32] (33)
 _LOW_BITS = 16
+_DECODE_BLOCK = 1 << 16  # symbols per constriction call in decode (speed only; same symbols)
+_TAIL_BLOCK = 64  # symbols per call once the coder's words are used up (speed only; same symbols)
 _BACKEND_CHECKED = False
 
 
@@ -210,9 +212,27 @@ def decode(
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     try:
         dec = _AnsCoder(words) if words.size else _AnsCoder()
-        idx = np.empty((C, M), dtype=np.int32)
+        # Decoded in blocks, so that time follows the stream's real size, not its declared shape
+        # (docs/reliability.md). Once no word is left and the state x is below 2**24 (constriction's
+        # model precision), decoding symbol s maps x to x - cdf(s): the first symbol (index 0, cdf 0)
+        # leaves x unchanged, so after one index-0 symbol every further symbol of the channel is index
+        # 0 too, and the rest of that row stays 0 without being decoded. Same symbols as one
+        # constriction call per channel (tests/test_fuzz.py checks it).
+        idx = np.zeros((C, M), dtype=np.int32)
         for c in range(C):
-            idx[c] = dec.decode(models[c], M)
+            a = 0
+            while a < M:
+                if dec.num_valid_bits() <= ANS_PRECISION:  # the tail: a fixed point follows index 0
+                    b = min(M, a + _TAIL_BLOCK)
+                    blk = dec.decode(models[c], b - a)
+                    idx[c, a:b] = blk
+                    a = b
+                    if not blk.all():
+                        break
+                    continue
+                b = min(M, a + _DECODE_BLOCK)
+                idx[c, a:b] = dec.decode(models[c], b - a)
+                a = b
         rows, cols = find_escapes(idx, table_size)  # decoded indices are <= size; == size: escape
         vals = np.zeros(0, np.int32)
         if rows.size:

@@ -98,7 +98,7 @@ LUT_MAX = 4095
 LUT_BITS = 8
 WEIGHT_LIMIT = 1 << 20
 _I32 = np.iinfo(np.int32)
-_MAX_ELEMENTS = 1 << 34
+_MAX_ELEMENTS = bitstream.MAX_STREAM_ELEMENTS  # docs/reliability.md
 
 
 def log_lut() -> np.ndarray:

@@ -97,7 +97,15 @@ _RUN_MIN = 8  # decode speed only: mean run length from which fixed per-table mo
 MU_LIMIT = 1 << 30
 WEIGHT_LIMIT = 1 << 20
 _I32 = np.iinfo(np.int32)
-_MAX_ELEMENTS = 1 << 34
+# Integers per temporal stream (encode and decode; docs/reliability.md): lower than the factorized
+# codec's bitstream.MAX_STREAM_ELEMENTS because each symbol has its own context-chosen table (about
+# 0.1 us a symbol), so that any stream decodes in seconds. A store chunk of 256 frames of 64 x 7 x 7
+# latents holds 0.8 M.
+_MAX_ELEMENTS = 1 << 24
+# Frames per stream (encode and decode): the decoder steps frame by frame, so a forged frame count
+# would otherwise cost time per frame whatever the stream's size. Store chunks and clip chunks hold
+# 256 frames by default (docs/reliability.md).
+MAX_STREAM_FRAMES = 1 << 12
 _LOCKSTEP_ELEMENTS = 2048  # symbols per lockstep step in decompress_chunks (speed only, same result)
 _LUT_ENTRIES = 1 << 17  # decode speed only: entries per diagonal-context lookup table (_context_lut)
 _amin, _amax = np.minimum.reduce, np.maximum.reduce  # whole-array reductions without ndarray.min's wrappers
@@ -443,8 +451,9 @@ class TemporalCodec(DigestedCodec):
         """
         K, shape = self._symbols(k)
         T = shape[0]
-        if K.size > _MAX_ELEMENTS:
-            raise CodecError(f"array of shape {shape} is too large for one stream; split it")
+        if K.size > _MAX_ELEMENTS or T > MAX_STREAM_FRAMES:
+            raise CodecError(f"array of shape {shape} is too large for one stream (at most {MAX_STREAM_FRAMES} "
+                             f"frames, {_MAX_ELEMENTS} integers); split it (compress_chunks)")
         if K.size == 0:
             return bitstream.pack(shape, self.digest, b"")
         if self.version == 1:
@@ -538,6 +547,9 @@ class TemporalCodec(DigestedCodec):
         numel = math.prod(shape)
         if numel > _MAX_ELEMENTS:
             raise CodecError(f"corrupt stream header: shape {shape} is implausibly large")
+        if numel and shape[0] > MAX_STREAM_FRAMES:
+            raise CodecError(f"corrupt stream header: {shape[0]} frames, more than one temporal stream may hold "
+                             f"({MAX_STREAM_FRAMES}); the stream is damaged")
         if numel == 0 and h.payload:
             raise CodecError("corrupt stream: an empty array with a non-empty payload")
         return shape, h.payload

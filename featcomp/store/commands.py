@@ -18,9 +18,12 @@ def main_info(args: argparse.Namespace) -> int:
     from featcomp.store.reader import open_store
     from featcomp.storage import storage_options_from_args
 
-    info = open_store(args.store, storage_options=storage_options_from_args(args)).info()
+    st = open_store(args.store, storage_options=storage_options_from_args(args))
+    info = st.info()
+    failures = [{"id": r.get("id"), "path": r.get("path"), "error": r.get("error"), "writer": r.get("writer")}
+                for r in st.failures()]
     if args.json:
-        print(json.dumps(info, indent=2, sort_keys=True))
+        print(json.dumps({**info, "failures": len(failures), "failed_videos": failures}, indent=2, sort_keys=True))
         return 0
 
     def fmt(x, spec=",.1f"):
@@ -48,6 +51,8 @@ def main_info(args: argparse.Namespace) -> int:
     print(f"failures         {info['failures']}")
     if info.get("partial"):
         print(f"partial          {info['partial']} (truncated files, decodable part kept; featcomp verify lists them)")
+    for r in failures:
+        print(f"  FAILED {r['id']}  {r['path']}: {r['error']}")
     return 0
 
 
@@ -61,6 +66,8 @@ def configure_verify(parser: argparse.ArgumentParser) -> None:
     from featcomp.storage import add_storage_option_argument
 
     add_storage_option_argument(parser)
+    parser.add_argument("--json", action="store_true",
+                        help="print the report as JSON: counts and problems [{file, video, problem}]")
 
 
 def main_verify(args: argparse.Namespace) -> int:
@@ -68,6 +75,6 @@ def main_verify(args: argparse.Namespace) -> int:
     from featcomp.storage import storage_options_from_args
 
     report = verify_store(args.store, compact=args.compact, storage_options=storage_options_from_args(args),
-                          include_remote_logs=args.no_live_writers)
-    print(describe(report))
+                          include_remote_logs=getattr(args, "no_live_writers", False))
+    print(json.dumps(report.to_dict(), indent=2, sort_keys=True) if getattr(args, "json", False) else describe(report))
     return 0 if report.ok else 1

@@ -331,8 +331,12 @@ def plain_video_table(records: list[dict]) -> dict[str, np.ndarray]:
             "written": written}
 
 
-def decode_log(data: bytes, where: str) -> list[dict]:
+def decode_log(data: bytes, where: str, *, commits: bool = True) -> list[dict]:
     """Parse an append-only log; a torn last line (no newline) is ignored.
+
+    Args:
+        commits: check every field of a commit record (types and ranges); False for failure logs,
+            whose records need only a string ``id``.
 
     Raises:
         StoreError: a complete line that is not a valid record (names ``where`` and the line).
@@ -344,12 +348,34 @@ def decode_log(data: bytes, where: str) -> list[dict]:
             continue
         try:
             rec = json.loads(line)
-            if not isinstance(rec, dict) or "id" not in rec:
+            if commits:
+                _check_record(rec)
+            elif not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
                 raise ValueError("not a record")
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise StoreError(f"{where}: line {no} is not a valid commit record ({e}); run `featcomp verify`") from None
         out.append(rec)
     return out
+
+
+_I64 = 1 << 63
+
+
+def _check_record(rec: Any) -> None:
+    """A commit record's fields, types and ranges (what :meth:`IndexTable.from_records` stores), or ValueError."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
+        raise ValueError("not a record")
+    for key, lo, hi in (("start", 0, _I64), ("length", 0, _I64), ("crc", 0, 1 << 32), ("written", -_I64, _I64)):
+        v = rec.get(key)
+        if not _is_int(v) or not lo <= v < hi:
+            raise ValueError(f"field {key!r} is {v!r}")
+    ts = rec.get("ts")
+    if not (isinstance(ts, list) and len(ts) == 4 and all(_is_int(x) and -_I64 <= x < _I64 for x in ts)
+            and 0 <= ts[0] < 256):
+        raise ValueError(f"field 'ts' is {ts!r}")
+    lv = rec.get("lv")
+    if lv is not None and not (_is_int(lv) and NO_LEVELS <= lv < 1 << 32):
+        raise ValueError(f"field 'lv' is {lv!r}")
 
 
 # ----------------------------------------------------------------------------------- index file
@@ -412,19 +438,35 @@ def decode_index_file(data: bytes, where: str) -> IndexTable:
         raise StoreError(f"{where}: index file version {data[6]} is not supported (upgrade featcomp)")
     (hlen,) = struct.unpack("<I", data[8:12])
     try:
+        if len(data) < 12 + hlen:
+            raise ValueError(f"truncated header ({len(data) - 12} bytes, {hlen} declared)")
         header = json.loads(data[12 : 12 + hlen])
+        if not isinstance(header, dict):
+            raise TypeError("the header is not a JSON object")
         payload_c = data[12 + hlen :]
         if zlib.crc32(payload_c) != header["payload_crc32"]:
             raise ValueError("payload CRC mismatch")
-        payload = bytes(Zstd().decode(payload_c))
-        n = int(header["n"])
+        n = header["n"]
+        if not _is_int(n) or not 0 <= n <= MAX_INDEX_ROWS:
+            raise ValueError(f"row count {n!r}")
+        columns = header["columns"]
+        if not isinstance(columns, list) or not all(
+            isinstance(c, list) and len(c) == 4 and isinstance(c[0], str) and c[1] in _DTYPES
+            and _is_int(c[2]) and _is_int(c[3]) and c[2] >= 0 and c[3] >= 0 for c in columns
+        ):
+            raise ValueError("malformed column table")
+        parts = header["parts"]
+        if not isinstance(parts, list) or not all(isinstance(x, str) for x in parts):
+            raise ValueError("malformed part names")
+        size = max((c[2] + c[3] for c in columns), default=0)
+        payload = zstd_decode_bounded(payload_c, size, Zstd())
         got: dict[str, Any] = {}
-        for name, dt, off, nb in header["columns"]:
+        for name, dt, off, nb in columns:
             raw = payload[off : off + nb]
             if len(raw) != nb:
                 raise ValueError(f"column {name} truncated")
             if dt == "utf8-nul":
-                got[name] = raw.decode("utf-8").split("\x00") if n else []
+                got[name] = bytes(raw).decode("utf-8").split("\x00") if n else []
             else:
                 got[name] = np.frombuffer(raw, dtype=dt).copy()
         for name in ("ids", "meta", *(c for c, _ in _COLUMNS)):
@@ -436,8 +478,12 @@ def decode_index_file(data: bytes, where: str) -> IndexTable:
         known = {"ids", "meta", *(c for c, _ in _ALL_COLUMNS)}
         if set(got) - known:
             raise ValueError(f"unknown columns {sorted(set(got) - known)}")
-    except (ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise StoreError(f"{where}: corrupt index file ({e}); rebuild it with `featcomp verify --compact`") from None
+        if n and (got["part"].min() < 0 or got["part"].max() >= len(parts)):
+            raise ValueError("a row names a part that the file does not list")
+        if n and (got["length"].min() < 0):
+            raise ValueError("a negative frame count")
+    except (ValueError, KeyError, TypeError, RuntimeError, OverflowError) as e:
+        raise StoreError(f"{where}: corrupt index file ({e}); readers leave it out, so the videos it records are not served: re-run the job to write them again") from None
     if n:
         got["written"] = np.cumsum(got["written"]).astype(np.int64) * _WRITTEN_UNIT_NS[data[6]]
         part = got["part"]
@@ -450,7 +496,54 @@ def decode_index_file(data: bytes, where: str) -> IndexTable:
         run_first = np.maximum.accumulate(np.where(~same, np.arange(n), 0))
         base = np.where(run_first > 0, cs[np.maximum(run_first - 1, 0)], 0)
         got["start"] = cs - base
-    return IndexTable(parts=list(header["parts"]), ids=got.pop("ids"), meta=got.pop("meta"), **got)
+    return IndexTable(parts=list(parts), ids=got.pop("ids"), meta=got.pop("meta"), **got)
+
+
+# Rows of one index file (a bound on what a header may make the reader allocate; docs/reliability.md).
+MAX_INDEX_ROWS = 1 << 28
+_DTYPES = {dt for _, dt in _ALL_COLUMNS} | {"utf8-nul"}
+# a zstd block holds at most 128 KiB and costs at least 4 bytes (3-byte header + one RLE byte)
+_ZSTD_MAX_RATIO = (128 << 10) // 4
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def zstd_content_size(buf: bytes) -> int | None:
+    """The decompressed size a zstd frame declares in its header (None when absent or not a frame)."""
+    if len(buf) < 5 or buf[:4] != b"\x28\xb5\x2f\xfd":
+        return None
+    fhd = buf[4]
+    fcs_flag, single, did_flag = fhd >> 6, (fhd >> 5) & 1, fhd & 3
+    pos = 5 + (0 if single else 1) + (0, 1, 2, 4)[did_flag]
+    nb = (1 if single else 0, 2, 4, 8)[fcs_flag]
+    if nb == 0 or len(buf) < pos + nb:
+        return None
+    v = int.from_bytes(buf[pos : pos + nb], "little")
+    return v + 256 if nb == 2 else v
+
+
+def zstd_decode_bounded(buf: bytes, size: int, zstd: Any) -> memoryview:
+    """Decompress a zstd frame that must hold exactly ``size`` bytes, never allocating more.
+
+    The frame's declared size is checked first (against ``size`` and against what ``len(buf)`` bytes
+    of zstd can hold), then the frame is decoded into a buffer of that size.
+
+    Raises:
+        ValueError: a frame without a declared size, of another size, or one that cannot hold it.
+    """
+    declared = zstd_content_size(buf)
+    if declared is None:
+        raise ValueError("not a zstd frame with a declared size")
+    if declared != size:
+        raise ValueError(f"zstd frame of {declared} bytes, {size} expected")
+    if size > _ZSTD_MAX_RATIO * len(buf) + (128 << 10):
+        raise ValueError(f"{len(buf)} bytes of zstd cannot hold {size} bytes")
+    out = np.empty(size, np.uint8)
+    if size:
+        zstd.decode(buf, out=out)
+    return memoryview(out)
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")

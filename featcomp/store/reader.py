@@ -12,6 +12,8 @@ Imports only numpy, zarr, numcodecs, constriction and fsspec (no torch, torchvis
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import threading
 import zlib
@@ -23,6 +25,7 @@ import numpy as np
 from featcomp.errors import CodecError, StoreError
 from featcomp.store._fs import StoreFS, read_logs
 from featcomp.store.format import (
+    MAX_RATE_LEVELS,
     NO_LEVELS,
     IndexTable,
     decode_index_file,
@@ -33,6 +36,8 @@ from featcomp.store.writer import read_header
 
 __all__ = ["open_store", "FeatureStore", "StoredVideo", "load_index"]
 
+log = logging.getLogger(__name__)
+
 _EMPTY = np.uint64(2**64 - 1)
 #: object stores: sealed shards up to this size are fetched whole (one GET) and cached
 REMOTE_WHOLE_SHARD_BYTES = 8 << 20
@@ -40,7 +45,8 @@ REMOTE_WHOLE_SHARD_BYTES = 8 << 20
 REMOTE_SHARD_CACHE_BYTES = 128 << 20
 
 
-def load_index(fs: StoreFS, *, retries: int = 8, live_parts: set | None = None) -> IndexTable:
+def load_index(fs: StoreFS, *, retries: int = 8, live_parts: set | None = None,
+               damaged: dict[str, str] | None = None) -> IndexTable:
     """Merge every ``index/*.fcidx`` file and every commit log into one table (newest wins).
 
     Retries when a file vanishes between listing and reading (a writer or ``verify --compact``
@@ -49,6 +55,11 @@ def load_index(fs: StoreFS, *, retries: int = 8, live_parts: set | None = None) 
     Args:
         live_parts: filled with the names of the parts that still have a commit log (a writer that
             is open, or crashed). Every other part belongs to a closed writer and never changes again.
+        damaged: when given, an index file that cannot be read, or a commit-log line that is not a
+            valid record, is left out and recorded here (``{"index/<name>": reason}``, a log line as
+            ``"index/<name>.log line <n>"``) instead of raising: the store keeps serving every video
+            whose record is intact (``FeatureStore.damaged``; ``featcomp verify`` reports them). The
+            videos of a damaged file are unknown to the reader; a re-run of the job writes them again.
     """
     last: Exception | None = None
     for _ in range(retries):
@@ -56,16 +67,36 @@ def load_index(fs: StoreFS, *, retries: int = 8, live_parts: set | None = None) 
             tables = []
             if live_parts is not None:
                 live_parts.clear()
+            bad: dict[str, str] = {}
             for name in fs.listdir("index"):
                 if name.endswith(".fcidx"):
-                    tables.append(decode_index_file(fs.read(f"index/{name}"), f"{fs.url}/index/{name}"))
+                    try:
+                        tables.append(decode_index_file(fs.read(f"index/{name}"), f"{fs.url}/index/{name}"))
+                    except StoreError as e:
+                        if damaged is None:
+                            raise
+                        bad[f"index/{name}"] = str(e)
             logs = read_logs(fs, "index", ".log")
             if live_parts is not None:
                 live_parts.update(logs)
             for part, data in sorted(logs.items()):
-                recs = decode_log(data, f"{fs.url}/index/{part}.log")
+                where = f"{fs.url}/index/{part}.log"
+                try:
+                    recs = decode_log(data, where)
+                except StoreError:
+                    if damaged is None:
+                        raise
+                    recs = []
+                    for no, line in enumerate(data.split(b"\n")[:-1], 1):  # the valid lines, one by one
+                        try:
+                            recs += decode_log(line + b"\n", where)
+                        except StoreError as e:
+                            bad[f"index/{part}.log line {no}"] = str(e).replace("line 1 ", f"line {no} ", 1)
                 if recs:
                     tables.append(IndexTable.from_records([part], [(0, r) for r in recs]))
+            if damaged is not None:
+                damaged.clear()
+                damaged.update(bad)
             return IndexTable.concat(tables)
         except FileNotFoundError as e:
             last = e
@@ -126,12 +157,22 @@ class _Part:
             if enc.get("name") != "default" or enc.get("configuration", {}).get("separator", "/") != "/":
                 raise ValueError("chunk key encoding")
             self.dtype = np.dtype(meta["data_type"])
-        except (KeyError, ValueError, TypeError) as e:
-            raise StoreError(f"{store.url}: part {name!r} does not have the featcomp layout ({e})") from None
+            # bounds before anything is allocated from them (a chunk is one entropy stream)
+            from featcomp.entropy.bitstream import MAX_STREAM_ELEMENTS
+
+            if len(self.shape) < 2 or min(self.shape) < 0 or self.chunk_frames < 1 or self.chunks_per_shard < 1 \
+                    or self.shard_frames != self.chunk_frames * self.chunks_per_shard \
+                    or self.chunk_frames * math.prod(self.sample_shape) > MAX_STREAM_ELEMENTS:
+                raise ValueError(f"shape {self.shape}, shards of {self.shard_frames} frames, chunks of "
+                                 f"{self.chunk_frames} frames")
+        except (KeyError, ValueError, TypeError, OverflowError, ZeroDivisionError, IndexError) as e:
+            raise StoreError(f"{store.url}: part {name!r} does not have the featcomp layout ({e!r})") from None
         from featcomp.store.codec import CODEC_NAME, decode_tables
 
         if names == [CODEC_NAME]:
-            c = conf["codecs"][0]["configuration"]
+            c = conf["codecs"][0].get("configuration")
+            if not isinstance(c, dict) or not isinstance(c.get("tables"), str):
+                raise StoreError(f"{store.url}: part {name!r}: its featcomp.ans configuration is missing or damaged")
             hdr_digest = store.header.get("codec", {}).get("digest")
             if c.get("digest") != hdr_digest:
                 raise StoreError(
@@ -180,17 +221,25 @@ class _Part:
             from featcomp.store.codec import decode_chunk
 
             return decode_chunk(raw, self.codec, self.sample_shape)
-        try:
-            b = self.zstd.decode(raw)
-        except Exception as e:
+        from featcomp.store.format import zstd_decode_bounded
+
+        want = self.chunk_frames * int(np.prod(self.sample_shape))
+        try:  # the frame must declare exactly one chunk (never allocate what a damaged frame declares)
+            b = zstd_decode_bounded(raw, 2 * want, self.zstd)
+        except Exception as e:  # noqa: BLE001 - numcodecs raises RuntimeError/ValueError on damage
             raise CodecError(f"zstd: {e}") from None
         a = np.frombuffer(b, dtype="<f2")
-        if a.size != self.chunk_frames * int(np.prod(self.sample_shape)):
+        if a.size != want:
             raise CodecError(f"decoded {a.size} values, expected {self.chunk_frames} frames of {self.sample_shape}")
         return a.reshape(self.chunk_frames, *self.sample_shape)
 
-    def read(self, a: int, b: int, video: str) -> np.ndarray:
-        """Frames ``[a, b)`` of the part: int32 (coded) or float16 (raw) ``(b - a, *sample_shape)``."""
+    def read(self, a: int, b: int, video: str, missing: list[int] | None = None) -> np.ndarray:
+        """Frames ``[a, b)`` of the part: int32 (coded) or float16 (raw) ``(b - a, *sample_shape)``.
+
+        ``missing``: when given, an absent shard file reads as zeros (zarr writes no shard whose
+        chunks all equal the fill value, e.g. an all-zero video alone in a shard) and its number is
+        appended; the caller must then prove the frames with the video's CRC. Otherwise an absent
+        shard is a StoreError."""
         if b > self.shape[0]:
             raise StoreError(
                 f"{self.store.url}: video {video!r}: frames {a}..{b} lie beyond part {self.name!r} "
@@ -215,7 +264,7 @@ class _Part:
                 j1 -= 1
             if j0 > j1:
                 continue
-            for j, chunk in self._read_shard_chunks(s, j0, j1, video):
+            for j, chunk in self._read_shard_chunks(s, j0, j1, video, missing):
                 chunks[j] = chunk
         for j in range(c0, c1 + 1):
             chunk = chunks[j]
@@ -226,7 +275,7 @@ class _Part:
         cache.put((self.name, c1), chunks[c1])
         return out
 
-    def _read_shard_chunks(self, s: int, j0: int, j1: int, video: str):
+    def _read_shard_chunks(self, s: int, j0: int, j1: int, video: str, missing: list[int] | None = None):
         key = self.shard_key(s)
         fs = self.store.fs
         n_idx = 16 * self.chunks_per_shard + 4
@@ -308,6 +357,10 @@ class _Part:
                 out.sort(key=lambda x: x[0])
                 return out
             except FileNotFoundError:
+                if missing is not None:
+                    missing.append(s)
+                    zero = np.zeros((self.chunk_frames, *self.sample_shape), dtype=np.int32 if self.kind == "ans" else np.float16)
+                    return [(j, zero) for j in range(j0, j1 + 1)]
                 raise StoreError(f"{where}: shard file is missing; the store lost data (run `featcomp verify`)") from None
             except StoreError:
                 if attempt == 0 and not fs.local:
@@ -351,7 +404,9 @@ class _Part:
             raise StoreError(f"{where}: shard index CRC32C mismatch (corrupt or truncated shard)")
         offs = np.frombuffer(body, dtype="<u8").reshape(-1, 2)
         valid = offs[:, 0] != _EMPTY
-        if np.any(offs[valid, 0] + offs[valid, 1] > size - len(idx_raw)):
+        end = np.uint64(size - len(idx_raw))
+        o, n = offs[valid, 0], offs[valid, 1]
+        if np.any(o > end) or np.any(n > end - o):  # (no uint64 wrap-around: o <= end is checked first)
             raise StoreError(f"{where}: shard index points past the end of the file (truncated shard)")
         return offs
 
@@ -366,6 +421,64 @@ class _Part:
 
     def shard_count(self) -> int:
         return -(-self.shape[0] // self.shard_frames)
+
+
+class _NotPlain(Exception):
+    """A side array whose layout is not the one featcomp writes (read with zarr instead)."""
+
+
+class _SideArray:
+    """A 1-D side array (``times/<part>``, ``levels/<part>``) as featcomp writes it (zarr v3, regular
+    chunks, ``bytes`` + ``zstd``), read with bounded work: each chunk's zstd frame must declare exactly
+    the chunk's size and is decoded into a buffer of that size (zarr would allocate whatever a damaged
+    frame declares). ``shape`` and ``arr[a:b]`` as a zarr array; an absent chunk reads as the fill value."""
+
+    _MAX_CHUNK = 1 << 24
+
+    def __init__(self, fs: StoreFS, key: str) -> None:
+        meta = json.loads(fs.read(f"{key}/zarr.json"))
+        try:
+            codecs = [c["name"] for c in meta["codecs"]]
+            endian = meta["codecs"][0].get("configuration", {}).get("endian", "little")
+            enc = meta.get("chunk_key_encoding", {})
+            sep = enc.get("configuration", {}).get("separator", "/")
+            (n,) = meta["shape"]
+            (cl,) = meta["chunk_grid"]["configuration"]["chunk_shape"]
+            dtype = np.dtype(meta["data_type"])
+            fill = meta.get("fill_value", 0)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise _NotPlain(repr(e)) from None
+        if codecs != ["bytes", "zstd"] or endian != "little" or enc.get("name", "default") != "default" or sep != "/":
+            raise _NotPlain(str(codecs))
+        if not (isinstance(n, int) and isinstance(cl, int) and n >= 0 and 1 <= cl <= self._MAX_CHUNK
+                and dtype.kind in "fiu" and dtype.itemsize <= 8):
+            raise ValueError(f"{key}: shape {n!r}, chunks {cl!r}, dtype {meta.get('data_type')!r}")
+        self.fs, self.key, self.shape, self.chunk, self.dtype = fs, key, (n,), cl, dtype.newbyteorder("<")
+        self.fill = fill
+
+    def _chunk(self, i: int) -> np.ndarray:
+        from numcodecs.zstd import Zstd
+
+        from featcomp.store.format import zstd_decode_bounded
+
+        try:
+            raw = self.fs.read(f"{self.key}/c/{i}")
+        except FileNotFoundError:
+            return np.full(self.chunk, self.fill, self.dtype)
+        try:
+            b = zstd_decode_bounded(raw, self.chunk * self.dtype.itemsize, Zstd())
+        except Exception as e:  # noqa: BLE001 - numcodecs raises RuntimeError/ValueError on damage
+            raise StoreError(f"chunk {self.key}/c/{i} is damaged ({type(e).__name__}: {e})") from None
+        return np.frombuffer(b, self.dtype)
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        a, b, _ = sl.indices(self.shape[0])
+        if b <= a:
+            return np.zeros(0, self.dtype)
+        parts = [self._chunk(i) for i in range(a // self.chunk, (b - 1) // self.chunk + 1)]
+        whole = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        off = (a // self.chunk) * self.chunk
+        return whole[a - off : b - off]
 
 
 class _ChunkCache:
@@ -455,12 +568,25 @@ class FeatureStore(Mapping):
         except StoreError:
             self.fs.check_root()  # a missing bucket says so, not "no zarr.json"
             raise
-        self.mode = self.header.get("mode", "coded")
-        self.model_card = self.header.get("model_card", {})
-        #: entropy-model kind of a coded store ("factorized", "temporal", ...); None for raw stores
-        self.kind = self.header.get("codec", {}).get("kind", "factorized") if self.mode == "coded" else None
+        try:
+            self.mode = self.header.get("mode", "coded")
+            if self.mode not in ("coded", "raw"):
+                raise ValueError(f"mode {self.mode!r}")
+            self.model_card = self.header.get("model_card", {})
+            #: entropy-model kind of a coded store ("factorized", "temporal", ...); None for raw stores
+            self.kind = self.header.get("codec", {}).get("kind", "factorized") if self.mode == "coded" else None
+            if self.kind is not None and not isinstance(self.kind, str):
+                raise ValueError(f"codec kind {self.kind!r}")
+        except (AttributeError, TypeError, ValueError) as e:
+            raise StoreError(f"{self.url}: corrupt store header in zarr.json ({e}); the store is damaged") from None
+        #: index files and commit-log lines that could not be read ({where: reason}); the store serves
+        #: every other video (see load_index). Empty for an intact store.
+        self.damaged: dict[str, str] = {}
         self._live_parts: set[str] = set()
-        self._index = load_index(self.fs, live_parts=self._live_parts)
+        self._index = load_index(self.fs, live_parts=self._live_parts, damaged=self.damaged)
+        if self.damaged:
+            log.warning("%s: %d index file(s)/record(s) cannot be read and are left out (run `featcomp verify`): %s",
+                        self.url, len(self.damaged), ", ".join(sorted(self.damaged)))
         self._rows = {vid: j for j, vid in enumerate(self._index.ids)}
         self._parts: dict[int, _Part] = {}
         self._times: dict[int, Any] = {}
@@ -469,10 +595,17 @@ class FeatureStore(Mapping):
         self._chunk_cache = _ChunkCache()
         self._shard_bytes = _ByteLRU(REMOTE_SHARD_CACHE_BYTES)  # object stores: whole sealed shards
         self._level_cache = _ChunkCache(max_items=64)  # row -> the video's levels (windows of one video)
+        self._proven: set[int] = set()  # rows whose whole data matched their CRC (windows then trust it)
         deq = self.header.get("dequantization")
-        self._offsets = np.asarray(deq["offsets"], dtype=np.float32) if deq else None
-        self._scale = np.asarray(deq["scale"], dtype=np.float32) if deq else None
-        self.rate_levels = int(self.header.get("rate_levels") or 0) if self.mode == "coded" else 0
+        try:
+            self._offsets = np.asarray(deq["offsets"], dtype=np.float32).reshape(-1) if deq else None
+            self._scale = np.asarray(deq["scale"], dtype=np.float32).reshape(-1) if deq else None
+            self.rate_levels = int(self.header.get("rate_levels") or 0) if self.mode == "coded" else 0
+            if not 0 <= self.rate_levels <= MAX_RATE_LEVELS or (self.rate_levels and self._scale is None):
+                raise ValueError(f"rate_levels {self.rate_levels}")
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
+            raise StoreError(f"{self.url}: corrupt dequantization or rate levels in the store header ({e!r}); "
+                             "the store is damaged") from None
         self.level_scale = self._read_level_scale(deq) if self.rate_levels else None
 
     def _read_level_scale(self, deq: dict | None) -> np.ndarray:
@@ -525,17 +658,23 @@ class FeatureStore(Mapping):
             return None
         from featcomp.store.codec import decode_tables
 
-        c = self.header["codec"]
         try:
+            c = self.header["codec"]
             return decode_tables(c["tables"], c["digest"], self.kind)
         except CodecError as e:
             raise StoreError(f"{self.url}: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise StoreError(f"{self.url}: corrupt codec in the store header ({e!r}); the store is damaged") from None
 
     def _part(self, p: int) -> _Part:
         part = self._parts.get(p)
         if part is None:
             with self._lock:
-                part = self._parts.get(p) or _Part(self, self._index.parts[p])
+                try:
+                    part = self._parts.get(p) or _Part(self, self._index.parts[p])
+                except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
+                    raise StoreError(f"{self.url}: part {self._index.parts[p]!r}: its metadata "
+                                     f"(parts/{self._index.parts[p]}/zarr.json) is damaged ({e!r})") from None
                 self._parts[p] = part
         return part
 
@@ -547,7 +686,14 @@ class FeatureStore(Mapping):
             return t
         arr = self._side_array(self._times, "times", j, "timestamps array")
         s = int(ix.start[j])
-        return np.asarray(arr[s : s + n], dtype=np.float64)
+        try:
+            t = np.asarray(arr[s : s + n], dtype=np.float64)
+        except Exception as e:  # zarr/numcodecs raise RuntimeError, ValueError... for damaged chunks
+            raise StoreError(f"{self.url}: video {ix.ids[j]!r}: timestamps times/{ix.parts[int(ix.part[j])]} frames "
+                             f"{s}..{s + n} unreadable ({type(e).__name__}: {e}); the store is corrupt") from None
+        if t.shape != (n,):
+            raise StoreError(f"{self.url}: video {ix.ids[j]!r}: {t.shape[0]} timestamps for {n} frames; the store is corrupt")
+        return t
 
     def _side_array(self, cache: dict, group: str, j: int, what: str):
         """The per-frame side array ``<group>/<part>`` of index row ``j``'s part (opened once, cached)."""
@@ -555,12 +701,18 @@ class FeatureStore(Mapping):
         p = int(ix.part[j])
         arr = cache.get((p, os.getpid()))  # zarr arrays of a remote store are not reused after a fork
         if arr is None:
-            import zarr
-
+            key = f"{group}/{ix.parts[p]}"
             try:
-                arr = zarr.open_array(self.fs.zarr_store(read_only=True), path=f"{group}/{ix.parts[p]}", mode="r")
-            except Exception as e:
-                raise StoreError(f"{self.url}: video {ix.ids[j]!r}: {what} {group}/{ix.parts[p]} unreadable: {e}") from None
+                arr = _SideArray(self.fs, key)
+            except _NotPlain:  # another layout than featcomp writes: let zarr read it
+                import zarr
+
+                try:
+                    arr = zarr.open_array(self.fs.zarr_store(read_only=True), path=key, mode="r")
+                except Exception as e:
+                    raise StoreError(f"{self.url}: video {ix.ids[j]!r}: {what} {key} unreadable: {e}") from None
+            except (StoreError, FileNotFoundError, ValueError, KeyError, TypeError) as e:
+                raise StoreError(f"{self.url}: video {ix.ids[j]!r}: {what} {key} unreadable: {e}") from None
             cache[(p, os.getpid())] = arr
         return arr
 
@@ -735,7 +887,7 @@ class FeatureStore(Mapping):
         """
         recs: dict[str, dict] = {}
         for w, data in sorted(read_logs(self.fs, "failures", ".jsonl").items()):
-            for r in decode_log(data, f"{self.url}/failures/{w}.jsonl"):
+            for r in decode_log(data, f"{self.url}/failures/{w}.jsonl", commits=False):
                 if r["id"] not in recs or r.get("written", 0) >= recs[r["id"]].get("written", 0):
                     recs[r["id"]] = r
         out = sorted(recs.values(), key=lambda r: r.get("written", 0))
@@ -821,14 +973,32 @@ class StoredVideo:
         ix = st.index
         p = int(ix.part[self._row])
         s = int(ix.start[self._row])
-        data = st._part(p).read(s + self.start, s + self.stop, self.video_id)
+        part = st._part(p)
+        missing: list[int] = []
+        data = part.read(s + self.start, s + self.stop, self.video_id, missing)
         if self.start == 0 and self.stop == self.total_frames:
-            if zlib.crc32(np.ascontiguousarray(data).tobytes()) != int(ix.crc[self._row]):
-                raise StoreError(
-                    f"{st.url}: video {self.video_id!r}: decoded data does not match its index CRC "
-                    f"(part {ix.parts[p]!r}, frames {s}..{s + self.total_frames}); the store is corrupt"
-                )
+            self._check_crc(data, missing)
+        elif (missing or st.mode == "raw") and self._row not in st._proven:
+            # A window's chunks carry no checksum of their own in a raw store (zstd frames without
+            # one), and an absent shard reads as zeros: the whole video is read once and proven by
+            # its CRC before any window of it is served (its chunks stay cached for the window).
+            full: list[int] = []
+            self._check_crc(part.read(s, s + self.total_frames, self.video_id, full), full)
         return data
+
+    def _check_crc(self, data: np.ndarray, missing: list[int]) -> None:
+        st = self._store
+        ix = st.index
+        p, s = int(ix.part[self._row]), int(ix.start[self._row])
+        if zlib.crc32(np.ascontiguousarray(data).tobytes()) != int(ix.crc[self._row]):
+            part = st._part(p)
+            lost = f"; shard file(s) {', '.join(part.shard_key(m) for m in missing)} are missing: the store lost data" if missing else ""
+            raise StoreError(
+                f"{st.url}: video {self.video_id!r}: decoded data does not match its index CRC "
+                f"(part {ix.parts[p]!r}, frames {s}..{s + self.total_frames}){lost}; the store is corrupt "
+                "(run `featcomp verify`)"
+            )
+        st._proven.add(self._row)
 
     def latents(self) -> np.ndarray:
         """int32 ``(frames, C[, H, W])`` integer latents exactly as written (coded stores)."""

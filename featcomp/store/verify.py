@@ -23,6 +23,8 @@ class VerifyReport:
 
     Attributes:
         store: the URL. ok: no problems. problems: one line per problem (naming video/part/chunk).
+        issues: the same problems as records ``{"file", "video", "problem"}`` (``file``: the store
+            file at fault, relative to the store, or None; ``video``: the video id, or None).
         kind: the entropy-model kind of a coded store (None: raw). format_version: the store's.
         videos, frames, parts, chunks: what was checked. compacted: index files folded by ``compact``.
         partial: ``{video_id: reason}`` of videos kept from truncated files (``allow_partial``): they
@@ -41,10 +43,18 @@ class VerifyReport:
     format_version: int | None = None
     partial: dict[str, str] = field(default_factory=dict)
     failures: int = 0
+    issues: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (``featcomp verify --json``)."""
+        return {"store": self.store, "ok": self.ok, "format_version": self.format_version, "kind": self.kind,
+                "videos": self.videos, "frames": self.frames, "parts": self.parts, "chunks": self.chunks,
+                "compacted": self.compacted, "problems": self.issues, "partial": dict(self.partial),
+                "failures": self.failures}
 
 
 def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000,
@@ -67,20 +77,32 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
         path is not a featcomp store at all (``StoreError``).
     """
     from featcomp.store.reader import FeatureStore
+    from featcomp.store.writer import read_header
 
-    st = FeatureStore(path_or_url, storage_options=storage_options)
-    rep = VerifyReport(store=st.url, videos=len(st), frames=int(st.index.length.sum()), kind=st.kind,
-                       format_version=st.header.get("format_version"))
-
-    def problem(msg: str) -> None:
+    def problem(msg: str, file: str | None = None, video: str | None = None) -> None:
         if len(rep.problems) < max_problems:
             rep.problems.append(msg)
+            rep.issues.append({"file": file, "video": video, "problem": msg})
+
+    try:
+        st = FeatureStore(path_or_url, storage_options=storage_options)
+    except StoreError as e:
+        fs = StoreFS(path_or_url, storage_options)
+        h = read_header(fs)  # not a featcomp store at all: raised
+        rep = VerifyReport(store=fs.url, format_version=h.get("format_version"))
+        problem(f"the store cannot be opened: {e}", _file_named(str(e), fs.url))
+        return rep
+    rep = VerifyReport(store=st.url, videos=len(st), frames=int(st.index.length.sum()), kind=st.kind,
+                       format_version=st.header.get("format_version"))
+    for where, why in sorted(st.damaged.items()):
+        problem(f"{why} (left out: the videos it records are not served; re-run the job to write them again)",
+                where.split(" line ")[0])
 
     if st.mode == "coded":
         try:
             st.codec  # tables decode and hash to the recorded digest
         except StoreError as e:
-            problem(str(e))
+            problem(str(e), "zarr.json")
     ix = st.index
     used_parts = sorted(set(ix.part.tolist()))
     rep.parts = len(used_parts)
@@ -89,7 +111,7 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
         try:
             part = st._part(p)
         except StoreError as e:
-            problem(str(e))
+            problem(str(e), f"parts/{ix.parts[p]}/zarr.json")
             continue
         # every chunk of every shard decodes
         for s in range(part.shard_count()):
@@ -102,40 +124,63 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
                 # a shard may legitimately be absent only if all its chunks are empty (all zero)
                 rows = np.flatnonzero(ix.part == p)
                 lo, hi = j0 * part.chunk_frames, (j1 + 1) * part.chunk_frames
-                if np.any((ix.start[rows] < hi) & (ix.start[rows] + ix.length[rows] > lo) & (ix.crc[rows] != _zero_crc(ix, rows, part))):
-                    problem(f"{st.url}: part {ix.parts[p]!r}: shard {key} is missing")
+                hit = rows[(ix.start[rows] < hi) & (ix.start[rows] + ix.length[rows] > lo)]
+                for r in hit[ix.crc[hit] != _zero_crc(ix, hit, part)].tolist():
+                    problem(f"{st.url}: part {ix.parts[p]!r}: shard {key} is missing (video {ix.ids[r]!r} lost data)",
+                            key, ix.ids[r])
                 continue
             try:
                 rep.chunks += len(part._read_shard_chunks(s, j0, j1, "(verify)"))
-            except StoreError as e:
-                problem(str(e))
+            except Exception as e:  # noqa: BLE001 - every problem is reported, never raised
+                problem(_text(e), key)
         ends[p] = part.shape[0]
     # every video: range inside the part, CRC of the decoded data
     for j, vid in enumerate(ix.ids):
         p = int(ix.part[j])
         if p not in ends:
             continue
+        name = ix.parts[p]
         if int(ix.start[j]) < 0 or int(ix.start[j] + ix.length[j]) > ends[p]:
             problem(f"{st.url}: video {vid!r}: frames {int(ix.start[j])}..{int(ix.start[j] + ix.length[j])} "
-                    f"outside part {ix.parts[p]!r} ({ends[p]} frames)")
+                    f"outside part {name!r} ({ends[p]} frames)", f"parts/{name}", vid)
             continue
-        try:
-            st[vid]._raw()
-            st._timestamps(j)
-            st._levels(j)  # CRC and range of per-frame rate levels (format version 3)
-            if st.rate_levels and int(ix.levels_crc[j]) < 0:
-                problem(f"{st.url}: video {vid!r} has no per-frame rate levels in a store that records them")
-        except (StoreError, CodecError) as e:
-            problem(str(e))
-    rep.partial = st.partial_videos()
+        for what, check, file in (
+            ("data", lambda: st[vid]._raw(), f"parts/{name}"),
+            ("timestamps", lambda: st._timestamps(j), f"times/{name}"),
+            ("levels", lambda: st._levels(j), f"levels/{name}"),  # CRC and range (format version 3)
+        ):
+            try:
+                check()
+            except Exception as e:  # noqa: BLE001 - every problem is reported, never raised
+                problem(_text(e), file, vid)
+        if st.rate_levels and int(ix.levels_crc[j]) < 0:
+            problem(f"{st.url}: video {vid!r} has no per-frame rate levels in a store that records them",
+                    f"levels/{name}", vid)
+    try:
+        rep.partial = st.partial_videos()
+    except Exception as e:  # noqa: BLE001 - every problem is reported, never raised
+        problem(_text(e))
     try:
         rep.failures = len(st.failures())
-    except StoreError as e:
-        problem(str(e))
+    except Exception as e:  # noqa: BLE001
+        problem(_text(e), "failures")
     if compact and rep.ok:
         rep.compacted = compact_store(st.url, storage_options=st.storage_options,
                                       include_remote_logs=include_remote_logs)
     return rep
+
+
+def _text(e: BaseException) -> str:
+    """A problem's text: featcomp errors as they are, anything else with its type (never a traceback)."""
+    return str(e) if isinstance(e, (StoreError, CodecError)) else f"{type(e).__name__}: {e}"
+
+
+def _file_named(msg: str, url: str) -> str | None:
+    """The store file an error message names (``<url>/<key>: ...``), relative to the store, or None."""
+    prefix = url.rstrip("/") + "/"
+    if prefix in msg:
+        return msg.split(prefix, 1)[1].split(":", 1)[0].split(" ", 1)[0] or None
+    return None
 
 
 def _zero_crc(ix: IndexTable, rows: np.ndarray, part) -> np.ndarray:

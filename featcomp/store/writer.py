@@ -245,12 +245,16 @@ def read_header(fs: StoreFS) -> dict:
         raise StoreError(
             f"{fs.url} is not a featcomp store (no zarr.json); create one with featcomp.StoreWriter"
         ) from None
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise StoreError(f"{fs.url}: zarr.json is not valid JSON ({e})") from None
-    h = doc.get("attributes", {}).get("featcomp") if isinstance(doc, dict) else None
+    attrs = doc.get("attributes", {}) if isinstance(doc, dict) else None
+    h = attrs.get("featcomp") if isinstance(attrs, dict) else None
     if not isinstance(h, dict) or h.get("format") != FORMAT_NAME:
         raise StoreError(f"{fs.url} is a zarr node but not a featcomp store (no 'featcomp' header in its attributes)")
-    if int(h.get("format_version", 0)) > FORMAT_VERSION:
+    fv = h.get("format_version", 0)
+    if isinstance(fv, bool) or not isinstance(fv, int):
+        raise StoreError(f"{fs.url}: corrupt store header (format_version {fv!r}); the store is damaged")
+    if fv > FORMAT_VERSION:
         raise StoreError(
             f"{fs.url}: store format version {h.get('format_version')} is newer than this featcomp "
             f"supports ({FORMAT_VERSION}); upgrade featcomp"
@@ -346,7 +350,9 @@ class StoreWriter:
             raise StoreError(f"{self.url}: writer id {self.writer_id!r} is already used; pick another")
         from featcomp.store.reader import load_index
 
-        self._known: set[str] = set(load_index(self.fs).ids)
+        # a damaged index file or record is left out (its videos count as not written, so a re-run
+        # writes them again); readers and `featcomp verify` report it
+        self._known: set[str] = set(load_index(self.fs, damaged={}).ids)
         self._records: list[dict] = []
         self._log = AppendLog(self.fs, f"index/{self.writer_id}.log", fsync=self.fsync)
         self._flog = AppendLog(self.fs, f"failures/{self.writer_id}.jsonl", fsync=self.fsync)
@@ -434,7 +440,7 @@ class StoreWriter:
         """Re-read the index so that ``in`` also sees videos other writers committed since opening."""
         from featcomp.store.reader import load_index
 
-        self._known |= set(load_index(self.fs).ids)
+        self._known |= set(load_index(self.fs, damaged={}).ids)
 
     @property
     def frames_written(self) -> int:

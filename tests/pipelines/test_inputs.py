@@ -142,3 +142,81 @@ def test_fsspec_urls_directory_glob_file_and_manifest():
 def test_is_url():
     assert is_url("s3://b/k") and is_url("https://x/y.mp4") and is_url("memory://x")
     assert not is_url("/a/b.mp4") and not is_url("file:///a/b.mp4") and not is_url("C:\\v.mp4")
+
+
+# ------------------------------------------------------------------ links, odd names (issue 14)
+@pytest.mark.timeout(30)
+def test_a_directory_link_to_its_parent_yields_each_video_once(tree):
+    os.symlink("..", tree / "sub" / "up")  # sub/up -> videos
+    os.symlink(tree / "sub", tree / "again")  # a second path to sub: walked once, under the first name
+    got = discover([str(tree)])
+    assert [v.video_id for v in got] == ["a.mp4", "again/b.MKV", "again/deeper/c.avi"]  # sorted names: "again" first
+    assert len({os.path.realpath(v.path) for v in got}) == 3
+
+
+@pytest.mark.timeout(30)
+def test_two_links_to_the_parent_do_not_hang(tree):
+    os.symlink("..", tree / "sub" / "up1")
+    os.symlink("../..", tree / "sub" / "deeper" / "up2")
+    got = discover([str(tree)])  # before: never returned (every path through both links)
+    assert sorted(v.video_id for v in got) == ["a.mp4", "sub/b.MKV", "sub/deeper/c.avi"]
+
+
+@pytest.mark.timeout(30)
+def test_a_recursive_glob_through_links_to_the_parent_does_not_hang(tree):
+    os.symlink("..", tree / "sub" / "up1")
+    os.symlink("../..", tree / "sub" / "deeper" / "up2")
+    got = discover([str(tree / "**" / "*.mp4"), str(tree / "sub" / "**" / "c.*")])  # was: glob.glob never returned
+    assert [v.video_id for v in got] == ["a.mp4", "deeper/c.avi"]
+    assert [v.video_id for v in discover([str(tree / "**")])] == ["a.mp4", "sub/b.MKV", "sub/deeper/c.avi"]
+
+
+def test_names_with_newlines_and_non_utf8_bytes_get_valid_reversible_ids(tmp_path):
+    from featcomp.store.format import check_video_id
+    from pipelines.inputs import id_to_name, local_path
+
+    root = tmp_path / "v"
+    root.mkdir()
+    names = [b"new\nline.mp4", b"caf\xe9.mp4", b"100%25 real.mp4", b"plain.mp4", b"cr\r.mp4"]
+    for n in names:
+        (root / os.fsdecode(n)).write_bytes(b"x")
+    got = discover([str(root)])
+    ids = {v.video_id for v in got}
+    assert ids == {"new%0Aline.mp4", "caf%E9.mp4", "100%2525 real.mp4", "plain.mp4", "cr%0D.mp4"}
+    for v in got:
+        check_video_id(v.video_id)  # the store accepts it (was: a job-level abort for the newline)
+        v.video_id.encode("utf-8")  # and it is valid UTF-8 (was: accepted, then failed at close())
+        v.path.encode("utf-8")  # the path travels through Arrow
+        assert os.fsencode(id_to_name(v.video_id)) in names
+        assert os.path.exists(local_path(v.path))
+        assert os.fsencode(os.path.basename(local_path(v.path))) == os.fsencode(id_to_name(v.video_id))
+    assert discover([str(root)]) == got  # deterministic
+
+
+def test_ids_of_ordinary_names_are_unchanged(tree):
+    assert [v.video_id for v in discover([str(tree)])] == ["a.mp4", "sub/b.MKV", "sub/deeper/c.avi"]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# names as the OS gives them: arbitrary bytes, decoded with surrogateescape (os.fsdecode)
+_name_bytes = st.lists(st.one_of(st.binary(min_size=1, max_size=3),
+                                 st.sampled_from([b"%", b"0a", b"F", b"\n", b"\r", b"/", "é".encode(), b"\xe9"])),
+                       min_size=1, max_size=12).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(_name_bytes.map(os.fsdecode))
+def test_name_to_id_is_reversible_and_valid(name):
+    from featcomp.store.format import check_video_id
+    from pipelines.inputs import id_to_name, name_to_id, transport_path, local_path
+
+    name = name.replace("\x00", "")
+    if not name:
+        return
+    vid = name_to_id(name)
+    assert id_to_name(vid) == name
+    vid.encode("utf-8")
+    check_video_id(vid)
+    assert local_path(transport_path(name)) == name and transport_path(name).encode("utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -81,3 +82,31 @@ def test_truncated_video_is_one_failure_row_unless_partial_is_allowed(tmp_path):
 def test_complete_videos_carry_an_empty_partial_column(tmp_path):
     rows = _run(make_clip(tmp_path / "a.mp4", 10, fps=25), SamplingConfig.all_frames(batch_size=4))
     assert len(rows) == 3 and all(r["partial"][0] == "" for r in rows)
+
+
+@pytest.mark.timeout(60)
+def test_a_non_utf8_file_name_decodes_through_its_transport_path(tmp_path):
+    from pipelines.inputs import discover
+
+    root = tmp_path / "v"
+    root.mkdir()
+    make_clip(root / os.fsdecode(b"caf\xe9.mp4"), 20, fps=25)
+    (v,) = discover([str(root)])
+    rows = list(decode_videos({"video_id": np.array([v.video_id]), "path": np.array([v.path])},
+                              sampling=SamplingConfig(fps=10.0, batch_size=64), timeout_s=30.0))
+    assert [r["error"][0] for r in rows] == [""] and len(rows[0]["frames"][0]) == 8
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_named_mp4_is_one_failure_row(tmp_path):
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    try:
+        (row,) = _run(fifo, SamplingConfig(batch_size=4), timeout_s=2.0)
+    finally:  # release a decoder thread blocked in open() (a writer end opened and closed)
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            os.close(fd)
+        except OSError:
+            pass
+    assert int(row["chunk"][0]) == ERROR_CHUNK and "pipe.mp4" in row["error"][0]

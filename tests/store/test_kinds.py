@@ -154,16 +154,15 @@ def test_temporal_store_opens_with_no_model_file_and_no_torch(tmp_path, tcodec):
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-    from featcomp.store.commands import main_info, main_verify
-
-    import argparse
     import contextlib
     import io
 
+    from featcomp.cli import main as cli
+
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        assert main_info(argparse.Namespace(store=str(path), json=False)) == 0
-        assert main_verify(argparse.Namespace(store=str(path), compact=False)) == 0
+        assert cli(["info", str(path)]) == 0
+        assert cli(["verify", str(path)]) == 0
     text = buf.getvalue()
     assert "entropy model    temporal" in text and "(temporal entropy model)" in text and "OK" in text
 

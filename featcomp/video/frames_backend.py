@@ -24,7 +24,8 @@ import numpy as np
 from featcomp.errors import VideoError
 from featcomp.video.base import DEFAULT_TIMEOUT_S, call_with_timeout, checked_indices, register_decoder, resolve_size
 
-__all__ = ["FramesDecoder", "IMAGE_EXTENSIONS", "DEFAULT_FRAMES_FPS", "natural_key", "image_files"]
+__all__ = ["FramesDecoder", "IMAGE_EXTENSIONS", "DEFAULT_FRAMES_FPS", "natural_key", "image_files",
+           "frames_native_size", "is_image_name"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_FRAMES_FPS = 25.0  # frames per second of a frames folder when the caller gives none
@@ -73,6 +74,19 @@ def _header_size(path: str) -> tuple[int, int]:
             return int(im.width), int(im.height)
     except Exception as e:  # UnidentifiedImageError, OSError, DecompressionBombError...
         raise _image_error(path, e) from None
+
+
+def frames_native_size(directory: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(width, height)`` of a frames folder's first frame (its header only), pixels.
+
+    Raises:
+        VideoError: no image files, or the first one is not a readable image.
+    """
+    files = image_files(directory)
+    if not files:
+        raise VideoError(f"{os.fspath(directory)}: the frames folder holds no image files "
+                         f"({', '.join(IMAGE_EXTENSIONS)})")
+    return _header_size(files[0])
 
 
 class FramesDecoder:

@@ -182,3 +182,14 @@ def test_image_files_lists_only_this_folder(tmp_path):
     write_frames(d / "nested", 2)
     os.symlink(d / "frame_0.png", d / "frame_9.png")  # a link to a frame counts as a frame
     assert [Path(p).name for p in image_files(d)] == ["frame_0.png", "frame_1.png", "frame_2.png", "frame_9.png"]
+
+
+def test_extract_features_reads_a_frames_folder(tmp_path):
+    import featcomp
+    from featcomp.video.frames_backend import frames_native_size
+
+    d = write_frames(tmp_path / "clip", 30, ext=".jpg")
+    assert frames_native_size(d) == (96, 64)
+    f = featcomp.extract_features(d, backbone="mobilenet_v3_small", weights=None, fps=5, input_size=32)
+    np.testing.assert_allclose(f.timestamps, np.arange(6) / 5.0)  # 25 fps folder sampled at 5 fps
+    assert f.data.shape[0] == 6 and f.config["decoder"] == "frames" and f.config["video_frames"] == 30

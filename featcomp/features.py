@@ -151,7 +151,7 @@ def extract_features(
     """Extract CNN features from one video.
 
     Args:
-        path: Video file.
+        path: Video file, or a directory of image frames (one video at 25 fps; docs/video.md).
         backbone: A backbone name (registered or torchvision), a :class:`~featcomp.backbones.BackboneSpec`,
             a built :class:`~featcomp.backbones.Backbone` (then ``weights``/``layer``/``pool``/
             ``device``... are ignored) or an ``nn.Module`` (ImageNet normalization at decode size).
@@ -219,10 +219,16 @@ def extract_features(
     if sampling is None:
         sampling = default_sampling(bb.is_3d, fps=fps, num_frames=num_frames, window=window, stride=stride,
                                     batch_size=bs, backend=backend, timeout_s=timeout_s)
-    index = build_index(path, timeout_s=sampling.timeout_s)
+    if os.path.isdir(path):  # a frames folder (25 fps): no packet index; its first frame's size
+        from featcomp.video.frames_backend import frames_native_size
+
+        index, native = None, frames_native_size(path)
+    else:
+        index = build_index(path, timeout_s=sampling.timeout_s)
+        native = (index.width, index.height)
     size_kw: dict[str, Any] = dict(width=sampling.width, height=sampling.height, short_side=sampling.short_side)
     if resize_on_decode and all(v is None for v in size_kw.values()) and bb.decode_short_side:
-        if min(index.width, index.height) > bb.decode_short_side:
+        if min(native) > bb.decode_short_side:
             size_kw["short_side"] = bb.decode_short_side
             sampling = sampling.replace(short_side=bb.decode_short_side)
     dec = open_video(path, backend=sampling.backend, timeout_s=sampling.timeout_s, index=index,

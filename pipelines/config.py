@@ -92,6 +92,9 @@ class DecodeConfig(Config):
         allow_partial: Keep the decodable part of a truncated video (one that ends before the frame
             count or duration its container declares), marked ``partial`` in its store metadata;
             by default such a video is a failure row (``TruncatedVideoError``).
+        frames_fps: Frame rate of frames-folder inputs (a directory of images as one video,
+            docs/pipeline.md): frame ``i`` is at ``i / frames_fps`` seconds, and the sampling's
+            ``fps`` picks from those times. Video files keep their own timestamps.
     """
 
     num_cpus: float = 1.0
@@ -103,9 +106,12 @@ class DecodeConfig(Config):
     scratch_dir: str | None = None
     scratch_mb: int = 4096
     allow_partial: bool = False
+    frames_fps: float = 25.0
 
     def __post_init__(self) -> None:
         require(self.num_cpus > 0, f"decode.num_cpus must be > 0, got {self.num_cpus}")
+        require(self.frames_fps > 0 and self.frames_fps != float("inf"),
+                f"decode.frames_fps must be a positive number of frames per second, got {self.frames_fps}")
         require(self.scratch_mb >= 1, f"decode.scratch_mb must be >= 1, got {self.scratch_mb}")
         require(self.concurrency is None or self.concurrency >= 1, "decode.concurrency must be >= 1")
         require(self.timeout_s > 0, f"decode.timeout_s must be > 0, got {self.timeout_s}")

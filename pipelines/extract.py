@@ -9,7 +9,8 @@ Run it as ``featcomp extract INPUT... --store STORE --model MODEL`` or as a Ray 
 Stages (all streaming, so decoding overlaps inference):
 
 1. **discover** (driver): inputs -> ``(video_id, path)`` with deterministic ids; videos already
-   complete in the store are skipped (a re-run resumes).
+   complete in the store are skipped (a re-run resumes). A directory of image frames (a *frames
+   folder*: >= 2 images, no video file) is one video, timed at ``decode.frames_fps`` (``--frames-fps``).
 2. **decode** (Ray tasks on CPU workers, one video per task): ``featcomp.video`` resized on decode,
    chunks of ``inference.batch_size`` frames; a watchdog reports hanging files.
 3. **encode** (a pool of Ray actors, GPU when present): ``featcomp.Extractor.encode_frames``
@@ -438,7 +439,8 @@ def build_dataset(todo: Sequence[VideoInput], model_path: str | None, sampling: 
             compute=TaskPoolStrategy(size=cfg.decode.concurrency),
             fn_kwargs={"sampling": sampling, "timeout_s": 2 * cfg.decode.timeout_s + 5,
                        "storage_options": cfg.storage_options, "scratch_dir": cfg.decode.scratch_dir,
-                       "scratch_mb": cfg.decode.scratch_mb, "allow_partial": cfg.decode.allow_partial},
+                       "scratch_mb": cfg.decode.scratch_mb, "allow_partial": cfg.decode.allow_partial,
+                       "frames_fps": cfg.decode.frames_fps},
             num_cpus=cfg.decode.num_cpus,
             max_retries=cfg.decode.max_retries,
             retry_exceptions=False,
@@ -555,6 +557,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-partial", action="store_true",
                         help="keep the decodable part of truncated videos, marked partial in the store (default: "
                              "a truncated video is a failure row; decode.allow_partial)")
+    parser.add_argument("--frames-fps", type=float, default=None, metavar="F",
+                        help="frame rate of frames-folder inputs (a directory of JPEG/PNG/BMP/WebP images as one "
+                             "video): frame i is at i / F seconds (default: decode.frames_fps, 25)")
     parser.add_argument("--batch-size", type=int, default=None, help="frames per model call (overrides the config)")
     parser.add_argument("--actors", type=int, default=None, help="encoder actors (overrides the config)")
     parser.add_argument("--rate", type=float, default=None,
@@ -583,7 +588,9 @@ def _config_from_args(args: argparse.Namespace) -> ExtractConfig:
     if args.overwrite:
         output["overwrite"] = True
     ray_cfg = {"num_cpus": args.num_cpus} if args.num_cpus else {}
-    decode = {"allow_partial": True} if getattr(args, "allow_partial", False) else {}
+    decode: dict[str, Any] = {"allow_partial": True} if getattr(args, "allow_partial", False) else {}
+    if getattr(args, "frames_fps", None) is not None:
+        decode["frames_fps"] = args.frames_fps
     cfg = cfg.with_overrides(inference=inference, output=output, ray=ray_cfg, decode=decode)
     if args.no_progress:
         cfg = cfg.replace(progress=False)

@@ -7,13 +7,22 @@ re-run of the same job maps every video to the same key in the store and skips f
 input                  what it yields                                     video id
 =====================  =================================================  ==========================
 a video file           that file                                          its file name
-a directory            video files under it, recursively, by extension    path relative to the dir
+a directory            video files under it, recursively, by extension,   path relative to the dir
+                       and frames folders (below) as one video each       (a frames folder given
+                                                                          as the input: its name)
 a glob (``*``, ``?``)  matching video files                               path relative to the
                                                                           glob's fixed prefix dir
 a manifest             one video per row (CSV/TSV, Parquet, text)         the ``video_id`` column
                                                                           when given, else the path
                                                                           as written in the manifest
 =====================  =================================================  ==========================
+
+A *frames folder* is a local directory holding at least :data:`FRAMES_MIN_IMAGES` image files
+(``.jpg .jpeg .png .bmp .webp``, any case, not hidden) and no video file (``extensions``): it is one
+video (decoded by featcomp's ``frames`` backend at ``decode.frames_fps``), and its subdirectories are
+not searched. A directory with videos and a few stray images stays a directory of videos (its
+images are ignored); one with a single image is not a video. Globs and URL directories list video
+files only; a manifest row may name a frames folder.
 
 Ids use ``/`` as the separator on every platform and never start with ``/`` or ``./``.
 
@@ -39,10 +48,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from featcomp.errors import PipelineError
+from featcomp.video.frames_backend import IMAGE_EXTENSIONS, is_image_name
 
 __all__ = [
     "VIDEO_EXTENSIONS",
     "MANIFEST_EXTENSIONS",
+    "FRAMES_MIN_IMAGES",
+    "is_frames_folder",
     "VideoInput",
     "discover",
     "read_manifest",
@@ -57,6 +69,8 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp",
 )
 MANIFEST_EXTENSIONS: tuple[str, ...] = (".csv", ".tsv", ".parquet", ".pq", ".txt", ".lst", ".list")
+# a directory with at least this many image files and no video file is a frames folder: one video
+FRAMES_MIN_IMAGES = 2
 
 # column names accepted in manifests, first match wins
 _PATH_COLUMNS = ("path", "video_path", "file", "filename", "url", "uri", "video")
@@ -292,9 +306,17 @@ def _local(inp: str, extensions: Sequence[str]) -> list[VideoInput]:
             raise PipelineError(f"input {inp!r}: the glob matched no video files ({', '.join(extensions)})")
         return [_file_input(os.path.relpath(m, root), m) for m in vids]
     if os.path.isdir(path):
-        out = [_file_input(os.path.relpath(full, path), full) for full in _walk(path, extensions)]
+        out = []
+        for full in _walk(path, extensions, frames=True):
+            rel = os.path.relpath(full, path)
+            if rel == ".":  # the input directory is itself a frames folder: named like a file input
+                rel = os.path.basename(os.path.abspath(path))
+                if not rel:
+                    raise PipelineError(f"input {inp!r}: cannot derive a video id for a frames folder at the root")
+            out.append(_file_input(rel, full))
         if not out:
-            raise PipelineError(f"input {inp!r}: the directory holds no video files ({', '.join(extensions)})")
+            raise PipelineError(f"input {inp!r}: the directory holds no video files ({', '.join(extensions)}) and "
+                                f"no frames folder (>= {FRAMES_MIN_IMAGES} images of {', '.join(IMAGE_EXTENSIONS)})")
         return out
     if not os.path.lexists(path):
         raise PipelineError(f"input {inp!r}: no such file or directory")
@@ -328,8 +350,26 @@ def _file_input(rel: str, full: str) -> VideoInput:
     return VideoInput(name_to_id(rel), transport_path(os.path.abspath(full)))
 
 
-def _walk(root: str, extensions: Sequence[str]) -> list[str]:
-    """Video files under ``root`` (symlinks followed), each real directory visited once."""
+def is_frames_folder(filenames: Iterable[str], extensions: Sequence[str] = VIDEO_EXTENSIONS) -> bool:
+    """The frames-folder rule on a directory's file names (not its subdirectories'): at least
+    :data:`FRAMES_MIN_IMAGES` image files (:data:`~featcomp.video.IMAGE_EXTENSIONS`, not hidden) and
+    no video file (``extensions``). Hidden names (``.*``) do not count."""
+    images = 0
+    for name in filenames:
+        if name.startswith("."):
+            continue
+        if _has_ext(name, extensions):
+            return False
+        if is_image_name(name):
+            images += 1
+    return images >= FRAMES_MIN_IMAGES
+
+
+def _walk(root: str, extensions: Sequence[str], *, frames: bool = False) -> list[str]:
+    """Video files under ``root`` (symlinks followed), each real directory visited once.
+
+    With ``frames``, a directory that :func:`is_frames_folder` accepts (``root`` included) is listed
+    itself, as one video, and its subdirectories are not walked."""
     def key(p: str):
         st = os.stat(p)
         return st.st_dev, st.st_ino
@@ -337,6 +377,10 @@ def _walk(root: str, extensions: Sequence[str]) -> list[str]:
     seen = {key(root)}
     out = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        if frames and is_frames_folder(filenames, extensions):
+            out.append(dirpath)
+            dirnames[:] = []
+            continue
         keep = []
         for d in sorted(dirnames):
             if d.startswith("."):

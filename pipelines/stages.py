@@ -3,8 +3,9 @@
 Each stage is a thin adapter over featcomp's public API:
 
 * :func:`decode_videos` — one video per call: ``featcomp.video.open_video`` + ``sample_frames``
-  (resized on decode), yielding one row per chunk of at most ``inference.batch_size`` frames. A
-  watchdog turns a decoder that stops producing frames into a failure row instead of a hung job.
+  (resized on decode; a frames folder is read by the ``frames`` backend at ``decode.frames_fps``),
+  yielding one row per chunk of at most ``inference.batch_size`` frames. A watchdog turns a decoder
+  that stops producing frames into a failure row instead of a hung job.
 * :class:`EncodeChunks` — ``__init__`` builds ``featcomp.Extractor(featcomp.load_model(path))``
   once per actor; ``__call__`` makes one library call per batch (``encode_frames``, or the raw
   backbone features with ``--raw``). With per-frame rate control (``keep_top1``) it runs the
@@ -103,15 +104,17 @@ def _localize(path: str, tmpdir: str, storage_options: dict | None = None, scrat
 
 
 def _produce(path: str, sampling: Any, out: queue.Queue, tmpdir: str, storage_options: dict | None = None,
-             scratch_mb: int | None = None, allow_partial: bool = False) -> None:
-    """Decode ``path`` into ``out``: FrameBatch items, then _DONE, or an exception."""
+             scratch_mb: int | None = None, allow_partial: bool = False, frames_fps: float | None = None) -> None:
+    """Decode ``path`` (a video file or a frames folder) into ``out``: FrameBatch items, then _DONE, or an exception."""
     try:
         from featcomp.video import sample_frames
 
         local = _localize(path, tmpdir, storage_options, scratch_mb)
         # one decoder thread: each decode task holds one CPU, and a single-threaded decoder spends
         # 10-25% less CPU per frame than FFmpeg's automatic threading (docs/pipeline.md)
-        extra = {"allow_partial": True} if allow_partial else {}
+        extra: dict[str, Any] = {"allow_partial": True} if allow_partial else {}
+        if frames_fps is not None:
+            extra["frames_fps"] = frames_fps
         for fb in sample_frames(local, sampling, threads=1, **extra):
             out.put(fb)
         out.put(_DONE)
@@ -121,7 +124,8 @@ def _produce(path: str, sampling: Any, out: queue.Queue, tmpdir: str, storage_op
 
 def decode_videos(batch: dict[str, np.ndarray], *, sampling: Any, timeout_s: float = 60.0,
                   storage_options: dict | None = None, scratch_dir: str | None = None,
-                  scratch_mb: int | None = None, allow_partial: bool = False) -> Iterator[dict[str, Any]]:
+                  scratch_mb: int | None = None, allow_partial: bool = False,
+                  frames_fps: float | None = None) -> Iterator[dict[str, Any]]:
     """Ray Data UDF: decode the videos of ``batch`` into chunk rows (see the module docstring).
 
     Args:
@@ -136,6 +140,7 @@ def decode_videos(batch: dict[str, np.ndarray], *, sampling: Any, timeout_s: flo
         scratch_mb: Largest video staged (MiB); a larger one becomes a failure row.
         allow_partial: Keep the decodable part of a truncated video (rows carry ``partial``, the
             reason) instead of a ``TruncatedVideoError`` failure row.
+        frames_fps: Frame rate of frames-folder inputs (a directory of images; ``None``: 25).
 
     Yields:
         One-row batches: chunks of frames uint8 ``(1, n, H, W, 3)``, or a failure row.
@@ -147,7 +152,8 @@ def decode_videos(batch: dict[str, np.ndarray], *, sampling: Any, timeout_s: flo
         tmpdir = tempfile.mkdtemp(prefix="featcomp-decode-", dir=scratch_dir or None)
         q: queue.Queue = queue.Queue(maxsize=2)  # bounded: the decoder runs at most 2 chunks ahead
         worker = threading.Thread(
-            target=_produce, args=(path, sampling, q, tmpdir, storage_options, scratch_mb, allow_partial), daemon=True,
+            target=_produce, args=(path, sampling, q, tmpdir, storage_options, scratch_mb, allow_partial, frames_fps),
+            daemon=True,
             name=f"decode {video_id}",
         )
         worker.start()

@@ -26,6 +26,7 @@ from featcomp.registry import Registry
 __all__ = [
     "AUTO_ORDER",
     "BACKEND_PACKAGES",
+    "DIRECTORY_BACKENDS",
     "available_decoders",
     "backend_import",
     "decoder_available",
@@ -474,6 +475,7 @@ _DECODERS: Registry[Callable[..., VideoDecoder]] = Registry("video decoder")
 BACKEND_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "pyav": (("av",), "pip install av"),
     "decord": (("decord",), "pip install decord (or featcomp[decord]); wheels exist for x86-64 Linux and Windows"),
+    "frames": (("PIL.Image",), "pip install pillow (or featcomp[extract])"),
     "torchcodec": (
         ("torchcodec.decoders", "torchcodec.transforms"),
         "pip install torchcodec at the release matching your torch (0.16 for torch 2.14; or featcomp[torchcodec]), "
@@ -526,10 +528,14 @@ def decoder_available(name: str) -> bool:
     return True
 
 
+# backends that read a directory of image frames, not a video file: open_video sends directories to them
+DIRECTORY_BACKENDS: tuple[str, ...] = ("frames",)
+
+
 def available_decoders() -> list[str]:
-    """The registered backends whose packages import here (``["pyav", "decord", "torchcodec"]`` at most
-    for the built-in ones)."""
-    return [n for n in decoder_names() if decoder_available(n)]
+    """The registered video *file* backends whose packages import here (``["pyav", "decord", "torchcodec"]``
+    at most for the built-in ones; the ``"frames"`` backend, which reads directories, is not listed)."""
+    return [n for n in decoder_names() if n not in DIRECTORY_BACKENDS and decoder_available(n)]
 
 
 # backend="auto" tries these in order, skipping the ones not installed (docs/decisions.md, "Default decoder"):
@@ -569,11 +575,13 @@ def open_video(
     threads: int | None = None,
     allow_partial: bool = False,
     device: str | None = None,
+    frames_fps: float | None = None,
 ) -> VideoDecoder:
     """Open a video for frame-accurate random access.
 
     Args:
-        path: Video file.
+        path: Video file, or a directory of image frames (one video, read by the ``"frames"``
+            backend whatever ``backend`` says when it is ``"auto"``; docs/video.md, "Frames folders").
         backend: ``"pyav"``, ``"decord"``, ``"torchcodec"``, any registered decoder name, or ``"auto"``:
             the installed backends of ``AUTO_ORDER`` in turn, each falling back to the next for files it
             cannot open or cannot read correctly (decord goes last for videos of more than
@@ -593,6 +601,8 @@ def open_video(
         allow_partial: Open a truncated video (one whose frames end before the count or duration
             its container declares, :meth:`VideoIndex.truncation`) instead of raising; the decoder
             then gives the frames that decode and its ``partial`` attribute says why.
+        frames_fps: Frame rate of a directory of frames (frame ``i`` at ``i / frames_fps`` seconds;
+            ``None``: 25). Ignored for video files, which carry their own timestamps.
 
     Returns:
         A :class:`VideoDecoder` (also a context manager) whose ``partial`` attribute is None, or,
@@ -606,6 +616,9 @@ def open_video(
     """
     if short_side is not None and (width is not None or height is not None):
         raise VideoError(f"{path}: give short_side or width/height, not both")
+    if os.path.isdir(path) or backend in DIRECTORY_BACKENDS:
+        return _open_directory(path, backend, width=width, height=height, short_side=short_side,
+                               timeout_s=timeout_s, threads=threads, device=device, frames_fps=frames_fps)
     p = check_file(path)
     index_error: VideoError | None = None
     try:
@@ -655,3 +668,24 @@ def open_video(
         # PyAV could not read it and neither could anything else: report PyAV's diagnosis first
         raise VideoError(f"{index_error} [tried: {'; '.join(errors)}]")
     raise VideoError(f"{p}: cannot decode with {', '.join(names)}: " + "; ".join(errors))
+
+
+def _open_directory(path: str | os.PathLike[str], backend: str, *, frames_fps: float | None, threads: int | None,
+                    device: str | None, **size_and_timeout: Any) -> VideoDecoder:
+    """open_video for a directory of frames (or backend="frames")."""
+    p = str(path)
+    if not os.path.isdir(p):
+        raise VideoError(f"{p}: backend {backend!r} reads a directory of image frames; this is not a directory")
+    name = "frames" if backend == "auto" else backend
+    if name not in DIRECTORY_BACKENDS:
+        raise VideoError(f"{p}: a directory (a folder of image frames) is read by backend 'frames' or 'auto', "
+                         f"not {backend!r}")
+    backend_import(name)  # VideoError naming the pip package when Pillow is missing
+    extra: dict[str, Any] = {"fps": frames_fps}
+    if threads is not None:
+        extra["threads"] = threads
+    if device is not None:
+        extra["device"] = device
+    dec = get_decoder(name)(p, **size_and_timeout, **extra)
+    dec.partial = None
+    return dec

@@ -224,18 +224,21 @@ def sample_frames(
     *,
     threads: int | None = None,
     allow_partial: bool = False,
+    frames_fps: float | None = None,
 ) -> Iterator[FrameBatch]:
     """Decode the frames a sampling picks, as a stream of bounded batches.
 
     Memory is bounded by ``sampling.batch_size`` frames (windows), not by the video's length.
 
     Args:
-        path_or_decoder: A video file (opened with ``sampling.backend`` and its size options, closed at
+        path_or_decoder: A video file or a directory of image frames (opened with ``sampling.backend`` and its size options, closed at
             the end) or an open :class:`~featcomp.video.base.VideoDecoder` (left open; its size is used).
         sampling: The rule; defaults to 1 frame per second.
         threads: Decoder threads when a path is opened here (see :func:`~featcomp.video.open_video`).
         allow_partial: Decode the decodable part of a truncated file (each batch's ``partial`` says
             why it is incomplete) instead of raising :class:`~featcomp.errors.TruncatedVideoError`.
+        frames_fps: Frame rate of a directory of image frames opened here (``None``: 25 fps; see
+            :func:`~featcomp.video.open_video`); sampling then picks frames on ``i / frames_fps``.
 
     Yields:
         :class:`FrameBatch` of at most ``batch_size`` frames (windows), in time order.
@@ -256,6 +259,7 @@ def sample_frames(
             timeout_s=sampling.timeout_s,
             threads=threads,
             allow_partial=allow_partial,
+            frames_fps=frames_fps,
         )
         if own
         else path_or_decoder  # type: ignore[assignment]

@@ -208,3 +208,21 @@ def test_assembler_remembers_why_a_video_is_partial_and_cli_allows_it():
     assert _config_from_args(parser.parse_args(base)).decode.allow_partial is False
     cfg = _config_from_args(parser.parse_args([*base, "--allow-partial"]))
     assert cfg.decode.allow_partial is True and ExtractConfig.from_yaml(cfg.to_yaml()) == cfg
+
+
+def test_frames_fps_from_the_config_and_the_cli():
+    import argparse
+
+    from pipelines.config import DecodeConfig, load_config
+    from pipelines.extract import _config_from_args, configure
+
+    assert load_config(None).decode.frames_fps == DecodeConfig().frames_fps == 25.0
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    base = ["frames_dir", "--store", "s.zarr", "--model", "m.safetensors"]
+    assert _config_from_args(parser.parse_args(base)).decode.frames_fps == 25.0
+    cfg = _config_from_args(parser.parse_args([*base, "--frames-fps", "12.5"]))
+    assert cfg.decode.frames_fps == 12.5 and ExtractConfig.from_yaml(cfg.to_yaml()) == cfg
+    for bad in (0, -1.0, float("inf")):
+        with pytest.raises(ConfigError, match="frames_fps"):
+            DecodeConfig(frames_fps=bad)

@@ -271,3 +271,50 @@ def test_truncated_video_fails_by_default_and_is_kept_partial_when_allowed(ray_l
     report = featcomp.verify_store(store)
     assert report.ok and report.partial == {"cut.avi": reason}
     assert f"PARTIAL: video 'cut.avi'" in describe(report)
+
+
+@pytest.mark.video
+@pytest.mark.timeout(180)
+def test_a_frames_folder_is_extracted_beside_a_clip(ray_local, tiny_model, tmp_path):
+    from PIL import Image
+
+    import featcomp
+    from featcomp.video import sample_frames
+    from tests.clips import barcode_frame, make_clip
+
+    root = tmp_path / "inputs"
+    root.mkdir()
+    make_clip(root / "a.mp4", 30, fps=25, width=64, height=48)
+    cam = root / "shots" / "cam1"
+    cam.mkdir(parents=True)
+    for i in range(40):  # natural order: frame_2 before frame_10
+        Image.fromarray(barcode_frame(i, 64, 48)).save(cam / f"frame_{i}.png")
+    bad = root / "shots" / "bad"
+    bad.mkdir()
+    Image.fromarray(barcode_frame(0, 64, 48)).save(bad / "0.png")
+    Image.fromarray(barcode_frame(1, 32, 48)).save(bad / "1.png")
+
+    store = tmp_path / "frames.zarr"
+    cfg = _cfg().with_overrides(decode={"frames_fps": 20.0})
+    summary = run_extract([str(root)], str(store), str(tiny_model), config=cfg)
+    assert (summary.total, summary.done, summary.failed) == (3, 2, 1)
+
+    s = _check_store(store, expected=("a.mp4", "shots/cam1"))
+    model = featcomp.load_model(tiny_model)
+    extractor = featcomp.Extractor(model)
+    assert model.sampling.fps == 10.0  # 10 of the folder's 20 frames per second: every second frame
+    batches = list(sample_frames(cam, model.sampling, frames_fps=20.0))
+    frames = np.concatenate([b.frames for b in batches])
+    from tests.clips import read_barcodes
+
+    np.testing.assert_array_equal(read_barcodes(frames), np.arange(0, 40, 2))  # frames 0, 2, ..., 38 in order
+    v = s["shots/cam1"]
+    np.testing.assert_allclose(v.timestamps, np.arange(20) / 10.0)
+    np.testing.assert_array_equal(v.latents(), extractor.encode_frames(frames))
+    assert v.metadata["path"] == str(cam)
+    clip = np.concatenate([b.frames for b in sample_frames(root / "a.mp4", model.sampling)])
+    np.testing.assert_array_equal(s["a.mp4"].latents(), extractor.encode_frames(clip))
+
+    failures = {f["id"]: f for f in s.failures()}
+    assert set(failures) == {"shots/bad"}
+    assert "VideoError" in failures["shots/bad"]["error"] and "1.png" in failures["shots/bad"]["error"]

@@ -220,3 +220,61 @@ def test_name_to_id_is_reversible_and_valid(name):
     vid.encode("utf-8")
     check_video_id(vid)
     assert local_path(transport_path(name)) == name and transport_path(name).encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------- frames folders
+def _touch(root, *rels):
+    for rel in rels:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")  # discovery reads names only
+
+
+def test_a_folder_of_frames_is_one_video_named_by_its_relative_path(tmp_path):
+    root = tmp_path / "data"
+    _touch(root, "a.mp4", "shots/s1/f_1.jpg", "shots/s1/f_2.jpg", "shots/s1/f_10.JPG",
+           "shots/s1/deeper/x.mp4",  # below a frames folder: not searched
+           "shots/s2/0001.png", "shots/s2/0002.png", "shots/s2/notes.txt",
+           "stills/one.png",  # a single image is not a video
+           "mixed/b.mp4", "mixed/cover.jpg", "mixed/thumb.png")  # videos and stray images: a directory of videos
+    found = discover([str(root)])
+    assert [v.video_id for v in found] == ["a.mp4", "mixed/b.mp4", "shots/s1", "shots/s2"]
+    by_id = {v.video_id: v for v in found}
+    assert by_id["shots/s1"].path == str(root / "shots" / "s1") and os.path.isdir(by_id["shots/s1"].path)
+    # deterministic and reversible like file ids
+    from pipelines.inputs import id_to_name
+
+    assert id_to_name("shots/s1") == "shots/s1" and discover([str(root)]) == found
+
+
+def test_a_frames_folder_given_as_the_input_is_named_like_a_file(tmp_path):
+    clip = tmp_path / "cam 1%41"
+    _touch(clip, "a.png", "b.png", "sub/c.mp4")
+    found = discover([str(clip)])
+    assert found == [VideoInput("cam 1%2541", str(clip))]  # '%41' escaped as in file ids
+    from pipelines.inputs import id_to_name
+
+    assert id_to_name(found[0].video_id) == "cam 1%41"
+
+
+def test_frames_folder_rule_hidden_files_and_custom_extensions(tmp_path):
+    from pipelines.inputs import is_frames_folder
+
+    assert is_frames_folder(["a.png", "b.webp"])
+    assert not is_frames_folder(["a.png"])
+    assert not is_frames_folder(["a.png", "b.png", "c.MOV"])
+    assert not is_frames_folder(["a.png", ".b.png"])  # hidden names do not count
+    assert is_frames_folder(["a.png", "b.png", ".c.mp4"])  # nor do hidden videos
+    # extensions decide what a video is: with only .mkv videos, an .mp4 does not block the frames folder
+    assert is_frames_folder(["a.png", "b.png", "c.mp4"], (".mkv",))
+    root = tmp_path / "r"
+    _touch(root, "v/x.mkv", "v/1.png", "v/2.png")
+    assert [v.video_id for v in discover([str(root)])] == ["v/x.mkv"]
+    assert [v.video_id for v in discover([str(root)], extensions=(".mp4",))] == ["v"]
+
+
+def test_a_directory_without_videos_or_frames_folders_is_an_error(tmp_path):
+    root = tmp_path / "r"
+    _touch(root, "one.png", "sub/two.png", "notes.txt")
+    with pytest.raises(PipelineError, match="no video files.*no frames folder"):
+        discover([str(root)])

@@ -120,9 +120,14 @@ def test_bad_inputs_raise_video_error_naming_the_path(clips, name, reason, backe
     assert str(clips[name]) in msg and reason in msg
 
 
-def test_directory_is_not_a_video(tmp_path):
-    with pytest.raises(VideoError, match="not a regular file"):
+def test_directory_without_image_frames_is_not_a_video(tmp_path):
+    # a directory is read as a frames folder (tests/video/test_frames.py); one without images is an error
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(VideoError, match="no image files") as info:
         open_video(tmp_path)
+    assert str(tmp_path) in str(info.value)
+    with pytest.raises(VideoError, match="not 'pyav'"):
+        open_video(tmp_path, backend="pyav")
 
 
 def test_out_of_range_index(clips):

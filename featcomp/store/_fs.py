@@ -14,6 +14,7 @@ asynchronous filesystem's connections belong to the parent's event loop.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import weakref
@@ -357,20 +358,48 @@ class AppendLog:
     def append(self, record: bytes) -> None:
         if self.fs.local:
             if self._fd is None:
-                p = self.fs.path(self.key)
-                os.makedirs(os.path.dirname(p), exist_ok=True)
-                self._fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                import fcntl
-
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # marks the log live for compact_store
-                if self.fsync:
-                    _fsync_dir(os.path.dirname(p))
+                self._fd = self._open_locked()
             os.write(self._fd, record)
             if self.fsync:
                 os.fsync(self._fd)
             return
         self.fs.write_atomic(f"{self.key}.d/{self._seq:012d}", record)
         self._seq += 1
+
+    def _open_locked(self) -> int:
+        """Open the local log for appending, holding the ``flock`` that marks it live for compact_store.
+
+        A new log is created under a hidden temporary name, locked, and only then renamed into place,
+        so it is never visible unlocked: a compaction that lists the index while the log is being
+        created either does not see it or sees it held (it used to be able to fold the empty new log
+        and delete it, and the writer's records then went into an unlinked file).
+        """
+        import fcntl
+
+        p = self.fs.path(self.key)
+        d = os.path.dirname(p)
+        os.makedirs(d, exist_ok=True)
+        if os.path.exists(p):  # reopening one's own log (same writer id): lock it in place
+            fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise StoreError(f"{self.fs.url}/{self.key}: this commit log is held by another live writer") from None
+            return fd
+        tmp = os.path.join(d, f".{os.path.basename(p)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else can see this inode yet: never contended
+            os.rename(tmp, p)  # the lock belongs to the inode and stays held under the new name
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        if self.fsync:
+            _fsync_dir(d)
+        return fd
 
     def close(self) -> None:
         if self._fd is not None:

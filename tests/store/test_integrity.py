@@ -226,3 +226,38 @@ def test_info_separates_fixed_bytes_and_agrees_with_the_job_summary(tmp_path, co
     assert f"bits per frame   {info['bits_per_frame']:,.1f} of per-frame data" in out
     assert f"{info['ratio_vs_backbone_float16']:.1f}x smaller than float16 backbone features" in out
     assert f"fixed {info['fixed_bytes']:,}" in out
+
+
+def test_compaction_while_a_writer_creates_its_log_loses_nothing(tmp_path, monkeypatch):
+    """Issue 14: a compaction that ran between a writer creating its commit log and locking it folded
+    the empty log and deleted it; the writer's records then went into an unlinked file and its video
+    vanished. The log now appears under its name only once locked."""
+    import fcntl
+
+    from featcomp.store import StoreWriter, compact_store, open_store
+
+    path = tmp_path / "s.zarr"
+    with StoreWriter(path, raw=True) as w:  # an earlier writer: a store with something to compact
+        w.write("first", np.ones((3, 4), np.float32), np.arange(3) / 5.0)
+    real_flock = fcntl.flock
+    ran, inside = [], []
+
+    def flock_then_compact(fd, op):
+        # the first lock the new writer takes (on its new log): run a whole compaction right before it
+        if not ran and not inside and op & fcntl.LOCK_EX:
+            inside.append(True)
+            try:
+                ran.append(compact_store(path))
+            finally:
+                inside.clear()
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock_then_compact)
+    with StoreWriter(path, raw=True) as w:
+        w.write("second", np.full((2, 4), 2.0, np.float32), np.arange(2) / 5.0)
+        monkeypatch.setattr(fcntl, "flock", real_flock)
+        assert ran, "the compaction did not run while the log was being created"
+        assert set(open_store(path)) == {"first", "second"}  # visible while the writer is still open
+    st = open_store(path)
+    assert set(st) == {"first", "second"}
+    np.testing.assert_array_equal(st["second"].features(), np.full((2, 4), 2.0, np.float32))

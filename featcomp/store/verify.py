@@ -156,6 +156,8 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
         if st.rate_levels and int(ix.levels_crc[j]) < 0:
             problem(f"{st.url}: video {vid!r} has no per-frame rate levels in a store that records them",
                     f"levels/{name}", vid)
+    for msg, file, vid in _unindexed_videos(st):
+        problem(msg, file, vid)
     try:
         rep.partial = st.partial_videos()
     except Exception as e:  # noqa: BLE001 - every problem is reported, never raised
@@ -168,6 +170,51 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
         rep.compacted = compact_store(st.url, storage_options=st.storage_options,
                                       include_remote_logs=include_remote_logs)
     return rep
+
+
+def _unindexed_videos(st) -> list[tuple[str, str | None, str | None]]:
+    """Videos that a closed writer's table (``videos/<writer>/{id, written}``, left on close for plain
+    zarr readers) lists but the index does not serve: their index file or commit log was deleted or
+    damaged (the index alone cannot tell, since nothing else records that they existed). A video the
+    index serves from an older write than the table's is reported too (its newer record was lost).
+
+    Returns:
+        ``(problem, file, video)`` triples; a table that cannot be read is one problem itself.
+    """
+    out: list[tuple[str, str | None, str | None]] = []
+    try:
+        writers = [n for n in st.fs.listdir("videos") if not n.endswith(".json")] if st.fs.exists("videos/zarr.json") else []
+    except Exception:  # noqa: BLE001 - no table directory: stores written before the tables existed
+        return out
+    if not writers:
+        return out
+    import zarr
+
+    newest = {}
+    ix = st.index
+    for j, vid in enumerate(ix.ids):
+        newest[vid] = max(newest.get(vid, -1), int(ix.written[j]))
+    for w in sorted(writers):
+        where = f"videos/{w}"
+        try:
+            grp = zarr.open_group(st.fs.zarr_store(read_only=True), path=where, mode="r")
+            ids = [str(v) for v in np.asarray(grp["id"][...]).reshape(-1)]
+            written = np.asarray(grp["written"][...], np.int64).reshape(-1)
+            if len(ids) != len(written):
+                raise ValueError(f"{len(ids)} ids but {len(written)} write times")
+        except Exception as e:  # noqa: BLE001 - reported, never raised
+            out.append((f"{st.url}: the writer table {where} cannot be read ({_text(e)})", where, None))
+            continue
+        for vid, t in zip(ids, written.tolist()):
+            have = newest.get(vid)
+            if have is None:
+                out.append((f"{st.url}: video {vid!r} was written by writer {w!r} ({where}) but no index file or "
+                            "commit log records it: an index file or log was deleted or damaged; re-run the job "
+                            "to write it again", where, vid))
+            elif have + 1_000_000 <= t:  # the index keeps write times to the millisecond
+                out.append((f"{st.url}: video {vid!r}: the index serves an older write than writer {w!r} made "
+                            f"({where}): its newer commit record was lost; re-run the job with overwrite", where, vid))
+    return out
 
 
 def _text(e: BaseException) -> str:

@@ -261,3 +261,28 @@ def test_compaction_while_a_writer_creates_its_log_loses_nothing(tmp_path, monke
     st = open_store(path)
     assert set(st) == {"first", "second"}
     np.testing.assert_array_equal(st["second"].features(), np.full((2, 4), 2.0, np.float32))
+
+
+def test_verify_names_the_videos_of_a_deleted_index_file(tmp_path):
+    """Issue 14: deleting an index file made its videos vanish with verify OK. A closed writer's table
+    (videos/<writer>/id, written) still lists them, so verify now names each lost video."""
+    from featcomp.store import StoreWriter, open_store, verify_store
+
+    path = tmp_path / "s.zarr"
+    for names in (("a", "b"), ("c",)):
+        with StoreWriter(path, raw=True) as w:
+            for n in names:
+                w.write(n, np.ones((3, 4), np.float32), np.arange(3) / 5.0)
+    assert verify_store(path).ok and set(open_store(path)) == {"a", "b", "c"}
+    st = open_store(path)
+    writer_of_a = st.index.parts[int(st.index.part[st.index.ids.index("a")])]
+    files = [f for f in os.listdir(path / "index") if writer_of_a in f]
+    assert files, os.listdir(path / "index")
+    for f in files:
+        os.remove(path / "index" / f)
+    assert set(open_store(path)) == {"c"}
+    rep = verify_store(path)
+    assert not rep.ok
+    lost = {i["video"] for i in rep.issues}
+    assert lost == {"a", "b"}, rep.problems
+    assert all("re-run the job" in p for p in rep.problems)

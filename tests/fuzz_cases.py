@@ -292,6 +292,7 @@ def _index_forge(rng: random.Random, seed: bytes) -> bytes:
 def index_target() -> Target:
     seeds = [encode_index_file(t) for t in _index_seed_tables()]
     seeds.append((FIXTURES / "store" / "golden" / "index" / "golden.fcidx").read_bytes())
+    seeds.append((FIXTURES / "store" / "golden_checksums" / "index" / "golden.fcidx").read_bytes())  # version 4
     def declared(b: bytes) -> int:  # the column bytes a header asks for (bounded by the zstd ratio)
         try:
             (hl,) = struct.unpack_from("<I", b, 8)
@@ -333,6 +334,7 @@ def log_target() -> Target:
                           None if tab.levels_crc[j] < 0 else int(tab.levels_crc[j]),
                           None if tab.times_crc[j] < 0 else int(tab.times_crc[j]))
             for j in range(k)))
+    seeds.append((FIXTURES / "store" / "golden_checksums" / "index" / "crashed.log").read_bytes())  # with ck, tc
     return Target("commit-log", _log_decode, seeds, _log_forge)
 
 

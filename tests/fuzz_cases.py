@@ -259,6 +259,7 @@ def _index_seed_tables() -> list[IndexTable]:
             f"video-{j:03d}/é", 100 * j, int(rng.integers(1, 90)), int(rng.integers(0, 2**32)),
             1_700_000_000_000_000_000 + j * 10**9, (1 if j % 3 else 0, j, 2 * j + 1, 5),
             {"path": f"/data/{j}.mp4"} if j % 4 == 0 else None, levels_crc=int(rng.integers(0, 2**32)) if j % 5 == 0 else None,
+            times_crc=int(rng.integers(0, 2**32)) if j % 3 == 0 else None,
         ))))
     return [IndexTable.from_records(["w0", "w1"], recs), IndexTable.from_records(["w0", "w1"], recs[:3])]
 
@@ -291,6 +292,7 @@ def _index_forge(rng: random.Random, seed: bytes) -> bytes:
 def index_target() -> Target:
     seeds = [encode_index_file(t) for t in _index_seed_tables()]
     seeds.append((FIXTURES / "store" / "golden" / "index" / "golden.fcidx").read_bytes())
+    seeds.append((FIXTURES / "store" / "golden_checksums" / "index" / "golden.fcidx").read_bytes())  # version 4
     def declared(b: bytes) -> int:  # the column bytes a header asks for (bounded by the zstd ratio)
         try:
             (hl,) = struct.unpack_from("<I", b, 8)
@@ -313,8 +315,10 @@ def _log_forge(rng: random.Random, seed: bytes) -> bytes:
         rec = json.loads(lines[i])
     except ValueError:
         return seed
-    key = rng.choice(["id", "start", "length", "crc", "written", "ts", "lv", "meta"])
+    key = rng.choice(["id", "start", "length", "crc", "written", "ts", "lv", "tc", "meta", "ck"])
     rec[key] = rng.choice(_WEIRD + [[0, 0, 0, 2**70], [300, 0, 0, 0], "é\x00"])
+    if key != "ck" and rng.random() < 0.5:  # an older writer's line (no checksum): the field checks alone
+        rec.pop("ck", None)
     lines[i] = json.dumps(rec).encode()
     return b"\n".join(lines)
 
@@ -327,8 +331,10 @@ def log_target() -> Target:
             encode_record(tab.ids[j], int(tab.start[j]), int(tab.length[j]), int(tab.crc[j]), int(tab.written[j]),
                           (int(tab.ts_kind[j]), int(tab.ts_a[j]), int(tab.ts_b[j]), int(tab.ts_rate[j])),
                           json.loads(tab.meta[j]) if tab.meta[j] else None,
-                          None if tab.levels_crc[j] < 0 else int(tab.levels_crc[j]))
+                          None if tab.levels_crc[j] < 0 else int(tab.levels_crc[j]),
+                          None if tab.times_crc[j] < 0 else int(tab.times_crc[j]))
             for j in range(k)))
+    seeds.append((FIXTURES / "store" / "golden_checksums" / "index" / "crashed.log").read_bytes())  # with ck, tc
     return Target("commit-log", _log_decode, seeds, _log_forge)
 
 

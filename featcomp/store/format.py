@@ -36,6 +36,8 @@ __all__ = [
     "FORMAT_VERSION",
     "FACTORIZED_FORMAT_VERSION",
     "LEVELS_FORMAT_VERSION",
+    "NO_TIMES_CRC",
+    "record_check",
     "MAX_RATE_LEVELS",
     "format_version_for",
     "PACKAGE_HINT",
@@ -81,7 +83,8 @@ PACKAGE_HINT = (
 INDEX_MAGIC = b"FCIDX\x00"
 INDEX_FILE_VERSION = 2  # 2: commit times kept to the millisecond (1: nanoseconds); both are read
 INDEX_FILE_VERSION_LEVELS = 3  # 3: version 2 plus the levels_crc column (written only when a row has levels)
-_WRITTEN_UNIT_NS = {1: 1, 2: 1_000_000, 3: 1_000_000}
+INDEX_FILE_VERSION_TIMES_CRC = 4  # 4: plus the times_crc column (written only when a row has a stored-timestamps CRC)
+_WRITTEN_UNIT_NS = {1: 1, 2: 1_000_000, 3: 1_000_000, 4: 1_000_000}
 
 # Timestamps kinds (column ``ts_kind``)
 TS_ARRAY = 0  # stored in times/<part>[start:start+length]
@@ -89,6 +92,8 @@ TS_TICKS = 1  # (tick0 + i * dtick) / rate, integers
 TS_FLOAT = 2  # t0 + i * dt, float64 (bits in ts_a / ts_b)
 
 NO_LEVELS = -1  # column ``levels_crc`` of a video without per-frame levels
+NO_TIMES_CRC = -1  # column ``times_crc`` of a video whose timestamps are implicit (or of an older record)
+LINE_CHECK_KEY = "ck"  # commit-log records: CRC-32 of the record's canonical JSON without this key
 
 _RATES = (1, 1000, 1_000_000, 90_000, 30_000, 24_000, 60_000, 48_000, 44_100, 1_000_000_000)
 
@@ -169,11 +174,12 @@ _COLUMNS = (  # name, dtype
     ("ts_rate", "<i8"),
 )
 # columns that an index file holds only when some row uses them (older files stay byte-identical)
-_OPTIONAL_COLUMNS = (
-    ("levels_crc", "<i8"),  # CRC-32 of the video's uint8 levels in levels/<part>, or NO_LEVELS
+_OPTIONAL_COLUMNS = (  # name, dtype, the file version that a file holding the column gets
+    ("levels_crc", "<i8", INDEX_FILE_VERSION_LEVELS),  # CRC-32 of the uint8 levels in levels/<part>, or NO_LEVELS
+    ("times_crc", "<i8", INDEX_FILE_VERSION_TIMES_CRC),  # CRC-32 of the float64 times/<part> rows, or NO_TIMES_CRC
 )
-_OPTIONAL_DEFAULTS = {"levels_crc": NO_LEVELS}
-_ALL_COLUMNS = _COLUMNS + _OPTIONAL_COLUMNS
+_OPTIONAL_DEFAULTS = {"levels_crc": NO_LEVELS, "times_crc": NO_TIMES_CRC}
+_ALL_COLUMNS = _COLUMNS + tuple((name, dt) for name, dt, _ in _OPTIONAL_COLUMNS)
 
 
 @dataclass
@@ -190,6 +196,9 @@ class IndexTable:
         meta: list of str (N,): per-video metadata as JSON ("" when none).
         levels_crc: int64 (N,): CRC-32 of the video's per-frame rate levels (uint8, stored in
             ``levels/<part>[start:start+length]``), or ``NO_LEVELS`` (-1) when the video has none.
+        times_crc: int64 (N,): CRC-32 of the video's stored timestamps (float64 little endian, in
+            ``times/<part>[start:start+length]``), or ``NO_TIMES_CRC`` (-1): implicit timestamps, or a
+            record of a writer that did not record it.
     """
 
     parts: list[str]
@@ -205,10 +214,13 @@ class IndexTable:
     ts_rate: np.ndarray
     meta: list[str]
     levels_crc: np.ndarray | None = None
+    times_crc: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.levels_crc is None:
             self.levels_crc = np.full(len(self.ids), NO_LEVELS, dtype=np.int64)
+        if self.times_crc is None:
+            self.times_crc = np.full(len(self.ids), NO_TIMES_CRC, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -223,6 +235,7 @@ class IndexTable:
         n = len(records)
         cols = {name: np.zeros(n, dtype=dt) for name, dt in _COLUMNS}
         cols["levels_crc"] = np.full(n, NO_LEVELS, dtype=np.int64)
+        cols["times_crc"] = np.full(n, NO_TIMES_CRC, dtype=np.int64)
         ids, meta = [], []
         for j, (p, r) in enumerate(records):
             cols["part"][j] = p
@@ -234,6 +247,8 @@ class IndexTable:
             cols["ts_kind"][j], cols["ts_a"][j], cols["ts_b"][j], cols["ts_rate"][j] = kind, a, b, rate
             if r.get("lv") is not None:
                 cols["levels_crc"][j] = int(r["lv"])
+            if r.get("tc") is not None:
+                cols["times_crc"][j] = int(r["tc"])
             ids.append(r["id"])
             m = r.get("meta")
             meta.append(json.dumps(m, sort_keys=True, separators=(",", ":")) if m else "")
@@ -282,12 +297,15 @@ class IndexTable:
 
 
 def encode_record(video_id: str, start: int, length: int, crc: int, written: int, ts: tuple, meta: dict | None,
-                  levels_crc: int | None = None) -> bytes:
+                  levels_crc: int | None = None, times_crc: int | None = None) -> bytes:
     """One commit record: a JSON object on one line, terminated by ``\\n``.
 
-    Keys: ``id``, ``start``, ``length``, ``crc``, ``written`` (ns), ``ts`` ([kind, a, b, rate]) and
-    optionally ``meta`` and ``lv`` (the video has per-frame rate levels in ``levels/<part>``; the value
-    is the CRC-32 of those uint8 levels). A line without its final newline is an uncommitted (torn) record.
+    Keys: ``id``, ``start``, ``length``, ``crc``, ``written`` (ns), ``ts`` ([kind, a, b, rate]),
+    optionally ``meta``, ``lv`` (the video has per-frame rate levels in ``levels/<part>``; the value
+    is the CRC-32 of those uint8 levels) and ``tc`` (the CRC-32 of the video's timestamps stored in
+    ``times/<part>``, float64 little endian; only when ``ts`` is ``TS_ARRAY``), and ``ck``: the CRC-32 of
+    the line's canonical JSON without ``ck`` (:func:`record_check`), so that a line changed into another
+    valid record is detected. A line without its final newline is an uncommitted (torn) record.
     """
     rec: dict[str, Any] = {
         "id": video_id,
@@ -301,7 +319,22 @@ def encode_record(video_id: str, start: int, length: int, crc: int, written: int
         rec["meta"] = meta
     if levels_crc is not None:
         rec["lv"] = int(levels_crc)
-    return (json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n").encode()
+    if times_crc is not None:
+        rec["tc"] = int(times_crc)
+    rec[LINE_CHECK_KEY] = record_check(rec)
+    return (_canonical(rec) + "\n").encode()
+
+
+def _canonical(rec: dict) -> str:
+    return json.dumps(rec, sort_keys=True, separators=(",", ":"))
+
+
+def record_check(rec: dict) -> int:
+    """The line checksum of a commit record: CRC-32 of its canonical JSON (sorted keys, no spaces,
+    ASCII escapes) without the ``ck`` key. Computed over the parsed record, so it does not depend on
+    how a line spells it; any change to a field's value, a key or the set of keys changes it."""
+    body = {k: v for k, v in rec.items() if k != LINE_CHECK_KEY}
+    return zlib.crc32(_canonical(body).encode())
 
 
 def plain_video_table(records: list[dict]) -> dict[str, np.ndarray]:
@@ -350,6 +383,7 @@ def decode_log(data: bytes, where: str, *, commits: bool = True) -> list[dict]:
             rec = json.loads(line)
             if commits:
                 _check_record(rec)
+                _check_line(rec)
             elif not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
                 raise ValueError("not a record")
         except (ValueError, RecursionError) as e:
@@ -376,7 +410,26 @@ def _check_record(rec: Any) -> None:
     lv = rec.get("lv")
     if lv is not None and not (_is_int(lv) and NO_LEVELS <= lv < 1 << 32):
         raise ValueError(f"field 'lv' is {lv!r}")
+    tc = rec.get("tc")
+    if tc is not None and not (_is_int(tc) and 0 <= tc < 1 << 32 and ts[0] == TS_ARRAY):
+        raise ValueError(f"field 'tc' is {tc!r} (timestamps kind {ts[0]})")
 
+
+def _check_line(rec: dict) -> None:
+    """A record's line checksum ``ck``, or ValueError; the key is then removed from ``rec``.
+
+    Records of writers older than the checksum have no ``ck`` and are accepted as they are; those
+    writers never wrote ``tc`` either, so a record with ``tc`` but no ``ck`` was changed."""
+    if LINE_CHECK_KEY not in rec:
+        if "tc" in rec:
+            raise ValueError("a record with 'tc' but without its line checksum 'ck'")
+        return
+    ck = rec[LINE_CHECK_KEY]
+    if not (_is_int(ck) and 0 <= ck < 1 << 32):
+        raise ValueError(f"field 'ck' is {ck!r}")
+    if record_check(rec) != ck:
+        raise ValueError("line checksum mismatch: the line was changed after it was written")
+    del rec[LINE_CHECK_KEY]
 
 # ----------------------------------------------------------------------------------- index file
 def encode_index_file(table: IndexTable, level: int = 9) -> bytes:
@@ -386,7 +439,8 @@ def encode_index_file(table: IndexTable, level: int = 9) -> bytes:
     (``n``, ``parts``, ``columns`` [[name, dtype, offset, nbytes]], ``payload_crc32``), then the
     payload: zstd of the concatenated columns. ``ids`` and ``meta`` are UTF-8 joined by NUL. The
     ``levels_crc`` column is written only when some video has per-frame levels, and such a file is
-    version 3 (an older reader refuses it); other files are version 2 as before.
+    version 3 (an older reader refuses it); a file with the ``times_crc`` column (some video's stored
+    timestamps have a CRC) is version 4. Other files are version 2 as before.
     """
     from numcodecs.zstd import Zstd
 
@@ -407,11 +461,11 @@ def encode_index_file(table: IndexTable, level: int = 9) -> bytes:
     blobs.append(("ids", "utf8-nul", "\x00".join(table.ids).encode("utf-8")))
     blobs.append(("meta", "utf8-nul", "\x00".join(table.meta).encode("utf-8")))
     version = INDEX_FILE_VERSION
-    for name, dt in _OPTIONAL_COLUMNS:  # only when used: files without them stay version 2, byte for byte
+    for name, dt, needs in _OPTIONAL_COLUMNS:  # only when used: files without them stay version 2, byte for byte
         col = np.ascontiguousarray(getattr(table, name), dtype=dt)
         if np.any(col != _OPTIONAL_DEFAULTS[name]):
             blobs.append((name, dt, col.tobytes()))
-            version = INDEX_FILE_VERSION_LEVELS
+            version = max(version, needs)
     columns, offset = [], 0
     for name, dt, b in blobs:
         columns.append([name, dt, offset, len(b)])
@@ -472,7 +526,7 @@ def decode_index_file(data: bytes, where: str) -> IndexTable:
         for name in ("ids", "meta", *(c for c, _ in _COLUMNS)):
             if len(got[name]) != n:
                 raise ValueError(f"column {name} has {len(got[name])} rows, expected {n}")
-        for name, _ in _OPTIONAL_COLUMNS:
+        for name, _, _ in _OPTIONAL_COLUMNS:
             if name in got and len(got[name]) != n:
                 raise ValueError(f"column {name} has {len(got[name])} rows, expected {n}")
         known = {"ids", "meta", *(c for c, _ in _ALL_COLUMNS)}

@@ -27,6 +27,7 @@ from featcomp.store._fs import StoreFS, read_logs
 from featcomp.store.format import (
     MAX_RATE_LEVELS,
     NO_LEVELS,
+    NO_TIMES_CRC,
     IndexTable,
     decode_index_file,
     decode_log,
@@ -693,6 +694,10 @@ class FeatureStore(Mapping):
                              f"{s}..{s + n} unreadable ({type(e).__name__}: {e}); the store is corrupt") from None
         if t.shape != (n,):
             raise StoreError(f"{self.url}: video {ix.ids[j]!r}: {t.shape[0]} timestamps for {n} frames; the store is corrupt")
+        want_crc = int(ix.times_crc[j])  # NO_TIMES_CRC: a record of a writer that did not record it
+        if want_crc != NO_TIMES_CRC and zlib.crc32(np.ascontiguousarray(t, dtype="<f8").tobytes()) != want_crc:
+            raise StoreError(f"{self.url}: video {ix.ids[j]!r}: its timestamps (times/{ix.parts[int(ix.part[j])]}, "
+                             f"frames {s}..{s + n}) do not match the record's CRC; the store is corrupt")
         return t
 
     def _side_array(self, cache: dict, group: str, j: int, what: str):

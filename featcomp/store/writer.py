@@ -611,7 +611,9 @@ class StoreWriter:
         written = time.time_ns()
         crc = zlib.crc32(data.tobytes())
         lv_crc = None if lv is None else zlib.crc32(lv.tobytes())
-        rec_bytes = encode_record(video_id, start, n, crc, written, ts, metadata, levels_crc=lv_crc)
+        t_crc = zlib.crc32(np.ascontiguousarray(t, dtype="<f8").tobytes()) if ts[0] == TS_ARRAY else None
+        rec_bytes = encode_record(video_id, start, n, crc, written, ts, metadata, levels_crc=lv_crc,
+                                  times_crc=t_crc)
         self._log.append(rec_bytes)  # the commit point
         self._records.append(json.loads(rec_bytes))
         self._frames = start + n

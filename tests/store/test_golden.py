@@ -80,3 +80,49 @@ def test_golden_levels_store_decodes_each_frame_at_its_level():
     # plain zarr reads the levels array too
     lv = zarr.open_array(str(path), path="levels/golden", mode="r")[:]
     np.testing.assert_array_equal(lv, np.concatenate([exp[f"levels/video-{i}"] for i in range(3)]))
+
+
+def test_golden_checksums_store_reads_and_checks_its_timestamps_and_log_lines(tmp_path):
+    """Timestamp CRCs (record ``tc``, .fcidx version 4 with ``times_crc``) and commit-log line checksums
+    (``ck``), tests/fixtures/make_store_checksums_golden.py: a closed writer and a crashed one's log."""
+    import json
+    import shutil
+
+    import pytest
+
+    from featcomp.errors import StoreError
+
+    exp = np.load(GOLDEN / "golden_checksums_expected.npz")
+    path = GOLDEN / "golden_checksums"
+    assert (path / "index" / "golden.fcidx").read_bytes()[6] == 4
+    lines = [json.loads(x) for x in (path / "index" / "crashed.log").read_text().splitlines()]
+    assert all("ck" in r for r in lines) and [("tc" in r) for r in lines] == [False, True]
+    st = open_store(path)
+    assert st.header["format_version"] == 1 and not st.damaged
+    assert sorted(st) == [f"video-{i}" for i in range(5)]
+    stored = {st.index.ids[j] for j in np.flatnonzero(st.index.times_crc >= 0)}
+    assert stored == {"video-1", "video-4"}
+    for vid in st:
+        v = st[vid]
+        np.testing.assert_array_equal(v.latents(), exp[f"latents/{vid}"])
+        np.testing.assert_array_equal(v.timestamps, exp[f"timestamps/{vid}"])
+        np.testing.assert_array_equal(v.features(), exp[f"features/{vid}"])
+        assert v.metadata == {"i": int(vid[-1])}
+    assert verify_store(path).ok
+    # a copy with one stored timestamp changed in each writer's times/ array, and a changed log line
+    copy = tmp_path / "s"
+    shutil.copytree(path, copy)
+    for w, frame in (("golden", 20), ("crashed", 10)):  # inside video-1 (12..42) and video-4 (9..23)
+        arr = zarr.open_array(str(copy / "times" / w), mode="r+")
+        arr[frame] = arr[frame] + 0.5
+    log = copy / "index" / "crashed.log"
+    log.write_bytes(log.read_bytes().replace(b'"length":9', b'"length":8'))
+    st = open_store(copy)
+    assert sorted(st) == ["video-0", "video-1", "video-2", "video-4"]
+    assert list(st.damaged) == ["index/crashed.log line 1"]
+    for vid in ("video-1", "video-4"):
+        with pytest.raises(StoreError, match="CRC"):
+            st[vid].timestamps
+    rep = verify_store(copy)
+    assert {(i["video"], i["file"]) for i in rep.issues if i["video"]} == {("video-1", "times/golden"),
+                                                                           ("video-4", "times/crashed")}

@@ -31,7 +31,7 @@ reader-check:  ## install the plain reader (no extras) into a fresh venv and rea
 	rm -rf $(READER_VENV)
 
 demo: setup  ## set everything up and run the main extraction job on demo clips (local Ray, local store)
-	$(PY) -m pipelines.demo
+	$(PY) -m featcomp.pipelines.demo
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -4,7 +4,7 @@ Each subcommand lives in the module of the area that owns it and exposes two fun
 ``configure(parser: argparse.ArgumentParser) -> None`` and ``main(args: argparse.Namespace) -> int``.
 Those modules keep heavy imports (torch, ray, decord) inside functions, so ``featcomp --help`` and
 ``featcomp info`` stay fast. ``extract`` is the one command that launches a Ray job: it imports
-``pipelines.extract`` when run (see docs/decisions.md, "The CLI launches pipelines").
+``featcomp.pipelines.extract`` when run (see docs/decisions.md, "The CLI launches pipelines").
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from featcomp.errors import FeatcompError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "extract": ("pipelines.extract", "extract features from many videos into a store (Ray job): compressed with "
-                "--model, raw float16 backbone features with --backbone"),
+    "extract": ("featcomp.pipelines.extract",
+                "extract features from many videos into a store (Ray job): compressed with --model, raw float16 "
+                "backbone features with --backbone"),
     "train": ("featcomp.train.commands", "train a compressibility head on cached features or a --raw store"),
     "refit-temporal": ("featcomp.train.refit_commands",
                        "fit a temporal codec to a factorized head's own latents (same features, fewer bits)"),

@@ -6,7 +6,7 @@ Writes the ``pipeline`` section of docs/benchmarks.md::
 
 * backbone only: frames decoded beforehand (not timed), then ``Extractor.features`` over them in
   batches of ``--batch-size`` with the same torch threads the pipeline's actor gets;
-* end to end: ``pipelines.extract.run_extract`` on the same clips into a fresh store on a local Ray
+* end to end: ``featcomp.pipelines.extract.run_extract`` on the same clips into a fresh store on a local Ray
   (decode tasks + encoder actor + entropy coding + store writes), Ray already started (its start-up
   is reported separately). Every run starts its own encoder actor (model build included).
   The two are measured in interleaved pairs (the load of a shared machine drifts).
@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import featcomp
     from featcomp.video import SamplingConfig, sample_frames
-    from pipelines.config import ExtractConfig, RayConfig
-    from pipelines.demo import _synthesize_clips, demo_backbone
-    from pipelines.extract import init_ray, run_extract
+    from featcomp.pipelines.config import ExtractConfig, RayConfig
+    from featcomp.pipelines.demo import _synthesize_clips, demo_backbone
+    from featcomp.pipelines.extract import init_ray, run_extract
     from scripts._report import markdown_table, write_section
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))

@@ -710,8 +710,8 @@ def section_end_to_end(rec: dict[str, Any], dev: str, clip: Path, sz: dict[str, 
 _RAY_DRIVER = r"""
 import json, sys, time
 sys.path.insert(0, {root!r})
-from pipelines.config import ExtractConfig
-from pipelines.extract import run_extract
+from featcomp.pipelines.config import ExtractConfig
+from featcomp.pipelines.extract import run_extract
 cfg = ExtractConfig(progress=False).with_overrides(
     ray={ray!r}, decode={decode!r}, inference={inference!r})
 import ray
@@ -731,7 +731,7 @@ ray.shutdown()
 
 def section_ray(rec: dict[str, Any], dev: str, clip: Path, sz: dict[str, Any], budget: Budget, tmp: Path,
                 e2e: dict[str, Any]) -> None:
-    """The Ray extraction job (pipelines/extract.py) on copies of the clip, in a subprocess with a timeout."""
+    """The Ray extraction job (featcomp/pipelines/extract.py) on copies of the clip, in a subprocess with a timeout."""
     import torch
 
     import featcomp
@@ -911,7 +911,7 @@ def render(doc: dict[str, Any]) -> str:
                        "extraction, and the Ray job's parallel decode tasks are what feed it.")
     r = S.get("ray")
     if r:
-        out += ["", "### Ray job (`pipelines/extract.py`)", ""]
+        out += ["", "### Ray job (`featcomp/pipelines/extract.py`)", ""]
         if "frames" in r:
             out.append(f"{r.get('done')}/{r.get('total')} videos, {r.get('frames')} frames in {r.get('wall_s', 0):.1f} s "
                        f"wall (Ray start-up included): {r.get('fps_including_startup', 0):.0f} frames/s.")

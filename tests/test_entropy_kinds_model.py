@@ -129,7 +129,7 @@ def test_store_through_the_pipeline_path_with_a_temporal_model(tmp_path):
     model = load_model(save_model(tmp_path / "m.safetensors", head, sampling={"mode": "all"}))
     k = Extractor(model, backbone=FeatureBackbone()).encode_frames(frames)
     store = tmp_path / "s.zarr"
-    with StoreWriter(store, model, chunk_frames=8) as w:  # what pipelines/extract.py does
+    with StoreWriter(store, model, chunk_frames=8) as w:  # what featcomp/pipelines/extract.py does
         rec = w.write("v", k, np.arange(len(k)) / 5.0)
     assert rec.kind == "temporal"
     (tmp_path / "m.safetensors").unlink()  # decoding needs no model file

@@ -81,3 +81,38 @@ def test_missing_extra_is_one_clear_error():
     assert "API: featcomp.extract_features needs 'torch'" in r.stdout, r
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "featcomp[extract]" in r.stderr
+
+
+def test_only_featcomp_is_packaged_and_the_ray_jobs_are_featcomp_pipelines():
+    """The wheel holds the `featcomp` package alone: no generic top-level name such as `pipelines`."""
+    from setuptools import find_namespace_packages
+
+    find = _pyproject()["tool"]["setuptools"]["packages"]["find"]
+    pkgs = find_namespace_packages(where=str(ROOT), include=find["include"], exclude=find.get("exclude", ()))
+    assert "featcomp" in pkgs and "featcomp.pipelines" in pkgs and "featcomp.store" in pkgs, pkgs
+    assert {p.split(".")[0] for p in pkgs} == {"featcomp"}, pkgs
+    assert not list((ROOT / "pipelines").glob("*.py"))  # the old top-level package is gone from the checkout
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("job", ["extract", "demo"])
+def test_python_m_entry_points_of_the_ray_jobs_start(job, tmp_path):
+    """`python -m featcomp.pipelines.extract|demo --help` runs from any directory, without starting Ray."""
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['x', '--help']\n"
+        "try:\n"
+        f"    runpy.run_module('featcomp.pipelines.{job}', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "print('RAY', 'ray' in sys.modules)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                       timeout=100)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"usage: python -m featcomp.pipelines.{job}" in r.stdout, r.stdout
+    assert "RAY False" in r.stdout, r.stdout
+    r = subprocess.run([sys.executable, "-m", f"featcomp.pipelines.{job}", "--help"], capture_output=True, text=True,
+                       env=env, cwd=tmp_path, timeout=100)
+    assert r.returncode == 0 and f"usage: python -m featcomp.pipelines.{job}" in r.stdout, r.stdout + r.stderr

@@ -100,8 +100,8 @@ def ray_local():
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    from pipelines.config import RayConfig
-    from pipelines.extract import init_ray
+    from featcomp.pipelines.config import RayConfig
+    from featcomp.pipelines.extract import init_ray
 
     if ray.is_initialized():  # pragma: no cover - another module left it running
         ray.shutdown()

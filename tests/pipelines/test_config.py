@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from featcomp.errors import ConfigError, PipelineError
-from pipelines.config import CONFIG_DIR, ExtractConfig, InferenceConfig, RayConfig, load_config
-from pipelines.extract import ChunkAssembler
-from pipelines.progress import JobSummary, Progress
+from featcomp.pipelines.config import CONFIG_DIR, ExtractConfig, InferenceConfig, RayConfig, load_config
+from featcomp.pipelines.extract import ChunkAssembler
+from featcomp.pipelines.progress import JobSummary, Progress
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIG_DIR.glob("extract_*.yaml")))
@@ -107,7 +107,7 @@ def test_assembler_concatenates_per_frame_levels_in_chunk_order():
 def test_keep_top1_config_cli_and_its_exclusions():
     import argparse
 
-    from pipelines.extract import _config_from_args, configure
+    from featcomp.pipelines.extract import _config_from_args, configure
 
     cfg = ExtractConfig.from_yaml("inference:\n  keep_top1: 0.95\n")
     assert cfg.inference.keep_top1 == 0.95 and ExtractConfig.from_yaml(cfg.to_yaml()) == cfg
@@ -131,7 +131,7 @@ def test_keep_top1_config_cli_and_its_exclusions():
 def test_keep_top1_refuses_models_it_cannot_drive_before_starting_ray(tmp_path):
     from featcomp.head import CompressibleHead
     from featcomp.model import save_model
-    from pipelines.extract import run_extract
+    from featcomp.pipelines.extract import run_extract
 
     model = save_model(tmp_path / "fixed.safetensors", CompressibleHead(in_channels=8, latent_channels=4,
                                                                          synthesis="linear"))
@@ -192,7 +192,7 @@ def test_progress_bar_counts(monkeypatch):
 def test_assembler_remembers_why_a_video_is_partial_and_cli_allows_it():
     import argparse
 
-    from pipelines.extract import _config_from_args, configure
+    from featcomp.pipelines.extract import _config_from_args, configure
 
     a = ChunkAssembler()
     row = _row("p", 0, True)
@@ -213,8 +213,8 @@ def test_assembler_remembers_why_a_video_is_partial_and_cli_allows_it():
 def test_frames_fps_from_the_config_and_the_cli():
     import argparse
 
-    from pipelines.config import DecodeConfig, load_config
-    from pipelines.extract import _config_from_args, configure
+    from featcomp.pipelines.config import DecodeConfig, load_config
+    from featcomp.pipelines.extract import _config_from_args, configure
 
     assert load_config(None).decode.frames_fps == DecodeConfig().frames_fps == 25.0
     parser = argparse.ArgumentParser()

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.config import ExtractConfig
-from pipelines.extract import run_extract
+from featcomp.pipelines.config import ExtractConfig
+from featcomp.pipelines.extract import run_extract
 from tests.pipelines.conftest import BAD, GOOD
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -155,7 +155,7 @@ def test_keep_top1_writes_per_frame_levels_that_decode_like_the_model(ray_local,
 
 
 def _spawn_job(clip_dir, store, model, address) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pipelines.extract", str(clip_dir), "--store", str(store), "--model", str(model),
+    cmd = [sys.executable, "-m", "featcomp.pipelines.extract", str(clip_dir), "--store", str(store), "--model", str(model),
            "--address", address, "--batch-size", "4", "--no-progress", "-v"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from featcomp.errors import ModelFileError
-from pipelines.config import ExtractConfig
-from pipelines.extract import run_extract
+from featcomp.pipelines.config import ExtractConfig
+from featcomp.pipelines.extract import run_extract
 from tests.pipelines.conftest import make_clip_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def test_model_file_from_s3_loads_like_the_local_file(s3_server, s3_bucket, tiny
 @pytest.mark.timeout(60)
 def test_decode_task_stages_an_s3_video_within_the_scratch_bound(s3_server, s3_bucket, tmp_path):
     from featcomp.video import SamplingConfig
-    from pipelines.stages import ERROR_CHUNK, decode_videos
+    from featcomp.pipelines.stages import ERROR_CHUNK, decode_videos
     from tests.clips import make_clip
 
     (tmp_path / "in").mkdir()
@@ -138,7 +138,7 @@ def test_job_with_inputs_store_and_model_on_s3_equals_the_local_job(ray_local, s
 def _spawn(args: list[str], env_extra: dict) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(env_extra, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "pipelines.extract", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "featcomp.pipelines.extract", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featcomp.errors import PipelineError
-from pipelines.inputs import VideoInput, discover, is_url, read_manifest
+from featcomp.pipelines.inputs import VideoInput, discover, is_url, read_manifest
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ def test_a_recursive_glob_through_links_to_the_parent_does_not_hang(tree):
 
 def test_names_with_newlines_and_non_utf8_bytes_get_valid_reversible_ids(tmp_path):
     from featcomp.store.format import check_video_id
-    from pipelines.inputs import id_to_name, local_path
+    from featcomp.pipelines.inputs import id_to_name, local_path
 
     root = tmp_path / "v"
     root.mkdir()
@@ -210,7 +210,7 @@ _name_bytes = st.lists(st.one_of(st.binary(min_size=1, max_size=3),
 @given(_name_bytes.map(os.fsdecode))
 def test_name_to_id_is_reversible_and_valid(name):
     from featcomp.store.format import check_video_id
-    from pipelines.inputs import id_to_name, name_to_id, transport_path, local_path
+    from featcomp.pipelines.inputs import id_to_name, name_to_id, transport_path, local_path
 
     name = name.replace("\x00", "")
     if not name:
@@ -242,7 +242,7 @@ def test_a_folder_of_frames_is_one_video_named_by_its_relative_path(tmp_path):
     by_id = {v.video_id: v for v in found}
     assert by_id["shots/s1"].path == str(root / "shots" / "s1") and os.path.isdir(by_id["shots/s1"].path)
     # deterministic and reversible like file ids
-    from pipelines.inputs import id_to_name
+    from featcomp.pipelines.inputs import id_to_name
 
     assert id_to_name("shots/s1") == "shots/s1" and discover([str(root)]) == found
 
@@ -252,13 +252,13 @@ def test_a_frames_folder_given_as_the_input_is_named_like_a_file(tmp_path):
     _touch(clip, "a.png", "b.png", "sub/c.mp4")
     found = discover([str(clip)])
     assert found == [VideoInput("cam 1%2541", str(clip))]  # '%41' escaped as in file ids
-    from pipelines.inputs import id_to_name
+    from featcomp.pipelines.inputs import id_to_name
 
     assert id_to_name(found[0].video_id) == "cam 1%41"
 
 
 def test_frames_folder_rule_hidden_files_and_custom_extensions(tmp_path):
-    from pipelines.inputs import is_frames_folder
+    from featcomp.pipelines.inputs import is_frames_folder
 
     assert is_frames_folder(["a.png", "b.webp"])
     assert not is_frames_folder(["a.png"])

@@ -95,8 +95,8 @@ def test_no_address_starts_a_local_ray_of_its_own_beside_a_ray_start_cluster(hea
     must not be provided" (ray.init() joined the recorded cluster)."""
     r = head.run("""
         import ray
-        from pipelines.config import RayConfig
-        from pipelines.extract import init_ray
+        from featcomp.pipelines.config import RayConfig
+        from featcomp.pipelines.extract import init_ray
         assert init_ray(RayConfig(num_cpus=2, object_store_memory_mb=128)) is True
         print("GCS", ray.get_runtime_context().gcs_address)
         print("CPU", ray.cluster_resources().get("CPU"))
@@ -176,8 +176,8 @@ def test_processes_of_a_killed_drivers_local_ray_go_away_within_seconds():
     code = textwrap.dedent("""
         import time
         import ray
-        from pipelines.config import RayConfig
-        from pipelines.extract import init_ray
+        from featcomp.pipelines.config import RayConfig
+        from featcomp.pipelines.extract import init_ray
         init_ray(RayConfig(num_cpus=2, object_store_memory_mb=128))
 
         @ray.remote

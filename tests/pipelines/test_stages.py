@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from featcomp.video import SamplingConfig
-from pipelines.stages import ERROR_CHUNK, decode_videos
+from featcomp.pipelines.stages import ERROR_CHUNK, decode_videos
 from tests.clips import make_clip, make_empty, make_not_video, make_truncated, read_barcodes
 
 pytestmark = pytest.mark.video
@@ -86,7 +86,7 @@ def test_complete_videos_carry_an_empty_partial_column(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_a_non_utf8_file_name_decodes_through_its_transport_path(tmp_path):
-    from pipelines.inputs import discover
+    from featcomp.pipelines.inputs import discover
 
     root = tmp_path / "v"
     root.mkdir()

@@ -2,8 +2,8 @@
 
 Run it as ``featcomp extract INPUT... --store STORE --model MODEL`` or as a Ray job::
 
-    python -m pipelines.extract data/clips --store runs/feat.zarr --model runs/model.fcm
-    ray job submit --working-dir . -- python -m pipelines.extract s3://bucket/videos \\
+    python -m featcomp.pipelines.extract data/clips --store runs/feat.zarr --model runs/model.fcm
+    ray job submit --working-dir . -- python -m featcomp.pipelines.extract s3://bucket/videos \\
         --store s3://bucket/feat.zarr --model s3://bucket/model.fcm --config configs/extract_gpu_cluster.yaml
 
 Stages (all streaming, so decoding overlaps inference):
@@ -48,9 +48,9 @@ from typing import Any
 import numpy as np
 
 from featcomp.errors import ConfigError, FeatcompError, PipelineError
-from pipelines.config import ExtractConfig, RayConfig, load_config
-from pipelines.inputs import VIDEO_EXTENSIONS, VideoInput, discover
-from pipelines.progress import JobSummary, Progress
+from featcomp.pipelines.config import ExtractConfig, RayConfig, load_config
+from featcomp.pipelines.inputs import VIDEO_EXTENSIONS, VideoInput, discover
+from featcomp.pipelines.progress import JobSummary, Progress
 
 __all__ = ["configure", "main", "run_extract", "build_dataset", "init_ray", "ChunkAssembler"]
 
@@ -110,7 +110,7 @@ _REAPER_PID: int | None = None  # the driver pid whose reaper runs (a forked chi
 
 def _start_reaper() -> None:
     """Watch this driver from a separate session: if it dies, the local Ray's processes go within
-    seconds, not a minute (see ``pipelines/_reaper.py``). Linux only; best effort."""
+    seconds, not a minute (see ``featcomp/pipelines/_reaper.py``). Linux only; best effort."""
     global _REAPER_PID
     if not sys.platform.startswith("linux") or _REAPER_PID == os.getpid():
         return  # one reaper per driver process watches every local Ray it starts
@@ -239,7 +239,7 @@ def run_extract(
     """Extract every input video into ``store`` (the library-level entry point of the job).
 
     Args:
-        inputs: Input specs for :func:`pipelines.inputs.discover`, or already resolved videos.
+        inputs: Input specs for :func:`featcomp.pipelines.inputs.discover`, or already resolved videos.
         store: Path or URL of the Zarr store (created, or appended to).
         model_path: A featcomp model file (``featcomp.save_model``), readable from every node. None
             with ``backbone``: no head, raw float16 backbone features (video_features' first step).
@@ -418,11 +418,11 @@ def build_dataset(todo: Sequence[VideoInput], model_path: str | None, sampling: 
     """The lazy Ray Dataset of the job: videos -> decode tasks -> encoder actor pool.
 
     Rows out: ``video_id``, ``path``, ``chunk``, ``last``, ``latents``, ``timestamps``, ``indices``,
-    ``error`` (see :mod:`pipelines.stages`).
+    ``error`` (see :mod:`featcomp.pipelines.stages`).
     """
     import ray.data
 
-    from pipelines.stages import EncodeChunks, decode_videos
+    from featcomp.pipelines.stages import EncodeChunks, decode_videos
 
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
@@ -533,7 +533,7 @@ def _run_dataset(todo, model_path, sampling, cfg, writer, summary, codec, backbo
 
 # ------------------------------------------------------------------------------------------ CLI
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``featcomp extract`` / ``python -m pipelines.extract``."""
+    """Arguments of ``featcomp extract`` / ``python -m featcomp.pipelines.extract``."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="video files, directories (recursive), globs, manifests (.csv/.parquet/.txt) or fsspec URLs")
     parser.add_argument("--store", required=True, help="Zarr store to write (path or URL); created or resumed")
@@ -632,7 +632,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _entry(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.extract", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m featcomp.pipelines.extract", description=__doc__.split("\n\n")[0])
     configure(parser)
     args = parser.parse_args(argv)
     try:

@@ -93,7 +93,7 @@ def _localize(path: str, tmpdir: str, storage_options: dict | None = None, scrat
     ``tmpdir`` when the video is done.
     """
     from featcomp.storage import copy_to_local, is_url
-    from pipelines.inputs import local_path
+    from featcomp.pipelines.inputs import local_path
 
     if not is_url(path):
         path = local_path(path)

@@ -1,8 +1,8 @@
 """Ends the Ray processes of a local Ray when the driver that started it dies (standard library only).
 
-    python pipelines/_reaper.py DRIVER_PID
+    python featcomp/pipelines/_reaper.py DRIVER_PID
 
-Started by :func:`pipelines.extract.init_ray` next to a local Ray of the job's own, in a session of
+Started by :func:`featcomp.pipelines.extract.init_ray` next to a local Ray of the job's own, in a session of
 its own (so a kill of the driver's process group spares it). Ray's GCS and raylet die with the
 driver (they share its fate through ``PR_SET_PDEATHSIG``) and its workers follow in about two seconds,
 but its dashboard and runtime-env agents try to report the raylet's death to the dead GCS and linger

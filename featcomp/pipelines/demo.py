@@ -7,10 +7,10 @@
    or — said loudly — the same architecture with random weights;
 3. head: fitted on the demo clips' features (``featcomp.fit_head``, ``objective="reconstruct"``),
    saved with ``featcomp.save_model`` (reused by later runs, so a re-run resumes and skips);
-4. the Ray job (:func:`pipelines.extract.run_extract`, local Ray) into ``demo/store.zarr``;
+4. the Ray job (:func:`featcomp.pipelines.extract.run_extract`, local Ray) into ``demo/store.zarr``;
 5. reads the store back, prints a per-video table and saves ``demo/bits_per_frame.png``.
 
-Run: ``python -m pipelines.demo [--out demo] [--fresh] [--fps 5]``.
+Run: ``python -m featcomp.pipelines.demo [--out demo] [--fresh] [--fps 5]``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository (featcomp/pipelines/demo.py)
 log = logging.getLogger("featcomp.pipelines.demo")
 
 
@@ -202,7 +202,7 @@ def read_back(store: Path, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m featcomp.pipelines.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo", help="output folder (default ./demo)")
     parser.add_argument("--fresh", action="store_true", help="delete the folder's model and store first")
     parser.add_argument("--fps", type=float, default=5.0, help="frames per second sampled from each clip")
@@ -213,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("featcomp").setLevel(logging.INFO)
 
     from featcomp.errors import FeatcompError
-    from pipelines.config import load_config
-    from pipelines.extract import run_extract
+    from featcomp.pipelines.config import load_config
+    from featcomp.pipelines.extract import run_extract
 
     t0 = time.perf_counter()
     out = Path(args.out)

@@ -31,7 +31,9 @@ __all__ = [
     "CONFIG_DIR",
 ]
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# the repository's configs/ (featcomp/pipelines/config.py -> ../../configs); an installed wheel has none,
+# so load_config(None) falls back to the built-in defaults there
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 

@@ -208,7 +208,7 @@ def test_info_separates_fixed_bytes_and_agrees_with_the_job_summary(tmp_path, co
         for i, t in enumerate([300, 200, 180]):
             k = laplace_latents(rng, t)
             w.write(f"v{i}", k, np.arange(t) / 5)
-            payload_bits += float(codec.estimate_bits(k))  # what pipelines/extract.py adds to the summary
+            payload_bits += float(codec.estimate_bits(k))  # what featcomp/pipelines/extract.py adds to the summary
             frames += t
     info = open_store(tmp_path / "m").info()
     assert info["fixed_bytes"] == info["bytes"] - info["data_bytes"]

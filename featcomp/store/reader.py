@@ -29,11 +29,10 @@ from featcomp.store.format import (
     NO_LEVELS,
     NO_TIMES_CRC,
     IndexTable,
-    decode_index_file,
     decode_log,
     decode_timestamps,
 )
-from featcomp.store.writer import read_header
+from featcomp.store.index import load_index, read_header
 
 __all__ = ["open_store", "FeatureStore", "StoredVideo", "load_index"]
 
@@ -44,65 +43,6 @@ _EMPTY = np.uint64(2**64 - 1)
 REMOTE_WHOLE_SHARD_BYTES = 8 << 20
 #: object stores: bytes of whole shards a FeatureStore keeps (per process)
 REMOTE_SHARD_CACHE_BYTES = 128 << 20
-
-
-def load_index(fs: StoreFS, *, retries: int = 8, live_parts: set | None = None,
-               damaged: dict[str, str] | None = None) -> IndexTable:
-    """Merge every ``index/*.fcidx`` file and every commit log into one table (newest wins).
-
-    Retries when a file vanishes between listing and reading (a writer or ``verify --compact``
-    replaced it).
-
-    Args:
-        live_parts: filled with the names of the parts that still have a commit log (a writer that
-            is open, or crashed). Every other part belongs to a closed writer and never changes again.
-        damaged: when given, an index file that cannot be read, or a commit-log line that is not a
-            valid record, is left out and recorded here (``{"index/<name>": reason}``, a log line as
-            ``"index/<name>.log line <n>"``) instead of raising: the store keeps serving every video
-            whose record is intact (``FeatureStore.damaged``; ``featcomp verify`` reports them). The
-            videos of a damaged file are unknown to the reader; a re-run of the job writes them again.
-    """
-    last: Exception | None = None
-    for _ in range(retries):
-        try:
-            tables = []
-            if live_parts is not None:
-                live_parts.clear()
-            bad: dict[str, str] = {}
-            for name in fs.listdir("index"):
-                if name.endswith(".fcidx"):
-                    try:
-                        tables.append(decode_index_file(fs.read(f"index/{name}"), f"{fs.url}/index/{name}"))
-                    except StoreError as e:
-                        if damaged is None:
-                            raise
-                        bad[f"index/{name}"] = str(e)
-            logs = read_logs(fs, "index", ".log")
-            if live_parts is not None:
-                live_parts.update(logs)
-            for part, data in sorted(logs.items()):
-                where = f"{fs.url}/index/{part}.log"
-                try:
-                    recs = decode_log(data, where)
-                except StoreError:
-                    if damaged is None:
-                        raise
-                    recs = []
-                    for no, line in enumerate(data.split(b"\n")[:-1], 1):  # the valid lines, one by one
-                        try:
-                            recs += decode_log(line + b"\n", where)
-                        except StoreError as e:
-                            bad[f"index/{part}.log line {no}"] = str(e).replace("line 1 ", f"line {no} ", 1)
-                if recs:
-                    tables.append(IndexTable.from_records([part], [(0, r) for r in recs]))
-            if damaged is not None:
-                damaged.clear()
-                damaged.update(bad)
-            return IndexTable.concat(tables)
-        except FileNotFoundError as e:
-            last = e
-            continue
-    raise StoreError(f"{fs.url}: the index kept changing while being read ({last}); retry")
 
 
 def open_store(path_or_url: str | os.PathLike, *, storage_options: dict | None = None) -> FeatureStore:

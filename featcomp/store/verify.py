@@ -77,7 +77,7 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
         path is not a featcomp store at all (``StoreError``).
     """
     from featcomp.store.reader import FeatureStore
-    from featcomp.store.writer import read_header
+    from featcomp.store.index import read_header
 
     def problem(msg: str, file: str | None = None, video: str | None = None) -> None:
         if len(rep.problems) < max_problems:
@@ -272,7 +272,7 @@ def compact_store(path_or_url, *, include_remote_logs: bool = False, storage_opt
         The number of index files and logs folded (0: nothing to do).
     """
     fs = StoreFS(path_or_url, storage_options)
-    from featcomp.store.writer import read_header
+    from featcomp.store.index import read_header
 
     read_header(fs)
     tables, inputs = [], []

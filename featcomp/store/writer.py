@@ -34,7 +34,6 @@ from featcomp.errors import StoreError
 from featcomp.store._fs import AppendLog, StoreFS
 from featcomp.store.format import (
     FORMAT_NAME,
-    FORMAT_VERSION,
     MAX_RATE_LEVELS,
     format_version_for,
     PACKAGE_HINT,
@@ -48,6 +47,7 @@ from featcomp.store.format import (
     plain_video_table,
     safe_name,
 )
+from featcomp.store.index import load_index, read_header
 
 __all__ = ["StoreWriter", "WriteRecord", "auto_chunk_frames"]
 
@@ -237,31 +237,6 @@ def build_header(codec, card: dict, *, raw: bool, chunk_frames: int | None, shar
     return h
 
 
-def read_header(fs: StoreFS) -> dict:
-    """The store header, or StoreError when ``fs`` is not a featcomp store."""
-    try:
-        doc = json.loads(fs.read("zarr.json"))
-    except FileNotFoundError:
-        raise StoreError(
-            f"{fs.url} is not a featcomp store (no zarr.json); create one with featcomp.StoreWriter"
-        ) from None
-    except (ValueError, RecursionError) as e:
-        raise StoreError(f"{fs.url}: zarr.json is not valid JSON ({e})") from None
-    attrs = doc.get("attributes", {}) if isinstance(doc, dict) else None
-    h = attrs.get("featcomp") if isinstance(attrs, dict) else None
-    if not isinstance(h, dict) or h.get("format") != FORMAT_NAME:
-        raise StoreError(f"{fs.url} is a zarr node but not a featcomp store (no 'featcomp' header in its attributes)")
-    fv = h.get("format_version", 0)
-    if isinstance(fv, bool) or not isinstance(fv, int):
-        raise StoreError(f"{fs.url}: corrupt store header (format_version {fv!r}); the store is damaged")
-    if fv > FORMAT_VERSION:
-        raise StoreError(
-            f"{fs.url}: store format version {h.get('format_version')} is newer than this featcomp "
-            f"supports ({FORMAT_VERSION}); upgrade featcomp"
-        )
-    return h
-
-
 class StoreWriter:
     """Write videos' latents (or raw float16 features) into a featcomp store.
 
@@ -348,7 +323,6 @@ class StoreWriter:
         self.rate_levels = int(self.header.get("rate_levels") or 0)
         if self.fs.exists(f"parts/{self.writer_id}/zarr.json") or self.fs.exists(f"index/{self.writer_id}.fcidx"):
             raise StoreError(f"{self.url}: writer id {self.writer_id!r} is already used; pick another")
-        from featcomp.store.reader import load_index
 
         # a damaged index file or record is left out (its videos count as not written, so a re-run
         # writes them again); readers and `featcomp verify` report it
@@ -438,7 +412,6 @@ class StoreWriter:
 
     def refresh(self) -> None:
         """Re-read the index so that ``in`` also sees videos other writers committed since opening."""
-        from featcomp.store.reader import load_index
 
         self._known |= set(load_index(self.fs, damaged={}).ids)
 

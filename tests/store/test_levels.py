@@ -229,12 +229,12 @@ def test_a_video_whose_record_is_not_committed_stays_invisible(tmp_path, model, 
 
 
 def test_older_readers_refuse_level_stores(tmp_path, model, rng, monkeypatch):
-    import featcomp.store.writer as writer_mod
+    import featcomp.store.index as index_mod
 
     path = tmp_path / "s"
     with StoreWriter(path, model, levels=True) as w:
         w.write("a", laplace_latents(rng, 4, C), np.arange(4.0), levels=np.zeros(4, np.uint8))
-    monkeypatch.setattr(writer_mod, "FORMAT_VERSION", 2)  # what a reader of store versions 1-2 checks
+    monkeypatch.setattr(index_mod, "FORMAT_VERSION", 2)  # what a reader of store versions 1-2 checks
     with pytest.raises(StoreError, match="upgrade featcomp"):
         open_store(path)
 

@@ -1,0 +1,102 @@
+"""Reading a store's header and index: the metadata layer both the reader and the writer stand on.
+
+``read_header`` parses the featcomp header in the root ``zarr.json``; ``load_index`` merges every
+compacted index file and every commit log into one :class:`~featcomp.store.format.IndexTable`. They
+lived in ``writer.py`` and ``reader.py``, which then imported each other (issue 15); here they import
+only the byte formats (:mod:`featcomp.store.format`) and the filesystem layer
+(:mod:`featcomp.store._fs`).
+"""
+
+from __future__ import annotations
+
+import json
+
+from featcomp.errors import StoreError
+from featcomp.store._fs import StoreFS, read_logs
+from featcomp.store.format import FORMAT_NAME, FORMAT_VERSION, IndexTable, decode_index_file, decode_log
+
+__all__ = ["read_header", "load_index"]
+
+
+def read_header(fs: StoreFS) -> dict:
+    """The store header, or StoreError when ``fs`` is not a featcomp store."""
+    try:
+        doc = json.loads(fs.read("zarr.json"))
+    except FileNotFoundError:
+        raise StoreError(
+            f"{fs.url} is not a featcomp store (no zarr.json); create one with featcomp.StoreWriter"
+        ) from None
+    except (ValueError, RecursionError) as e:
+        raise StoreError(f"{fs.url}: zarr.json is not valid JSON ({e})") from None
+    attrs = doc.get("attributes", {}) if isinstance(doc, dict) else None
+    h = attrs.get("featcomp") if isinstance(attrs, dict) else None
+    if not isinstance(h, dict) or h.get("format") != FORMAT_NAME:
+        raise StoreError(f"{fs.url} is a zarr node but not a featcomp store (no 'featcomp' header in its attributes)")
+    fv = h.get("format_version", 0)
+    if isinstance(fv, bool) or not isinstance(fv, int):
+        raise StoreError(f"{fs.url}: corrupt store header (format_version {fv!r}); the store is damaged")
+    if fv > FORMAT_VERSION:
+        raise StoreError(
+            f"{fs.url}: store format version {h.get('format_version')} is newer than this featcomp "
+            f"supports ({FORMAT_VERSION}); upgrade featcomp"
+        )
+    return h
+
+
+def load_index(fs: StoreFS, *, retries: int = 8, live_parts: set | None = None,
+               damaged: dict[str, str] | None = None) -> IndexTable:
+    """Merge every ``index/*.fcidx`` file and every commit log into one table (newest wins).
+
+    Retries when a file vanishes between listing and reading (a writer or ``verify --compact``
+    replaced it).
+
+    Args:
+        live_parts: filled with the names of the parts that still have a commit log (a writer that
+            is open, or crashed). Every other part belongs to a closed writer and never changes again.
+        damaged: when given, an index file that cannot be read, or a commit-log line that is not a
+            valid record, is left out and recorded here (``{"index/<name>": reason}``, a log line as
+            ``"index/<name>.log line <n>"``) instead of raising: the store keeps serving every video
+            whose record is intact (``FeatureStore.damaged``; ``featcomp verify`` reports them). The
+            videos of a damaged file are unknown to the reader; a re-run of the job writes them again.
+    """
+    last: Exception | None = None
+    for _ in range(retries):
+        try:
+            tables = []
+            if live_parts is not None:
+                live_parts.clear()
+            bad: dict[str, str] = {}
+            for name in fs.listdir("index"):
+                if name.endswith(".fcidx"):
+                    try:
+                        tables.append(decode_index_file(fs.read(f"index/{name}"), f"{fs.url}/index/{name}"))
+                    except StoreError as e:
+                        if damaged is None:
+                            raise
+                        bad[f"index/{name}"] = str(e)
+            logs = read_logs(fs, "index", ".log")
+            if live_parts is not None:
+                live_parts.update(logs)
+            for part, data in sorted(logs.items()):
+                where = f"{fs.url}/index/{part}.log"
+                try:
+                    recs = decode_log(data, where)
+                except StoreError:
+                    if damaged is None:
+                        raise
+                    recs = []
+                    for no, line in enumerate(data.split(b"\n")[:-1], 1):  # the valid lines, one by one
+                        try:
+                            recs += decode_log(line + b"\n", where)
+                        except StoreError as e:
+                            bad[f"index/{part}.log line {no}"] = str(e).replace("line 1 ", f"line {no} ", 1)
+                if recs:
+                    tables.append(IndexTable.from_records([part], [(0, r) for r in recs]))
+            if damaged is not None:
+                damaged.clear()
+                damaged.update(bad)
+            return IndexTable.concat(tables)
+        except FileNotFoundError as e:
+            last = e
+            continue
+    raise StoreError(f"{fs.url}: the index kept changing while being read ({last}); retry")

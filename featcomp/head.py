@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from featcomp.config import Config, require
 from featcomp.errors import CodecError, ConfigError
+from featcomp.entropy.kinds import DEFAULT_KIND, codec_kind, entropy_kind, entropy_kinds
 
 __all__ = [
     "HeadConfig",
@@ -52,7 +53,6 @@ __all__ = [
 ]
 
 ANALYSES = ("identity", "linear", "linear_gdn")
-ENTROPY_MODELS = ("factorized", "temporal", "hyperprior")
 SYNTHESES = ("none", "linear", "igdn_linear")
 OBJECTIVE_QUANT = ("ste", "noise")
 
@@ -94,7 +94,7 @@ class HeadConfig(Config):
     init_scale: float = 1.0
     objective_quant: str = "ste"
     density: dict = dataclasses.field(default_factory=dict)
-    entropy_model: str = "factorized"
+    entropy_model: str = DEFAULT_KIND
     prior: dict = dataclasses.field(default_factory=dict)
     rate_lams: tuple = ()
 
@@ -117,9 +117,10 @@ class HeadConfig(Config):
             self.objective_quant in OBJECTIVE_QUANT,
             f"HeadConfig.objective_quant must be one of {OBJECTIVE_QUANT}, got {self.objective_quant!r}",
         )
+        trainable = tuple(entropy_kinds(trainable=True))
         require(
-            self.entropy_model in ENTROPY_MODELS,
-            f"HeadConfig.entropy_model must be one of {ENTROPY_MODELS}, got {self.entropy_model!r}",
+            self.entropy_model in trainable,
+            f"HeadConfig.entropy_model must be one of {trainable}, got {self.entropy_model!r}",
         )
         lams = tuple(float(v) for v in self.rate_lams)
         require(all(v > 0 for v in lams), f"HeadConfig.rate_lams must be positive, got {lams}")
@@ -253,18 +254,6 @@ def _bcast(v: Tensor, ndim: int) -> Tensor:
     return v.view(1, -1, *([1] * (ndim - 2)))
 
 
-def _make_bottleneck(channels: int, options: dict[str, Any]):
-    from featcomp.entropy import EntropyBottleneck
-
-    return EntropyBottleneck(channels, **options)
-
-
-def _quant_mode(name: str):
-    from featcomp.entropy import QuantizationMode
-
-    return getattr(QuantizationMode, name)
-
-
 # --------------------------------------------------------------------------------------------------
 # the head
 
@@ -301,19 +290,12 @@ class CompressibleHead(nn.Module):
             self.analysis = nn.Sequential(ChannelLinear(c, cl), GDN(cl))
         # quantization step per latent channel, log-parameterized (positive)
         self.log_scale = nn.Parameter(torch.full((cl,), math.log(config.init_scale)))
-        # the entropy model: a factorized bottleneck, or a conditional prior (no bottleneck then)
+        # the entropy model, built by its registered kind's trainable half: a factorized bottleneck
+        # (held as ``bottleneck``) or a conditional prior (held as ``prior``); the other stays None
+        self._kind = entropy_kind(config.entropy_model).adapter()
         self.bottleneck = None
         self.prior = None
-        if config.entropy_model == "factorized":
-            self.bottleneck = _make_bottleneck(cl, dict(config.density))
-        elif config.entropy_model == "temporal":
-            from featcomp.entropy.temporal_prior import TemporalPrior
-
-            self.prior = TemporalPrior(cl, **dict(config.prior))
-        else:
-            from featcomp.entropy.hyperprior_prior import HyperpriorPrior
-
-            self.prior = HyperpriorPrior(cl, **dict(config.prior))
+        setattr(self, self._kind.attr, self._kind.build(cl, config))
         # variable rate: one log-gain vector per level; step ~ sqrt(lambda) at high rate, hence the init
         if config.rate_levels:
             lams = torch.tensor(config.rate_lams, dtype=torch.float64)
@@ -375,18 +357,17 @@ class CompressibleHead(nn.Module):
     def quant_offsets(self, like: Tensor | None = None) -> Tensor:
         """float (C',) the quantization offsets (detached): the factorized bottleneck's medians, the
         hyperprior's learned offsets, or zeros for the temporal prior (its context predicts locations)."""
-        if self.bottleneck is not None:
-            off = self.bottleneck.offsets.detach()
-        elif self.config.entropy_model == "hyperprior":
-            off = self.prior.offsets.detach()
-        else:
-            off = torch.zeros(self.latent_channels, device=self.log_scale.device)
+        off = self._kind.offsets(self.entropy_module, self.latent_channels, self.log_scale.device)
         return off if like is None else off.to(like.dtype)
+
+    @property
+    def entropy_module(self) -> nn.Module:
+        """The trained entropy model (the factorized bottleneck or the conditional prior)."""
+        return getattr(self, self._kind.attr)
 
     def entropy_parameters(self) -> list[nn.Parameter]:
         """The entropy model's parameters (bottleneck or prior), for a separate optimizer group."""
-        m = self.bottleneck if self.bottleneck is not None else self.prior
-        return list(m.parameters())
+        return list(self.entropy_module.parameters())
 
     def analyze(self, x: Tensor, rate: float | None = None) -> Tensor:
         """The latent in quantization units: ``g_a(standardize(x)) / effective_scale(rate)``, (N, C', *)."""
@@ -410,21 +391,6 @@ class CompressibleHead(nn.Module):
             x = x * _bcast(self.input_std, x.ndim) + _bcast(self.input_mean, x.ndim)
         return x
 
-    def _rate_bits(self, y: Tensor) -> Tensor:
-        """Bits (N,) of the latent ``y`` (quantization units) under the conditional prior."""
-        off = _bcast(self.quant_offsets(y), y.ndim)
-        if self.config.entropy_model == "temporal":
-            if y.ndim != 3:
-                raise ConfigError(
-                    "CompressibleHead: the temporal entropy model prices clips (N, C, T) (frames in time order on "
-                    f"axis 2), got latents of shape {tuple(y.shape)}"
-                )
-            return self.prior.bits((y - off).movedim(2, 1)).sum(1)
-        if y.ndim != 4:
-            raise ConfigError(f"CompressibleHead: the hyperprior prices maps (N, C, H, W), got {tuple(y.shape)}")
-        _, bits = self.prior(y)
-        return bits
-
     def forward(self, x: Tensor, rate: float | None = None) -> HeadOutput:
         """Quantize ``x`` (N, C, *) at ``rate`` (variable-rate heads; None = level 0) and price it.
 
@@ -432,27 +398,9 @@ class CompressibleHead(nn.Module):
         must be clips (N, C, T); with ``"hyperprior"`` maps (N, C, H, W).
         """
         y = self.analyze(x, rate)
-        if self.bottleneck is not None:
-            if self.training:
-                y_noisy, bits = self.bottleneck(y, mode=_quant_mode("NOISE"))
-                if self.config.objective_quant == "ste":
-                    off = _bcast(self.bottleneck.offsets.detach().to(y.dtype), y.ndim)
-                    r = y - off
-                    q = r + (torch.round(r) - r).detach() + off
-                else:
-                    q = y_noisy
-            else:
-                q, bits = self.bottleneck(y, mode=_quant_mode("ROUND"))
-        else:
-            bits = self._rate_bits(y)
-            off = _bcast(self.quant_offsets(y), y.ndim)
-            r = y - off
-            if self.training and self.config.objective_quant == "noise":
-                q = y + torch.empty_like(y).uniform_(-0.5, 0.5)
-            elif self.training:
-                q = r + (torch.round(r) - r).detach() + off
-            else:
-                q = torch.round(r) + off
+        off = _bcast(self.quant_offsets(y), y.ndim)
+        q, bits = self._kind.quantize(self.entropy_module, y, off, training=self.training,
+                                      objective_quant=self.config.objective_quant)
         y_hat = q * _bcast(self.effective_scale(rate), q.ndim)
         x_hat = self.synthesize(y_hat) if self.synthesis is not None else None
         return HeadOutput(y_hat=y_hat, bits=bits, x_hat=x_hat, y=y)
@@ -460,12 +408,8 @@ class CompressibleHead(nn.Module):
     @torch.no_grad()
     def freeze_codec(self, *, precision: int = 16):
         """Freeze the entropy model alone into its integer codec (``EntropyCodec``, ``TemporalCodec``
-        or ``HyperpriorCodec``, by ``config.entropy_model``)."""
-        if self.bottleneck is not None:
-            return self.bottleneck.freeze(precision=precision)
-        if self.config.entropy_model == "temporal":
-            return self.prior.freeze(self.quant_offsets().cpu(), precision=precision)
-        return self.prior.freeze(precision=precision)
+        or ``HyperpriorCodec``: the registered trainable half of ``config.entropy_model`` freezes it)."""
+        return self._kind.freeze(self.entropy_module, self.quant_offsets(), precision=precision)
 
     def freeze(self, *, precision: int = 16, rate: float | None = None) -> FrozenHead:
         """Freeze into integer tables: returns an immutable :class:`FrozenHead` (copies the weights).
@@ -563,7 +507,7 @@ class FrozenHead(nn.Module):
     @property
     def kind(self) -> str:
         """The entropy model's kind (``"factorized"``, ``"temporal"``, ``"hyperprior"``)."""
-        return getattr(self.codec, "kind", "factorized")
+        return codec_kind(self.codec)
 
     @property
     def rate_lams(self) -> tuple[float, ...]:

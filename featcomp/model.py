@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from featcomp.entropy.kinds import DEFAULT_KIND, entropy_kind
 from featcomp.errors import CodecError, ConfigError, FeatcompError, ModelFileError
 from featcomp.head import CompressibleHead, FrozenHead, HeadConfig
 
@@ -332,8 +333,8 @@ def save_model(path: str | Path, head: CompressibleHead | FrozenHead, *, backbon
 
 
 def _format_version_for(head: FrozenHead) -> int:
-    """1 for a factorized fixed-rate head (the original layout), 2 otherwise."""
-    return 1 if head.kind == "factorized" and not head.config.rate_levels else 2
+    """1 for a fixed-rate head of the implicit (factorized) kind (the original layout), 2 otherwise."""
+    return 1 if entropy_kind(head.kind).implicit and not head.config.rate_levels else 2
 
 
 def _version() -> str:
@@ -461,7 +462,7 @@ def _model_from(raw_meta: str | None, tensors: dict, path: str) -> Model:
         try:
             codec = codec_from_dict(meta["codec"])
         except FeatcompError as e:
-            raise ModelFileError(f"model file {path}: the {meta['codec'].get('kind', 'factorized')!r} codec cannot "
+            raise ModelFileError(f"model file {path}: the {meta['codec'].get('kind', DEFAULT_KIND)!r} codec cannot "
                                  f"be read ({e}); a newer featcomp may be needed") from None
     if codec.digest != meta.get("codec_digest"):
         raise ModelFileError(f"model file {path}: codec digest {codec.digest[:16]}... differs from the recorded "
@@ -542,7 +543,7 @@ class CompressedClip:
     frame_indices: np.ndarray
     codec_digest: str
     model_digest: str = ""
-    kind: str = "factorized"
+    kind: str = DEFAULT_KIND
     chunks: tuple[int, ...] | None = None
     rate: float | None = None
     levels: np.ndarray | None = None
@@ -615,7 +616,8 @@ class CompressedClip:
         else:
             hdr["fi"] = None
             side += fi.astype("<i8").tobytes()
-        version = 1 if (self.kind == "factorized" and self.chunks is None and self.rate is None) else _CLIP_VERSION
+        implicit = entropy_kind(self.kind).implicit
+        version = 1 if (implicit and self.chunks is None and self.rate is None) else _CLIP_VERSION
         if self.levels is not None:
             version = _CLIP_VERSION_LEVELS
             hdr["levels"] = int(self.level_bits)
@@ -709,7 +711,7 @@ class _ClipHeader:
         self.model_digest = md
         self.ts = self._affine(hdr["ts"], "ts", number)
         self.fi = self._affine(hdr["fi"], "fi", lambda v, w: integer(v, w, -(1 << 62), 1 << 62))
-        self.kind = hdr.get("kind", "factorized")
+        self.kind = hdr.get("kind", DEFAULT_KIND)
         if not isinstance(self.kind, str):
             raise ValueError(f"kind is {self.kind!r}")
         chunks = hdr.get("chunks")
@@ -1006,14 +1008,16 @@ class Extractor:
         """
         k = np.asarray(k, np.int32)
         kind = self.model.kind
+        spec = entropy_kind(kind)
         level_bits = 8
         if levels is not None:
             n_levels = self.model.head.config.rate_levels
-            if n_levels < 2 or kind != "factorized":
-                raise ConfigError("Extractor.compress_latents: per-frame levels need a variable-rate factorized model")
+            if n_levels < 2 or not spec.rate_control:
+                raise ConfigError("Extractor.compress_latents: per-frame levels need a variable-rate model whose "
+                                  f"entropy model supports rate control (this one: {kind!r}, {n_levels} levels)")
             level_bits = max(1, math.ceil(math.log2(n_levels)))
         chunks = None
-        if kind == "temporal":
+        if spec.time_chunks:
             streams = self.codec.compress_chunks(k, self.chunk_frames) if len(k) else []
             chunks = tuple(len(b) for b in streams)
             data = b"".join(streams)

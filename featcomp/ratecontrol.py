@@ -104,9 +104,11 @@ def check_rate_controllable(head) -> tuple[int, ...]:
                           "this head has a fixed rate")
     if levels > MAX_LEVELS:
         raise ConfigError(f"per-frame rate control stores levels in one byte; this head has {levels} levels")
-    if getattr(head, "kind", "factorized") != "factorized":
-        raise ConfigError(f"per-frame rate control needs a factorized codec (frames coded independently); this head's "
-                          f"entropy model is {head.kind!r}")
+    from featcomp.entropy.kinds import codec_kind, entropy_kind
+
+    if not entropy_kind(codec_kind(head)).rate_control:
+        raise ConfigError(f"per-frame rate control needs an entropy model that codes frames independently (such as "
+                          f"'factorized'); this head's entropy model is {codec_kind(head)!r}")
     if head.config.synthesis == "none":
         raise ConfigError("per-frame rate control checks the teacher on the decoded features, so the head needs a "
                           "synthesis transform (HeadConfig.synthesis)")

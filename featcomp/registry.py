@@ -66,6 +66,16 @@ class Registry(Generic[T]):
             known = ", ".join(sorted(self._items)) or "(none)"
             raise RegistryError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}") from None
 
+    def unregister(self, name: str) -> T:
+        """Remove and return the object registered under ``name`` (plugins unloading, tests).
+
+        Raises:
+            RegistryError: if ``name`` is unknown.
+        """
+        obj = self.get(name)
+        del self._items[name]
+        return obj
+
     def names(self) -> list[str]:
         """Registered names, sorted."""
         return sorted(self._items)

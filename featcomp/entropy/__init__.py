@@ -17,7 +17,20 @@ from typing import TYPE_CHECKING, Any
 from featcomp.entropy.codec import EntropyCodec
 from featcomp.entropy.hyperprior import HyperpriorCodec
 from featcomp.entropy.indexed import TableFamily
-from featcomp.entropy.kinds import FrozenCodec, codec_from_dict, codec_kind, codec_kinds, get_codec_kind, register_codec_kind
+from featcomp.entropy.kinds import (
+    DEFAULT_KIND,
+    EntropyKind,
+    FrozenCodec,
+    codec_from_dict,
+    codec_kind,
+    codec_kinds,
+    entropy_kind,
+    entropy_kinds,
+    get_codec_kind,
+    register_codec_kind,
+    register_entropy_kind,
+    unregister_entropy_kind,
+)
 from featcomp.entropy.temporal import TemporalCodec
 
 _LAZY: dict[str, str] = {
@@ -32,7 +45,8 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "EntropyCodec", "HyperpriorCodec", "TableFamily", "TemporalCodec", "FrozenCodec", "codec_from_dict", "codec_kind",
-    "codec_kinds", "get_codec_kind", "register_codec_kind", *_LAZY,
+    "codec_kinds", "get_codec_kind", "register_codec_kind", "DEFAULT_KIND", "EntropyKind", "entropy_kind",
+    "entropy_kinds", "register_entropy_kind", "unregister_entropy_kind", *_LAZY,
 ]
 
 

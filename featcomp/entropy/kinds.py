@@ -1,21 +1,39 @@
-"""The frozen-codec protocol and the registry of codec kinds (numpy and constriction only).
+"""The registry of entropy-model kinds, and the frozen-codec protocol (numpy and constriction only).
 
-Every frozen entropy model that a model file or a store can hold implements :class:`FrozenCodec`:
-``kind``, ``digest``, ``channels``, ``quantize``/``dequantize``, ``compress_symbols``/
-``decompress_symbols``, ``estimate_bits``, ``to_dict``/``from_dict``. :func:`codec_from_dict`
-rebuilds one from its JSON-safe dict, dispatching on ``d["kind"]``; a dict without ``"kind"`` is a
-factorized :class:`~featcomp.entropy.EntropyCodec` (the format written before kinds existed), so old
+An entropy-model *kind* is one registered :class:`EntropyKind` entry carrying both halves of the model:
+
+- the **frozen** half, a codec class implementing :class:`FrozenCodec` (``kind``, ``digest``,
+  ``channels``, ``quantize``/``dequantize``, ``compress_symbols``/``decompress_symbols``,
+  ``estimate_bits``, ``to_dict``/``from_dict``, ``to_bytes``/``from_bytes``), which model files,
+  clips and stores hold;
+- the **trainable** half, an import reference (``"package.module:Adapter"``, resolved lazily so this
+  module stays free of torch) to a :class:`featcomp.entropy.trainable.TrainablePrior` adapter that
+  builds the prior inside a :class:`~featcomp.head.CompressibleHead`, prices latents and freezes the
+  prior into the codec;
+- what the rest of the system needs to know about it: the input ``layout`` the trainable prior prices
+  (``"vectors"`` (N, C), ``"clips"`` (N, C, T), ``"maps"`` (N, C, H, W)), whether a frozen stream is a
+  chunk of consecutive frames (``time_chunks``; clips then record chunk lengths), whether frames are
+  supports per-frame rate control (``rate_control``: frames coded independently, levels may change
+  between frames), and
+  whether it is the ``implicit`` kind that formats written before kinds existed mean when they name none.
+
+The head, rate control, refit, the model file, the clip format and the store ask the entry for these
+facts and never compare kind strings. A new kind is one new module (its codec and its adapter) plus one
+:func:`register_entropy_kind` call. :func:`codec_from_dict` rebuilds a frozen codec from its JSON-safe
+dict, dispatching on ``d["kind"]``; a dict without ``"kind"`` is the implicit (factorized) kind, so old
 model files and stores stay readable.
 
-Registered kinds: ``"factorized"`` (:class:`~featcomp.entropy.EntropyCodec`, frames independent) and
-``"temporal"`` (:class:`~featcomp.entropy.temporal.TemporalCodec`, axis 0 is time; a stream is one
-chunk of consecutive frames and decodes alone) and ``"hyperprior"``
+Registered kinds: ``"factorized"`` (:class:`~featcomp.entropy.EntropyCodec`, frames independent),
+``"temporal"`` (:class:`~featcomp.entropy.temporal.TemporalCodec`, axis 0 is time; a stream is one chunk
+of consecutive frames and decodes alone) and ``"hyperprior"``
 (:class:`~featcomp.entropy.hyperprior.HyperpriorCodec`, spatial latents (N, C, H, W), frames independent,
 scales from coded side information).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -26,9 +44,101 @@ from featcomp.entropy.temporal import TemporalCodec
 from featcomp.errors import CodecError
 from featcomp.registry import Registry
 
-__all__ = ["FrozenCodec", "register_codec_kind", "get_codec_kind", "codec_kinds", "codec_from_dict", "codec_kind"]
+__all__ = [
+    "EntropyKind", "FrozenCodec", "register_entropy_kind", "unregister_entropy_kind", "entropy_kind", "entropy_kinds", "DEFAULT_KIND",
+    "register_codec_kind", "get_codec_kind", "codec_kinds", "codec_from_dict", "codec_kind",
+]
 
-_KINDS: Registry = Registry("codec kind")
+LAYOUTS = ("vectors", "clips", "maps")
+_KINDS: Registry = Registry("entropy-model kind")
+
+#: the kind a format means when it names none (files written before kinds existed)
+DEFAULT_KIND = "factorized"
+
+
+@dataclasses.dataclass(frozen=True)
+class EntropyKind:
+    """One registered entropy-model kind: its frozen codec, its trainable prior and its properties.
+
+    Attributes:
+        name: the kind name written to model files, clips and stores.
+        codec: the frozen codec class (``from_dict``, ``from_bytes``).
+        trainable: ``"package.module:Adapter"``, the :class:`~featcomp.entropy.trainable.TrainablePrior`
+            adapter class (torch), or None for a kind that can be read and coded but not trained.
+        layout: what the trainable prior prices: ``"vectors"`` (N, C, *) with frames independent,
+            ``"clips"`` (N, C, T) with axis 2 in time order, ``"maps"`` (N, C, H, W).
+        time_chunks: frozen streams code consecutive frames together in chunks that decode alone
+            (:meth:`compress_chunks`); a clip records the chunks' byte lengths.
+        rate_control: per-frame rate control is supported: frames are coded independently, so a
+            variable-rate head may change its level from frame to frame (:mod:`featcomp.ratecontrol`).
+        implicit: the kind that formats written before kinds existed mean (no ``kind`` key; version-1
+            model files, clips and stores). Exactly one registered kind is implicit.
+    """
+
+    name: str
+    codec: type
+    trainable: str | None = None
+    layout: str = "vectors"
+    time_chunks: bool = False
+    rate_control: bool = False
+    implicit: bool = False
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise CodecError(f"entropy kind {self.name!r}: layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.trainable is not None and ":" not in self.trainable:
+            raise CodecError(f"entropy kind {self.name!r}: trainable must be 'package.module:Adapter', "
+                             f"got {self.trainable!r}")
+
+    def adapter(self) -> Any:
+        """The trainable half, an instance of the registered adapter class (imports torch).
+
+        Raises:
+            ConfigError: a kind registered without a trainable half.
+        """
+        if self.trainable is None:
+            from featcomp.errors import ConfigError
+
+            raise ConfigError(f"the {self.name!r} entropy model has no trainable prior registered; it can code "
+                              "and decode but not be trained")
+        module, _, attr = self.trainable.partition(":")
+        return getattr(importlib.import_module(module), attr)()
+
+
+def register_entropy_kind(spec: EntropyKind, *, overwrite: bool = False) -> EntropyKind:
+    """Register an entropy-model kind; raises :class:`~featcomp.errors.RegistryError` on duplicates."""
+    if not isinstance(spec, EntropyKind):
+        raise CodecError(f"register_entropy_kind expects an EntropyKind, got {type(spec).__name__}")
+    if spec.implicit and any(k.implicit and k.name != spec.name for k in (_KINDS.get(n) for n in _KINDS.names())):
+        raise CodecError(f"entropy kind {spec.name!r}: only one kind can be implicit (the pre-kinds default)")
+    return _KINDS.register(spec.name, spec, overwrite=overwrite)
+
+
+def unregister_entropy_kind(name: str) -> EntropyKind:
+    """Remove a registered kind (a plugin unloading, tests); the implicit kind cannot be removed."""
+    if _KINDS.get(name).implicit:
+        raise CodecError(f"entropy kind {name!r} is the implicit default and cannot be unregistered")
+    return _KINDS.unregister(name)
+
+
+def entropy_kind(what: Any = None) -> EntropyKind:
+    """The registered entry of ``what``: a kind name, a frozen codec, a head (``.kind``), or None for
+    the implicit default kind.
+
+    Raises:
+        RegistryError: an unknown kind name (a newer featcomp wrote it, or a typo).
+    """
+    if what is None:
+        return _KINDS.get(DEFAULT_KIND)
+    if isinstance(what, EntropyKind):
+        return what
+    name = what if isinstance(what, str) else codec_kind(what)
+    return _KINDS.get(name)
+
+
+def entropy_kinds(*, trainable: bool = False) -> list[str]:
+    """Registered kind names (only those with a trainable half if ``trainable``)."""
+    return [n for n in _KINDS.names() if not trainable or _KINDS.get(n).trainable is not None]
 
 
 @runtime_checkable
@@ -47,13 +157,15 @@ class FrozenCodec(Protocol):
 
 
 def register_codec_kind(name: str, cls: type, *, overwrite: bool = False) -> type:
-    """Register a frozen codec class (with ``from_dict``) under ``name``; raises on duplicates."""
-    return _KINDS.register(name, cls, overwrite=overwrite)
+    """Register a frozen-only kind (a codec class with ``from_dict``, frames independent, no trainable
+    prior) under ``name``; :func:`register_entropy_kind` registers a whole kind. Raises on duplicates."""
+    register_entropy_kind(EntropyKind(name=name, codec=cls), overwrite=overwrite)
+    return cls
 
 
 def get_codec_kind(name: str) -> type:
-    """The class registered under ``name``; raises :class:`~featcomp.errors.RegistryError` if unknown."""
-    return _KINDS.get(name)
+    """The frozen codec class of kind ``name``; raises :class:`~featcomp.errors.RegistryError` if unknown."""
+    return _KINDS.get(name).codec
 
 
 def codec_kinds() -> list[str]:
@@ -62,8 +174,8 @@ def codec_kinds() -> list[str]:
 
 
 def codec_kind(codec: Any) -> str:
-    """The kind name of a frozen codec (``"factorized"`` for :class:`EntropyCodec`)."""
-    return getattr(codec, "kind", "factorized")
+    """The kind name of a frozen codec or frozen head (the implicit ``"factorized"`` when it names none)."""
+    return str(getattr(codec, "kind", None) or DEFAULT_KIND)
 
 
 def codec_from_dict(d: dict[str, Any]) -> FrozenCodec:
@@ -75,9 +187,12 @@ def codec_from_dict(d: dict[str, Any]) -> FrozenCodec:
     """
     if not isinstance(d, dict):
         raise CodecError(f"a codec dict is expected, got {type(d).__name__}")
-    return get_codec_kind(d.get("kind", "factorized")).from_dict(d)
+    return get_codec_kind(d.get("kind", DEFAULT_KIND)).from_dict(d)
 
 
-register_codec_kind("factorized", EntropyCodec)
-register_codec_kind("temporal", TemporalCodec)
-register_codec_kind("hyperprior", HyperpriorCodec)
+register_entropy_kind(EntropyKind("factorized", EntropyCodec, "featcomp.entropy.trainable:FactorizedPrior",
+                                  layout="vectors", rate_control=True, implicit=True))
+register_entropy_kind(EntropyKind("temporal", TemporalCodec, "featcomp.entropy.trainable:TemporalPriorAdapter",
+                                  layout="clips", time_chunks=True))
+register_entropy_kind(EntropyKind("hyperprior", HyperpriorCodec, "featcomp.entropy.trainable:HyperpriorAdapter",
+                                  layout="maps"))

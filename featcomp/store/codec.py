@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from featcomp.entropy.bitstream import decode_varint, encode_varint
+from featcomp.entropy.kinds import DEFAULT_KIND, codec_kind
 from featcomp.errors import CodecError
 
 _CHUNK_HEADER = "featcomp.ans chunk header"
@@ -72,12 +73,8 @@ _TABLE_LOCK = threading.Lock()
 
 
 # --------------------------------------------------------------------------------------- tables
-FACTORIZED = "factorized"
-
-
-def codec_kind_of(codec: Any) -> str:
-    """The entropy-model kind of a frozen codec (``codec.kind``; ``"factorized"`` when absent)."""
-    return str(getattr(codec, "kind", FACTORIZED))
+#: the kind that is not written to a part's configuration (stores of version 1 name no kind)
+FACTORIZED = DEFAULT_KIND
 
 
 def encode_tables(codec: Any) -> str:
@@ -128,8 +125,8 @@ def decode_tables(tables: str, digest: str | None = None, kind: str | None = Non
             raise
         except Exception as e:  # binascii.Error, zlib.error, ValueError
             raise CodecError(f"featcomp.ans: coding tables do not decode ({type(e).__name__}: {e})") from None
-        if codec_kind_of(codec) != kind:
-            raise CodecError(f"featcomp.ans: tables decode to a {codec_kind_of(codec)!r} codec, the metadata says {kind!r}")
+        if codec_kind(codec) != kind:
+            raise CodecError(f"featcomp.ans: tables decode to a {codec_kind(codec)!r} codec, the metadata says {kind!r}")
         with _TABLE_LOCK:
             _TABLE_CACHE[key] = codec
     if digest is not None and codec.digest != digest:
@@ -306,7 +303,7 @@ class FeatcompANSCodec(ArrayBytesCodec):
     def from_codec(cls, codec: Any) -> FeatcompANSCodec:
         """Build the zarr codec for a frozen codec of any registered kind."""
         tables = encode_tables(codec)
-        kind = codec_kind_of(codec)
+        kind = codec_kind(codec)
         with _TABLE_LOCK:
             _TABLE_CACHE[_cache_key(tables, kind)] = codec
         return cls(tables=tables, digest=codec.digest, kind=kind)
@@ -389,7 +386,7 @@ class FeatcompANSNumcodec(_NumcodecsCodec):
 
     @classmethod
     def from_codec(cls, codec: Any) -> FeatcompANSNumcodec:
-        return cls(tables=encode_tables(codec), digest=codec.digest, kind=codec_kind_of(codec))
+        return cls(tables=encode_tables(codec), digest=codec.digest, kind=codec_kind(codec))
 
     @property
     def codec(self) -> Any:

@@ -72,7 +72,9 @@ def format_version_for(kind: str, levels: bool = False) -> int:
     """
     if levels:
         return LEVELS_FORMAT_VERSION
-    return FACTORIZED_FORMAT_VERSION if kind == "factorized" else KINDS_FORMAT_VERSION
+    from featcomp.entropy.kinds import entropy_kind
+
+    return FACTORIZED_FORMAT_VERSION if entropy_kind(kind).implicit else KINDS_FORMAT_VERSION
 
 
 PACKAGE_HINT = (

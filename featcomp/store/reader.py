@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from featcomp.entropy.kinds import DEFAULT_KIND
 from featcomp.errors import CodecError, StoreError
 from featcomp.store._fs import StoreFS, read_logs
 from featcomp.store.format import (
@@ -120,7 +121,7 @@ class _Part:
                     f"{store.url}: table digest mismatch: part {name!r} was coded with "
                     f"{str(c.get('digest'))[:16]}..., the store header says {str(hdr_digest)[:16]}..."
                 )
-            part_kind = c.get("kind", "factorized")
+            part_kind = c.get("kind", DEFAULT_KIND)
             if part_kind != store.kind:
                 raise StoreError(
                     f"{store.url}: part {name!r} records entropy-model kind {part_kind!r}, "
@@ -515,7 +516,7 @@ class FeatureStore(Mapping):
                 raise ValueError(f"mode {self.mode!r}")
             self.model_card = self.header.get("model_card", {})
             #: entropy-model kind of a coded store ("factorized", "temporal", ...); None for raw stores
-            self.kind = self.header.get("codec", {}).get("kind", "factorized") if self.mode == "coded" else None
+            self.kind = self.header.get("codec", {}).get("kind", DEFAULT_KIND) if self.mode == "coded" else None
             if self.kind is not None and not isinstance(self.kind, str):
                 raise ValueError(f"codec kind {self.kind!r}")
         except (AttributeError, TypeError, ValueError) as e:

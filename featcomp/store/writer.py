@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from featcomp.entropy.kinds import DEFAULT_KIND
 from featcomp.errors import StoreError
 from featcomp.store._fs import AppendLog, StoreFS
 from featcomp.store.format import (
@@ -110,11 +111,11 @@ def _resolve(codec_or_model: Any, model_card: dict | None, raw: bool):
     if codec is not None and not raw:
         from featcomp.entropy import codec_kinds
 
-        from featcomp.store.codec import codec_kind_of
+        from featcomp.entropy.kinds import codec_kind
 
-        if codec_kind_of(codec) not in codec_kinds():
+        if codec_kind(codec) not in codec_kinds():
             raise StoreError(
-                f"StoreWriter: codec kind {codec_kind_of(codec)!r} is not registered "
+                f"StoreWriter: codec kind {codec_kind(codec)!r} is not registered "
                 f"(featcomp.entropy.register_codec_kind); known: {codec_kinds()}"
             )
     card = json.loads(json.dumps(card or {}, default=_json_default))
@@ -196,12 +197,12 @@ def build_header(codec, card: dict, *, raw: bool, chunk_frames: int | None, shar
     """
     from featcomp import __version__
 
-    from featcomp.store.codec import codec_kind_of
+    from featcomp.entropy.kinds import codec_kind
 
-    kind = None if raw else codec_kind_of(codec)
+    kind = None if raw else codec_kind(codec)
     h: dict[str, Any] = {
         "format": FORMAT_NAME,
-        "format_version": format_version_for(kind or "factorized", levels=level_scale is not None),
+        "format_version": format_version_for(kind or DEFAULT_KIND, levels=level_scale is not None),
         "package": "featcomp",
         "package_hint": PACKAGE_HINT,
         "featcomp_version": __version__,
@@ -223,7 +224,7 @@ def build_header(codec, card: dict, *, raw: bool, chunk_frames: int | None, shar
             "precision": int(getattr(codec, "precision", getattr(getattr(codec, "family", None), "precision", 0))),
             "tables": encode_tables(codec),
         }
-        if kind != "factorized":  # version 2; version-1 headers (factorized) stay byte-identical
+        if kind != DEFAULT_KIND:  # version 2; version-1 headers (implicit kind) stay byte-identical
             h["codec"]["kind"] = kind
         h["channels"] = int(codec.channels)
         h["dequantization"] = _dequantization(codec, card)
@@ -594,7 +595,7 @@ class StoreWriter:
         return WriteRecord(
             video_id=video_id, store=self.url, part=self.writer_id, start=start, frames=n,
             codec="zstd" if self.raw else "featcomp.ans", digest=None if self.raw else self.codec.digest,
-            kind=None if self.raw else self.header["codec"].get("kind", "factorized"),
+            kind=None if self.raw else self.header["codec"].get("kind", DEFAULT_KIND),
             written=written, levels=lv is not None,
         )
 

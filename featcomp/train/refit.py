@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from featcomp.entropy import EntropyCodec, HyperpriorCodec, codec_kind
 from featcomp.entropy.temporal_prior import TemporalPrior, fit_temporal_prior
 from featcomp.errors import ConfigError
 
@@ -61,7 +62,7 @@ def fit_temporal_codec(head: Any, sequences: Sequence[Any], *, window: int = 4, 
 
     if not isinstance(head, FrozenHead) and hasattr(head, "freeze"):
         head = head.freeze()
-    if getattr(head, "kind", None) != "factorized" or head.config.rate_levels:
+    if not isinstance(getattr(head, "codec", None), EntropyCodec) or head.config.rate_levels:
         raise ConfigError("fit_temporal_codec: give a fixed-rate head with the factorized codec "
                           f"(got kind {getattr(head, 'kind', None)!r}, {head.config.rate_levels} rate levels)")
     opts = dict(prior or {})
@@ -79,7 +80,7 @@ def fit_temporal_codec(head: Any, sequences: Sequence[Any], *, window: int = 4, 
     fit_temporal_prior(p, ks, window=window, steps=steps, batch=batch, lr=lr, seed=seed, val=vks or None,
                        eval_every=eval_every, history=history)
     codec = p.freeze(offsets)
-    config = dataclasses.replace(head.config, entropy_model="temporal", prior=opts)
+    config = dataclasses.replace(head.config, entropy_model=codec_kind(codec), prior=opts)
     return FrozenHead(config, head.state_tensors(), codec, rate=head.rate)
 
 
@@ -105,12 +106,11 @@ def fit_hyperprior_fallback(head: Any, maps: Any, *, batch: int = 256) -> Any:
     Raises:
         ConfigError: not a hyperprior head, or no maps.
     """
-    from featcomp.entropy import EntropyCodec
     from featcomp.head import FrozenHead
 
     if not isinstance(head, FrozenHead) and hasattr(head, "freeze"):
         head = head.freeze()
-    if getattr(head, "kind", None) != "hyperprior":
+    if not isinstance(getattr(head, "codec", None), HyperpriorCodec):
         raise ConfigError(f"fit_hyperprior_fallback: give a hyperprior head (got kind {getattr(head, 'kind', None)!r})")
     x = np.asarray(maps, np.float32)
     if x.ndim != 4 or len(x) == 0:

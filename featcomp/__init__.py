@@ -79,15 +79,14 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'featcomp' has no attribute {name!r}")
-    try:
-        mod = importlib.import_module(module)
+    try:  # a lazy package (featcomp.model) may import its torch part only on attribute access
+        value = getattr(importlib.import_module(module), name)
     except ModuleNotFoundError as e:
         from featcomp.errors import _EXTRA_OF, missing_extra
 
         if (e.name or "").split(".")[0] not in _EXTRA_OF:
             raise
         raise missing_extra(e, f"featcomp.{name}") from None
-    value = getattr(mod, name)
     globals()[name] = value
     return value
 

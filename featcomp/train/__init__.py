@@ -19,6 +19,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["DistillObjective", "Objective", "ReconstructObjective", "TaskObjective", "get_objective",
                      "objective_names", "register_objective"], "featcomp.train.objectives"),
     **dict.fromkeys(["LinearProbe", "probe_accuracy"], "featcomp.train.probe"),
+    "TrainConfig": "featcomp.train.config",
 }
 
 
@@ -42,6 +43,7 @@ __all__ = [
     "Objective",
     "ReconstructObjective",
     "TaskObjective",
+    "TrainConfig",
     "TrainResult",
     "baseline_names",
     "evaluate_head",

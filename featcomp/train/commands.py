@@ -22,6 +22,15 @@ classifier of the backbone recorded with the features (``--backbone`` or the sto
 and optionally ``bias`` (K,). ``--init-analysis teacher_svd`` starts the head from the SVD of that
 classifier's weight (docs/training.md).
 
+Temporal coding by default where it wins: when the features come from a store of two or more videos
+(sequences in time order), ``--temporal auto`` (the default) also fits a temporal codec to the trained
+head's own integers on the videos it trains on (:func:`featcomp.train.refit.fit_temporal_codec`), codes
+the held-out videos (the last ``--temporal-val`` fraction in name order, at least one) with both codecs,
+and keeps the temporal one only when it codes them in fewer bits (at least 2% fewer: it decodes frame
+after frame, so a gain within noise is not worth its speed); the choice and both figures are
+printed and recorded in the model file (``training["temporal"]``). The integers, and so the quality, are
+the head's either way. ``--temporal off`` keeps the factorized codec.
+
 Examples::
 
     featcomp train feats.npz --objective task --lam 0.01 --latent 64 --steps 3000 -o head.safetensors
@@ -80,6 +89,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", help="backbone spec JSON (file or string) to record in the model file")
     parser.add_argument("--sampling", help="sampling config JSON (file or string) to record in the model file")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    temporal = parser.add_argument_group("temporal coding (store inputs with 2+ videos)")
+    temporal.add_argument("--temporal", choices=["auto", "off"], default="auto",
+                          help="auto (default): fit a temporal codec to the head's latents and keep it when it codes "
+                               "held-out videos in fewer bits; off: keep the factorized codec")
+    temporal.add_argument("--temporal-val", type=float, default=0.2,
+                          help="fraction of the videos held out to choose the codec (default 0.2, at least one)")
+    temporal.add_argument("--temporal-steps", type=int, default=2000,
+                          help="most Adam steps of the temporal fit (validation keeps the best; default 2000)")
 
 
 def _json_arg(value: str | None) -> Any:
@@ -93,7 +110,7 @@ def _json_arg(value: str | None) -> Any:
         raise ConfigError(f"featcomp train: {value!r} is neither a JSON file nor JSON ({e})") from None
 
 
-def _sweep(args: argparse.Namespace, x: Any, y: Any, common: dict[str, Any]):
+def _sweep(args: argparse.Namespace, x: Any, y: Any, cfg: Any, teacher: Any):
     """Run :func:`featcomp.train.sweep.sweep_lambda` for the command line; prints the curve to stderr."""
     import sys
 
@@ -111,12 +128,73 @@ def _sweep(args: argparse.Namespace, x: Any, y: Any, common: dict[str, Any]):
     except ValueError:
         raise ConfigError(f"--lams: expected comma-separated numbers, got {args.lams!r}") from None
     say = None if args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True))
-    res = sweep_lambda(x, y, target=target, val=float(args.val), lams=lams, progress=say, **common)
+    # every trained point shares the run's options except lambda, the checkpoint and the per-run bar
+    cfg = cfg.replace(checkpoint=None, progress=False)
+    res = sweep_lambda(x, y, target=target, val=float(args.val), lams=lams, progress=say, teacher=teacher,
+                       seed=cfg.seed, config=cfg)
     print(res.table(), file=sys.stderr)
     if res.result is None:
         raise ConfigError(f"no lambda of {[p.lam for p in res.points]} holds the target ({target.describe()}); "
                           "try smaller lambdas (--lams), more latents (--latent) or more steps (--steps)")
     return res
+
+
+def choose_temporal(head: Any, x: Any, info: dict[str, Any], *, val: float = 0.2, steps: int = 2000, seed: int = 0,
+                    window: int = 4, min_gain: float = 0.02, progress: bool = True) -> tuple[Any, dict[str, Any] | None]:
+    """Keep a temporal codec fitted to ``head``'s latents when it codes held-out videos in fewer bits.
+
+    Args:
+        head: the trained head (fixed-rate, factorized; anything else is returned unchanged).
+        x: the training rows, float (N, C, *), videos one after another in time order.
+        info: :func:`load_training_data`'s info; ``info["sequences"]`` (name, frames) splits ``x`` into videos.
+        val: fraction of the videos (the last ones in name order, at least one) held out to choose.
+        steps: most steps of the temporal fit (:func:`featcomp.train.refit.fit_temporal_codec`, validated).
+        min_gain: the temporal codec is kept only when it saves at least this fraction of the held-out bits:
+            it decodes frame after frame (slower than the factorized codec), so a gain within noise is not
+            worth it.
+
+    Returns:
+        ``(head, record)``: the head to save (the temporal one when it won) and what was measured (None when
+        the input has no sequences to judge on: fewer than two videos of ``window`` frames).
+    """
+    import sys
+
+    import torch
+
+    from featcomp.train.refit import fit_temporal_codec
+
+    runs = info.get("sequences") or []
+    if not 0 < val < 1:
+        raise ConfigError(f"--temporal-val must be in (0, 1), got {val}")
+    frozen = head.freeze() if hasattr(head, "freeze") else head
+    if getattr(frozen, "kind", None) != "factorized" or frozen.config.rate_levels:
+        return head, None
+    seqs, pos = [], 0
+    for name, n in runs:
+        seqs.append((name, x[pos:pos + n]))
+        pos += n
+    seqs = sorted((s for s in seqs if len(s[1]) >= window), key=lambda s: s[0])
+    if len(seqs) < 2:
+        return head, None
+    n_val = min(len(seqs) - 1, max(1, round(len(seqs) * val)))
+    train, held = seqs[: len(seqs) - n_val], seqs[len(seqs) - n_val:]
+    temporal = fit_temporal_codec(frozen, [s for _, s in train], window=window, steps=steps, seed=seed,
+                                  val=[s for _, s in held])
+    frames = fac = tem = 0
+    with torch.no_grad():
+        for _, s in held:
+            k = frozen.encode(torch.as_tensor(s))
+            frames += len(k)
+            fac += 8 * len(frozen.codec.compress_symbols(k))
+            tem += 8 * len(temporal.codec.compress_symbols(k))
+    won = tem < (1.0 - min_gain) * fac
+    record = {"chosen": "temporal" if won else "factorized", "val_videos": [n for n, _ in held],
+              "train_videos": len(train), "steps": steps, "min_gain": min_gain,
+              "val_bits_per_frame": {"factorized": round(fac / frames, 2), "temporal": round(tem / frames, 2)}}
+    if progress:
+        print(f"temporal codec: {tem / frames:.1f} bits/frame on {len(held)} held-out video(s) against "
+              f"{fac / frames:.1f} factorized: keeping the {record['chosen']} codec", file=sys.stderr)
+    return (temporal if won else head), record
 
 
 def load_teacher(value: str, backbone: Any):
@@ -198,10 +276,11 @@ def load_training_data(path: str, labels: str | None = None, label_key: str | No
         from featcomp.store import open_store
 
         store = open_store(str(path))
-        xs, ys = [], []
+        xs, ys, names = [], [], []
         for vid, video in store.items():
             f = video.features()
             xs.append(f)
+            names.append(vid)
             if label_key:
                 meta = video.metadata or {}
                 if label_key not in meta:
@@ -212,6 +291,7 @@ def load_training_data(path: str, labels: str | None = None, label_key: str | No
         x = np.concatenate(xs)
         y = np.concatenate(ys) if ys else None
         info["videos"] = len(xs)
+        info["sequences"] = [(n, len(f)) for n, f in zip(names, xs)]  # time-ordered runs of rows of x
         info["store_model_card"] = store.model_card or None
     else:
         raise ConfigError(f"featcomp train: {path} is not a .npy/.npz/.safetensors file or a store directory")
@@ -253,27 +333,36 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--init-analysis teacher_svd needs --teacher")
     if args.patience is not None and not (args.val and args.val > 0):
         raise ConfigError("--patience needs a validation split (--val > 0)")
-    common = dict(latent_channels=args.latent, analysis=args.analysis, synthesis=args.synthesis,
-                  objective_options=opts, teacher=teacher, init_analysis=args.init_analysis, epochs=args.epochs,
-                  steps=args.steps, min_steps=args.min_steps, patience=args.patience, batch_size=args.batch_size,
-                  lr=args.lr, device=args.device, seed=args.seed)
+    from featcomp.train.config import TrainConfig
+
+    cfg = TrainConfig(objective=args.objective, lam=args.lam, latent_channels=args.latent, analysis=args.analysis,
+                      synthesis=args.synthesis, objective_options=opts, init_analysis=args.init_analysis,
+                      epochs=args.epochs, steps=args.steps, min_steps=args.min_steps, patience=args.patience,
+                      batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed,
+                      checkpoint=args.checkpoint, progress=not args.no_progress)
     sweep = None
     if any(v is not None for v in (args.max_drop, args.min_agreement, args.max_distortion)):
-        sweep = _sweep(args, x, y, common)
+        sweep = _sweep(args, x, y, cfg, teacher)
         res = sweep.result
     else:
-        res = train_head(x, y, objective=args.objective, lam=args.lam,
-                         val=(args.val if args.val and args.val > 0 else None), checkpoint=args.checkpoint,
-                         progress=not args.no_progress, **common)
+        res = train_head(x, y, config=cfg, teacher=teacher, val=(args.val if args.val and args.val > 0 else None))
+    head, temporal = res.head, None
+    if args.temporal == "auto":
+        head, temporal = choose_temporal(res.head, x, info, val=args.temporal_val, steps=args.temporal_steps,
+                                         seed=args.seed, progress=not args.no_progress)
+    if temporal is not None:
+        res.options["temporal"] = temporal
     last = res.history[-1] if res.history else {}
     if sweep is not None:
         res.options["sweep"] = {"target": sweep.target.describe(), "lam": sweep.lam,
                                 "reference": sweep.reference, "points": [p.to_dict() for p in sweep.points]}
-    save_model(args.output, res.head, backbone=backbone, sampling=sampling,
+    save_model(args.output, head, backbone=backbone, sampling=sampling,
                training={"options": res.options, "history_last": last, "source": info.get("source")},
                extra=res.objective)
     print(json.dumps({"output": args.output, "examples": int(len(x)), "steps": res.options["steps"],
                       **({} if sweep is None else {"lam": sweep.lam}),
+                      **({} if temporal is None else {"codec": temporal["chosen"],
+                                                      "val_bits_per_frame": temporal["val_bits_per_frame"]}),
                       "best_epoch": res.options.get("best_epoch"), "rate_converged": res.options["rate_converged"],
                       **{k: round(v, 5) for k, v in last.items()}}))
     return 0

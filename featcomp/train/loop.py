@@ -29,9 +29,10 @@ from torch import Tensor, nn
 
 from featcomp.errors import ConfigError
 from featcomp.head import CompressibleHead, HeadConfig
+from featcomp.train.config import TrainConfig
 from featcomp.train.objectives import Objective, get_objective
 
-__all__ = ["TrainResult", "train_head", "fit_head", "evaluate_head", "train_with_backbone", "rate_per_vector",
+__all__ = ["TrainConfig", "TrainResult", "train_head", "fit_head", "evaluate_head", "train_with_backbone", "rate_per_vector",
            "clip_windows", "frame_pairs", "RateNotConvergedWarning", "rate_converged"]
 
 
@@ -89,12 +90,15 @@ class TrainResult:
         options: the training options (JSON-safe), recorded in model files; they include ``steps`` (the
             optimizer steps run), ``best_epoch`` (the epoch whose parameters were kept when validation
             chose them) and ``rate_converged`` (see :func:`rate_converged`).
+        config: the :class:`~featcomp.train.config.TrainConfig` the run used (rerun it with
+            ``train_head(x, y, config=result.config)``).
     """
 
     head: CompressibleHead
     objective: Objective
     history: list[dict[str, float]]
     options: dict[str, Any]
+    config: TrainConfig | None = None
 
 
 def _as_tensor(a: Any, dtype=torch.float32) -> Tensor:
@@ -256,22 +260,11 @@ def _lr_at(schedule: str, base: float, step: int, total: int, warmup: int) -> fl
     raise ConfigError(f"unknown lr schedule {schedule!r}; use 'cosine', 'step' or 'constant'")
 
 
-def train_head(features: Any, labels: Any = None, *, objective: str | Objective = "task",
-               lam: float | Sequence[float] = 1e-2, entropy_model: str = "factorized", prior: dict | None = None,
-               head: CompressibleHead | None = None, latent_channels: int | None = 64, analysis: str = "linear",
-               synthesis: str | None = None, standardize: bool = True, init_scale: float = 1.0,
-               objective_quant: str = "ste", density: dict | None = None,
-               objective_options: dict | None = None, teacher: Any = None, val: Any = None,
-               epochs: int = 20, steps: int | None = None, min_steps: int = 0, patience: int | None = None,
-               restore_best: bool = True,
-               batch_size: int = 256, lr: float = 1e-3, lr_schedule: str = "cosine",
-               warmup_steps: int = 0, weight_decay: float = 0.0, head_lr: float | None = None,
-               density_lr: float | None = None,
-               device: str | torch.device = "cpu", seed: int = 0, checkpoint: str | Path | None = None,
-               resume: bool = True, progress: bool = True,
-               feature_fn: Callable[[Tensor], Tensor] | None = None, extra_params: Sequence[nn.Parameter] = (),
-               extra_lr: float | None = None, in_channels: int | None = None,
-               init_analysis: str | None = None) -> TrainResult:
+def train_head(features: Any, labels: Any = None, *, config: TrainConfig | None = None,
+               objective: str | Objective | None = None, head: CompressibleHead | None = None, teacher: Any = None,
+               val: Any = None, feature_fn: Callable[[Tensor], Tensor] | None = None,
+               extra_params: Sequence[nn.Parameter] = (), in_channels: int | None = None,
+               **options: Any) -> TrainResult:
     """Train a :class:`CompressibleHead` jointly with an objective: ``loss = D + lam * bits_per_vector``.
 
     Args:
@@ -279,7 +272,11 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
             ``feature_fn``, e.g. preprocessed frames, when the backbone is in the loop).
         labels: int (N,) class labels (``task``), float (N, K) teacher logits (``distill`` without a
             teacher module), or None.
-        objective: a registered objective name (``task``, ``distill``, ``reconstruct``) or an instance.
+        config: a :class:`~featcomp.train.config.TrainConfig` with the run's options (default: its
+            defaults); keyword ``options`` below override its fields (``train_head(x, y, lam=1e-2,
+            steps=500)``), and an unknown keyword is a ``ConfigError``.
+        objective: a registered objective name (``task``, ``distill``, ``reconstruct``) or an instance
+            (a name may also come from ``config.objective``).
         lam: lambda, nats (or objective units) per bit per vector. A sequence of lambdas trains one
             **variable-rate** head: level ``l`` (lambdas sorted ascending, level 0 = most bits) has a learned
             per-channel gain; each batch draws a level uniformly and uses its lambda; the entropy model is
@@ -329,10 +326,21 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
     """
     from tqdm.auto import tqdm
 
-    if steps is not None and int(steps) < 1:
-        raise ConfigError(f"fit_head: steps must be >= 1, got {steps}")
-    if int(min_steps) < 0 or (patience is not None and int(patience) < 1):
-        raise ConfigError(f"fit_head: need min_steps >= 0 and patience >= 1, got {min_steps}, {patience}")
+    obj_instance = objective if isinstance(objective, Objective) else None
+    if objective is not None and obj_instance is None:
+        options["objective"] = objective
+    cfg = (config or TrainConfig()).replace(**options)
+    lam = list(cfg.lam) if cfg.variable_rate else cfg.lam
+    objective = obj_instance if obj_instance is not None else cfg.objective
+    (entropy_model, prior, latent_channels, analysis, synthesis, standardize, init_scale, objective_quant, density,
+     objective_options, epochs, steps, min_steps, patience, restore_best, batch_size, lr, lr_schedule,
+     warmup_steps, weight_decay, head_lr, density_lr, device, seed, checkpoint, resume, progress, extra_lr,
+     init_analysis) = (cfg.entropy_model, cfg.prior, cfg.latent_channels, cfg.analysis, cfg.synthesis,
+                       cfg.standardize, cfg.init_scale, cfg.objective_quant, cfg.density, cfg.objective_options,
+                       cfg.epochs, cfg.steps, cfg.min_steps, cfg.patience, cfg.restore_best, cfg.batch_size,
+                       cfg.lr, cfg.lr_schedule, cfg.warmup_steps, cfg.weight_decay, cfg.head_lr,
+                       cfg.density_lr, cfg.device, cfg.seed, cfg.checkpoint, cfg.resume, cfg.progress,
+                       cfg.extra_lr, cfg.init_analysis)
 
     device = torch.device(device)
     g = _seed_all(seed)
@@ -357,11 +365,11 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
         if c is None:
             raise ConfigError("fit_head: give in_channels when feature_fn is used")
         cl = c if analysis == "identity" or latent_channels is None else int(latent_channels)
-        cfg = HeadConfig(in_channels=int(c), latent_channels=cl, analysis=analysis,
+        head_cfg = HeadConfig(in_channels=int(c), latent_channels=cl, analysis=analysis,
                          synthesis=synthesis or _default_synthesis(obj_name, teacher, objective_options), standardize=standardize,
                          init_scale=init_scale, objective_quant=objective_quant, density=dict(density or {}),
                          entropy_model=entropy_model, prior=dict(prior or {}), rate_lams=lams)
-        head = CompressibleHead(cfg)
+        head = CompressibleHead(head_cfg)
         if standardize:
             if feature_fn is None:
                 head.set_input_stats(x_tr)
@@ -540,7 +548,7 @@ def train_head(features: Any, labels: Any = None, *, objective: str | Objective 
             f"{why}: train longer (steps= / --steps, or min_steps= / --min-steps) for a cheaper head"), stacklevel=2)
     head.eval()
     obj.eval()
-    return TrainResult(head=head, objective=obj, history=history, options=options)
+    return TrainResult(head=head, objective=obj, history=history, options=options, config=cfg)
 
 
 def fit_head(features: Any, labels: Any = None, *, objective: str | Objective = "task", lam: float = 1e-2,

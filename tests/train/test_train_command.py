@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from featcomp.backbones import BackboneSpec
 from featcomp.cli import main as cli
@@ -124,3 +125,47 @@ def test_train_distill_from_the_recorded_backbones_classifier(tmp_path, capsys):
     assert cli(["train", str(tmp_path / "x.npy"), "--objective", "distill", "--teacher", "backbone",
                 "-o", str(out)]) == 1
     assert "no backbone is recorded" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("rho, steps, expect", [(0.95, 200, "temporal"), (0.0, 3000, "factorized")])
+def test_train_on_a_raw_store_keeps_the_temporal_codec_only_where_it_wins(tmp_path, capsys, rho, steps, expect):
+    """`featcomp train STORE` (issue 18): on videos whose features move slowly (AR 0.95) the temporal codec
+    fitted to the head's integers codes the held-out videos in fewer bits and is kept; on frames with no
+    temporal correlation (and a converged factorized density: after 200 steps the temporal prior's marginal
+    alone beats it) it saves nothing and the factorized codec stays. Same integers either way."""
+    import json
+
+    import torch
+
+    from featcomp.cli import main as cli
+    from featcomp.model import load_model
+    from featcomp.store import StoreWriter
+    from tests.test_entropy_kinds_model import ar_sequences
+
+    seqs = ar_sequences(np.random.default_rng(1), 8, 40, rho=rho)
+    store = tmp_path / "raw.zarr"
+    with StoreWriter(store, raw=True, model_card={}) as w:
+        for i, s in enumerate(seqs):
+            w.write(f"v{i}", s, np.arange(len(s)) / 5.0)
+    out = tmp_path / "m.safetensors"
+    assert cli(["train", str(store), "--objective", "reconstruct", "--lam", "0.01", "--latent", "6", "--steps", str(steps),
+                "--batch-size", "64", "--temporal-steps", "200", "--no-progress", "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    m = load_model(out)
+    rec = m.training["options"]["temporal"]
+    bits = rec["val_bits_per_frame"]
+    assert summary["codec"] == rec["chosen"] == expect == m.head.kind
+    assert rec["val_videos"] == ["v6", "v7"] and rec["train_videos"] == 6
+    if expect == "temporal":
+        assert bits["temporal"] < 0.9 * bits["factorized"]
+    else:  # no temporal structure: the temporal codec saves nothing worth its slower decoding
+        assert bits["temporal"] >= 0.98 * bits["factorized"]
+    # --temporal off keeps the factorized codec, with the very same integers
+    off = tmp_path / "off.safetensors"
+    assert cli(["train", str(store), "--objective", "reconstruct", "--lam", "0.01", "--latent", "6", "--steps", str(steps),
+                "--batch-size", "64", "--temporal", "off", "--no-progress", "-o", str(off)]) == 0
+    f = load_model(off)
+    assert f.head.kind == "factorized" and "temporal" not in f.training["options"]
+    np.testing.assert_array_equal(f.head.encode(torch.as_tensor(seqs[7])), m.head.encode(torch.as_tensor(seqs[7])))

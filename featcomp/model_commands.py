@@ -55,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
         except OSError as e:
             raise CodecError(f"cannot read compressed clip {args.input}: {e}") from None
         clip = CompressedClip.from_bytes(blob)
-        if clip.codec_digest != model.codec.digest:
+        if not clip.made_by(model.codec.digest):
             raise CodecError(f"{args.input} was made by codec {clip.codec_digest[:12]}..., model {args.model} has "
                              f"{model.codec.digest[:12]}...")
         feats = decode_clip(model, clip)  # any codec kind; the clip's recorded rate

@@ -250,6 +250,55 @@ def clip_target() -> Target:
     return Target("clip", decode, seeds, _clip_forge, _clip_declared)
 
 
+def _clip4_declared(b: bytes) -> int:
+    """Frames and elements a format-4 clip declares (its shape), parsed without trusting anything else."""
+    from featcomp.entropy.bitstream import decode_varint
+
+    try:
+        pos = 7
+        if b[6] == 255:
+            pos += 1 + b[7]
+        pos += 8 + (8 if b[5] & 8 else 0)
+        shape = []
+        for _ in range(min(b[pos], 15)):
+            v, pos2 = decode_varint(b, pos + 1 if not shape else pos)
+            shape.append(v)
+            pos = pos2
+        return max(int(np.prod(shape, dtype=object)), 16 * int(shape[0]))
+    except Exception:  # noqa: BLE001 - only a bound
+        return 0
+
+
+def _clip4_forge(rng: random.Random, seed: bytes) -> bytes:
+    """Rewrite header bytes of a format-4 clip and recompute its CRC, so the structural checks (not the CRC)
+    must refuse what is impossible: widths, kind codes, counts, huge shapes, cut fields."""
+    import zlib
+
+    head = len(seed) - len(CompressedClip.from_bytes(seed).data) - 4
+    body = bytearray(seed[:head])
+    for _ in range(rng.randrange(1, 4)):
+        i = rng.randrange(5, head)
+        body[i] = rng.choice([0, 1, 2, 8, 15, 16, 48, 49, 64, 0x7F, 0x80, 0xFF, rng.randrange(256)])
+    if rng.random() < 0.2:  # a huge varint spliced into the shape
+        at = rng.randrange(5, len(body))
+        body[at:at] = b"\xff\xff\xff\x7f"
+    if rng.random() < 0.2:
+        body = body[: rng.randrange(5, len(body) + 1)]
+    return bytes(body) + struct.pack("<I", zlib.crc32(bytes(body))) + seed[head + 4 :]
+
+
+def clip4_target() -> Target:
+    codec = EntropyCodec.from_bytes((G / "codec.bin").read_bytes())
+
+    def decode(b: bytes) -> None:
+        clip = CompressedClip.from_bytes(b)
+        for s in clip.streams:
+            codec.decompress_symbols(s)
+
+    seeds = [(FIXTURES / "model" / f).read_bytes() for f in ("clip_v4.bin", "clip_v4_rate.bin")]
+    return Target("clip-v4", decode, seeds, _clip4_forge, _clip4_declared)
+
+
 # ------------------------------------------------------------------------------ index files, logs
 def _index_seed_tables() -> list[IndexTable]:
     rng = np.random.default_rng(0)
@@ -511,5 +560,5 @@ def codec_bytes_target() -> Target:
 
 
 def all_targets(tmp: Path) -> list[Target]:
-    return [*entropy_targets(), clip_target(), index_target(), log_target(), store_header_target(tmp),
+    return [*entropy_targets(), clip_target(), clip4_target(), index_target(), log_target(), store_header_target(tmp),
             part_header_target(tmp), shard_target(tmp), times_target(tmp), codec_bytes_target()]

@@ -39,7 +39,7 @@ def targets(tmp_path_factory) -> dict[str, fc.Target]:
     return {t.name: t for t in fc.all_targets(tmp_path_factory.mktemp("fuzz"))}
 
 
-NAMES = ["factorized", "temporal", "temporal-layout2", "hyperprior", "hyperprior-layout2", "clip", "index-file",
+NAMES = ["factorized", "temporal", "temporal-layout2", "hyperprior", "hyperprior-layout2", "clip", "clip-v4", "index-file",
          "commit-log", "store-header", "part-header", "shard", "times", "codec-bytes"]
 
 
@@ -55,7 +55,7 @@ def test_seeded_mutations_end_in_featcomp_errors_within_bounds(targets, name):
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("name", ["factorized", "hyperprior", "clip", "index-file", "commit-log", "store-header"])
+@pytest.mark.parametrize("name", ["factorized", "hyperprior", "clip", "clip-v4", "index-file", "commit-log", "store-header"])
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(seed=st.integers(0, 2**32 - 1), raw=st.binary(max_size=64))
 def test_hypothesis_mutations(targets, name, seed, raw):

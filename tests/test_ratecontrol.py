@@ -160,7 +160,8 @@ def test_extractor_clip_carries_levels_and_decodes_exactly(setup, model_path):
     ch = choose_levels(ex.model.head, test, teacher.classify, rc)
     np.testing.assert_array_equal(clip.levels, ch.levels)
     back = CompressedClip.from_bytes(clip.to_bytes())
-    assert back.to_bytes()[4] == 3  # clip format 3
+    assert back.to_bytes()[4] == 4  # clip format 4 (the default) with its per-frame levels flag
+    assert back.to_bytes()[5] & 32
     np.testing.assert_array_equal(back.levels, ch.levels)
     assert back.rate is None and back.level_bits == 3  # 6 levels -> 3-bit fields
     np.testing.assert_array_equal(ex.decompress_latents(back), ch.k)
@@ -237,7 +238,7 @@ def test_level_fields_round_trip_at_every_width(w):
 
 def test_version_3_header_is_checked():
     clip = CompressedClip(data=b"", shape=(4, 3), timestamps=np.zeros(4), frame_indices=np.arange(4),
-                          codec_digest="ab" * 32, levels=np.array([0, 1, 2, 3]), level_bits=2)
+                          codec_digest="ab" * 32, levels=np.array([0, 1, 2, 3]), level_bits=2, format_version=3)
     b = clip.to_bytes()
     hl = struct.unpack_from("<I", b, 5)[0]
     hdr = b[9:9 + hl].replace(b'"levels":2', b'"levels":9')

@@ -342,17 +342,19 @@ def push_class_rows(enc: ans.Encoder, cr: ClassRows, K: np.ndarray, mu: np.ndarr
     else:  # frame-major, then position
         order = np.arange(kf.size)
     s_cls = cls[order]
-    s_frame = order // L  # the frame of each coded symbol
     has_esc = esc.reshape(T, L).any(axis=1)
-    # runs of one class that a single push can code: a class change or the end of a frame
-    # whose escapes follow it ends a run
-    cut = np.flatnonzero((s_cls[1:] != s_cls[:-1]) | ((s_frame[1:] != s_frame[:-1]) & has_esc[s_frame[:-1]])) + 1
+    # runs of one class that a single push can code: a class change or the end of a frame whose
+    # escapes follow it ends a run (the order is frame-major: frame t holds coded positions t*L..)
+    cut = np.flatnonzero(s_cls[1:] != s_cls[:-1]) + 1
+    ends = (np.flatnonzero(has_esc[:-1]) + 1) * L  # ends of frames with escapes, but the last
+    if ends.size:
+        cut = np.union1d(cut, ends)
     bounds = [0, *cut.tolist(), order.size]
     events: list[tuple[int, int, int]] = []  # (class, a, b) symbol runs; (-1, t, 0) escapes of frame t
     for a, b in zip(bounds[:-1], bounds[1:]):
         events.append((int(s_cls[a]), a, b))
-        t = int(s_frame[b - 1])
-        if has_esc[t] and (b == order.size or s_frame[b] != t):
+        t = (b - 1) // L
+        if has_esc[t] and b % L == 0:  # b ends frame t
             events.append((-1, t, 0))
     model = ans.rows_model()
     for c, a, b in reversed(events):  # ANS is a stack: push in reverse decode order

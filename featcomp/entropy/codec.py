@@ -112,7 +112,7 @@ class EntropyCodec(FrozenCodecBase):
             raise CodecError(f"table sizes must be in [1, 2**precision - 1], got {tsize.min()}..{tsize.max()}")
         tmin64, tsize64 = tmin.astype(np.int64), tsize.astype(np.int64)
         if (tmin64 < -(2**30)).any() or (tmin64 + tsize64 > 2**30).any():
-            # (the coder's one-comparison escape test relies on this; see coder.find_escapes)
+            # (the one-comparison escape test relies on this; see layouts.find_escapes)
             raise CodecError("table ranges must lie inside [-2**30, 2**30]")
         lengths = tsize64 + 1
         if freqs.ndim != 1 or freqs.shape[0] != int(lengths.sum()):

@@ -362,7 +362,7 @@ class HyperpriorCodec(FrozenCodecBase):
         """Layout 2: the "class rows" layout with one sorted frame (reclaimed class rows by class, table,
         position), then the escapes."""
         enc = ans.Encoder()
-        layouts.push_class_rows(enc, self._class_rows, flat, _zeros(flat.size), tab, 1, sort=True)
+        layouts.push_class_rows(enc, self._class_rows, flat, None, tab, 1, sort=True)
         return enc
 
     def _decode_y_v1(self, dec: ans.Decoder, tab: np.ndarray) -> np.ndarray:

@@ -320,19 +320,26 @@ def coding_classes(tt: TruncatedTables, tab: np.ndarray, T: int, sort: bool) -> 
     return np.broadcast_to(cls.reshape(T, L).max(axis=1).reshape((T,) + (1,) * (tab.ndim - 1)), tab.shape)
 
 
-def push_class_rows(enc: ans.Encoder, cr: ClassRows, K: np.ndarray, mu: np.ndarray, tab: np.ndarray, T: int,
+def push_class_rows(enc: ans.Encoder, cr: ClassRows, K: np.ndarray, mu: np.ndarray | None, tab: np.ndarray, T: int,
                     sort: bool) -> None:
-    """Push ``T`` frames of values ``K`` (any shape, T * L elements, frame-major) with locations ``mu`` and
-    table indices ``tab`` (same shape): sorted frames by (coding class, table, position), unsorted ones in
-    position order at the frame's widest class; after each frame its class escapes."""
+    """Push ``T`` frames of values ``K`` (any shape, T * L elements, frame-major) with locations ``mu`` (None:
+    all zero, zero-centred tables) and table indices ``tab`` (same shape): sorted frames by (coding class,
+    table, position), unsorted ones in position order at the frame's widest class; after each frame its
+    class escapes."""
     tt = cr.tt
     L = K.size // T
-    mu, tab, kf = mu.reshape(-1), tab.reshape(-1), K.reshape(-1)
+    tab, kf = tab.reshape(-1), K.reshape(-1)
     cls = tt.row_class[tab]
-    if not sort:
+    if sort:
+        rc = cr.rrow[tab]
+    else:
         cls = np.repeat(cls.reshape(T, L).max(axis=1), L)
-    rc = tt.radii[cls]
-    r = kf - mu
+        rc = tt.radii[cls]
+    if mu is None:
+        r = kf
+    else:
+        mu = mu.reshape(-1)
+        r = kf - mu
     esc = (r < -rc) | (r > rc)
     sym = np.where(esc, 2 * rc + 1, zigzag(r)).astype(np.int32)  # rows' columns are in zigzag order
     if sort:  # frame-major, then class, then table, then position
@@ -360,7 +367,8 @@ def push_class_rows(enc: ans.Encoder, cr: ClassRows, K: np.ndarray, mu: np.ndarr
     for c, a, b in reversed(events):  # ANS is a stack: push in reverse decode order
         if c < 0:
             e = np.flatnonzero(esc[a * L : (a + 1) * L]) + a * L
-            push_class_escapes(enc, tt, cr.radius, kf[e], mu[e], tab[e], cls[e])
+            push_class_escapes(enc, tt, cr.radius, kf[e], np.zeros(e.size, np.int64) if mu is None else mu[e], tab[e],
+                               cls[e])
         else:
             idx = order[a:b]
             enc.push(sym[idx], model, np.take(tt.weights[c], tab[idx], axis=0))

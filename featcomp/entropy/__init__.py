@@ -1,10 +1,11 @@
-"""Learned entropy coding (layer 1): priors, quantization, the bottleneck, frozen codecs, the coder.
+"""Learned entropy coding (layer 1): priors, quantization, the bottleneck, frozen codecs, their stream layouts, the coder.
 
 Implements the factorized entropy model of Ballé et al. 2018 ("Variational image compression with
 a scale hyperprior", arXiv:1802.01436, appendix 6.1) as used by Singh et al. 2020 ("End-to-end
 learning of compressible features", arXiv:2007.11797).
 
-``from featcomp.entropy import EntropyCodec`` imports numpy and constriction only; the torch parts
+``from featcomp.entropy import EntropyCodec`` imports numpy and constriction only (constriction through
+:mod:`featcomp.entropy.ans` alone; docs/architecture.md has the map of the package); the torch parts
 (:class:`EntropyBottleneck`, :class:`DeepFactorizedDensity`, :class:`QuantizationMode` and the
 quantization functions) are resolved lazily on first access (PEP 562).
 """

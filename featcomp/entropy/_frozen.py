@@ -1,21 +1,27 @@
-"""What the byte-defined frozen codecs share (numpy only): identity, digests, dicts, quantization.
+"""What every frozen codec shares (numpy only): identity, digests, dicts, quantization, stream checks.
 
-:class:`~featcomp.entropy.temporal.TemporalCodec` and
-:class:`~featcomp.entropy.hyperprior.HyperpriorCodec` are each defined by canonical bytes
-(``_body()``: magic, version, integer parameters, tables); their ``digest`` is the sha256 of those
-bytes and ``to_bytes()`` appends it. This mixin gives them one implementation of equality by digest,
-``to_bytes``, the checked split in ``from_bytes``, the JSON-safe ``to_dict``/``from_dict``, and the
-offset quantization ``k = round(y - offsets)`` with channel axis 1 that every codec kind shares.
+Every frozen codec (:class:`~featcomp.entropy.EntropyCodec`,
+:class:`~featcomp.entropy.temporal.TemporalCodec`, :class:`~featcomp.entropy.hyperprior.HyperpriorCodec`)
+subclasses :class:`FrozenCodecBase`. Each is defined by canonical bytes (``_body()``: magic, version,
+integer parameters, tables); its ``digest`` is the sha256 of those bytes and ``to_bytes()`` appends it.
+The base gives them one implementation of equality by digest, ``to_bytes``, the checked split in
+``from_bytes``, the JSON-safe ``to_dict``/``from_dict``, the offset quantization ``k = round(y - offsets)``
+with channel axis 1, ``compress``/``decompress``, and the checks of a stream's header before anything is
+allocated from it (:meth:`FrozenCodecBase._unpack`). The factorized codec keeps the dict format and the
+float quantization it always had (its own ``to_dict``/``from_dict``/``quantize``), so its bytes, digest
+and dicts are unchanged.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import math
 from typing import Any, ClassVar
 
 import numpy as np
 
+from featcomp.entropy import bitstream
 from featcomp.errors import CodecError
 
 _I32 = np.iinfo(np.int32)
@@ -49,18 +55,22 @@ def _channel_shape(ndim: int) -> tuple[int, ...]:
     return (1, -1) + (1,) * (ndim - 2)
 
 
-class DigestedCodec:
-    """Mixin for frozen dataclass codecs (declare them with ``eq=False``).
+class FrozenCodecBase:
+    """Base of every frozen dataclass codec (declare them with ``eq=False``).
 
     Subclasses set ``kind`` (the registry name), ``_MAGIC`` (4 bytes) and ``_VERSION`` (the version
-    they write; ``_READ_VERSIONS``, when set, every version ``from_bytes`` accepts), have fields
-    ``channels``, ``offsets`` (float32 (C,)) and ``digest``, and implement ``_body()``,
-    ``from_bytes()``, ``_check_shape(shape, what)``, ``compress_symbols`` and ``decompress_symbols``.
+    they write; ``_READ_VERSIONS``, when set, every version ``from_bytes`` accepts), optionally
+    ``_STREAM_NAME`` (how stream errors name the codec) and ``_MAX_ELEMENTS`` (the most integers one
+    stream may hold), have fields ``channels``, ``offsets`` (float32 (C,)) and ``digest``, and implement
+    ``_body()``, ``from_bytes()``, ``_check_shape(shape, what)``, ``compress_symbols``,
+    ``decompress_symbols`` and ``estimate_bits``.
     """
 
     kind: ClassVar[str]
     _MAGIC: ClassVar[bytes]
     _VERSION: ClassVar[int]
+    _STREAM_NAME: ClassVar[str] = "codec"
+    _MAX_ELEMENTS: ClassVar[int] = bitstream.MAX_STREAM_ELEMENTS
 
     # ------------------------------------------------------------------ identity and serialization
     def __eq__(self, other: object) -> bool:
@@ -174,3 +184,22 @@ class DigestedCodec:
     def decompress(self, data: bytes) -> np.ndarray:
         """float32 ``dequantize(decompress_symbols(data))``."""
         return self.dequantize(self.decompress_symbols(data))  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ streams
+    def _unpack(self, data: bytes) -> bitstream.Header:
+        """Parse and check a stream's framing against this codec (:func:`featcomp.entropy.bitstream.unpack`),
+        its shape against the codec, and its element count against ``_MAX_ELEMENTS`` before anything is
+        allocated from the declared shape (docs/reliability.md).
+
+        Raises:
+            CodecError: not this codec's stream, corrupt, or an implausibly large declared shape.
+        """
+        h = bitstream.unpack(data, self.digest, self.channels, what=self._STREAM_NAME)  # type: ignore[attr-defined]
+        self._check_shape(h.shape, "the stream's array")  # type: ignore[attr-defined]
+        if math.prod(h.shape) > self._MAX_ELEMENTS:
+            raise CodecError(f"corrupt stream header: shape {h.shape} is implausibly large")
+        return h
+
+
+#: the former name of :class:`FrozenCodecBase`
+DigestedCodec = FrozenCodecBase

@@ -1,4 +1,4 @@
-"""The frozen entropy codec: integer CDF tables + offsets + digest (numpy and constriction only).
+"""The frozen factorized entropy codec: integer CDF tables + offsets + digest (numpy only at this level).
 
 An :class:`EntropyCodec` is what an :class:`~featcomp.entropy.EntropyBottleneck` becomes after
 training (``bottleneck.freeze()``), and what a store records to decode its chunks with no model
@@ -14,10 +14,11 @@ Table format (per channel ``c``; see ``docs/entropy.md``):
   exactly ``2**precision``; ``precision <= 16``.
 
 The probability of value ``v`` in the table is ``freqs[...] / 2**precision``; values outside are
-coded as the escape symbol followed by the value itself (see :mod:`featcomp.entropy.coder`).
+coded as the escape symbol followed by the value itself (see :mod:`featcomp.entropy.layouts`, which
+holds this codec's stream layout, "channels").
 
 Determinism guarantee: encoding and decoding use only these integers (the coder hands them to
-constriction in a way that it reproduces exactly; see :mod:`featcomp.entropy.coder`), so a stream
+constriction in a way that it reproduces exactly; see :mod:`featcomp.entropy.ans`), so a stream
 decodes identically on any machine, with or without torch or a GPU. Tables are made once, when the
 codec is built, and are never rebuilt from floats at decode time.
 
@@ -34,13 +35,14 @@ import functools
 import hashlib
 import math
 import struct
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from featcomp.entropy import bitstream, coder
-from featcomp.entropy._frozen import rounded_to_int32
+from featcomp.entropy import ans, bitstream, layouts
+from featcomp.entropy._frozen import FrozenCodecBase, rounded_to_int32
 from featcomp.entropy._frozen import to_numpy as _to_numpy
+from featcomp.entropy.tables import quantize_pmf
 from featcomp.errors import CodecError
 
 __all__ = ["EntropyCodec", "quantize_pmf"]
@@ -60,45 +62,9 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def quantize_pmf(pmf: np.ndarray, lengths: np.ndarray, precision: int) -> np.ndarray:
-    """Integer frequencies (each >= 1, each row summing to ``2**precision``) from float pmfs.
-
-    Every symbol gets one unit; the remaining ``2**precision - L`` units are shared in proportion
-    to ``pmf`` (floor), and the few left over go to the largest fractional parts. Vectorized over
-    rows; deterministic for identical float input (ties broken by position).
-
-    Args:
-        pmf: float64 (C, Lmax) non-negative weights; entries at or beyond ``lengths[c]`` ignored.
-        lengths: int (C,) number of valid symbols per row, ``2 <= L <= 2**precision``.
-        precision: bits of the tables.
-
-    Returns:
-        int64 (C, Lmax) frequencies (zero beyond ``lengths``).
-    """
-    pmf = np.asarray(pmf, dtype=np.float64)
-    C, Lmax = pmf.shape
-    lengths = np.asarray(lengths, dtype=np.int64)
-    valid = np.arange(Lmax)[None, :] < lengths[:, None]
-    p = np.where(valid & np.isfinite(pmf), np.maximum(pmf, 0.0), 0.0)
-    total = p.sum(axis=1, keepdims=True)
-    # a row with no mass gets a uniform pmf
-    p = np.where(total > 0, p / np.where(total > 0, total, 1.0), valid / lengths[:, None])
-    free = (1 << precision) - lengths[:, None]
-    scaled = p * free
-    base = np.floor(scaled)
-    freqs = base.astype(np.int64) + valid
-    left = (1 << precision) - freqs.sum(axis=1)  # in [0, L]
-    frac = np.where(valid, scaled - base, -1.0)
-    order = np.argsort(-frac, axis=1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(Lmax)[None, :].repeat(C, 0), axis=1)
-    freqs += (rank < left[:, None]) & valid
-    return freqs
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
-class EntropyCodec:
-    """Immutable per-channel integer entropy model + coder (Ballé et al. 2018 tables).
+class EntropyCodec(FrozenCodecBase):
+    """Immutable per-channel integer entropy model + coder (Ballé et al. 2018 tables); kind ``"factorized"``.
 
     Build one with :meth:`from_pmf`, :meth:`fit`, ``EntropyBottleneck.freeze()`` or
     :meth:`from_bytes`/:meth:`from_dict`; do not mutate it (arrays are read-only).
@@ -121,6 +87,9 @@ class EntropyCodec:
     precision: int = 16
     channels: int = dataclasses.field(init=False)
     digest: str = dataclasses.field(init=False)
+    kind: ClassVar[str] = "factorized"  # a class attribute: not in to_dict (dicts without "kind" mean factorized)
+    _MAGIC: ClassVar[bytes] = _CODEC_MAGIC
+    _VERSION: ClassVar[int] = _CODEC_VERSION
 
     def __post_init__(self) -> None:
         set_ = functools.partial(object.__setattr__, self)
@@ -143,7 +112,7 @@ class EntropyCodec:
             raise CodecError(f"table sizes must be in [1, 2**precision - 1], got {tsize.min()}..{tsize.max()}")
         tmin64, tsize64 = tmin.astype(np.int64), tsize.astype(np.int64)
         if (tmin64 < -(2**30)).any() or (tmin64 + tsize64 > 2**30).any():
-            # (the coder's one-comparison escape test relies on this; see coder.find_escapes)
+            # (the one-comparison escape test relies on this; see layouts.find_escapes)
             raise CodecError("table ranges must lie inside [-2**30, 2**30]")
         lengths = tsize64 + 1
         if freqs.ndim != 1 or freqs.shape[0] != int(lengths.sum()):
@@ -165,11 +134,10 @@ class EntropyCodec:
         set_("digest", hashlib.sha256(self._body()).hexdigest())
 
     # ------------------------------------------------------------------ identity and serialization
-    def __eq__(self, other: object) -> bool:
+    def __eq__(self, other: object) -> bool:  # any EntropyCodec (subclasses too) with the same digest
         return isinstance(other, EntropyCodec) and other.digest == self.digest
 
-    def __hash__(self) -> int:
-        return hash(self.digest)
+    __hash__ = FrozenCodecBase.__hash__
 
     def __repr__(self) -> str:
         return (
@@ -178,6 +146,8 @@ class EntropyCodec:
         )
 
     def _body(self) -> bytes:
+        """Canonical bytes (``to_bytes()`` appends their sha256): ``b"FCEC"``, version u8, precision u8,
+        C u32, offsets f32[C], table_min i32[C], table_size i32[C], freqs u16[sum(table_size + 1)]."""
         head = _CODEC_MAGIC + struct.pack("<BBI", _CODEC_VERSION, self.precision, self.channels)
         return b"".join(
             [
@@ -188,12 +158,6 @@ class EntropyCodec:
                 self.freqs.astype("<u2").tobytes(),  # every freq < 2**16 (>= 2 symbols, each >= 1)
             ]
         )
-
-    def to_bytes(self) -> bytes:
-        """Canonical bytes: ``b"FCEC"``, version u8, precision u8, C u32, offsets f32[C],
-        table_min i32[C], table_size i32[C], freqs u16[sum(table_size + 1)], sha256 (32 bytes)."""
-        body = self._body()
-        return body + hashlib.sha256(body).digest()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EntropyCodec:
@@ -372,9 +336,7 @@ class EntropyCodec:
 
     @functools.cached_property
     def _models(self) -> list:
-        return coder.build_models(
-            self.freqs, self._starts, self.table_size.astype(np.int64) + 1, self.precision
-        )
+        return ans.channel_models(self.freqs, self._starts, self.table_size.astype(np.int64) + 1, self.precision)
 
     @functools.cached_property
     def _cost_table(self) -> np.ndarray:
@@ -394,6 +356,8 @@ class EntropyCodec:
                 f"{what} must have shape (N, {self.channels}, *) with channels on axis 1, got {shape}"
             )
 
+    _check_shape = _check_channels
+
     def quantize(self, y: Any) -> np.ndarray:
         """``k = round(y - offsets)`` (half to even, like ``torch.round``), int32, same shape.
 
@@ -411,19 +375,12 @@ class EntropyCodec:
         off = self.offsets.astype(y.dtype).reshape((1, -1) + (1,) * (y.ndim - 2))
         return rounded_to_int32(np.round(y - off))
 
-    def dequantize(self, k: Any) -> np.ndarray:
-        """``k + offsets`` per channel, float32, same shape as ``k`` (N, C, *)."""
-        k = _to_numpy(k)
-        self._check_channels(k.shape, "k")
-        off = self.offsets.reshape((1, -1) + (1,) * (k.ndim - 2))
-        return k.astype(np.float32) + off
-
     # ------------------------------------------------------------------ coding
     def _symbols_ct(self, k: Any, subtract_min: bool = False) -> tuple[np.ndarray, tuple[int, ...]]:
         """A fresh C-contiguous int32 (C, M) copy of k (N, C, *) and k's shape.
 
         With ``subtract_min`` the copy holds ``k - table_min`` (int32 wraparound; see
-        :func:`coder.find_escapes`). The transpose is done in blocks of rows that fit in cache,
+        :func:`featcomp.entropy.layouts.find_escapes`). The transpose is done in blocks of rows that fit in cache,
         fused with the subtraction (one pass over the data).
         """
         k = _to_numpy(k)
@@ -482,7 +439,7 @@ class EntropyCodec:
         kt, shape = self._symbols_ct(k, subtract_min=True)
         if kt.size > _MAX_ELEMENTS:
             raise CodecError(f"array of shape {shape} is too large for one stream; split it")
-        return (coder.encode(kt, self._models, self.table_min, self.table_size) if kt.size else b""), shape
+        return (layouts.encode_channels(kt, self._models, self.table_min, self.table_size) if kt.size else b""), shape
 
     def decompress_symbols(self, data: bytes) -> np.ndarray:
         """Decode a stream written by :meth:`compress_symbols` of *this* codec.
@@ -495,13 +452,8 @@ class EntropyCodec:
                 covers the codec digest; version 1: the digest prefix), truncated or corrupted
                 (CRC32, or the decoder's own end check). Streams of format versions 1 and 2 decode.
         """
-        h = bitstream.unpack(data, self.digest, self.channels)
-        shape = h.shape
-        self._check_channels(shape, "the stream's array")
-        numel = math.prod(shape)
-        if numel > _MAX_ELEMENTS:
-            raise CodecError(f"corrupt stream header: shape {shape} is implausibly large")
-        return self._decode_payload(h.payload, shape)
+        h = self._unpack(data)
+        return self._decode_payload(h.payload, h.shape)
 
     def _decode_payload(self, payload: bytes, shape: tuple[int, ...]) -> np.ndarray:
         """Inverse of :meth:`_encode_payload`: int32 ``shape`` from the ANS words (shape checked by the caller)."""
@@ -511,7 +463,8 @@ class EntropyCodec:
                 raise CodecError("corrupt stream: an empty array with a non-empty payload")
             return np.zeros(shape, np.int32)
         M = numel // self.channels
-        idx, rows, cols, vals = coder.decode(payload, self.channels, M, self._models, self.table_min, self.table_size)
+        idx, rows, cols, vals = layouts.decode_channels(payload, self.channels, M, self._models, self.table_min,
+                                                        self.table_size)
         out = self._from_ct(idx, shape)
         if rows.size:
             R = M // shape[0]
@@ -519,19 +472,11 @@ class EntropyCodec:
             out.reshape(shape[0], self.channels, R)[n, rows, r] = vals
         return out
 
-    def compress(self, y: Any) -> bytes:
-        """``compress_symbols(quantize(y))``: y float (N, C, *) numpy or torch."""
-        return self.compress_symbols(self.quantize(y))
-
-    def decompress(self, data: bytes) -> np.ndarray:
-        """float32 ``dequantize(decompress_symbols(data))``, equal to an eval-mode ``y_hat``."""
-        return self.dequantize(self.decompress_symbols(data))
-
     def estimate_bits(self, k: Any) -> float:
         """The tables' ideal cost of ``k`` in bits (escapes included; header not included).
 
         In-table values cost ``-log2(freq / 2**precision)``; an escaped value costs the escape
-        symbol plus ``log2(66) + bit_length(d) - 1`` bits (see :mod:`featcomp.entropy.coder`).
+        symbol plus ``log2(66) + bit_length(d) - 1`` bits (see :mod:`featcomp.entropy.layouts`).
         The coded payload is within the ANS flush (<= 64 bits) of this.
         """
         kt, _ = self._symbols_ct(k)
@@ -562,5 +507,5 @@ class EntropyCodec:
             hi_e = lo_e + size[rows, 0] - 1
             d = np.where(v > hi_e, v - hi_e, lo_e - v)
             nb = np.frexp(d.astype(np.float64))[1]
-            bits[esc] += math.log2(coder.ESCAPE_HEADER_SIZE) + (nb - 1)
+            bits[esc] += math.log2(layouts.ESCAPE_HEADER_SIZE) + (nb - 1)
         return bits

@@ -1,4 +1,4 @@
-"""Scale hyperprior for spatial feature maps (numpy + constriction; no torch at import).
+"""Scale hyperprior for spatial feature maps (numpy only; no torch at import).
 
 Ballé et al. 2018 ("Variational image compression with a scale hyperprior", arXiv:1802.01436): the
 latents ``y`` (N, C, H, W) of a spatial tap are coded with zero-centred (around the quantization
@@ -33,16 +33,17 @@ zero bytes up to a multiple of 4, then the ANS words of ``y``, in the layout of 
 
 * layout 1 (version 1, codecs made before the table-floor fix; still written and read by such
   codecs): all N * C * H * W symbols (image-major, channel-major), each with its full family row of
-  ``2R + 2`` entries, then their escapes (:func:`featcomp.entropy.coder.push_escapes`). Every entry
+  ``2R + 2`` entries, then their escapes (the "full rows" layout of :mod:`featcomp.entropy.layouts`,
+  one frame holding everything). Every entry
   of a row is >= 1, so a zero costs >= ``-log2(1 - (2R + 1) / 2**precision)`` bits even at the
   smallest scale (0.0021 bits at radius 48, 16 bits: 4.9 bits per 64 x 6 x 6 map);
 * layout 2 (version 2, the default): each element's row truncated to its width class **with the
   folded floors reclaimed** (:func:`featcomp.entropy.indexed.reclaimed_tables`: a zero at scale
   0.04 costs 6.6e-5 bits), columns in zigzag order (residual 0, -1, 1, -2, ...); symbols ordered by
   class, then table index, then position (image-major, channel-major), so a decoder takes each
-  table's run with one fixed constriction model; then the escapes
-  (:func:`featcomp.entropy.indexed.push_class_escapes`: a tail symbol per escape of a narrow class,
-  then the exact values beyond R);
+  table's run with one fixed constriction model; then the escapes (a tail symbol per escape of a
+  narrow class, then the exact values beyond R): the "class rows" layout of
+  :mod:`featcomp.entropy.layouts` with one sorted frame, the same code the temporal codec's layout 2 runs;
 * layout 3 (version 3: a version-2 codec with a **factorized fallback**, a per-channel
   :class:`~featcomp.entropy.EntropyCodec` for ``y`` fitted to a trained head's own latents,
   :func:`featcomp.train.refit.fit_hyperprior_fallback`): the LEB128 field holds ``2 * len(z stream) +
@@ -54,6 +55,10 @@ zero bytes up to a multiple of 4, then the ANS words of ``y``, in the layout of 
   density fitted to ``y`` itself (docs/temporal.md) and mode 1 takes over.
 
 Frames are independent given their own ``z``: a stream of N frames is N images coded together.
+
+This module holds the hyperprior's integer context (analysis, synthesis, the choice of each element's
+table) and its stream framing (z, mode, fallback); the coding of y is the shared layouts' work
+(:mod:`featcomp.entropy.layouts`, over :mod:`featcomp.entropy.ans`).
 """
 
 from __future__ import annotations
@@ -61,29 +66,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import itertools
 import math
 import struct
 from typing import Any, ClassVar
 
 import numpy as np
 
-import constriction
-
-from featcomp.entropy import bitstream, coder
-from featcomp.entropy.codec import EntropyCodec
-from featcomp.entropy.indexed import (
-    TableFamily,
-    class_bits,
-    pop_class_escapes,
-    push_class_escapes,
-    reclaimed_tables,
-    unzigzag_table,
-    zigzag,
-)
-from featcomp.entropy._frozen import DigestedCodec
+from featcomp.entropy import ans, bitstream, layouts
+from featcomp.entropy._frozen import FrozenCodecBase
 from featcomp.entropy._frozen import readonly as _readonly
 from featcomp.entropy._frozen import to_numpy as _to_numpy
+from featcomp.entropy.codec import EntropyCodec
+from featcomp.entropy.indexed import TableFamily, reclaimed_tables
 from featcomp.errors import CodecError
 
 __all__ = ["HyperpriorCodec", "scale_index", "analysis_int", "log_lut", "Z_LIMIT", "LUT_MAX", "LUT_BITS"]
@@ -99,6 +93,15 @@ LUT_BITS = 8
 WEIGHT_LIMIT = 1 << 20
 _I32 = np.iinfo(np.int32)
 _MAX_ELEMENTS = bitstream.MAX_STREAM_ELEMENTS  # docs/reliability.md
+
+
+def _zeros(n: int) -> np.ndarray:
+    """int64 (n,) zeros without memory (a broadcast view): the hyperprior's tables are zero-centred."""
+    return np.broadcast_to(np.zeros(1, np.int64), (n,))
+
+
+def _fail(j: int, what: str, e: Exception) -> CodecError:
+    return CodecError(f"corrupt stream or wrong codec: the ANS decoder failed ({e})")
 
 
 def log_lut() -> np.ndarray:
@@ -174,7 +177,7 @@ def scale_index(z: Any, B: Any, c: Any, *, frac_bits: int, levels: int, pool: in
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class HyperpriorCodec(DigestedCodec):
+class HyperpriorCodec(FrozenCodecBase):
     """Immutable scale-hyperprior codec for spatial latents (N, C, H, W); kind ``"hyperprior"``.
 
     Same interface as :class:`~featcomp.entropy.EntropyCodec` (``quantize``, ``dequantize``,
@@ -209,6 +212,8 @@ class HyperpriorCodec(DigestedCodec):
     _MAGIC: ClassVar[bytes] = _MAGIC
     _VERSION: ClassVar[int] = _VERSION
     _READ_VERSIONS: ClassVar[tuple[int, ...]] = _READ_VERSIONS
+    _STREAM_NAME: ClassVar[str] = "hyperprior codec"
+    _MAX_ELEMENTS: ClassVar[int] = _MAX_ELEMENTS
     channels: int = dataclasses.field(init=False)
     z_channels: int = dataclasses.field(init=False)
     digest: str = dataclasses.field(init=False)
@@ -325,7 +330,7 @@ class HyperpriorCodec(DigestedCodec):
         tab = self.tables(z, H, W).reshape(-1)
         flat = K.reshape(-1)
         enc = self._encode_y_v1(flat, tab) if self.version == 1 else self._encode_y_v2(flat, tab)
-        ywords = enc.get_compressed().astype("<u4", copy=False).tobytes()
+        ywords = enc.payload()
         mult = 2 if self.version == 3 else 1  # version 3: the field is 2 * len(z stream) + mode (0 here)
         payload = self._framed(bitstream.encode_varint(mult * len(zs)) + zs, ywords)
         if self.version == 3:
@@ -340,83 +345,39 @@ class HyperpriorCodec(DigestedCodec):
         """``head``, zero bytes up to a multiple of 4 (the reader re-pads the end), then ``words``."""
         return head + b"\x00" * ((-len(head)) % 4) + words
 
-    def _encode_y_v1(self, flat: np.ndarray, tab: np.ndarray):
-        """Layout 1: one full-width family row per symbol, position order, then the escapes."""
-        R, n = self.family.radius, self.family.n
-        esc = (flat < -R) | (flat > R)
-        sym = np.where(esc, n - 1, flat + R).astype(np.int32)
-        enc = constriction.stream.stack.AnsCoder()
-        if esc.any():
-            coder.push_escapes(enc, flat[esc], np.full(int(esc.sum()), -R, np.int64), np.full(int(esc.sum()), R, np.int64))
-        coder.push_indexed(enc, sym, tab, self.family.weights)
+    def _encode_y_v1(self, flat: np.ndarray, tab: np.ndarray) -> ans.Encoder:
+        """Layout 1: the "full rows" layout with one frame (position order, then the escapes)."""
+        enc = ans.Encoder()
+        layouts.push_full_rows(enc, flat.reshape(1, -1), _zeros(flat.size).reshape(1, -1), tab.reshape(1, -1),
+                               self.family)
         return enc
 
     @functools.cached_property
-    def _v2_consts(self) -> tuple:
+    def _class_rows(self) -> layouts.ClassRows:
         """Derived, exact constants of layout 2 (from the stored integers only): the reclaimed tables,
-        each row's class radius, each row's rank in (class, table) order (int16 for a fast stable
-        radix argsort) and the zigzag-symbol-to-residual table."""
-        tt = reclaimed_tables(self.family, _TAIL_SHIFT)
-        SQ = tt.row_class.size
-        rank = np.empty(SQ, np.int16 if SQ < (1 << 15) else np.int64)
-        rank[np.lexsort((np.arange(SQ), tt.row_class))] = np.arange(SQ)
-        return tt, tt.radii[tt.row_class], rank, unzigzag_table(self.family.radius)
+        each row's class radius and rank in (class, table) order, the zigzag-symbol-to-residual table."""
+        return layouts.class_rows(reclaimed_tables(self.family, _TAIL_SHIFT), self.family.radius)
 
-    def _encode_y_v2(self, flat: np.ndarray, tab: np.ndarray):
-        """Layout 2: reclaimed class rows, symbols by (class, table, position), then the escapes."""
-        tt, rrow, rank, _ = self._v2_consts
-        cls = tt.row_class[tab]
-        rc = rrow[tab]
-        esc = (flat < -rc) | (flat > rc)
-        sym = np.where(esc, 2 * rc + 1, zigzag(np.where(esc, 0, flat))).astype(np.int32)  # zigzag column order
-        order = np.argsort(rank[tab], kind="stable")
-        s_cls = cls[order]
-        cuts = (np.flatnonzero(s_cls[1:] != s_cls[:-1]) + 1).tolist()
-        enc = constriction.stream.stack.AnsCoder()
-        if esc.any():  # decoded after every symbol: pushed first
-            e = np.flatnonzero(esc)
-            push_class_escapes(enc, tt, self.family.radius, flat[e], np.zeros(e.size, np.int64), tab[e], cls[e])
-        model = coder._family_model()
-        for a, b in reversed(list(zip([0, *cuts], [*cuts, order.size]))):  # one push per class, last class first
-            idx = order[a:b]
-            enc.encode_reverse(sym[idx], model, np.take(tt.weights[int(s_cls[a])], tab[idx], axis=0))
+    def _encode_y_v2(self, flat: np.ndarray, tab: np.ndarray) -> ans.Encoder:
+        """Layout 2: the "class rows" layout with one sorted frame (reclaimed class rows by class, table,
+        position), then the escapes."""
+        enc = ans.Encoder()
+        layouts.push_class_rows(enc, self._class_rows, flat, None, tab, 1, sort=True)
         return enc
 
-    def _decode_y_v1(self, dec, tab: np.ndarray) -> np.ndarray:
-        R, esc_sym = self.family.radius, self.family.n - 1
-        sym = coder.pop_indexed(dec, tab, self.family.weights)
-        out = sym.astype(np.int64) - R
-        e = sym == esc_sym
-        if e.any():
-            m = int(e.sum())
-            out[e] = coder.pop_escapes(dec, np.full(m, -R, np.int64), np.full(m, R, np.int64))
-        return out
+    def _decode_y_v1(self, dec: ans.Decoder, tab: np.ndarray) -> np.ndarray:
+        out = np.empty((1, tab.size), np.int64)
+        layouts.pop_full_rows([dec], self.family.weights[tab], _zeros(tab.size).reshape(1, -1), self.family, out,
+                              _fail)
+        return out[0]
 
-    def _decode_y_v2(self, dec, tab: np.ndarray) -> np.ndarray:
+    def _decode_y_v2(self, dec: ans.Decoder, tab: np.ndarray) -> np.ndarray:
         """Layout 2 (see :meth:`_encode_y_v2`): runs of one table with one fixed model when runs are
         long (mean >= ``_RUN_MIN``), else per-symbol rows, one call per class; then the escapes."""
-        tt, rrow, rank, unzz = self._v2_consts
-        n = tab.size
-        order = np.argsort(rank[tab], kind="stable")
-        st = tab[order]
-        cuts = (np.flatnonzero(st[1:] != st[:-1]) + 1).tolist()
-        if n >= _RUN_MIN * (len(cuts) + 1):
-            models = tt.models()
-            b = [0, *cuts, n]
-            parts = [dec.decode(models[h], e - a) for h, a, e in zip(st[b[:-1]].tolist(), b[:-1], b[1:])]
-        else:
-            sc = tt.row_class[st]
-            b = [0, *(np.flatnonzero(sc[1:] != sc[:-1]) + 1).tolist(), n]
-            model = coder._family_model()
-            parts = [dec.decode(model, np.take(tt.weights[int(sc[a])], st[a:e], axis=0)) for a, e in itertools.pairwise(b)]
-        out = np.empty(n, np.int64)
-        out[order] = np.take(unzz, parts[0] if len(parts) == 1 else np.concatenate(parts))
-        rc = rrow[tab]
-        esc = out < -rc  # escapes decode to -(class radius + 1)
-        if esc.any():
-            e = np.flatnonzero(esc)
-            out[e] = pop_class_escapes(dec, tt, self.family.radius, tab[e], tt.row_class[tab[e]], np.zeros(e.size, np.int64))
-        return out
+        out = np.empty((1, tab.size), np.int64)
+        layouts.pop_class_frame([dec], self._class_rows, tab.reshape(1, -1), _zeros(tab.size).reshape(1, -1), out,
+                                True, _RUN_MIN, _fail)
+        return out[0]
 
     def decompress_symbols(self, data: bytes) -> np.ndarray:
         """Decode a stream of :meth:`compress_symbols`: int32 (N, C, H, W) equal to the coded array.
@@ -424,13 +385,9 @@ class HyperpriorCodec(DigestedCodec):
         Raises:
             CodecError: not a featcomp stream, another codec's stream, corruption or truncation.
         """
-        h = bitstream.unpack(data, self.digest, self.channels, what="hyperprior codec")
+        h = self._unpack(data)
         shape = h.shape
-        self._check_shape(shape, "the stream's array")
-        numel = math.prod(shape)
-        if numel > _MAX_ELEMENTS:
-            raise CodecError(f"corrupt stream header: shape {shape} is implausibly large")
-        if numel == 0:
+        if math.prod(shape) == 0:
             if h.payload:
                 raise CodecError("corrupt stream: an empty array with a non-empty payload")
             return np.zeros(shape, np.int32)
@@ -458,8 +415,7 @@ class HyperpriorCodec(DigestedCodec):
             if fallback:
                 out = self.fallback._decode_payload(h.payload[ystart:], shape)
             else:
-                words = np.frombuffer(h.payload[ystart:], dtype="<u4").astype(np.uint32)
-                dec = constriction.stream.stack.AnsCoder(words) if words.size else constriction.stream.stack.AnsCoder()
+                dec = ans.Decoder(h.payload[ystart:])
                 out = self._decode_y_v1(dec, tab) if self.version == 1 else self._decode_y_v2(dec, tab)
                 if not dec.is_empty():
                     raise CodecError("corrupt stream or wrong codec: data left over after decoding every symbol")
@@ -482,13 +438,13 @@ class HyperpriorCodec(DigestedCodec):
         tab = self.tables(z, H, W).reshape(-1)
         flat = K.reshape(-1)
         if self.version >= 2:
-            tt = self._v2_consts[0]
-            bits = class_bits(tt, self.family, flat, tab, tt.row_class[tab]) + self.z_codec.estimate_bits(z)
+            tt = self._class_rows.tt
+            bits = layouts.class_bits(tt, self.family, flat, tab, tt.row_class[tab]) + self.z_codec.estimate_bits(z)
             return bits if self.fallback is None else min(bits, self.fallback.estimate_bits(K))
         R, n = self.family.radius, self.family.n
         esc = (flat < -R) | (flat > R)
         bits = float(self.family.cost_bits[tab, np.where(esc, n - 1, flat + R)].sum())
         if esc.any():
             m = int(esc.sum())
-            bits += coder.escape_bits(flat[esc], np.full(m, -R, np.int64), np.full(m, R, np.int64))
+            bits += layouts.escape_bits(flat[esc], np.full(m, -R, np.int64), np.full(m, R, np.int64))
         return bits + self.z_codec.estimate_bits(z)

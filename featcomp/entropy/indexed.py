@@ -17,16 +17,17 @@ A :class:`TableFamily` holds ``S * Q`` tables, all of the same length ``n = 2 * 
   F(r - 1/2 - q/Q)`` with ``F`` the CDF of a zero-centred Laplace (or Gaussian / logistic) of that
   scale; the last column is the escape symbol (mass of everything outside ``[-radius, radius]``);
 * every frequency is an integer ``>= 1`` and every row sums to exactly ``2**precision``
-  (``precision <= 16``), made by :func:`featcomp.entropy.codec.quantize_pmf`.
+  (``precision <= 16``), made by :func:`featcomp.entropy.tables.quantize_pmf`.
 
 Residuals outside ``[-radius, radius]`` are coded as the escape symbol followed by their exact value
-(:func:`featcomp.entropy.coder.push_escapes`), so nothing is ever clipped.
+(:func:`featcomp.entropy.layouts.push_escapes`), so nothing is ever clipped.
 
 Determinism guarantee: the floats (the density evaluated on the grid) are used only in
 :meth:`TableFamily.build`; the result is a uint16 integer array, hashed into :attr:`TableFamily.digest`
 and serialized as integers. Coding uses only those integers, embedded exactly into constriction
-(see :mod:`featcomp.entropy.coder`), so a table index decodes the same way on any machine.
-This module imports numpy and constriction only.
+(see :mod:`featcomp.entropy.ans`), so a table index decodes the same way on any machine.
+This module imports numpy only (and :mod:`featcomp.entropy.ans` for the coder's view of the tables).
+The stream layouts that code with these tables live in :mod:`featcomp.entropy.layouts`.
 """
 
 from __future__ import annotations
@@ -41,13 +42,12 @@ from typing import Any
 
 import numpy as np
 
-from featcomp.entropy import coder
-from featcomp.entropy.codec import quantize_pmf
+from featcomp.entropy import ans
+from featcomp.entropy.tables import quantize_pmf
 from featcomp.errors import CodecError
 
 __all__ = ["TableFamily", "SHAPES", "scale_grid", "class_radii", "TruncatedTables", "truncated_tables", "reclaimed_tables",
-           "tail_tables", "zigzag", "zigzag_columns", "unzigzag_table", "push_class_escapes", "pop_class_escapes",
-           "class_bits"]
+           "tail_tables", "zigzag", "zigzag_columns", "unzigzag_table"]
 
 SHAPES = ("laplace", "gaussian", "logistic")
 _SHAPE_ID = {s: i for i, s in enumerate(SHAPES)}
@@ -246,8 +246,8 @@ class TableFamily:
     @functools.cached_property
     def weights(self) -> np.ndarray:
         """float64 (S * Q, n) constriction weights that reproduce the integer tables exactly
-        (:func:`featcomp.entropy.coder.family_weights`); derived from the integers only."""
-        return coder.family_weights(self.freqs, self.precision)
+        (:func:`featcomp.entropy.ans.weights`); derived from the integers only."""
+        return ans.weights(self.freqs, self.precision)
 
     @functools.cached_property
     def cost_bits(self) -> np.ndarray:
@@ -264,7 +264,7 @@ class TableFamily:
 # residuals: its outer columns are mostly the frequency floor (1 each). A *truncated* table keeps the
 # residuals ``[-r, r]`` of a row and folds every outer column into the escape symbol, so it is
 # again an exact integer table summing to ``2**precision``; residuals beyond ``r`` are coded as
-# escapes (exact values, :func:`featcomp.entropy.coder.push_escapes`).
+# escapes (exact values, :func:`featcomp.entropy.layouts.push_escapes`).
 #
 # ``r`` comes from a small set of *width classes* (``class_radii``: 1, 3, 7, 15, ... below the
 # family radius R, then R; widths ``2r + 2`` = 4, 8, 16, 32, ...): row t's class is the narrowest
@@ -333,17 +333,14 @@ class TruncatedTables:
         """One fixed constriction ``Categorical`` per row, of the row's own class (built once, lazily).
 
         Each reproduces the row's truncated integer table exactly (the 1-D embedding of
-        :func:`featcomp.entropy.coder.build_models`), so a run of symbols of one table decodes with
-        it exactly as with per-symbol rows (:func:`featcomp.entropy.coder.check_family_backend`).
+        :func:`featcomp.entropy.ans.channel_models`), so a run of symbols of one table decodes with
+        it exactly as with per-symbol rows (:func:`featcomp.entropy.ans.check_rows_backend`).
         """
         got = self._models.get("all")
         if got is None:
-            import constriction
-
-            coder.check_family_backend()
-            cat = constriction.stream.model.Categorical
+            ans.check_rows_backend()
             cls = self.row_class.tolist()
-            got = [cat(self.weights[c][t].astype(np.float64), perfect=False) for t, c in enumerate(cls)]
+            got = [ans.fixed_model(self.weights[c][t]) for t, c in enumerate(cls)]
             self._models["all"] = got
         return got
 
@@ -390,7 +387,7 @@ def _class_tables(family: TableFamily, tail_shift: int, *, reclaim: bool) -> Tru
         if reclaim:
             t[rows, np.argmax(t[:, :-1], axis=1)] += floors[c]
         freqs.append(_readonly(t.astype(np.uint16)))
-        w = (t.astype(np.float64) * 2.0 ** (coder.ANS_PRECISION - p) - 1.0).astype(np.float32)
+        w = (t.astype(np.float64) * 2.0 ** (ans.ANS_PRECISION - p) - 1.0).astype(np.float32)
         weights.append(_readonly(w[:, zigzag_columns(r)]))
     tails = tuple(None if r == R else _readonly(tail_tables(f, R, r)) for r in radii.tolist())
     _check_float32_family()
@@ -446,134 +443,43 @@ def tail_tables(freqs: np.ndarray, radius: int, r: int) -> np.ndarray:
     return h
 
 
-_F32_CHECKED = False
-
-
 def _check_float32_family() -> None:
-    """Once per process: float32 per-symbol rows code exactly like the float64 rows of
-    :func:`featcomp.entropy.coder.family_weights` (which :func:`coder.check_family_backend` ties to
-    the 1-D exact tables). Raises :class:`CodecError` if this constriction differs."""
-    global _F32_CHECKED
-    if _F32_CHECKED:
-        return
-    import constriction
-
-    rng = np.random.default_rng(77)
-    tables = np.array([[3, 200, 50, 2, 1], [100, 100, 50, 5, 1], [1, 1, 1, 1, 252]], np.int64) << 8
-    w64 = coder.family_weights(tables, 16)
-    sym = rng.integers(0, 5, 64).astype(np.int32)
-    tab = rng.integers(0, 3, 64)
-    words = []
-    for w in (w64, w64.astype(np.float32)):
-        enc = constriction.stream.stack.AnsCoder()
-        coder.push_indexed(enc, sym, tab, w)
-        words.append(enc.get_compressed().tolist())
-    if words[0] != words[1]:
-        raise CodecError("constriction codes float32 per-symbol tables differently from float64 ones; "
-                         "install constriction 0.5.x")
-    _F32_CHECKED = True
+    """float32 rows code like float64 ones (:func:`featcomp.entropy.ans.check_float32_rows`)."""
+    ans.check_float32_rows()
 
 
-# ---------------------------------------------------------------------------------------------------
-# Escapes of class-truncated rows (one stream). Format (decode order): for every escaped element of a
-# coding class with radius r < R, by class (ascending) then position, one *tail symbol* with its
-# row's tail table (:attr:`TruncatedTables.tails`): ``res + R`` for ``res < -r``,
-# ``res + (R - r) - r - 1`` for ``res > r``, the last index ``2 * (R - r)`` for ``|res| > R``; then
-# the exact values of the residuals beyond R (tail "escape", or class radius R), position order, in
-# the format of :func:`featcomp.entropy.coder.push_escapes` with ranges ``mu -+ R``. The temporal
-# codec's layout 2 and the hyperprior's layout 2 write this.
+_MOVED = {"push_class_escapes", "pop_class_escapes", "class_bits"}
 
 
-def push_class_escapes(enc, tt: TruncatedTables, radius: int, vals: np.ndarray, mu: np.ndarray, tab: np.ndarray,
-                       cls: np.ndarray) -> None:
-    """Push the escapes of one stream (see the format above).
+def __getattr__(name: str) -> Any:
+    """Names that moved to :mod:`featcomp.entropy.layouts` (old import paths keep working)."""
+    if name in _MOVED:
+        from featcomp.entropy import layouts
 
-    Args:
-        enc: a constriction ``AnsCoder`` (ANS is a stack: push these before the symbols they follow).
-        tt: the tables the symbols were coded with. radius: the family radius R.
-        vals: int64 (e,) escaped values in position order; mu: int64 (e,) their locations (0 for
-            zero-centred tables); tab: (e,) their table indices; cls: (e,) their coding classes.
-    """
-    R = int(radius)
-    r = vals - mu
-    far = (r < -R) | (r > R)
-    if far.any():
-        coder.push_escapes(enc, vals[far], mu[far] - R, mu[far] + R)
-    model = coder._family_model()
-    for c in np.unique(cls)[::-1].tolist():
-        rc = int(tt.radii[c])
-        if rc == R:
-            continue
-        sel = cls == c
-        m = R - rc
-        rs = r[sel]
-        sym = np.where(far[sel], 2 * m, np.where(rs < 0, rs + R, rs + m - rc - 1)).astype(np.int32)
-        enc.encode_reverse(sym, model, tt.tails[c][tab[sel]].astype(np.float64) - 1.0)
+        if name == "pop_class_escapes":
+            return _pop_class_escapes_one
+        if name == "push_class_escapes":
+            return _push_class_escapes_any
+        return getattr(layouts, name)
+    raise AttributeError(f"module 'featcomp.entropy.indexed' has no attribute {name!r}")
 
 
-def pop_class_escapes(dec, tt: TruncatedTables, radius: int, tab: np.ndarray, cls: np.ndarray,
-                      mu: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`push_class_escapes`: int64 (e,) residuals ``value - mu`` of the escapes, given
-    their table indices, coding classes and locations (each (e,), position order)."""
-    R = int(radius)
+def _pop_class_escapes_one(dec, tt: TruncatedTables, radius: int, tab: np.ndarray, cls: np.ndarray,
+                           mu: np.ndarray) -> np.ndarray:
+    """The former one-stream ``pop_class_escapes``: int64 (e,) residuals ``value - mu`` of the escapes of
+    one stream, given their table indices, coding classes and locations (position order)."""
+    from featcomp.entropy import layouts
+
     e = int(tab.size)
-    if e == 0:
-        return np.zeros(0, np.int64)
-    rr = tt.radii[cls]
-    m = R - rr
-    sym = 2 * m  # "beyond R" unless a tail symbol says otherwise
-    order = np.argsort(cls, kind="stable")  # decode order: class, then position
-    cs = cls[order]
-    cuts = (np.flatnonzero(cs[1:] != cs[:-1]) + 1).tolist()
-    model = coder._family_model()
-    for a, b in zip([0, *cuts], [*cuts, e]):
-        c = int(cs[a])
-        if tt.tails[c] is None:  # class radius R: straight to the exact values
-            continue
-        sel = order[a:b]
-        sym[sel] = dec.decode(model, np.take(tt.tail_weights[c], tab[sel], axis=0))
-    got = np.where(sym < m, sym - R, sym - m + rr + 1)
-    far = sym == 2 * m
-    if far.any():
-        fm = mu[far].astype(np.int64)
-        got[far] = coder.pop_escapes(dec, fm - R, fm + R) - fm
-    return got
+    res = np.zeros((1, max(e, 1)), np.int64)
+    if e:
+        layouts.pop_class_escapes([ans.Decoder.adopt(dec)], tt, radius, res, np.arange(e), tab, cls, mu, [0])
+    return res[0, :e]
 
 
-def class_bits(tt: TruncatedTables, family: TableFamily, r: np.ndarray, tab: np.ndarray, cls: np.ndarray,
-               *, per_frame: bool = False) -> float | np.ndarray:
-    """Ideal cost in bits of residuals ``r`` coded with rows ``tab`` truncated to classes ``cls``
-    (all int arrays of one shape): the symbols, the tail symbols of escapes, and the exact values
-    beyond R (:func:`featcomp.entropy.coder.escape_bits`). With ``per_frame``: float64 (T,), the cost
-    of each index of axis 0 (a temporal chunk's frames) instead of the total."""
-    R, p = family.radius, family.precision
-    T = r.shape[0]
+def _push_class_escapes_any(enc, tt: TruncatedTables, radius: int, vals: np.ndarray, mu: np.ndarray, tab: np.ndarray,
+                            cls: np.ndarray) -> None:
+    """The former ``push_class_escapes`` (``enc``: an Encoder or a constriction coder)."""
+    from featcomp.entropy import layouts
 
-    def total(v: np.ndarray, frames: np.ndarray | None) -> Any:
-        return np.bincount(frames, weights=v, minlength=T) if per_frame else float(v.sum())
-
-    bits: Any = np.zeros(T) if per_frame else 0.0
-    for c in np.unique(cls).tolist():
-        sel = cls == c
-        fr = np.nonzero(sel)[0] if per_frame else None
-        rc = int(tt.radii[c])
-        rs, ts = r[sel], tab[sel]
-        esc = (rs < -rc) | (rs > rc)
-        f = tt.freqs[c][ts, np.where(esc, 2 * rc + 1, rs + rc)].astype(np.float64)
-        bits += total(p - np.log2(f), fr)
-        if esc.any() and rc < R:
-            m, re = R - rc, rs[esc]
-            far = (re < -R) | (re > R)
-            i = np.where(far, 2 * m, np.where(re < 0, re + R, re + m - rc - 1))
-            bits += total(24 - np.log2(tt.tails[c][ts[esc], i].astype(np.float64)), None if fr is None else fr[esc])
-    far = (r < -R) | (r > R)
-    if far.any():
-        def beyond(v: np.ndarray) -> float:
-            return coder.escape_bits(v, np.full(v.size, -R, np.int64), np.full(v.size, R, np.int64))
-
-        if per_frame:
-            for t in np.unique(np.nonzero(far)[0]).tolist():
-                bits[t] += beyond(r[t][far[t]])
-        else:
-            bits += beyond(r[far])
-    return bits
+    layouts.push_class_escapes(ans.Encoder.adopt(enc), tt, radius, vals, mu, tab, cls)

@@ -146,7 +146,7 @@ def test_decode_by_runs_or_by_rows_gives_the_same_integers(monkeypatch, run_min)
     k.reshape(-1)[rng.choice(k.size, 40, replace=False)] = rng.integers(-45, 46, 40)  # outliers: tail symbols
     k[0, 1, 2, 3], k[4, 5, 7, 7], k[2, 0, 0, 0] = I32.min, 123456, -40  # beyond R, and a tail symbol
     data = codec.compress_symbols(k)
-    tt = codec._v2_consts[0]
+    tt = codec._class_rows.tt
     tab = codec.tables(codec.side_information(k), 8, 8).reshape(-1)
     rc = tt.radii[tt.row_class[tab]]
     flat = k.reshape(-1).astype(np.int64)
@@ -258,7 +258,7 @@ def test_layout_2_goldens_decode_and_reencode_byte_for_byte():
     assert codec.compress_symbols(k) == stream and codec.compress_symbols(k[:, :, :1, :1]) == small
     # what the goldens exercise: two width classes, escapes (tail symbols and exact values beyond R),
     # long runs (fixed per-table models) in the big stream, short runs (per-symbol rows) in the small one
-    tt = codec._v2_consts[0]
+    tt = codec._class_rows.tt
     tab = codec.tables(codec.side_information(k), 5, 3).reshape(-1)
     rc = tt.radii[tt.row_class[tab]]
     flat = k.reshape(-1).astype(np.int64)

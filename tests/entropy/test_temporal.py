@@ -98,7 +98,7 @@ def test_integer_context_identical_in_numpy_and_torch_for_int_and_float_inputs()
         np.testing.assert_array_equal(tab, ref_small[1])
     # the decoder's hot path is the same integer map
     for t in range(small.shape[0]):
-        mu, tab = codec._context_np(small[t])
+        mu, tab = codec._ctx.context_np(small[t])
         np.testing.assert_array_equal(mu, ref_small[0][t])
         np.testing.assert_array_equal(tab, ref_small[1][t])
     # and the standalone function agrees with the method
@@ -132,7 +132,7 @@ def test_chunks_decode_alone_random_access():
     assert codec.compress_chunks(k2, 16)[2] == streams[2]
     # frame 0 of a chunk is coded with the fresh tables, whatever came before
     mu, tab = codec.tables(k[32:48])
-    mu_f, tab_f = codec._fresh(2)
+    mu_f, tab_f = codec._ctx.fresh(2)
     np.testing.assert_array_equal(tab[0], tab_f)
 
 

@@ -121,7 +121,7 @@ def test_sorted_frames_decode_identically_by_runs_or_by_rows(monkeypatch, run_mi
 def test_float64_fallback_of_the_context_products_gives_the_same_integers():
     rng = np.random.default_rng(4)
     codec = varied_codec(big_weights=True)
-    assert 0 < codec._v2_consts[4] < 100  # x_limit32: float32 only while max|x| <= it
+    assert 0 < codec._ctx.x_limit32 < 100  # x_limit32: float32 only while max|x| <= it
     for sigma, trailing in ((0.5, (8, 8)), (60.0, (8, 8)), (60.0, ())):  # both paths, sorted and not
         k = latents(rng, 8, 6, trailing, sigma)
         np.testing.assert_array_equal(codec.decompress_symbols(codec.compress_symbols(k)), k)

@@ -601,6 +601,18 @@ class FeatureStore(Mapping):
                              f"({self.rate_levels}, {self._scale.shape[0]}); the store is corrupt")
         return sc
 
+    def _use_index(self, table: IndexTable) -> None:
+        """Serve ``table`` instead of the index read at opening (``repair_store`` checks the rows it keeps
+        and rebuilds with the reader's own checks); every per-row and per-part cache is dropped."""
+        self._index = table
+        self._rows = {vid: j for j, vid in enumerate(table.ids)}
+        self._parts.clear()
+        self._times.clear()
+        self._level_arrays.clear()
+        self._proven.clear()
+        self._chunk_cache = _ChunkCache()
+        self._level_cache = _ChunkCache(max_items=64)
+
     # -- pickling: only the URL and the storage options
     def __getstate__(self):
         return {"url": self.url, "storage_options": self.storage_options}
@@ -964,23 +976,28 @@ class StoredVideo:
         zeros: list[int] = []
         data = part.read(s + self.start, s + self.stop, self.video_id, missing, zeros)
         if self.start == 0 and self.stop == self.total_frames:
-            self._check_crc(data, missing)
+            self._check_crc(data, missing, zeros)
         elif (missing or zeros or st.mode == "raw") and self._row not in st._proven:
             # A window's chunks carry no checksum of their own in a raw store (zstd frames without
             # one), and an absent shard or a chunk the shard index lists as empty reads as zeros: the
             # whole video is read once and proven by its CRC before any window of it is served (its
             # chunks stay cached for the window).
             full: list[int] = []
-            self._check_crc(part.read(s, s + self.total_frames, self.video_id, full), full)
+            full_zeros: list[int] = []
+            self._check_crc(part.read(s, s + self.total_frames, self.video_id, full, full_zeros), full, full_zeros)
         return data
 
-    def _check_crc(self, data: np.ndarray, missing: list[int]) -> None:
+    def _check_crc(self, data: np.ndarray, missing: list[int], zeros: list[int] = ()) -> None:
         st = self._store
         ix = st.index
         p, s = int(ix.part[self._row]), int(ix.start[self._row])
         if zlib.crc32(np.ascontiguousarray(data).tobytes()) != int(ix.crc[self._row]):
             part = st._part(p)
             lost = f"; shard file(s) {', '.join(part.shard_key(m) for m in missing)} are missing: the store lost data" if missing else ""
+            if zeros:
+                cps = part.chunks_per_shard
+                lost += "; the shard index lists as empty (read as zeros) " + ", ".join(
+                    f"chunk {j} of {part.shard_key(j // cps)}" for j in sorted(set(zeros)))
             raise StoreError(
                 f"{st.url}: video {self.video_id!r}: decoded data does not match its index CRC "
                 f"(part {ix.parts[p]!r}, frames {s}..{s + self.total_frames}){lost}; the store is corrupt "

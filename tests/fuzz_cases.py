@@ -317,6 +317,7 @@ def index_target() -> Target:
     seeds.append(encode_index_file(_index_seed_tables()[0], version=4))  # the older layout
     seeds.append((FIXTURES / "store" / "golden" / "index" / "golden.fcidx").read_bytes())
     seeds.append((FIXTURES / "store" / "golden_checksums" / "index" / "golden.fcidx").read_bytes())  # version 4
+    seeds.append((FIXTURES / "store" / "golden_names" / "index" / "golden.fcidx").read_bytes())  # version 5
 
     def declared(b: bytes) -> int:  # the bytes a header or names block asks for (bounded by the zstd ratio)
         try:

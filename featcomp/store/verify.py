@@ -363,7 +363,10 @@ def compact_store(path_or_url, *, include_remote_logs: bool = False, storage_opt
     for name in fs.listdir("index"):
         key = f"index/{name}"
         if name.endswith(".fcidx"):
-            tables.append(decode_index_file(fs.read(key), f"{fs.url}/{key}"))
+            try:
+                tables.append(decode_index_file(fs.read(key), f"{fs.url}/{key}"))
+            except StoreError as e:  # never folded (and deleted): repair moves it aside and rebuilds
+                raise StoreError(f"{e}; compaction refuses to fold it: run `featcomp repair {fs.url}` first") from None
             inputs.append(key)
         elif name.endswith(".log") or name.endswith(".log.d"):
             if name.endswith(".log.d") and not include_remote_logs:

@@ -50,6 +50,7 @@ _LAZY: dict[str, str] = {
     "StoreWriter": "featcomp.store",
     "open_store": "featcomp.store",
     "verify_store": "featcomp.store",
+    "repair_store": "featcomp.store",
     # one-call conveniences
     "compress": "featcomp.api",
     "decompress": "featcomp.api",

@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "bring per-video .npy/.h5 features (video_features layout) into a raw store, timestamps from --fps"),
     "info": ("featcomp.store.commands", "summarize a feature store: videos, frames, bytes, bits per frame"),
     "verify": ("featcomp.store.commands", "check every chunk of a store decodes and the index agrees"),
+    "repair": ("featcomp.store.commands",
+               "rebuild a damaged store's index from what remains, move damaged files aside, name lost videos"),
 }
 
 

@@ -16,6 +16,7 @@ Tree::
     │   └── WeightsNotFoundError
     ├── ModelFileError       model files of another format version, digest mismatches
     ├── StoreError           not a featcomp store, digest mismatch, corrupt chunk, missing codec
+    │   └── DamagedIndexError  an index file that cannot be read (carries the video ids it still names)
     ├── StorageError         a URL's storage cannot be used (featcomp.storage)
     │   ├── StorageBackendMissing  the URL's fsspec package is not installed (names the pip package)
     │   ├── StorageAccessError     credentials refused or missing
@@ -37,6 +38,7 @@ __all__ = [
     "WeightsNotFoundError",
     "ModelFileError",
     "StoreError",
+    "DamagedIndexError",
     "PipelineError",
     "StorageError",
     "StorageBackendMissing",
@@ -117,6 +119,22 @@ class ModelFileError(FeatcompError):
 
 class StoreError(FeatcompError):
     """A feature store cannot be opened, read or written; names the store, the video and the chunk."""
+
+
+class DamagedIndexError(StoreError):
+    """An index file (``.fcidx``) cannot be read.
+
+    Attributes:
+        parts: the writer (part) names the file still names, or None when unknown.
+        video_ids: the video ids it still names (index files of version 5 keep them in a separately
+            checked block, so a file whose columns are damaged still says which videos it held), or
+            None when unknown (older versions, or a damaged ids block).
+    """
+
+    def __init__(self, message: str, *, parts: list[str] | None = None, video_ids: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.parts = parts
+        self.video_ids = video_ids
 
 
 class PipelineError(FeatcompError):

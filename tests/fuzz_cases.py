@@ -313,13 +313,37 @@ def _index_seed_tables() -> list[IndexTable]:
     return [IndexTable.from_records(["w0", "w1"], recs), IndexTable.from_records(["w0", "w1"], recs[:3])]
 
 
+def split_index_file(data: bytes) -> tuple[bytes, dict, bytes]:
+    """``(prefix, header dict, payload)`` of an index file of any version (the prefix is the magic and
+    version, plus the names block for version 5); :func:`join_index_file` puts them back together."""
+    if data[6] >= 5:
+        (m,) = struct.unpack_from("<I", data, 8)
+        pos = 20 + m
+        (hl,) = struct.unpack_from("<I", data, pos)
+        return data[:pos], json.loads(data[pos + 8 : pos + 8 + hl]), data[pos + 8 + hl :]
+    (hl,) = struct.unpack_from("<I", data, 8)
+    return data[:8], json.loads(data[12 : 12 + hl]), data[12 + hl :]
+
+
+def join_index_file(prefix: bytes, hdr: dict, payload: bytes) -> bytes:
+    """An index file from :func:`split_index_file`'s parts, with the header's checksum recomputed (version 5)."""
+    h = json.dumps(hdr).encode()
+    if prefix[6] >= 5:
+        return prefix + struct.pack("<II", len(h), zlib.crc32(h)) + h + payload
+    return prefix[:8] + struct.pack("<I", len(h)) + h + payload
+
+
 def _index_forge(rng: random.Random, seed: bytes) -> bytes:
     from numcodecs.zstd import Zstd
 
-    (hl,) = struct.unpack_from("<I", seed, 8)
-    hdr = json.loads(seed[12 : 12 + hl])
-    payload = seed[12 + hl :]
+    prefix, hdr, payload = split_index_file(seed)
     r = rng.random()
+    if seed[6] >= 5 and r < 0.15:  # version 5: a names block that declares a lot, with a valid CRC
+        size = int(2 ** rng.uniform(10, 26 if FULL_RANGE else 22))
+        names = Zstd(level=1).encode(rng.choice([b"\0", b"a", b"\n"]) * size)
+        declared = rng.choice([size, size // 2, _huge(rng) % (1 << 32)])
+        prefix = prefix[:8] + struct.pack("<III", len(names), declared, zlib.crc32(names)) + names
+        return join_index_file(prefix, hdr, payload)
     if r < 0.3:  # a small zstd frame that decompresses to a lot (with a header that asks for it)
         size = int(2 ** rng.uniform(10, 26 if FULL_RANGE else 22))
         payload = Zstd(level=1).encode(b"\0" * size)
@@ -334,18 +358,20 @@ def _index_forge(rng: random.Random, seed: bytes) -> bytes:
         hdr[rng.choice(["n", "parts", "columns", "payload_crc32"])] = rng.choice(_WEIRD)
     if r < 0.9:
         hdr["payload_crc32"] = zlib.crc32(payload)
-    h = json.dumps(hdr).encode()
-    return seed[:8] + struct.pack("<I", len(h)) + h + payload
+    return join_index_file(prefix, hdr, payload)
 
 
 def index_target() -> Target:
-    seeds = [encode_index_file(t) for t in _index_seed_tables()]
+    seeds = [encode_index_file(t) for t in _index_seed_tables()]  # version 5 (names block)
+    seeds.append(encode_index_file(_index_seed_tables()[0], version=4))  # the older layout
     seeds.append((FIXTURES / "store" / "golden" / "index" / "golden.fcidx").read_bytes())
     seeds.append((FIXTURES / "store" / "golden_checksums" / "index" / "golden.fcidx").read_bytes())  # version 4
-    def declared(b: bytes) -> int:  # the column bytes a header asks for (bounded by the zstd ratio)
+    seeds.append((FIXTURES / "store" / "golden_names" / "index" / "golden.fcidx").read_bytes())  # version 5
+
+    def declared(b: bytes) -> int:  # the bytes a header or names block asks for (bounded by the zstd ratio)
         try:
-            (hl,) = struct.unpack_from("<I", b, 8)
-            return max(int(c[2]) + int(c[3]) for c in json.loads(b[12 : 12 + hl])["columns"])
+            names = struct.unpack_from("<I", b, 12)[0] if b[6] >= 5 else 0
+            return max([names, *(int(c[2]) + int(c[3]) for c in split_index_file(b)[1]["columns"])])
         except Exception:  # noqa: BLE001 - only a bound
             return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from featcomp.store.codec import CODEC_NAME, FeatcompANSCodec, FeatcompANSNumcodec, register_codecs
 from featcomp.store.format import FORMAT_VERSION
 from featcomp.store.reader import FeatureStore, StoredVideo, open_store
+from featcomp.store.repair import RepairReport, repair_store
 from featcomp.store.verify import VerifyReport, compact_store, verify_store
 from featcomp.store.writer import StoreWriter, WriteRecord
 
@@ -22,10 +23,12 @@ __all__ = [
     "StoredVideo",
     "StoreWriter",
     "VerifyReport",
+    "RepairReport",
     "WriteRecord",
     "compact_store",
     "open_store",
     "register_codecs",
+    "repair_store",
     "store_info",
     "verify_store",
 ]

@@ -1,4 +1,4 @@
-"""``featcomp info STORE`` and ``featcomp verify STORE`` (no torch imported)."""
+"""``featcomp info STORE``, ``featcomp verify STORE`` and ``featcomp repair STORE`` (no torch imported)."""
 
 from __future__ import annotations
 
@@ -78,3 +78,26 @@ def main_verify(args: argparse.Namespace) -> int:
                           include_remote_logs=getattr(args, "no_live_writers", False))
     print(json.dumps(report.to_dict(), indent=2, sort_keys=True) if getattr(args, "json", False) else describe(report))
     return 0 if report.ok else 1
+
+
+def configure_repair(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("store", help="store directory or fsspec URL")
+    parser.add_argument("--dry-run", action="store_true", help="only say what would be done; write nothing")
+    parser.add_argument("--json", action="store_true",
+                        help="print the report as JSON: damaged, recovered, lost_videos, lost_writers, moved")
+    from featcomp.storage import add_storage_option_argument
+
+    add_storage_option_argument(parser)
+    parser.epilog = ("Rebuilds the index from intact index files, commit-log lines and closed writers' video tables; "
+                     "checks every kept video's data again; moves every replaced file to repair/<id>/ (nothing is "
+                     "deleted) with a report.json that `featcomp verify` reads. Stop writers first on object stores. "
+                     "Exit status 0: repaired or nothing to repair; 1: videos were lost (re-run the job to write them).")
+
+
+def main_repair(args: argparse.Namespace) -> int:
+    from featcomp.store.repair import describe_repair, repair_store
+    from featcomp.storage import storage_options_from_args
+
+    rep = repair_store(args.store, dry_run=args.dry_run, storage_options=storage_options_from_args(args))
+    print(json.dumps(rep.to_dict(), indent=2, sort_keys=True) if args.json else describe_repair(rep))
+    return 1 if (rep.lost_videos or rep.lost_writers or rep.unnamed) else 0

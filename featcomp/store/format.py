@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from featcomp.errors import StoreError
+from featcomp.errors import DamagedIndexError, StoreError
 
 __all__ = [
     "FORMAT_NAME",
@@ -46,6 +46,7 @@ __all__ = [
     "decode_log",
     "encode_index_file",
     "decode_index_file",
+    "index_file_names",
     "encode_timestamps",
     "decode_timestamps",
     "check_video_id",
@@ -86,7 +87,8 @@ INDEX_MAGIC = b"FCIDX\x00"
 INDEX_FILE_VERSION = 2  # 2: commit times kept to the millisecond (1: nanoseconds); both are read
 INDEX_FILE_VERSION_LEVELS = 3  # 3: version 2 plus the levels_crc column (written only when a row has levels)
 INDEX_FILE_VERSION_TIMES_CRC = 4  # 4: plus the times_crc column (written only when a row has a stored-timestamps CRC)
-_WRITTEN_UNIT_NS = {1: 1, 2: 1_000_000, 3: 1_000_000, 4: 1_000_000}
+INDEX_FILE_VERSION_NAMES = 5  # 5: the names block (parts, video ids) outside the payload, with its own CRC; what is written
+_WRITTEN_UNIT_NS = {1: 1, 2: 1_000_000, 3: 1_000_000, 4: 1_000_000, 5: 1_000_000}
 
 # Timestamps kinds (column ``ts_kind``)
 TS_ARRAY = 0  # stored in times/<part>[start:start+length]
@@ -434,18 +436,30 @@ def _check_line(rec: dict) -> None:
     del rec[LINE_CHECK_KEY]
 
 # ----------------------------------------------------------------------------------- index file
-def encode_index_file(table: IndexTable, level: int = 9) -> bytes:
+def encode_index_file(table: IndexTable, level: int = 9, *, version: int | None = None) -> bytes:
     """Serialize a table to the ``.fcidx`` format.
 
-    Layout: ``b"FCIDX\\0"``, u8 version, u8 reserved, u32 header length, header JSON
-    (``n``, ``parts``, ``columns`` [[name, dtype, offset, nbytes]], ``payload_crc32``), then the
-    payload: zstd of the concatenated columns. ``ids`` and ``meta`` are UTF-8 joined by NUL. The
-    ``levels_crc`` column is written only when some video has per-frame levels, and such a file is
-    version 3 (an older reader refuses it); a file with the ``times_crc`` column (some video's stored
-    timestamps have a CRC) is version 4. Other files are version 2 as before.
+    Version 5 (what writers and compactions write): ``b"FCIDX\\0"``, u8 version, u8 reserved, then the
+    **names block** (u32 compressed length m, u32 raw length r, u32 CRC-32 of the m bytes, then m bytes:
+    zstd of the part names joined by NUL, a newline, and the video ids joined by NUL), then u32 header
+    length h, u32 CRC-32 of the header, the header JSON (``n``, ``columns`` [[name, dtype, offset, nbytes]],
+    ``payload_crc32``) and the payload: zstd of the concatenated columns other than the ids. The ids live
+    outside the payload and carry their own checksum, so a file whose header or columns are damaged still
+    names the videos it held (:class:`~featcomp.errors.DamagedIndexError`).
+
+    Versions 1-4 (``version=``, to re-encode older files byte for byte): one header JSON (with ``parts``)
+    and one payload holding every column, ids and meta joined by NUL; version 1 keeps commit times in
+    nanoseconds, 2 in milliseconds, 3 holds the ``levels_crc`` column, 4 the ``times_crc`` column. The
+    optional columns are written only when some row uses them (in every version).
+
+    Raises:
+        StoreError: ``version`` is unknown, or older than the columns the table needs.
     """
     from numcodecs.zstd import Zstd
 
+    version = INDEX_FILE_VERSION_NAMES if version is None else int(version)
+    if version not in _WRITTEN_UNIT_NS:
+        raise StoreError(f"index file version {version} cannot be written (known: {sorted(_WRITTEN_UNIT_NS)})")
     n = len(table)
     cols = {name: np.ascontiguousarray(getattr(table, name), dtype=dt) for name, dt in _COLUMNS}
     # delta-code monotone columns so that zstd sees runs of zeros
@@ -457,49 +471,108 @@ def encode_index_file(table: IndexTable, level: int = 9) -> bytes:
     cols["start"] = start.astype("<i8")
     # commit times to the millisecond: ns deltas cost ~3.4 bytes per video after zstd, ms deltas ~0.9
     # (rounding down; two writes of one id < 1 ms apart in different writers were concurrent anyway)
-    written_ms = cols["written"] // _WRITTEN_UNIT_NS[INDEX_FILE_VERSION]
+    written_ms = cols["written"] // _WRITTEN_UNIT_NS[version]
     cols["written"] = np.diff(written_ms, prepend=np.int64(0)).astype("<i8")
     blobs: list[tuple[str, str, bytes]] = [(name, dt, cols[name].tobytes()) for name, dt in _COLUMNS]
-    blobs.append(("ids", "utf8-nul", "\x00".join(table.ids).encode("utf-8")))
+    if version < INDEX_FILE_VERSION_NAMES:
+        blobs.append(("ids", "utf8-nul", "\x00".join(table.ids).encode("utf-8")))
     blobs.append(("meta", "utf8-nul", "\x00".join(table.meta).encode("utf-8")))
-    version = INDEX_FILE_VERSION
-    for name, dt, needs in _OPTIONAL_COLUMNS:  # only when used: files without them stay version 2, byte for byte
+    needed = 1 if version == 1 else INDEX_FILE_VERSION
+    for name, dt, needs in _OPTIONAL_COLUMNS:  # only when used: files without them keep their bytes
         col = np.ascontiguousarray(getattr(table, name), dtype=dt)
         if np.any(col != _OPTIONAL_DEFAULTS[name]):
             blobs.append((name, dt, col.tobytes()))
-            version = max(version, needs)
+            needed = max(needed, needs)
+    if version < INDEX_FILE_VERSION_NAMES and needed != version:
+        raise StoreError(f"this table is an index file of version {needed} in the old layout, not {version}")
     columns, offset = [], 0
     for name, dt, b in blobs:
         columns.append([name, dt, offset, len(b)])
         offset += len(b)
     payload = Zstd(level=level).encode(b"".join(b for _, _, b in blobs))
-    header = json.dumps(
-        {"n": n, "parts": table.parts, "columns": columns, "payload_crc32": zlib.crc32(payload)},
-        separators=(",", ":"),
-    ).encode()
-    return INDEX_MAGIC + bytes([version, 0]) + struct.pack("<I", len(header)) + header + bytes(payload)
+    if version < INDEX_FILE_VERSION_NAMES:
+        header = json.dumps(
+            {"n": n, "parts": table.parts, "columns": columns, "payload_crc32": zlib.crc32(payload)},
+            separators=(",", ":"),
+        ).encode()
+        return INDEX_MAGIC + bytes([version, 0]) + struct.pack("<I", len(header)) + header + bytes(payload)
+    names_raw = ("\x00".join(table.parts) + "\n" + "\x00".join(table.ids)).encode("utf-8")
+    names = bytes(Zstd(level=level).encode(names_raw))
+    header = json.dumps({"n": n, "columns": columns, "payload_crc32": zlib.crc32(payload)},
+                        separators=(",", ":")).encode()
+    return (INDEX_MAGIC + bytes([version, 0])
+            + struct.pack("<III", len(names), len(names_raw), zlib.crc32(names)) + names
+            + struct.pack("<II", len(header), zlib.crc32(header)) + header + bytes(payload))
+
+
+def _read_names(data: bytes) -> tuple[tuple[list[str], list[str]], int]:
+    """The names block of a version-5 index file: ``((parts, ids), offset after the block)``, or ValueError."""
+    from numcodecs.zstd import Zstd
+
+    if len(data) < 20:
+        raise ValueError(f"truncated names block ({len(data)} bytes)")
+    m, r, crc = struct.unpack("<III", data[8:20])
+    block = data[20 : 20 + m]
+    if len(block) != m:
+        raise ValueError(f"truncated names block ({len(block)} of {m} bytes)")
+    if zlib.crc32(block) != crc:
+        raise ValueError("names block CRC mismatch")
+    text = bytes(zstd_decode_bounded(block, r, Zstd())).decode("utf-8")
+    p, sep, i = text.partition("\n")
+    if not sep:
+        raise ValueError("malformed names block")
+    parts = p.split("\x00") if p else []
+    ids = i.split("\x00") if i else []
+    if any(not x for x in parts) or any(not x or "\n" in x for x in ids):
+        raise ValueError("an empty name in the names block")
+    return (parts, ids), 20 + m
+
+
+def index_file_names(data: bytes) -> tuple[list[str], list[str]] | None:
+    """``(parts, video ids)`` that an index file names in its separately checked names block (version 5),
+    or None (an older version, or a damaged block). Never raises."""
+    if len(data) < 8 or data[:6] != INDEX_MAGIC or data[6] < INDEX_FILE_VERSION_NAMES:
+        return None
+    try:
+        return _read_names(data)[0]
+    except Exception:  # noqa: BLE001 - a damaged block names nothing
+        return None
 
 
 def decode_index_file(data: bytes, where: str) -> IndexTable:
-    """Parse a ``.fcidx`` file.
+    """Parse a ``.fcidx`` file (versions 1-5).
 
     Raises:
-        StoreError: bad magic, version, CRC or structure (names ``where``).
+        DamagedIndexError: bad magic, version, CRC or structure (names ``where``); for a version-5 file
+            whose names block is intact, the error carries the parts and video ids the file held.
     """
     from numcodecs.zstd import Zstd
 
     if len(data) < 12 or data[:6] != INDEX_MAGIC:
-        raise StoreError(f"{where}: not a featcomp index file (bad magic)")
+        raise DamagedIndexError(f"{where}: not a featcomp index file (bad magic)")
     if data[6] not in _WRITTEN_UNIT_NS:
-        raise StoreError(f"{where}: index file version {data[6]} is not supported (upgrade featcomp)")
-    (hlen,) = struct.unpack("<I", data[8:12])
+        raise DamagedIndexError(f"{where}: index file version {data[6]} is not supported (upgrade featcomp)")
+    version = data[6]
+    names = None
     try:
-        if len(data) < 12 + hlen:
-            raise ValueError(f"truncated header ({len(data) - 12} bytes, {hlen} declared)")
-        header = json.loads(data[12 : 12 + hlen])
+        if version >= INDEX_FILE_VERSION_NAMES:
+            names, pos = _read_names(data)
+            if len(data) < pos + 8:
+                raise ValueError("truncated header")
+            hlen, hcrc = struct.unpack("<II", data[pos : pos + 8])
+            hdr = data[pos + 8 : pos + 8 + hlen]
+            if len(hdr) != hlen or zlib.crc32(hdr) != hcrc:
+                raise ValueError("header CRC mismatch (damaged or truncated header)")
+            payload_c = data[pos + 8 + hlen :]
+        else:
+            (hlen,) = struct.unpack("<I", data[8:12])
+            if len(data) < 12 + hlen:
+                raise ValueError(f"truncated header ({len(data) - 12} bytes, {hlen} declared)")
+            hdr = data[12 : 12 + hlen]
+            payload_c = data[12 + hlen :]
+        header = json.loads(hdr)
         if not isinstance(header, dict):
             raise TypeError("the header is not a JSON object")
-        payload_c = data[12 + hlen :]
         if zlib.crc32(payload_c) != header["payload_crc32"]:
             raise ValueError("payload CRC mismatch")
         n = header["n"]
@@ -511,12 +584,16 @@ def decode_index_file(data: bytes, where: str) -> IndexTable:
             and _is_int(c[2]) and _is_int(c[3]) and c[2] >= 0 and c[3] >= 0 for c in columns
         ):
             raise ValueError("malformed column table")
-        parts = header["parts"]
+        parts = names[0] if names is not None else header["parts"]
         if not isinstance(parts, list) or not all(isinstance(x, str) for x in parts):
             raise ValueError("malformed part names")
         size = max((c[2] + c[3] for c in columns), default=0)
         payload = zstd_decode_bounded(payload_c, size, Zstd())
         got: dict[str, Any] = {}
+        if names is not None:
+            if any(c[0] == "ids" for c in columns):
+                raise ValueError("an ids column in a version-5 payload")
+            got["ids"] = names[1]
         for name, dt, off, nb in columns:
             raw = payload[off : off + nb]
             if len(raw) != nb:
@@ -538,10 +615,18 @@ def decode_index_file(data: bytes, where: str) -> IndexTable:
             raise ValueError("a row names a part that the file does not list")
         if n and (got["length"].min() < 0):
             raise ValueError("a negative frame count")
-    except (ValueError, KeyError, TypeError, RuntimeError, OverflowError) as e:
-        raise StoreError(f"{where}: corrupt index file ({e}); readers leave it out, so the videos it records are not served: re-run the job to write them again") from None
+    except (ValueError, KeyError, TypeError, RuntimeError, OverflowError, struct.error) as e:
+        named = ""
+        if names is not None:
+            named = (f"; it still names its {len(names[1])} video(s) (FeatureStore.lost_videos, `featcomp verify`): "
+                     "`featcomp repair` rebuilds what remains")
+        raise DamagedIndexError(
+            f"{where}: corrupt index file ({e}); readers leave it out, so the videos it records are not served{named}; "
+            "re-run the job to write them again",
+            parts=None if names is None else names[0], video_ids=None if names is None else names[1],
+        ) from None
     if n:
-        got["written"] = np.cumsum(got["written"]).astype(np.int64) * _WRITTEN_UNIT_NS[data[6]]
+        got["written"] = np.cumsum(got["written"]).astype(np.int64) * _WRITTEN_UNIT_NS[version]
         part = got["part"]
         same = np.concatenate([[False], part[1:] == part[:-1]])
         # undo the delta: start[i] = delta[i] + (start[i-1] + length[i-1]) within runs of one part,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from featcomp.errors import StoreError
+from featcomp.errors import DamagedIndexError, StoreError
 from featcomp.store._fs import StoreFS, read_logs
 from featcomp.store.format import FORMAT_NAME, FORMAT_VERSION, IndexTable, decode_index_file, decode_log
 
@@ -44,7 +44,8 @@ def read_header(fs: StoreFS) -> dict:
 
 
 def load_index(fs: StoreFS, *, retries: int = 8, live_parts: set | None = None,
-               damaged: dict[str, str] | None = None) -> IndexTable:
+               damaged: dict[str, str] | None = None,
+               named: dict[str, tuple[list[str], list[str]]] | None = None) -> IndexTable:
     """Merge every ``index/*.fcidx`` file and every commit log into one table (newest wins).
 
     Retries when a file vanishes between listing and reading (a writer or ``verify --compact``
@@ -57,7 +58,11 @@ def load_index(fs: StoreFS, *, retries: int = 8, live_parts: set | None = None,
             valid record, is left out and recorded here (``{"index/<name>": reason}``, a log line as
             ``"index/<name>.log line <n>"``) instead of raising: the store keeps serving every video
             whose record is intact (``FeatureStore.damaged``; ``featcomp verify`` reports them). The
-            videos of a damaged file are unknown to the reader; a re-run of the job writes them again.
+            videos of a damaged file are not served; a re-run of the job writes them again.
+        named: with ``damaged``: filled with what each damaged entry still names, ``{where: (parts,
+            video ids)}``: a version-5 index file keeps its part names and video ids in a separately
+            checked block; a damaged commit-log line names the id it spells (when it still parses as a
+            JSON object with a string ``id``) and its log's part.
     """
     last: Exception | None = None
     for _ in range(retries):
@@ -66,6 +71,7 @@ def load_index(fs: StoreFS, *, retries: int = 8, live_parts: set | None = None,
             if live_parts is not None:
                 live_parts.clear()
             bad: dict[str, str] = {}
+            names: dict[str, tuple[list[str], list[str]]] = {}
             for name in fs.listdir("index"):
                 if name.endswith(".fcidx"):
                     try:
@@ -74,6 +80,8 @@ def load_index(fs: StoreFS, *, retries: int = 8, live_parts: set | None = None,
                         if damaged is None:
                             raise
                         bad[f"index/{name}"] = str(e)
+                        if isinstance(e, DamagedIndexError) and e.video_ids is not None:
+                            names[f"index/{name}"] = (list(e.parts or []), list(e.video_ids))
             logs = read_logs(fs, "index", ".log")
             if live_parts is not None:
                 live_parts.update(logs)
@@ -90,13 +98,32 @@ def load_index(fs: StoreFS, *, retries: int = 8, live_parts: set | None = None,
                             recs += decode_log(line + b"\n", where)
                         except StoreError as e:
                             bad[f"index/{part}.log line {no}"] = str(e).replace("line 1 ", f"line {no} ", 1)
+                            vid = _id_of_line(line)
+                            if vid is not None:
+                                names[f"index/{part}.log line {no}"] = ([part], [vid])
                 if recs:
                     tables.append(IndexTable.from_records([part], [(0, r) for r in recs]))
             if damaged is not None:
                 damaged.clear()
                 damaged.update(bad)
+            if named is not None:
+                named.clear()
+                named.update(names)
             return IndexTable.concat(tables)
         except FileNotFoundError as e:
             last = e
             continue
     raise StoreError(f"{fs.url}: the index kept changing while being read ({last}); retry")
+
+
+def _id_of_line(line: bytes) -> str | None:
+    """The video id a damaged commit-log line spells, if it still parses as a JSON object with a
+    string ``id`` (a valid id: non-empty, no NUL/newline); else None."""
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    vid = rec.get("id") if isinstance(rec, dict) else None
+    if isinstance(vid, str) and vid and "\x00" not in vid and "\n" not in vid:
+        return vid
+    return None

@@ -175,13 +175,16 @@ class _Part:
             raise CodecError(f"decoded {a.size} values, expected {self.chunk_frames} frames of {self.sample_shape}")
         return a.reshape(self.chunk_frames, *self.sample_shape)
 
-    def read(self, a: int, b: int, video: str, missing: list[int] | None = None) -> np.ndarray:
+    def read(self, a: int, b: int, video: str, missing: list[int] | None = None,
+             zeros: list[int] | None = None) -> np.ndarray:
         """Frames ``[a, b)`` of the part: int32 (coded) or float16 (raw) ``(b - a, *sample_shape)``.
 
         ``missing``: when given, an absent shard file reads as zeros (zarr writes no shard whose
         chunks all equal the fill value, e.g. an all-zero video alone in a shard) and its number is
         appended; the caller must then prove the frames with the video's CRC. Otherwise an absent
-        shard is a StoreError."""
+        shard is a StoreError. ``zeros``: when given, the numbers of the chunks that the shard index
+        lists as empty (read as zeros) are appended: such a chunk carries no checksum either, so a
+        window over one is proven by the video's CRC like a raw window (empty chunks are never cached)."""
         if b > self.shape[0]:
             raise StoreError(
                 f"{self.store.url}: video {video!r}: frames {a}..{b} lie beyond part {self.name!r} "
@@ -198,6 +201,7 @@ class _Part:
             hit = cache.get((self.name, j))
             if hit is not None:
                 chunks[j] = hit
+        empty: list[int] = []
         for s in range(c0 // cps, c1 // cps + 1):
             j0, j1 = max(c0, s * cps), min(c1, s * cps + cps - 1)
             while j0 <= j1 and j0 in chunks:
@@ -206,18 +210,21 @@ class _Part:
                 j1 -= 1
             if j0 > j1:
                 continue
-            for j, chunk in self._read_shard_chunks(s, j0, j1, video, missing):
+            for j, chunk in self._read_shard_chunks(s, j0, j1, video, missing, empty):
                 chunks[j] = chunk
         for j in range(c0, c1 + 1):
             chunk = chunks[j]
             lo, hi = max(a, j * cf), min(b, (j + 1) * cf)
             out[lo - a : hi - a] = chunk[lo - j * cf : hi - j * cf]
         # keep the edge chunks: the neighbouring video (sequential reads) shares them
-        cache.put((self.name, c0), chunks[c0])
-        cache.put((self.name, c1), chunks[c1])
+        for j in {c0, c1}.difference(empty):
+            cache.put((self.name, j), chunks[j])
+        if zeros is not None:
+            zeros.extend(empty)
         return out
 
-    def _read_shard_chunks(self, s: int, j0: int, j1: int, video: str, missing: list[int] | None = None):
+    def _read_shard_chunks(self, s: int, j0: int, j1: int, video: str, missing: list[int] | None = None,
+                           empty: list[int] | None = None):
         key = self.shard_key(s)
         fs = self.store.fs
         n_idx = 16 * self.chunks_per_shard + 4
@@ -279,6 +286,8 @@ class _Part:
                 for j in range(j0, j1 + 1):
                     o, nb = offs[j - s * self.chunks_per_shard]
                     if o == _EMPTY:
+                        if empty is not None:
+                            empty.append(j)
                         out.append((j, np.zeros((self.chunk_frames, *self.sample_shape), dtype=np.int32 if self.kind == "ans" else np.float16)))
                         continue
                     raw = blob[int(o) - span[0] : int(o) + int(nb) - span[0]]
@@ -350,6 +359,25 @@ class _Part:
         o, n = offs[valid, 0], offs[valid, 1]
         if np.any(o > end) or np.any(n > end - o):  # (no uint64 wrap-around: o <= end is checked first)
             raise StoreError(f"{where}: shard index points past the end of the file (truncated shard)")
+        # zarr writes a shard's chunks back to back in chunk order (morton order, which is chunk order for
+        # featcomp's shards: they split time only), then the index. An index that lists them otherwise
+        # (overlapping, duplicated, swapped, with gaps or trailing bytes) was forged or damaged even when its
+        # CRC32C matches: a coded chunk is a valid stream on its own, so a swapped pair would decode into
+        # the wrong frames of a window without it.
+        if o.size:
+            o, n = o.astype(np.int64), n.astype(np.int64)
+            expect = np.concatenate([[0], np.cumsum(n)[:-1]])
+            bad = np.flatnonzero((o != expect) | (n < 1))
+            if bad.size or int(o[-1] + n[-1]) != int(end):
+                k = int(bad[0]) if bad.size else o.size - 1
+                j = int(np.flatnonzero(valid)[k])  # the slot (chunk of this shard) where it breaks
+                raise StoreError(f"{where}: shard index does not list the chunks back to back in chunk order "
+                                 f"(first wrong at chunk {j} of the shard: offset {int(o[k])}, {int(n[k])} bytes; "
+                                 f"{int(end)} bytes of chunks); a forged or damaged index although its CRC32C "
+                                 "matches: the shard is corrupt (run `featcomp verify`, `featcomp repair`)")
+        elif int(end) != 0:
+            raise StoreError(f"{where}: shard index lists no chunk but the shard holds {int(end)} bytes of chunks "
+                             "(a forged or damaged index); the shard is corrupt")
         return offs
 
     def _span(self, offs: np.ndarray, j0: int, j1: int, s: int):
@@ -525,11 +553,23 @@ class FeatureStore(Mapping):
         #: every other video (see load_index). Empty for an intact store.
         self.damaged: dict[str, str] = {}
         self._live_parts: set[str] = set()
-        self._index = load_index(self.fs, live_parts=self._live_parts, damaged=self.damaged)
-        if self.damaged:
-            log.warning("%s: %d index file(s)/record(s) cannot be read and are left out (run `featcomp verify`): %s",
-                        self.url, len(self.damaged), ", ".join(sorted(self.damaged)))
+        #: what each damaged entry still names: {where: (parts, video ids)} (index files of version 5
+        #: keep their names in a separately checked block; a damaged log line names the id it spells)
+        self.damaged_names: dict[str, tuple[list[str], list[str]]] = {}
+        self._index = load_index(self.fs, live_parts=self._live_parts, damaged=self.damaged,
+                                 named=self.damaged_names)
         self._rows = {vid: j for j, vid in enumerate(self._index.ids)}
+        #: videos known lost: named by a damaged index file (version 5) or commit-log line and served by
+        #: no other record, ``{video_id: where}`` (``featcomp repair`` rebuilds what it can; a re-run of
+        #: the job writes the rest again). Empty for an intact store.
+        self.lost_videos: dict[str, str] = {
+            vid: where for where, (_parts, ids) in sorted(self.damaged_names.items())
+            for vid in ids if vid not in self._rows
+        }
+        if self.damaged:
+            log.warning("%s: %d index file(s)/record(s) cannot be read and are left out (run `featcomp verify`, "
+                        "`featcomp repair`): %s; %d video(s) known lost", self.url, len(self.damaged),
+                        ", ".join(sorted(self.damaged)), len(self.lost_videos))
         self._parts: dict[int, _Part] = {}
         self._times: dict[int, Any] = {}
         self._level_arrays: dict[int, Any] = {}
@@ -560,6 +600,18 @@ class FeatureStore(Mapping):
             raise StoreError(f"{self.url}: dequantization.level_scale has shape {sc.shape}, expected "
                              f"({self.rate_levels}, {self._scale.shape[0]}); the store is corrupt")
         return sc
+
+    def _use_index(self, table: IndexTable) -> None:
+        """Serve ``table`` instead of the index read at opening (``repair_store`` checks the rows it keeps
+        and rebuilds with the reader's own checks); every per-row and per-part cache is dropped."""
+        self._index = table
+        self._rows = {vid: j for j, vid in enumerate(table.ids)}
+        self._parts.clear()
+        self._times.clear()
+        self._level_arrays.clear()
+        self._proven.clear()
+        self._chunk_cache = _ChunkCache()
+        self._level_cache = _ChunkCache(max_items=64)
 
     # -- pickling: only the URL and the storage options
     def __getstate__(self):
@@ -921,24 +973,31 @@ class StoredVideo:
         s = int(ix.start[self._row])
         part = st._part(p)
         missing: list[int] = []
-        data = part.read(s + self.start, s + self.stop, self.video_id, missing)
+        zeros: list[int] = []
+        data = part.read(s + self.start, s + self.stop, self.video_id, missing, zeros)
         if self.start == 0 and self.stop == self.total_frames:
-            self._check_crc(data, missing)
-        elif (missing or st.mode == "raw") and self._row not in st._proven:
+            self._check_crc(data, missing, zeros)
+        elif (missing or zeros or st.mode == "raw") and self._row not in st._proven:
             # A window's chunks carry no checksum of their own in a raw store (zstd frames without
-            # one), and an absent shard reads as zeros: the whole video is read once and proven by
-            # its CRC before any window of it is served (its chunks stay cached for the window).
+            # one), and an absent shard or a chunk the shard index lists as empty reads as zeros: the
+            # whole video is read once and proven by its CRC before any window of it is served (its
+            # chunks stay cached for the window).
             full: list[int] = []
-            self._check_crc(part.read(s, s + self.total_frames, self.video_id, full), full)
+            full_zeros: list[int] = []
+            self._check_crc(part.read(s, s + self.total_frames, self.video_id, full, full_zeros), full, full_zeros)
         return data
 
-    def _check_crc(self, data: np.ndarray, missing: list[int]) -> None:
+    def _check_crc(self, data: np.ndarray, missing: list[int], zeros: list[int] = ()) -> None:
         st = self._store
         ix = st.index
         p, s = int(ix.part[self._row]), int(ix.start[self._row])
         if zlib.crc32(np.ascontiguousarray(data).tobytes()) != int(ix.crc[self._row]):
             part = st._part(p)
             lost = f"; shard file(s) {', '.join(part.shard_key(m) for m in missing)} are missing: the store lost data" if missing else ""
+            if zeros:
+                cps = part.chunks_per_shard
+                lost += "; the shard index lists as empty (read as zeros) " + ", ".join(
+                    f"chunk {j} of {part.shard_key(j // cps)}" for j in sorted(set(zeros)))
             raise StoreError(
                 f"{st.url}: video {self.video_id!r}: decoded data does not match its index CRC "
                 f"(part {ix.parts[p]!r}, frames {s}..{s + self.total_frames}){lost}; the store is corrupt "

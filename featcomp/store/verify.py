@@ -30,6 +30,10 @@ class VerifyReport:
         partial: ``{video_id: reason}`` of videos kept from truncated files (``allow_partial``): they
             are intact as stored, so not problems, but listed so they never pass for complete ones.
         failures: videos in the failures table.
+        unreferenced: damaged chunks that hold no indexed video's frames (not problems: no read uses them).
+        lost: ``{video_id: why}`` of videos a past ``featcomp repair`` reported lost and that nothing
+            serves again yet (listed, not problems: the repair made the store consistent and said so;
+            a re-run of the job writes them again). Writers it reported lost are listed as ``writer:<id>``.
     """
 
     store: str
@@ -44,6 +48,8 @@ class VerifyReport:
     partial: dict[str, str] = field(default_factory=dict)
     failures: int = 0
     issues: list[dict] = field(default_factory=list)
+    lost: dict[str, str] = field(default_factory=dict)
+    unreferenced: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -54,7 +60,7 @@ class VerifyReport:
         return {"store": self.store, "ok": self.ok, "format_version": self.format_version, "kind": self.kind,
                 "videos": self.videos, "frames": self.frames, "parts": self.parts, "chunks": self.chunks,
                 "compacted": self.compacted, "problems": self.issues, "partial": dict(self.partial),
-                "failures": self.failures}
+                "failures": self.failures, "lost": dict(self.lost), "unreferenced_damage": list(self.unreferenced)}
 
 
 def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000,
@@ -84,6 +90,12 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
             rep.problems.append(msg)
             rep.issues.append({"file": file, "video": video, "problem": msg})
 
+    from featcomp.store.repair import _acknowledged, registered_writers
+
+    try:  # listed before the index is read: a writer registers only after its first record is durable
+        registered = registered_writers(StoreFS(path_or_url, storage_options))
+    except Exception:  # noqa: BLE001 - an unreadable writers/ folder: nothing to cross-check
+        registered = []
     try:
         st = FeatureStore(path_or_url, storage_options=storage_options)
     except StoreError as e:
@@ -94,9 +106,19 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
         return rep
     rep = VerifyReport(store=st.url, videos=len(st), frames=int(st.index.length.sum()), kind=st.kind,
                        format_version=st.header.get("format_version"))
+    one_line = {w: ids[0] for w, (_p, ids) in st.damaged_names.items() if " line " in w and ids[0] in st.lost_videos}
     for where, why in sorted(st.damaged.items()):
-        problem(f"{why} (left out: the videos it records are not served; re-run the job to write them again)",
-                where.split(" line ")[0])
+        vid = one_line.get(where)  # a damaged log line: one issue, its text naming the id the line spells
+        lost = f"; it spells video {vid!r}, now lost (FeatureStore.lost_videos)" if vid else ""
+        problem(f"{why} (left out{lost}; `featcomp repair` rebuilds what it can)", where.split(" line ")[0])
+    for vid, where in sorted(st.lost_videos.items()):
+        if " line " not in where:
+            problem(f"{st.url}: video {vid!r} is lost: {where} recorded it and is damaged, and nothing else records "
+                    "it (`featcomp repair`; a re-run of the job writes it again)", where, vid)
+    try:
+        ack_videos, ack_writers = _acknowledged(st.fs)
+    except Exception:  # noqa: BLE001 - unreadable repair reports acknowledge nothing
+        ack_videos, ack_writers = {}, {}
 
     if st.mode == "coded":
         try:
@@ -132,7 +154,7 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
             try:
                 rep.chunks += len(part._read_shard_chunks(s, j0, j1, "(verify)"))
             except Exception as e:  # noqa: BLE001 - every problem is reported, never raised
-                problem(_text(e), key)
+                _bad_chunks(st, p, part, s, j0, j1, key, e, problem, rep)
         ends[p] = part.shape[0]
     # every video: range inside the part, CRC of the decoded data
     for j, vid in enumerate(ix.ids):
@@ -156,8 +178,22 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
         if st.rate_levels and int(ix.levels_crc[j]) < 0:
             problem(f"{st.url}: video {vid!r} has no per-frame rate levels in a store that records them",
                     f"levels/{name}", vid)
-    for msg, file, vid in _unindexed_videos(st):
+    table_writers: set[str] = set()
+    for msg, file, vid in _unindexed_videos(st, table_writers):
+        if vid is not None and vid in st.lost_videos:
+            continue  # reported above, by the damaged file that names it
+        if vid is not None and vid in ack_videos:
+            rep.lost[vid] = ack_videos[vid]
+            continue
         problem(msg, file, vid)
+    for vid, why in ack_videos.items():
+        if vid not in st and vid not in rep.lost:
+            rep.lost[vid] = why
+    for msg, file, w in _unrecorded_writers(st, registered, table_writers):
+        if w in ack_writers:
+            rep.lost[f"writer:{w}"] = ack_writers[w]
+            continue
+        problem(msg, file)
     try:
         rep.partial = st.partial_videos()
     except Exception as e:  # noqa: BLE001 - every problem is reported, never raised
@@ -172,7 +208,53 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
     return rep
 
 
-def _unindexed_videos(st) -> list[tuple[str, str | None, str | None]]:
+def _bad_chunks(st, p: int, part, s: int, j0: int, j1: int, key: str, err: Exception, problem, rep) -> None:
+    """Report a shard whose chunks do not all read: chunk by chunk, a problem when the chunk holds frames
+    of a video the index serves; damage only in frames no video uses (a video that ``featcomp repair``
+    dropped, or frames a crashed writer never committed) is listed in ``rep.unreferenced``, not a problem."""
+    ix = st.index
+    rows = np.flatnonzero(ix.part == p)
+    cf = part.chunk_frames
+    msgs: dict[str, bool] = {}
+    for j in range(j0, j1 + 1):
+        try:
+            part._read_shard_chunks(s, j, j, "(verify)")
+            rep.chunks += 1
+        except Exception as e:  # noqa: BLE001 - every problem is reported, never raised
+            used = bool(np.any((ix.start[rows] < (j + 1) * cf) & (ix.start[rows] + ix.length[rows] > j * cf)))
+            msgs[_text(e)] = msgs.get(_text(e), False) or used
+    if not msgs:  # only the batched read failed
+        msgs[_text(err)] = True
+    for msg, used in msgs.items():
+        if used:
+            problem(msg, key)
+        else:
+            rep.unreferenced.append(f"{msg} (no indexed video uses these frames)")
+
+
+def _unrecorded_writers(st, registered: list[str], table_writers: set[str]) -> list[tuple[str, str, str]]:
+    """Registered writers (``writers/<writer>.json``, written at a writer's first commit) of which the
+    index records nothing: no index file or commit log names their part, and no damaged one may (a
+    damaged file is reported itself). Writers that left a ``videos/`` table are checked video by video
+    (:func:`_unindexed_videos`) instead. Returns ``(problem, file, writer)`` triples."""
+    known = set(st.index.parts) | set(st._live_parts) | table_writers
+    for where, (parts, _ids) in st.damaged_names.items():
+        known |= set(parts)
+    damaged_unnamed = [w for w in st.damaged if w not in st.damaged_names]
+    known |= {w.split("/", 1)[1].split(".log")[0] for w in damaged_unnamed if ".log" in w}
+    out = []
+    for w in registered:
+        if w in known:
+            continue
+        maybe = f" (or in the damaged index file(s) {', '.join(sorted(damaged_unnamed))})" if damaged_unnamed else ""
+        out.append((f"{st.url}: writer {w!r} registered at its first commit (writers/{w}.json), but no index file "
+                    f"or commit log records any of its videos{maybe}: its commit log or index file was deleted and "
+                    f"the videos it wrote are lost (their frames in parts/{w} cannot be named); run `featcomp "
+                    "repair`, then re-run the job", f"writers/{w}.json", w))
+    return out
+
+
+def _unindexed_videos(st, writers_seen: set[str] | None = None) -> list[tuple[str, str | None, str | None]]:
     """Videos that a closed writer's table (``videos/<writer>/{id, written}``, left on close for plain
     zarr readers) lists but the index does not serve: their index file or commit log was deleted or
     damaged (the index alone cannot tell, since nothing else records that they existed). A video the
@@ -195,6 +277,8 @@ def _unindexed_videos(st) -> list[tuple[str, str | None, str | None]]:
     for j, vid in enumerate(ix.ids):
         newest[vid] = max(newest.get(vid, -1), int(ix.written[j]))
     for w in sorted(writers):
+        if writers_seen is not None:
+            writers_seen.add(w)
         where = f"videos/{w}"
         try:
             grp = zarr.open_group(st.fs.zarr_store(read_only=True), path=where, mode="r")
@@ -279,7 +363,10 @@ def compact_store(path_or_url, *, include_remote_logs: bool = False, storage_opt
     for name in fs.listdir("index"):
         key = f"index/{name}"
         if name.endswith(".fcidx"):
-            tables.append(decode_index_file(fs.read(key), f"{fs.url}/{key}"))
+            try:
+                tables.append(decode_index_file(fs.read(key), f"{fs.url}/{key}"))
+            except StoreError as e:  # never folded (and deleted): repair moves it aside and rebuilds
+                raise StoreError(f"{e}; compaction refuses to fold it: run `featcomp repair {fs.url}` first") from None
             inputs.append(key)
         elif name.endswith(".log") or name.endswith(".log.d"):
             if name.endswith(".log.d") and not include_remote_logs:
@@ -315,6 +402,9 @@ def describe(report: VerifyReport) -> str:
         lines.append(f"{report.failures} video(s) failed and are not stored (featcomp info; open_store(..).failures())")
     lines += [f"PARTIAL: video {vid!r}: truncated file, only its decodable part is stored ({why})"
               for vid, why in sorted(report.partial.items())]
+    lines += [f"LOST: {'writer ' + k[7:] if k.startswith('writer:') else 'video ' + repr(k)}: {why}"
+              for k, why in sorted(report.lost.items())]
+    lines += [f"NOTE: {u}" for u in report.unreferenced]
     lines += [f"PROBLEM: {p}" for p in report.problems]
     lines.append("OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ records the per-level dequantization steps, so the store still decodes with no m
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import socket
@@ -51,6 +52,8 @@ from featcomp.store.format import (
 from featcomp.store.index import load_index, read_header
 
 __all__ = ["StoreWriter", "WriteRecord", "auto_chunk_frames"]
+
+log = logging.getLogger(__name__)
 
 TARGET_CHUNK_ELEMENTS = 32768
 
@@ -338,12 +341,13 @@ class StoreWriter:
         self._capacity = 0
         self._sample_shape: tuple[int, ...] | None = None
         self._closed = False
+        self._registered = False
         self._lock_fd: int | None = None
 
     # ------------------------------------------------------------------ store creation
     def _open_or_create(self, header: dict) -> dict:
         if not self.fs.exists("zarr.json"):
-            ours = {"parts", "times", "levels", "index", "failures", "videos"}
+            ours = {"parts", "times", "levels", "index", "failures", "videos", "writers", "repair"}
             if not self.fs.local:
                 self.fs.check_root()
             names = (os.listdir(self.fs.root) if os.path.isdir(self.fs.root) else []) if self.fs.local else self.fs.listdir("")
@@ -589,6 +593,12 @@ class StoreWriter:
         rec_bytes = encode_record(video_id, start, n, crc, written, ts, metadata, levels_crc=lv_crc,
                                   times_crc=t_crc)
         self._log.append(rec_bytes)  # the commit point
+        if not self._registered:
+            try:
+                self._register()
+            except Exception as e:  # noqa: BLE001 - the video is committed; registering is retried next write
+                log.warning("%s: writer %s could not register itself in writers/ (%s); retrying at the next write",
+                            self.url, self.writer_id, e)
         self._records.append(json.loads(rec_bytes))
         self._frames = start + n
         self._known.add(video_id)
@@ -598,6 +608,24 @@ class StoreWriter:
             kind=None if self.raw else self.header["codec"].get("kind", DEFAULT_KIND),
             written=written, levels=lv is not None,
         )
+
+    def _register(self) -> None:
+        """Register this writer once its first video is committed: ``writers/<writer>.json``.
+
+        The registration outlives the writer's commit log, so ``featcomp verify`` reports a registered
+        writer whose log and index file are both gone (a crashed writer leaves no ``videos/`` table, so
+        deleting its log was silent before). Written after the first record, so a registered writer
+        always committed something; a crash between the two leaves the one video unregistered, as
+        every video of every writer was before.
+        """
+        from featcomp import __version__
+
+        doc = {"writer": self.writer_id, "part": f"parts/{self.writer_id}", "log": f"index/{self.writer_id}.log",
+               "registered": time.time_ns(), "host": socket.gethostname(), "pid": os.getpid(),
+               "featcomp_version": __version__}
+        self.fs.write_atomic(f"writers/{self.writer_id}.json",
+                             (json.dumps(doc, sort_keys=True) + "\n").encode(), fsync=self.fsync)
+        self._registered = True
 
     def _check_levels(self, levels: Any, n: int, where: str) -> np.ndarray | None:
         """uint8 ``(n,)`` levels for a store that records them, None otherwise; StoreError when they do

@@ -59,7 +59,8 @@ def test_a_changed_stored_timestamp_is_detected_by_the_reader_and_verify(tmp_pat
     assert "tc" not in by_id["reg"] and by_id["irr"]["ts"][0] == TS_ARRAY and isinstance(by_id["irr"]["tc"], int)
     w.close()
     (idx,) = (path / "index").iterdir()
-    assert idx.read_bytes()[6] == 4  # an index file with the times_crc column is version 4
+    # written as version 5 (names block, issue 14), which holds the times_crc column (version 4 before)
+    assert idx.read_bytes()[6] == 5 and b'"times_crc"' in idx.read_bytes()
     tab = decode_index_file(idx.read_bytes(), str(idx))
     assert int(tab.times_crc[tab.ids.index("reg")]) == NO_TIMES_CRC
     st = open_store(path)
@@ -107,8 +108,8 @@ def test_a_flipped_byte_in_the_times_chunk_is_never_served(tmp_path):
 
 
 def test_old_records_without_a_times_crc_still_read_and_merge(tmp_path):
-    """Records of older writers (no ``tc``, no ``ck``) read as before; compaction keeps their index
-    files at version 2 (no times_crc column)."""
+    """Records of older writers (no ``tc``, no ``ck``) read as before; their index files get no
+    times_crc column (version 2 in the old layout, version 5 as written now)."""
     old = encode_record("a", 0, 3, 7, 1_700_000_000_000_000_000, (TS_ARRAY, 0, 0, 0), None)
     rec = json.loads(old)
     rec.pop("ck")
@@ -117,7 +118,8 @@ def test_old_records_without_a_times_crc_still_read_and_merge(tmp_path):
     assert "tc" not in back and "ck" not in back
     tab = IndexTable.from_records(["w"], [(0, back)])
     assert int(tab.times_crc[0]) == NO_TIMES_CRC
-    assert encode_index_file(tab)[6] == 2
+    assert encode_index_file(tab, version=2)[6] == 2
+    assert encode_index_file(tab)[6] == 5 and b'"times_crc"' not in encode_index_file(tab)
     new = IndexTable.from_records(["w"], [(0, r) for r in decode_log(
         encode_record("b", 3, 3, 7, 1, (TS_ARRAY, 0, 0, 0), None, times_crc=12345), "new.log")])
     both = decode_index_file(encode_index_file(IndexTable.concat([tab, new])), "x")

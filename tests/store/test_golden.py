@@ -126,3 +126,64 @@ def test_golden_checksums_store_reads_and_checks_its_timestamps_and_log_lines(tm
     rep = verify_store(copy)
     assert {(i["video"], i["file"]) for i in rep.issues if i["video"]} == {("video-1", "times/golden"),
                                                                            ("video-4", "times/crashed")}
+
+
+def test_golden_names_store_decodes_reencodes_and_names_what_a_damaged_index_lost(tmp_path):
+    """Index file version 5 (the names block outside the payload) and writer registrations,
+    tests/fixtures/make_store_names_golden.py: a closed writer and a crashed one's log."""
+    import shutil
+
+    from featcomp.store import repair_store
+    from featcomp.store.format import decode_index_file, encode_index_file, index_file_names
+
+    exp = np.load(GOLDEN / "golden_names_expected.npz")
+    path = GOLDEN / "golden_names"
+    data = (path / "index" / "golden.fcidx").read_bytes()
+    assert data[6] == 5 and index_file_names(data) == (["golden"], ["video-0", "video-1", "video-2"])
+    assert encode_index_file(decode_index_file(data, "golden")) == data  # decodes and re-encodes byte for byte
+    assert sorted(p.name for p in (path / "writers").iterdir()) == ["crashed.json", "golden.json"]
+    st = open_store(path)
+    assert st.header["format_version"] == 1 and not st.damaged and not st.lost_videos
+    assert sorted(st) == [f"video-{i}" for i in range(5)]
+    for vid in st:
+        v = st[vid]
+        np.testing.assert_array_equal(v.latents(), exp[f"latents/{vid}"])
+        np.testing.assert_array_equal(v.timestamps, exp[f"timestamps/{vid}"])
+        np.testing.assert_array_equal(v.features(), exp[f"features/{vid}"])
+        assert v.metadata == {"i": int(vid[-1])}
+    assert verify_store(path).ok
+    # a copy whose index file's columns are damaged still names its videos; repair rebuilds them
+    copy = tmp_path / "s"
+    shutil.copytree(path, copy)
+    ix = copy / "index" / "golden.fcidx"
+    raw = bytearray(ix.read_bytes())
+    raw[-2] ^= 0xFF
+    ix.write_bytes(bytes(raw))
+    st = open_store(copy)
+    assert sorted(st) == ["video-3", "video-4"]
+    assert st.lost_videos == {f"video-{i}": "index/golden.fcidx" for i in range(3)}
+    rep = repair_store(copy)
+    assert sorted(rep.recovered) == ["video-0", "video-1", "video-2"] and not rep.lost_videos
+    st = open_store(copy)
+    for vid in st:
+        np.testing.assert_array_equal(st[vid].latents(), exp[f"latents/{vid}"])
+        np.testing.assert_array_equal(st[vid].timestamps, exp[f"timestamps/{vid}"])
+    assert verify_store(copy).ok
+    # a copy whose crashed writer's log is gone: the registration says so (this was silent)
+    gone = tmp_path / "g"
+    shutil.copytree(path, gone)
+    (gone / "index" / "crashed.log").unlink()
+    rep = verify_store(gone)
+    assert [(i["file"], i["video"]) for i in rep.issues] == [("writers/crashed.json", None)]
+
+
+def test_every_golden_index_file_reencodes_byte_for_byte_in_its_version():
+    """Versions 1 (golden), 3 (golden_levels), 4 (golden_checksums) and 5 (golden_names)."""
+    from featcomp.store.format import decode_index_file, encode_index_file
+
+    seen = set()
+    for name in ("golden", "golden_levels", "golden_checksums", "golden_names"):
+        data = (GOLDEN / name / "index" / "golden.fcidx").read_bytes()
+        assert encode_index_file(decode_index_file(data, name), version=data[6]) == data
+        seen.add(data[6])
+    assert seen == {1, 3, 4, 5}

@@ -87,9 +87,10 @@ def test_levels_round_trip_and_each_frame_dequantizes_at_its_level(tmp_path, mod
         w2.write("late", k2, np.arange(11) / 5.0, levels=lv2)
     assert compact_store(path) == 2
     (merged,) = (path / "index").iterdir()
-    # index file version 4: it holds the levels_crc column and, as v2's timestamps are stored in times/,
-    # the times_crc column (a store with only implicit timestamps gets version 3: the golden_levels test)
-    assert merged.read_bytes()[6] == 4
+    # it holds the levels_crc column and, as v2's timestamps are stored in times/, the times_crc column
+    # (version 4 in the old layout; written as version 5, the names block, since issue 14)
+    assert merged.read_bytes()[6] == 5
+    assert b'"levels_crc"' in merged.read_bytes() and b'"times_crc"' in merged.read_bytes()
     st = open_store(path)
     np.testing.assert_array_equal(st["late"].features(), model.head.decode(k2, levels=lv2))
     np.testing.assert_array_equal(st["v0"].levels, vids["v0"][1])
@@ -135,7 +136,7 @@ def test_stores_without_levels_are_written_as_before(tmp_path, model, rng):
     np.testing.assert_array_equal(st["a"].features(), model.head.decode(k))
     (idx,) = (path / "index").iterdir()
     data = idx.read_bytes()
-    assert data[6] == 2 and b"levels_crc" not in data  # index file version 2, no new column
+    assert data[6] == 5 and b"levels_crc" not in data  # index file version 5 (names block), no levels column
     with pytest.raises(StoreError, match="rate levels"):
         StoreWriter(path, model, levels=True)  # a store is created with levels or without
     with StoreWriter(path, model) as w, pytest.raises(StoreError, match="no per-frame rate levels"):

@@ -240,12 +240,13 @@ def remote_size(url: str, storage_options: dict[str, Any] | None = None) -> int:
 
 
 def copy_to_local(url: str, dest: str, storage_options: dict[str, Any] | None = None, *,
-                  max_bytes: int | None = None, block: int = 8 << 20) -> str:
+                  max_bytes: int | None = None, block: int = 8 << 20, size: int | None = None) -> str:
     """Stream the object at ``url`` into the local file ``dest`` (in blocks of ``block`` bytes).
 
     Args:
         max_bytes: refuse objects larger than this (checked before copying, and again while
             copying in case the object grew), so a scratch directory stays bounded.
+        size: the object's size when already known (saves a request).
 
     Returns:
         ``dest``.
@@ -256,7 +257,7 @@ def copy_to_local(url: str, dest: str, storage_options: dict[str, Any] | None = 
     """
     fs, path = filesystem(url, storage_options)
     try:
-        size = int(fs.size(path))
+        size = int(fs.size(path)) if size is None else int(size)
         if max_bytes is not None and size > max_bytes:
             raise StorageError(f"{url}: {size:,} bytes exceed the decode scratch limit of {max_bytes:,} bytes "
                                "(decode.scratch_mb); raise it or shorten the video")
@@ -309,7 +310,9 @@ def stage_to_local(url: str, dest: str, storage_options: dict[str, Any] | None =
             raise err from None
         raise
     if info.get("type") != "directory":
-        return copy_to_local(url, dest, storage_options, max_bytes=max_bytes)
+        known = info.get("size")
+        return copy_to_local(url, dest, storage_options, max_bytes=max_bytes,
+                             size=int(known) if isinstance(known, int) else None)
     return _copy_frames_folder(fs, path, url, dest, max_bytes)
 
 

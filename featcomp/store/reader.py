@@ -503,7 +503,8 @@ class FeatureStore(Mapping):
         dequantization). model_card: the model card dict. mode: ``"coded"`` or ``"raw"``.
         rate_levels: number of rate levels of a store that records a level per frame (format
         version 3), else 0. level_scale: float32 ``(rate_levels, C)`` the dequantization step of each
-        level, or None.
+        level, or None. raw_dtype: ``"float16"`` or ``"int8"`` for raw stores (int8: per-video
+        per-channel scales, format version 4; ``features()`` dequantizes), None for coded stores.
 
     Picklable (only the URL travels; the index is reloaded lazily in the receiving process).
     """

@@ -47,7 +47,7 @@ def transcode_store(
     """Code every video of a raw store with a model's frozen head into a coded store.
 
     Args:
-        raw_store: a raw (float16) store.
+        raw_store: a raw store (float16, or int8: its videos are dequantized to float32 first).
         model: a model file path or a loaded :class:`~featcomp.model.Model`.
         out: the coded store to create or append to (videos already there are skipped, so a rerun resumes).
         rate: variable-rate models: the level to code at.

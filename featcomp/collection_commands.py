@@ -18,7 +18,7 @@ def _bar(total: int | None, what: str, quiet: bool):
 
 def configure_transcode(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("raw_store", metavar="RAW_STORE",
-                        help="raw float16 store (featcomp extract --backbone / --raw, featcomp import)")
+                        help="raw store, float16 or int8 (featcomp extract --backbone / --raw, featcomp import)")
     parser.add_argument("--model", "-m", required=True, help="model file whose frozen head codes the features")
     parser.add_argument("-o", "--output", required=True, metavar="CODED_STORE",
                         help="coded store to write (created, or resumed: videos already there are skipped)")
@@ -57,6 +57,9 @@ def configure_import(parser: argparse.ArgumentParser) -> None:
                         help="video_features' feature key: only <video>_<key>.npy files, ids without _<key>")
     parser.add_argument("--dataset", default=None, help=".h5 files: the dataset to read (default: the only one)")
     parser.add_argument("--backbone", default=None, help="name of the backbone that made them, recorded in the store")
+    parser.add_argument("--raw-dtype", choices=("float16", "int8"), default="float16",
+                        help="stored values: float16 (default), or int8 quantized per video and channel with float32 "
+                             "scales (half the bytes; readers return float32)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress line on stderr")
 
@@ -67,7 +70,7 @@ def main_import(args: argparse.Namespace) -> int:
     total = len(find_feature_files(args.src, args.key))
     with _bar(total, "import", args.quiet) as bar:
         res = import_features(args.src, args.output, fps=args.fps, t0=args.t0, key=args.key, dataset=args.dataset,
-                              backbone={"name": args.backbone} if args.backbone else None,
+                              backbone={"name": args.backbone} if args.backbone else None, raw_dtype=args.raw_dtype,
                               progress=lambda vid, n: bar.update(1))
     res["output"] = args.output
     print(json.dumps(res) if args.json else " ".join(f"{k}={v}" for k, v in res.items()))

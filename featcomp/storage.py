@@ -240,12 +240,13 @@ def remote_size(url: str, storage_options: dict[str, Any] | None = None) -> int:
 
 
 def copy_to_local(url: str, dest: str, storage_options: dict[str, Any] | None = None, *,
-                  max_bytes: int | None = None, block: int = 8 << 20) -> str:
+                  max_bytes: int | None = None, block: int = 8 << 20, size: int | None = None) -> str:
     """Stream the object at ``url`` into the local file ``dest`` (in blocks of ``block`` bytes).
 
     Args:
         max_bytes: refuse objects larger than this (checked before copying, and again while
             copying in case the object grew), so a scratch directory stays bounded.
+        size: the object's size when already known (saves a request).
 
     Returns:
         ``dest``.
@@ -256,7 +257,7 @@ def copy_to_local(url: str, dest: str, storage_options: dict[str, Any] | None = 
     """
     fs, path = filesystem(url, storage_options)
     try:
-        size = int(fs.size(path))
+        size = int(fs.size(path)) if size is None else int(size)
         if max_bytes is not None and size > max_bytes:
             raise StorageError(f"{url}: {size:,} bytes exceed the decode scratch limit of {max_bytes:,} bytes "
                                "(decode.scratch_mb); raise it or shorten the video")
@@ -276,6 +277,70 @@ def copy_to_local(url: str, dest: str, storage_options: dict[str, Any] | None = 
         raise
     except Exception as e:  # noqa: BLE001
         _unlink(dest)
+        err = storage_error(e, url, "read")
+        if err is not None:
+            raise err from None
+        raise
+
+
+def stage_to_local(url: str, dest: str, storage_options: dict[str, Any] | None = None, *,
+                   max_bytes: int | None = None) -> str:
+    """Copy what ``url`` names into the local path ``dest``: one object (:func:`copy_to_local`), or a
+    *frames folder* (a prefix/directory whose image files are the frames of one video) as a local
+    directory ``dest`` holding its image files (direct children only, names kept, so their order is kept).
+
+    Args:
+        max_bytes: refuse more than this many bytes in all (the object, or the folder's images).
+
+    Returns:
+        ``dest`` (a file or a directory).
+
+    Raises:
+        FileNotFoundError: nothing at ``url``. StorageError: over ``max_bytes``, a folder with no image
+        files, or a storage failure (see :func:`storage_error`).
+    """
+    fs, path = filesystem(url, storage_options)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        err = storage_error(e, url, "read")
+        if err is not None:
+            raise err from None
+        raise
+    if info.get("type") != "directory":
+        known = info.get("size")
+        return copy_to_local(url, dest, storage_options, max_bytes=max_bytes,
+                             size=int(known) if isinstance(known, int) else None)
+    return _copy_frames_folder(fs, path, url, dest, max_bytes)
+
+
+def _copy_frames_folder(fs: Any, path: str, url: str, dest: str, max_bytes: int | None) -> str:
+    import posixpath
+    import shutil
+
+    from featcomp.video.frames_backend import IMAGE_EXTENSIONS, is_image_name
+
+    try:
+        entries = fs.ls(path.rstrip("/"), detail=True)
+        images = sorted((e for e in entries if e.get("type") == "file" and is_image_name(posixpath.basename(e["name"]))),
+                        key=lambda e: e["name"])
+        if not images:
+            raise StorageError(f"{url}: a folder with no image files ({', '.join(IMAGE_EXTENSIONS)}); a frames folder "
+                               "holds the frames of one video as JPEG/PNG/BMP/WebP files")
+        total = sum(int(e.get("size") or 0) for e in images)
+        if max_bytes is not None and total > max_bytes:
+            raise StorageError(f"{url}: its {len(images)} frames take {total:,} bytes, over the decode scratch limit "
+                               f"of {max_bytes:,} bytes (decode.scratch_mb); raise it or split the folder")
+        os.makedirs(dest, exist_ok=True)
+        fs.get([e["name"] for e in images], [os.path.join(dest, posixpath.basename(e["name"])) for e in images])
+        return dest
+    except StorageError:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    except Exception as e:  # noqa: BLE001
+        shutil.rmtree(dest, ignore_errors=True)
         err = storage_error(e, url, "read")
         if err is not None:
             raise err from None

@@ -195,15 +195,21 @@ class OutputConfig(Config):
     Attributes:
         chunk_frames: Frames per stored chunk (``None``: the store's default).
         raw: Write float16 backbone features instead of coded latents (training data for a head).
+        raw_dtype: Values of a raw store (``raw`` or a head-less ``--backbone`` job): ``"float16"``
+            (default) or ``"int8"`` (symmetric per-video per-channel quantization with float32 scales,
+            half the bytes; store format version 4, docs/format.md).
         overwrite: Re-extract videos already complete in the store (default: skip them).
     """
 
     chunk_frames: int | None = None
     raw: bool = False
+    raw_dtype: str = "float16"
     overwrite: bool = False
 
     def __post_init__(self) -> None:
         require(self.chunk_frames is None or self.chunk_frames >= 1, "output.chunk_frames must be >= 1")
+        require(self.raw_dtype in ("float16", "int8"),
+                f"output.raw_dtype must be float16 or int8, got {self.raw_dtype!r}")
 
 
 @dataclass(frozen=True)

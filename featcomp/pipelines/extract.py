@@ -235,6 +235,7 @@ def run_extract(
     address: str | None = None,
     shutdown: bool | None = None,
     storage_options: dict | None = None,
+    raw_dtype: str | None = None,
 ) -> JobSummary:
     """Extract every input video into ``store`` (the library-level entry point of the job).
 
@@ -252,6 +253,8 @@ def run_extract(
         shutdown: Shut Ray down at the end (default: only when this call started it).
         storage_options: Options of the filesystem of every URL (inputs, store, model), added to
             ``config.storage_options`` (these win); environment credentials apply as usual.
+        raw_dtype: Raw stores (``backbone``, or ``config.output.raw``): ``"float16"`` or ``"int8"``
+            (per-video per-channel scales, docs/format.md); overrides ``config.output.raw_dtype``.
 
     Returns:
         The run's :class:`JobSummary`.
@@ -265,6 +268,8 @@ def run_extract(
     t0 = time.perf_counter()
     _check_store_path(store)
     cfg = config or load_config(None)
+    if raw_dtype is not None:
+        cfg = cfg.with_overrides(output={"raw_dtype": raw_dtype})
     raw = cfg.output.raw
     extensions = cfg.extensions or VIDEO_EXTENSIONS
     opts = {**cfg.storage_options, **(storage_options or {})}
@@ -299,12 +304,18 @@ def run_extract(
     sampling = sampling.replace(
         batch_size=cfg.inference.batch_size, backend=cfg.decode.backend, timeout_s=cfg.decode.timeout_s
     )
+    raw_dtype = cfg.output.raw_dtype
+    if raw_dtype != "float16" and not raw:
+        raise ConfigError(f"featcomp extract: --raw-dtype {raw_dtype} (output.raw_dtype) is for raw stores: give it "
+                          "with --raw or --backbone; a --model job stores the head's entropy-coded latents")
     writer_kwargs: dict[str, Any] = {"raw": raw, "storage_options": opts}
+    if raw and raw_dtype != "float16":  # float16 stores are created exactly as before
+        writer_kwargs["raw_dtype"] = raw_dtype
     if keep_top1 is not None:
         writer_kwargs["levels"] = True  # store format version 3: every frame's level + per-level steps
     if cfg.output.chunk_frames:
         writer_kwargs["chunk_frames"] = cfg.output.chunk_frames
-    summary = JobSummary(store=str(store), total=len(videos), raw=raw)
+    summary = JobSummary(store=str(store), total=len(videos), raw=raw, raw_dtype=raw_dtype)
     if model is None:
         writer_kwargs["raw"] = True
         writer_kwargs["model_card"] = {"backbone": spec_dict, "sampling": sampling.to_dict(),
@@ -513,7 +524,11 @@ def _run_dataset(todo, model_path, sampling, cfg, writer, summary, codec, backbo
                 summary.skipped += 1
                 progress.update()
                 continue
-            bits = 16.0 * latents.size if codec is None or cfg.output.raw else float(codec.estimate_bits(latents))
+            if codec is None or cfg.output.raw:  # raw: the values as stored, before zstd
+                int8 = cfg.output.raw_dtype == "int8"
+                bits = (8.0 * latents.size + 32.0 * latents.shape[1]) if int8 else 16.0 * latents.size
+            else:
+                bits = float(codec.estimate_bits(latents))
             summary.done += 1
             summary.frames += len(latents)
             summary.payload_bits += bits
@@ -553,6 +568,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None,
                         help="Ray cluster address ('auto', 'ray://host:10001'); default: RAY_ADDRESS or a local Ray")
     parser.add_argument("--raw", action="store_true", help="write float16 backbone features (to train a head at scale)")
+    parser.add_argument("--raw-dtype", choices=("float16", "int8"), default=None,
+                        help="values of a raw store (--raw, --backbone): float16 (default), or int8 quantized per "
+                             "video and channel with float32 scales (half the bytes; readers return float32)")
     parser.add_argument("--overwrite", action="store_true", help="re-extract videos already complete in the store")
     parser.add_argument("--allow-partial", action="store_true",
                         help="keep the decodable part of truncated videos, marked partial in the store (default: "
@@ -584,7 +602,9 @@ def _config_from_args(args: argparse.Namespace) -> ExtractConfig:
                                    ("keep_top1", getattr(args, "keep_top1", None))) if v is not None}
     if inference.get("actors") and cfg.inference.max_actors and cfg.inference.max_actors < inference["actors"]:
         inference["max_actors"] = inference["actors"]
-    output = {"raw": True} if args.raw else {}
+    output: dict[str, Any] = {"raw": True} if args.raw else {}
+    if getattr(args, "raw_dtype", None):
+        output["raw_dtype"] = args.raw_dtype
     if args.overwrite:
         output["overwrite"] = True
     ray_cfg = {"num_cpus": args.num_cpus} if args.num_cpus else {}

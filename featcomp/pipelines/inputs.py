@@ -17,12 +17,15 @@ a manifest             one video per row (CSV/TSV, Parquet, text)         the ``
                                                                           as written in the manifest
 =====================  =================================================  ==========================
 
-A *frames folder* is a local directory holding at least :data:`FRAMES_MIN_IMAGES` image files
+A *frames folder* is a directory holding at least :data:`FRAMES_MIN_IMAGES` image files
 (``.jpg .jpeg .png .bmp .webp``, any case, not hidden) and no video file (``extensions``): it is one
 video (decoded by featcomp's ``frames`` backend at ``decode.frames_fps``), and its subdirectories are
 not searched. A directory with videos and a few stray images stays a directory of videos (its
-images are ignored); one with a single image is not a video. Globs and URL directories list video
-files only; a manifest row may name a frames folder.
+images are ignored); one with a single image is not a video. The same rule holds for URL
+directories (an ``s3://bucket/videos/`` prefix with ``clipA/0001.jpg ...`` beside ``b.mp4``: the
+video ids are ``clipA`` and ``b.mp4``, as for a local copy of it); the decode task then stages the
+folder's images locally (:func:`featcomp.storage.stage_to_local`). Globs list video files only; a
+manifest row may name a frames folder (local or URL).
 
 Ids use ``/`` as the separator on every platform and never start with ``/`` or ``./``.
 
@@ -423,10 +426,17 @@ def _remote(inp: str, extensions: Sequence[str], storage_options: dict | None = 
             return [VideoInput(_norm_id(posixpath.basename(fspath), f"input {inp}"), inp)]
         if fs.isdir(fspath):
             root = fspath.rstrip("/")
-            found = sorted(m for m in fs.find(root) if _has_ext(m, extensions))
+            found = _remote_walk(fs.find(root), root, extensions)
             if not found:
-                raise PipelineError(f"input {inp!r}: the directory holds no video files")
-            return [VideoInput(_norm_id(posixpath.relpath(m, root), f"input {inp}"), unstrip(m)) for m in found]
+                raise PipelineError(f"input {inp!r}: the directory holds no video files ({', '.join(extensions)}) "
+                                    f"and no frames folder (>= {FRAMES_MIN_IMAGES} images of {', '.join(IMAGE_EXTENSIONS)})")
+            out = []
+            for m in found:
+                rel = posixpath.relpath(m, root) if m != root else posixpath.basename(root)
+                if not rel:
+                    raise PipelineError(f"input {inp!r}: cannot derive a video id for a frames folder at the root")
+                out.append(VideoInput(_norm_id(rel, f"input {inp}"), unstrip(m)))
+            return out
     except PipelineError:
         raise
     except Exception as e:  # network and permission errors of any backend
@@ -436,6 +446,30 @@ def _remote(inp: str, extensions: Sequence[str], storage_options: dict | None = 
         raise PipelineError(f"input {inp!r}: cannot list it ({type(e).__name__}: {e})") from None
     # an extension-less object: treat it as one video
     return [VideoInput(_norm_id(posixpath.basename(fspath.rstrip("/")), f"input {inp}"), inp)]
+
+
+def _remote_walk(files: Iterable[str], root: str, extensions: Sequence[str]) -> list[str]:
+    """The videos under ``root`` of a listing (every object's path, as ``fs.find`` gives it): video files
+    by extension, and frames folders (:func:`is_frames_folder` on a directory's own objects, ``root``
+    included; hidden directories are not) as one video each, whose subdirectories are not searched,
+    exactly as :func:`_walk` does on a local directory. Returns paths sorted (a folder by its path)."""
+    by_dir: dict[str, list[str]] = {}
+    for f in files:
+        by_dir.setdefault(posixpath.dirname(f), []).append(posixpath.basename(f))
+    folders = sorted(d for d, names in by_dir.items()
+                     if (d == root or d.startswith(root + "/"))
+                     and not any(p.startswith(".") for p in posixpath.relpath(d, root).split("/") if p != ".")
+                     and is_frames_folder(names, extensions))
+    kept: list[str] = []
+    for d in folders:  # sorted: a folder comes before its subdirectories
+        if not any(d == k or d.startswith(k + "/") for k in kept):
+            kept.append(d)
+    out = list(kept)
+    for d, names in by_dir.items():
+        if any(d == k or d.startswith(k + "/") for k in kept):
+            continue  # inside a frames folder: not searched
+        out += [posixpath.join(d, n) for n in names if _has_ext(n, extensions)]
+    return sorted(out)
 
 
 def discover(inputs: Sequence[str], *, extensions: Sequence[str] = VIDEO_EXTENSIONS,

@@ -39,7 +39,8 @@ class JobSummary:
         bytes_written: Bytes the store grew by in this run (on disk/object store: chunks, index,
             metadata), measured.
         payload_bits: Entropy-coded size of the written latents (the tables' cost, within the
-            ANS flush of the coded bytes); for ``--raw``, 16 bits per value before zstd.
+            ANS flush of the coded bytes); for raw stores, 16 bits per value before zstd (int8: 8 bits
+            per value plus each video's 32-bit scales).
         float16_bytes: What the same frames' backbone features take as float16.
         wall_s: Wall time of the run, seconds (Ray start-up included).
         failures: ``(video_id, path, error)`` of this run's failures.
@@ -56,6 +57,7 @@ class JobSummary:
     float16_bytes: int = 0
     wall_s: float = 0.0
     raw: bool = False
+    raw_dtype: str = "float16"
     failures: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
@@ -96,7 +98,7 @@ class JobSummary:
             f"  frames:   {self.frames} written ({self.frames_per_s:.1f} frames/s end to end)",
         ]
         if self.frames:
-            what = "float16 features (--raw)" if self.raw else "entropy-coded latents"
+            what = f"{self.raw_dtype} features (raw)" if self.raw else "entropy-coded latents"
             lines.append(
                 f"  written:  {human_bytes(self.bytes_written)} to the store ({what}: "
                 f"{human_bytes(self.payload_bits / 8)}, {self.bits_per_frame:,.0f} bits/frame)"

@@ -82,7 +82,7 @@ def _staged_path(path: str, tmpdir: str) -> str | None:
     """Where :func:`_localize` stages a URL video (None for local paths)."""
     from featcomp.storage import is_url
 
-    return os.path.join(tmpdir, os.path.basename(path.split("?")[0]) or "video") if is_url(path) else None
+    return os.path.join(tmpdir, os.path.basename(path.split("?")[0].rstrip("/")) or "video") if is_url(path) else None
 
 
 def _localize(path: str, tmpdir: str, storage_options: dict | None = None, scratch_mb: int | None = None) -> str:
@@ -90,17 +90,19 @@ def _localize(path: str, tmpdir: str, storage_options: dict | None = None, scrat
 
     The object is streamed to the local file in 8 MiB ranged reads and refused beyond ``scratch_mb``
     MiB (``decode.scratch_mb``), so a decode task's scratch space is bounded; the caller deletes
-    ``tmpdir`` when the video is done.
+    ``tmpdir`` when the video is done. A URL that names a prefix (a *frames folder* on object storage)
+    is staged as a local directory of its image files, bounded the same way, and decoded by the
+    ``frames`` backend like a local frames folder.
     """
-    from featcomp.storage import copy_to_local, is_url
+    from featcomp.storage import is_url, stage_to_local
     from featcomp.pipelines.inputs import local_path
 
     if not is_url(path):
         path = local_path(path)
         return path[len("file://"):] if path.startswith("file://") else path
     local = _staged_path(path, tmpdir)
-    return copy_to_local(path, local, storage_options,
-                         max_bytes=None if scratch_mb is None else int(scratch_mb) << 20)
+    return stage_to_local(path, local, storage_options,
+                          max_bytes=None if scratch_mb is None else int(scratch_mb) << 20)
 
 
 def _produce(path: str, sampling: Any, out: queue.Queue, tmpdir: str, storage_options: dict | None = None,

@@ -31,7 +31,7 @@ def main_info(args: argparse.Namespace) -> int:
 
     print(f"store            {info['store']}")
     print(f"format           featcomp.store v{info['format_version']} ({info['mode']}), tables {str(info['digest'])[:16]}")
-    print(f"entropy model    {info['codec_kind'] or 'none (raw float16 + zstd)'}")
+    print(f"entropy model    {info['codec_kind'] or 'none (raw ' + str(info.get('raw_dtype') or 'float16') + ' + zstd)'}")
     if info.get("rate_levels"):
         print(f"rate levels      {info['rate_levels']} (a level per frame, stored in levels/)")
     print(f"videos           {info['videos']:,}")

@@ -36,6 +36,11 @@ __all__ = [
     "FORMAT_VERSION",
     "FACTORIZED_FORMAT_VERSION",
     "LEVELS_FORMAT_VERSION",
+    "RAW_INT8_FORMAT_VERSION",
+    "RAW_DTYPES",
+    "quantize_int8",
+    "dequantize_int8",
+    "video_crc",
     "NO_TIMES_CRC",
     "record_check",
     "MAX_RATE_LEVELS",
@@ -54,14 +59,17 @@ __all__ = [
 ]
 
 FORMAT_NAME = "featcomp.store"
-FORMAT_VERSION = 3  # the newest store format this featcomp reads and writes
+FORMAT_VERSION = 4  # the newest store format this featcomp reads and writes
 FACTORIZED_FORMAT_VERSION = 1  # factorized stores are still written as version 1 (older readers open them)
 KINDS_FORMAT_VERSION = 2  # stores of another entropy-model kind (temporal, hyperprior, ...)
 LEVELS_FORMAT_VERSION = 3  # stores that record a rate level per frame (any kind)
+RAW_INT8_FORMAT_VERSION = 4  # raw stores of int8 features with per-video per-channel float32 scales
+RAW_DTYPES = ("float16", "int8")  # the dtypes of raw stores (float16: written as version 1, as before)
+INT8_MAX = 127  # symmetric int8: values in [-127, 127]
 MAX_RATE_LEVELS = 256  # levels are stored as uint8
 
 
-def format_version_for(kind: str, levels: bool = False) -> int:
+def format_version_for(kind: str, levels: bool = False, raw_dtype: str | None = None) -> int:
     """The store format version written for an entropy-model kind, with or without per-frame levels.
 
     Version 1: factorized tables only (no ``kind`` anywhere). Version 2: the header's ``codec`` and
@@ -70,12 +78,63 @@ def format_version_for(kind: str, levels: bool = False) -> int:
     (``levels=True``): the store records a rate level per frame (``levels/<writer>``, the header's
     ``rate_levels`` and ``dequantization.level_scale``); an older reader refuses it rather than
     dequantize every frame with one step. Stores without levels keep versions 1 and 2 byte for byte.
+    Version 4 (``raw_dtype="int8"``): a raw store of int8 features with per-video per-channel float32
+    scales (commit records ``sc``); an older reader refuses it rather than serve int8 values as features.
+    Raw float16 stores stay version 1.
     """
+    if raw_dtype == "int8":  # version 4: int8 raw stores only; float16 raw stores stay version 1
+        return RAW_INT8_FORMAT_VERSION
     if levels:
         return LEVELS_FORMAT_VERSION
     from featcomp.entropy.kinds import entropy_kind
 
     return FACTORIZED_FORMAT_VERSION if entropy_kind(kind).implicit else KINDS_FORMAT_VERSION
+
+
+def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-channel int8 quantization of one video's features (int8 raw stores).
+
+    Args:
+        x: finite floats ``(T, C[, H, W])``; the channel axis is 1.
+
+    Returns:
+        ``(q, scale)``: int8 ``(T, C[, H, W])`` in ``[-127, 127]`` and float32 ``(C,)`` with
+        ``x ~= q * scale`` (per channel, axis 1). ``scale[c]`` is ``max |x[:, c]| / 127`` rounded *up* to
+        float32 (so no value is clipped) and 0 for an all-zero channel; ``|x - q * scale| <= scale / 2``
+        (plus the float32 rounding of the product when it is computed in float32).
+    """
+    x = np.asarray(x)
+    axes = (0,) + tuple(range(2, x.ndim))
+    x64 = x.astype(np.float64)
+    amax = np.abs(x64).max(axis=axes) if x.size else np.zeros(x.shape[1], np.float64)
+    want = amax / INT8_MAX
+    scale = want.astype(np.float32)
+    low = scale.astype(np.float64) < want  # rounded down to float32: take the next float32 up
+    scale[low] = np.nextafter(scale[low], np.float32(np.inf))
+    bshape = (1, -1) + (1,) * (x.ndim - 2)
+    s64 = scale.astype(np.float64).reshape(bshape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(s64 > 0, np.rint(x64 / np.where(s64 > 0, s64, 1.0)), 0.0)
+    q = np.clip(q, -INT8_MAX, INT8_MAX).astype(np.int8)
+    return np.ascontiguousarray(q), scale
+
+
+def dequantize_int8(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """float32 ``q * scale`` (per channel, axis 1): the features an int8 raw store holds."""
+    q = np.asarray(q)
+    out = q.astype(np.float32)
+    out *= np.asarray(scale, np.float32).reshape((1, -1) + (1,) * (q.ndim - 2))
+    return out
+
+
+def video_crc(data: np.ndarray, scale: np.ndarray | None = None) -> int:
+    """The ``crc`` of a video's commit record: CRC-32 (zlib) of its stored array (little endian, C
+    order) followed, in int8 raw stores, by its float32 little-endian scales, so that the check covers
+    both what is stored in the part and the numbers that turn it into features."""
+    crc = zlib.crc32(np.ascontiguousarray(data).tobytes())
+    if scale is not None:
+        crc = zlib.crc32(np.ascontiguousarray(scale, dtype="<f4").tobytes(), crc)
+    return crc
 
 
 PACKAGE_HINT = (
@@ -87,7 +146,8 @@ INDEX_MAGIC = b"FCIDX\x00"
 INDEX_FILE_VERSION = 2  # 2: commit times kept to the millisecond (1: nanoseconds); both are read
 INDEX_FILE_VERSION_LEVELS = 3  # 3: version 2 plus the levels_crc column (written only when a row has levels)
 INDEX_FILE_VERSION_TIMES_CRC = 4  # 4: plus the times_crc column (written only when a row has a stored-timestamps CRC)
-INDEX_FILE_VERSION_NAMES = 5  # 5: the names block (parts, video ids) outside the payload, with its own CRC; what is written
+INDEX_FILE_VERSION_NAMES = 5  # 5: the names block (parts, video ids) outside the payload, with its own CRC; what is
+# written. Int8 raw stores add the scales_len / scales columns (only in this layout).
 _WRITTEN_UNIT_NS = {1: 1, 2: 1_000_000, 3: 1_000_000, 4: 1_000_000, 5: 1_000_000}
 
 # Timestamps kinds (column ``ts_kind``)
@@ -98,6 +158,7 @@ TS_FLOAT = 2  # t0 + i * dt, float64 (bits in ts_a / ts_b)
 NO_LEVELS = -1  # column ``levels_crc`` of a video without per-frame levels
 NO_TIMES_CRC = -1  # column ``times_crc`` of a video whose timestamps are implicit (or of an older record)
 LINE_CHECK_KEY = "ck"  # commit-log records: CRC-32 of the record's canonical JSON without this key
+SCALE_KEY = "sc"  # commit records of int8 raw stores: the video's per-channel float32 scales
 
 _RATES = (1, 1000, 1_000_000, 90_000, 30_000, 24_000, 60_000, 48_000, 44_100, 1_000_000_000)
 
@@ -203,6 +264,8 @@ class IndexTable:
         times_crc: int64 (N,): CRC-32 of the video's stored timestamps (float64 little endian, in
             ``times/<part>[start:start+length]``), or ``NO_TIMES_CRC`` (-1): implicit timestamps, or a
             record of a writer that did not record it.
+        scales: list (N,) of float32 ``(C,)`` arrays: the per-channel scales of a video of an int8 raw
+            store (record ``sc``), or None for every other video.
     """
 
     parts: list[str]
@@ -219,8 +282,11 @@ class IndexTable:
     meta: list[str]
     levels_crc: np.ndarray | None = None
     times_crc: np.ndarray | None = None
+    scales: list | None = None
 
     def __post_init__(self) -> None:
+        if self.scales is None:
+            self.scales = [None] * len(self.ids)
         if self.levels_crc is None:
             self.levels_crc = np.full(len(self.ids), NO_LEVELS, dtype=np.int64)
         if self.times_crc is None:
@@ -240,7 +306,7 @@ class IndexTable:
         cols = {name: np.zeros(n, dtype=dt) for name, dt in _COLUMNS}
         cols["levels_crc"] = np.full(n, NO_LEVELS, dtype=np.int64)
         cols["times_crc"] = np.full(n, NO_TIMES_CRC, dtype=np.int64)
-        ids, meta = [], []
+        ids, meta, scales = [], [], []
         for j, (p, r) in enumerate(records):
             cols["part"][j] = p
             cols["start"][j] = r["start"]
@@ -256,7 +322,9 @@ class IndexTable:
             ids.append(r["id"])
             m = r.get("meta")
             meta.append(json.dumps(m, sort_keys=True, separators=(",", ":")) if m else "")
-        return cls(parts=list(parts), ids=ids, meta=meta, **cols)
+            sc = r.get(SCALE_KEY)
+            scales.append(None if sc is None else np.asarray(sc, dtype=np.float32))
+        return cls(parts=list(parts), ids=ids, meta=meta, scales=scales, **cols)
 
     @staticmethod
     def concat(tables: list[IndexTable]) -> IndexTable:
@@ -275,8 +343,10 @@ class IndexTable:
             remapped.append(m[t.part] if len(t.parts) else t.part)
         ids = [i for t in tables for i in t.ids]
         meta = [m for t in tables for m in t.meta]
+        scales = [s for t in tables for s in t.scales]
         cols = {name: np.concatenate([getattr(t, name) for t in tables]) for name, _ in _ALL_COLUMNS if name != "part"}
-        out = IndexTable(parts=parts, ids=ids, meta=meta, part=np.concatenate(remapped).astype(np.int32), **cols)
+        out = IndexTable(parts=parts, ids=ids, meta=meta, scales=scales, part=np.concatenate(remapped).astype(np.int32),
+                         **cols)
         return out.deduplicated()
 
     def deduplicated(self) -> IndexTable:
@@ -296,18 +366,22 @@ class IndexTable:
             parts=list(self.parts),
             ids=[self.ids[j] for j in rows.tolist()],
             meta=[self.meta[j] for j in rows.tolist()],
+            scales=[self.scales[j] for j in rows.tolist()],
             **{name: getattr(self, name)[rows] for name, _ in _ALL_COLUMNS},
         )
 
 
 def encode_record(video_id: str, start: int, length: int, crc: int, written: int, ts: tuple, meta: dict | None,
-                  levels_crc: int | None = None, times_crc: int | None = None) -> bytes:
+                  levels_crc: int | None = None, times_crc: int | None = None,
+                  scale: np.ndarray | None = None) -> bytes:
     """One commit record: a JSON object on one line, terminated by ``\\n``.
 
     Keys: ``id``, ``start``, ``length``, ``crc``, ``written`` (ns), ``ts`` ([kind, a, b, rate]),
     optionally ``meta``, ``lv`` (the video has per-frame rate levels in ``levels/<part>``; the value
     is the CRC-32 of those uint8 levels) and ``tc`` (the CRC-32 of the video's timestamps stored in
-    ``times/<part>``, float64 little endian; only when ``ts`` is ``TS_ARRAY``), and ``ck``: the CRC-32 of
+    ``times/<part>``, float64 little endian; only when ``ts`` is ``TS_ARRAY``), ``sc`` (int8 raw stores:
+    the video's per-channel float32 scales, as JSON numbers that convert back to the same float32), and
+    ``ck``: the CRC-32 of
     the line's canonical JSON without ``ck`` (:func:`record_check`), so that a line changed into another
     valid record is detected. A line without its final newline is an uncommitted (torn) record.
     """
@@ -325,6 +399,8 @@ def encode_record(video_id: str, start: int, length: int, crc: int, written: int
         rec["lv"] = int(levels_crc)
     if times_crc is not None:
         rec["tc"] = int(times_crc)
+    if scale is not None:
+        rec[SCALE_KEY] = [float(v) for v in np.asarray(scale, dtype=np.float32).reshape(-1)]
     rec[LINE_CHECK_KEY] = record_check(rec)
     return (_canonical(rec) + "\n").encode()
 
@@ -349,7 +425,9 @@ def plain_video_table(records: list[dict]) -> dict[str, np.ndarray]:
     ``(n, 2)`` = ``[start, frames]`` (the video is ``parts/<writer>[start : start + frames]``),
     ``time`` float64 ``(n, 2)`` = ``[t0, dt]`` (frame i at ``t0 + i * dt`` seconds; NaN when the
     timestamps are stored in ``times/<writer>[start : start + frames]``) and ``written`` int64 (ns;
-    a video written twice appears twice, the larger wins). A mirror of the index for convenience:
+    a video written twice appears twice, the larger wins); in int8 raw stores also ``scale`` float32
+    ``(n, C)``, the video's per-channel scales (features = ``part[start : start + frames] * scale[j]``,
+    channels on axis 1). A mirror of the index for convenience:
     the index (``index/``) stays authoritative, and a writer that crashed leaves no table.
     """
     n = len(records)
@@ -364,8 +442,11 @@ def plain_video_table(records: list[dict]) -> dict[str, np.ndarray]:
             time_[j] = (a / rate, b / rate)
         elif kind == TS_FLOAT:
             time_[j] = (_i2f(a), _i2f(b))
-    return {"id": np.array([r["id"] for r in records], dtype=object), "span": span, "time": time_,
-            "written": written}
+    out = {"id": np.array([r["id"] for r in records], dtype=object), "span": span, "time": time_,
+           "written": written}
+    if records and any(SCALE_KEY in r for r in records):  # int8 raw stores: the dequantization scales
+        out["scale"] = np.asarray([r[SCALE_KEY] for r in records], dtype=np.float32)
+    return out
 
 
 def decode_log(data: bytes, where: str, *, commits: bool = True) -> list[dict]:
@@ -417,6 +498,16 @@ def _check_record(rec: Any) -> None:
     tc = rec.get("tc")
     if tc is not None and not (_is_int(tc) and 0 <= tc < 1 << 32 and ts[0] == TS_ARRAY):
         raise ValueError(f"field 'tc' is {tc!r} (timestamps kind {ts[0]})")
+    sc = rec.get(SCALE_KEY)
+    if sc is not None and not _valid_scales(sc):
+        raise ValueError(f"field {SCALE_KEY!r} is not a non-empty list of finite non-negative float32 numbers")
+
+
+def _valid_scales(sc: Any) -> bool:
+    if not isinstance(sc, list) or not sc or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sc):
+        return False
+    a = np.asarray(sc, dtype=np.float64)
+    return bool(np.all(np.isfinite(a)) and np.all(a >= 0) and np.all(a.astype(np.float32).astype(np.float64) == a))
 
 
 def _check_line(rec: dict) -> None:
@@ -425,8 +516,8 @@ def _check_line(rec: dict) -> None:
     Records of writers older than the checksum have no ``ck`` and are accepted as they are; those
     writers never wrote ``tc`` either, so a record with ``tc`` but no ``ck`` was changed."""
     if LINE_CHECK_KEY not in rec:
-        if "tc" in rec:
-            raise ValueError("a record with 'tc' but without its line checksum 'ck'")
+        if "tc" in rec or SCALE_KEY in rec:
+            raise ValueError(f"a record with {'tc' if 'tc' in rec else SCALE_KEY!r} but without its line checksum 'ck'")
         return
     ck = rec[LINE_CHECK_KEY]
     if not (_is_int(ck) and 0 <= ck < 1 << 32):
@@ -483,6 +574,14 @@ def encode_index_file(table: IndexTable, level: int = 9, *, version: int | None 
         if np.any(col != _OPTIONAL_DEFAULTS[name]):
             blobs.append((name, dt, col.tobytes()))
             needed = max(needed, needs)
+    if any(sc is not None for sc in table.scales):  # int8 raw stores only: ragged float32 scales
+        if version < INDEX_FILE_VERSION_NAMES:
+            raise StoreError(f"per-video scales (int8 raw stores) need index file version {INDEX_FILE_VERSION_NAMES}, "
+                             f"not {version}")
+        lens = np.array([0 if sc is None else len(sc) for sc in table.scales], dtype="<i4")
+        flat = [np.asarray(sc, dtype="<f4").reshape(-1) for sc in table.scales if sc is not None]
+        blobs.append(("scales_len", "<i4", lens.tobytes()))
+        blobs.append(("scales", "<f4", np.concatenate(flat).astype("<f4").tobytes()))
     if version < INDEX_FILE_VERSION_NAMES and needed != version:
         raise StoreError(f"this table is an index file of version {needed} in the old layout, not {version}")
     columns, offset = [], 0
@@ -608,9 +707,12 @@ def decode_index_file(data: bytes, where: str) -> IndexTable:
         for name, _, _ in _OPTIONAL_COLUMNS:
             if name in got and len(got[name]) != n:
                 raise ValueError(f"column {name} has {len(got[name])} rows, expected {n}")
-        known = {"ids", "meta", *(c for c, _ in _ALL_COLUMNS)}
+        known = {"ids", "meta", "scales_len", "scales", *(c for c, _ in _ALL_COLUMNS)}
         if set(got) - known:
             raise ValueError(f"unknown columns {sorted(set(got) - known)}")
+        scales = _ragged_scales(got.pop("scales_len", None), got.pop("scales", None), n)
+        if scales is not None and version < INDEX_FILE_VERSION_NAMES:
+            raise ValueError(f"scales columns in an index file of version {version} (only version 5 holds them)")
         if n and (got["part"].min() < 0 or got["part"].max() >= len(parts)):
             raise ValueError("a row names a part that the file does not list")
         if n and (got["length"].min() < 0):
@@ -637,12 +739,28 @@ def decode_index_file(data: bytes, where: str) -> IndexTable:
         run_first = np.maximum.accumulate(np.where(~same, np.arange(n), 0))
         base = np.where(run_first > 0, cs[np.maximum(run_first - 1, 0)], 0)
         got["start"] = cs - base
-    return IndexTable(parts=list(parts), ids=got.pop("ids"), meta=got.pop("meta"), **got)
+    return IndexTable(parts=list(parts), ids=got.pop("ids"), meta=got.pop("meta"), scales=scales, **got)
+
+
+def _ragged_scales(lens: np.ndarray | None, flat: np.ndarray | None, n: int) -> list | None:
+    """The ``scales`` of an index file's rows from its ``scales_len`` / ``scales`` columns (ValueError
+    when they disagree); None when the file has neither."""
+    if lens is None and flat is None:
+        return None
+    if lens is None or flat is None:
+        raise ValueError("a scales column without the other (scales_len / scales)")
+    if len(lens) != n or (n and lens.min() < 0) or int(lens.sum()) != len(flat):
+        raise ValueError(f"scales columns disagree ({len(lens)} row lengths summing to {int(lens.sum())}, "
+                         f"{len(flat)} scales, {n} rows)")
+    if len(flat) and (not np.all(np.isfinite(flat)) or flat.min() < 0):
+        raise ValueError("scales that are not finite and non-negative")
+    ends = np.cumsum(lens)
+    return [None if k == 0 else flat[e - k : e].copy() for k, e in zip(lens.tolist(), ends.tolist())]
 
 
 # Rows of one index file (a bound on what a header may make the reader allocate; docs/reliability.md).
 MAX_INDEX_ROWS = 1 << 28
-_DTYPES = {dt for _, dt in _ALL_COLUMNS} | {"utf8-nul"}
+_DTYPES = {dt for _, dt in _ALL_COLUMNS} | {"utf8-nul", "<f4"}
 # a zstd block holds at most 128 KiB and costs at least 4 bytes (3-byte header + one RLE byte)
 _ZSTD_MAX_RATIO = (128 << 10) // 4
 

@@ -2,7 +2,7 @@
 
 ``import_features("feats_dir/", "raw.zarr", fps=5)`` takes one file per video, the layout that
 v-iashin/video_features writes (``<video stem>_<feature key>.npy``, or ``.h5`` files), and writes a raw
-(float16 + zstd) store with timestamps ``t0 + i / fps`` seconds. ``featcomp train`` fits a head on that store and ``featcomp transcode`` codes it.
+(float16 + zstd, or int8 with per-video scales) store with timestamps ``t0 + i / fps`` seconds. ``featcomp train`` fits a head on that store and ``featcomp transcode`` codes it.
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ def import_features(
     dataset: str | None = None,
     backbone: dict | None = None,
     chunk_frames: int | None = None,
+    raw_dtype: str = "float16",
     progress: Callable[[str, int], None] | None = None,
 ) -> dict[str, Any]:
     """Write every per-video feature file under ``src`` into the raw store ``out``.
@@ -107,6 +108,8 @@ def import_features(
         dataset: the dataset to read in ``.h5`` files (default: the only one).
         backbone: recorded in the store's card (what produced the features), e.g. ``{"name": "resnet50"}``.
         chunk_frames: frames per chunk (default automatic).
+        raw_dtype: ``"float16"`` (default) or ``"int8"``: values quantized per video and per channel
+            with float32 scales (docs/format.md, "int8 raw stores"); readers return float32 either way.
         progress: called with ``(video_id, frames)`` after each video.
 
     Returns:
@@ -114,7 +117,8 @@ def import_features(
 
     Raises:
         ConfigError: bad ``fps``, no files. StoreError: an unreadable file, a 1-D or empty array,
-        non-finite values in float16, shapes that differ between videos.
+        non-finite values in float16, shapes that differ between videos; a store of the other
+        ``raw_dtype``.
     """
     from featcomp.store.writer import StoreWriter
 
@@ -126,7 +130,7 @@ def import_features(
     if backbone:
         card["backbone"] = backbone
     done = skipped = frames = 0
-    with StoreWriter(out, raw=True, model_card=card, chunk_frames=chunk_frames) as w:
+    with StoreWriter(out, raw=True, model_card=card, chunk_frames=chunk_frames, raw_dtype=raw_dtype) as w:
         for vid, path in files:
             if vid in w:
                 skipped += 1

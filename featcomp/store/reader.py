@@ -27,11 +27,15 @@ from featcomp.errors import CodecError, StoreError
 from featcomp.store._fs import StoreFS, read_logs
 from featcomp.store.format import (
     MAX_RATE_LEVELS,
+    RAW_DTYPES,
+    RAW_INT8_FORMAT_VERSION,
     NO_LEVELS,
     NO_TIMES_CRC,
     IndexTable,
     decode_log,
     decode_timestamps,
+    dequantize_int8,
+    video_crc,
 )
 from featcomp.store.index import load_index, read_header
 
@@ -135,11 +139,16 @@ class _Part:
         elif names == ["bytes", "zstd"]:
             from numcodecs.zstd import Zstd
 
+            if store.mode != "raw" or self.dtype != np.dtype(store.raw_dtype):
+                raise StoreError(f"{store.url}: part {name!r} holds {self.dtype} values, but the store header says "
+                                 f"a {store.mode} store of {store.raw_dtype or 'int32'}; the store is inconsistent")
             self.zstd = Zstd()
             self.kind = "zstd"
         else:
             raise StoreError(f"{store.url}: part {name!r} uses codecs {names}, which featcomp does not read")
         self.ndim = len(self.shape)
+        #: dtype of the decoded values: int32 latents, float16 or int8 raw features
+        self.values_dtype = np.dtype(np.int32) if self.kind == "ans" else self.dtype.newbyteorder("<")
         self._index_cache: dict[tuple, np.ndarray] = {}  # (key, size, mtime_ns, inode) -> parsed shard index
         # a closed writer's part never changes again: on object stores its shard indexes are cached by
         # key alone, so a read is one ranged GET (no HEAD for the shard's size and ETag)
@@ -167,17 +176,17 @@ class _Part:
 
         want = self.chunk_frames * int(np.prod(self.sample_shape))
         try:  # the frame must declare exactly one chunk (never allocate what a damaged frame declares)
-            b = zstd_decode_bounded(raw, 2 * want, self.zstd)
+            b = zstd_decode_bounded(raw, self.values_dtype.itemsize * want, self.zstd)
         except Exception as e:  # noqa: BLE001 - numcodecs raises RuntimeError/ValueError on damage
             raise CodecError(f"zstd: {e}") from None
-        a = np.frombuffer(b, dtype="<f2")
+        a = np.frombuffer(b, dtype=self.values_dtype)
         if a.size != want:
             raise CodecError(f"decoded {a.size} values, expected {self.chunk_frames} frames of {self.sample_shape}")
         return a.reshape(self.chunk_frames, *self.sample_shape)
 
     def read(self, a: int, b: int, video: str, missing: list[int] | None = None,
              zeros: list[int] | None = None) -> np.ndarray:
-        """Frames ``[a, b)`` of the part: int32 (coded) or float16 (raw) ``(b - a, *sample_shape)``.
+        """Frames ``[a, b)`` of the part: int32 (coded), float16 or int8 (raw) ``(b - a, *sample_shape)``.
 
         ``missing``: when given, an absent shard file reads as zeros (zarr writes no shard whose
         chunks all equal the fill value, e.g. an all-zero video alone in a shard) and its number is
@@ -190,7 +199,7 @@ class _Part:
                 f"{self.store.url}: video {video!r}: frames {a}..{b} lie beyond part {self.name!r} "
                 f"({self.shape[0]} frames); the index disagrees with the data"
             )
-        out = np.empty((b - a, *self.sample_shape), dtype=np.int32 if self.kind == "ans" else np.float16)
+        out = np.empty((b - a, *self.sample_shape), dtype=self.values_dtype)
         if b <= a:
             return out
         cf, cps = self.chunk_frames, self.chunks_per_shard
@@ -288,7 +297,7 @@ class _Part:
                     if o == _EMPTY:
                         if empty is not None:
                             empty.append(j)
-                        out.append((j, np.zeros((self.chunk_frames, *self.sample_shape), dtype=np.int32 if self.kind == "ans" else np.float16)))
+                        out.append((j, np.zeros((self.chunk_frames, *self.sample_shape), dtype=self.values_dtype)))
                         continue
                     raw = blob[int(o) - span[0] : int(o) + int(nb) - span[0]]
                     if len(raw) != int(nb):
@@ -310,7 +319,7 @@ class _Part:
             except FileNotFoundError:
                 if missing is not None:
                     missing.append(s)
-                    zero = np.zeros((self.chunk_frames, *self.sample_shape), dtype=np.int32 if self.kind == "ans" else np.float16)
+                    zero = np.zeros((self.chunk_frames, *self.sample_shape), dtype=self.values_dtype)
                     return [(j, zero) for j in range(j0, j1 + 1)]
                 raise StoreError(f"{where}: shard file is missing; the store lost data (run `featcomp verify`)") from None
             except StoreError:
@@ -522,7 +531,8 @@ class FeatureStore(Mapping):
         dequantization). model_card: the model card dict. mode: ``"coded"`` or ``"raw"``.
         rate_levels: number of rate levels of a store that records a level per frame (format
         version 3), else 0. level_scale: float32 ``(rate_levels, C)`` the dequantization step of each
-        level, or None.
+        level, or None. raw_dtype: ``"float16"`` or ``"int8"`` for raw stores (int8: per-video
+        per-channel scales, format version 4; ``features()`` dequantizes), None for coded stores.
 
     Picklable (only the URL travels; the index is reloaded lazily in the receiving process).
     """
@@ -547,6 +557,13 @@ class FeatureStore(Mapping):
             self.kind = self.header.get("codec", {}).get("kind", DEFAULT_KIND) if self.mode == "coded" else None
             if self.kind is not None and not isinstance(self.kind, str):
                 raise ValueError(f"codec kind {self.kind!r}")
+            #: dtype of a raw store's values: "float16", or "int8" (per-video scales, format version 4); None coded
+            self.raw_dtype = self.header.get("dtype", "float16") if self.mode == "raw" else None
+            if self.raw_dtype not in (None, *RAW_DTYPES):
+                raise ValueError(f"raw dtype {self.raw_dtype!r}")
+            if self.raw_dtype == "int8" and self.header.get("format_version", 0) < RAW_INT8_FORMAT_VERSION:
+                raise ValueError(f"an int8 raw store of format version {self.header.get('format_version')} "
+                                 f"(int8 stores are version {RAW_INT8_FORMAT_VERSION})")
         except (AttributeError, TypeError, ValueError) as e:
             raise StoreError(f"{self.url}: corrupt store header in zarr.json ({e}); the store is damaged") from None
         #: index files and commit-log lines that could not be read ({where: reason}); the store serves
@@ -578,7 +595,7 @@ class FeatureStore(Mapping):
         self._shard_bytes = _ByteLRU(REMOTE_SHARD_CACHE_BYTES)  # object stores: whole sealed shards
         self._level_cache = _ChunkCache(max_items=64)  # row -> the video's levels (windows of one video)
         self._proven: set[int] = set()  # rows whose whole data matched their CRC (windows then trust it)
-        deq = self.header.get("dequantization")
+        deq = self.header.get("dequantization") if self.mode == "coded" else None
         try:
             self._offsets = np.asarray(deq["offsets"], dtype=np.float32).reshape(-1) if deq else None
             self._scale = np.asarray(deq["scale"], dtype=np.float32).reshape(-1) if deq else None
@@ -714,6 +731,27 @@ class FeatureStore(Mapping):
             cache[(p, os.getpid())] = arr
         return arr
 
+    def _scale_of(self, j: int) -> np.ndarray | None:
+        """float32 ``(C,)`` scales of index row ``j`` in an int8 raw store (None in other stores).
+
+        Raises:
+            StoreError: an int8 store's record without scales, or with another number than the part's
+                channels; scales recorded for a video of a store that is not int8.
+        """
+        sc = self._index.scales[j]
+        vid = self._index.ids[j]
+        if self.raw_dtype != "int8":
+            if sc is not None:
+                raise StoreError(f"{self.url}: video {vid!r} records int8 scales, but the store is not an int8 raw "
+                                 "store; the store is inconsistent (run `featcomp verify`)")
+            return None
+        c = self._part(int(self._index.part[j])).sample_shape[0]
+        if sc is None or sc.shape != (c,):
+            got = "none" if sc is None else f"{sc.shape[0]}"
+            raise StoreError(f"{self.url}: video {vid!r}: its record holds {got} int8 scales for {c} channels; "
+                             "the store is corrupt (run `featcomp verify`)")
+        return sc
+
     def _levels(self, j: int) -> np.ndarray | None:
         """uint8 ``(length,)`` per-frame rate levels of index row ``j``, or None when it has none.
 
@@ -794,7 +832,8 @@ class FeatureStore(Mapping):
             (every byte); ``backbone_float16_bytes``, ``ratio_vs_backbone_float16`` and
             ``backbone_ratio_on_disk`` (coded stores whose model card names the head's
             ``in_channels``: the float16 backbone features the latents replace), ``failures``, ``mode``,
-            ``digest``, ``codec_kind`` (the entropy-model kind; None for raw stores), ``rate_levels``
+            ``digest``, ``codec_kind`` (the entropy-model kind; None for raw stores), ``raw_dtype`` (raw
+            stores: ``"float16"`` or ``"int8"``; None for coded stores), ``rate_levels``
             (levels of a store that records a rate level per frame, else 0), ``partial`` (videos kept
             from truncated files, :meth:`partial_videos`).
         """
@@ -819,6 +858,7 @@ class FeatureStore(Mapping):
             "store": self.url,
             "format_version": self.header.get("format_version"),
             "mode": self.mode,
+            "raw_dtype": self.raw_dtype,
             "codec_kind": self.kind,
             "rate_levels": self.rate_levels,
             "digest": self.header.get("codec", {}).get("digest"),
@@ -943,6 +983,12 @@ class StoredVideo:
         lv = self._store._levels(self._row)
         return None if lv is None else lv[self.start : self.stop]
 
+    @property
+    def scale(self) -> np.ndarray | None:
+        """float32 ``(C,)`` per-channel scales of a video of an int8 raw store (features = ``int8 * scale``,
+        channels on axis 1), or None for any other store."""
+        return self._store._scale_of(self._row)
+
     def window(self, start: int, stop: int) -> StoredVideo:
         """A view of frames ``[start, stop)`` (relative to this view); reading it decodes only its chunks."""
         n = self.frames
@@ -991,7 +1037,7 @@ class StoredVideo:
         st = self._store
         ix = st.index
         p, s = int(ix.part[self._row]), int(ix.start[self._row])
-        if zlib.crc32(np.ascontiguousarray(data).tobytes()) != int(ix.crc[self._row]):
+        if video_crc(data, st._scale_of(self._row)) != int(ix.crc[self._row]):
             part = st._part(p)
             lost = f"; shard file(s) {', '.join(part.shard_key(m) for m in missing)} are missing: the store lost data" if missing else ""
             if zeros:
@@ -1012,11 +1058,18 @@ class StoredVideo:
         return self._raw()
 
     def features(self) -> np.ndarray:
-        """float32 ``(frames, C[, H, W])``: dequantized latents (coded) or the stored float16 values.
+        """float32 ``(frames, C[, H, W])``: dequantized latents (coded), the stored float16 values, or the
+        int8 values times the video's per-channel scales (int8 raw stores).
 
         A video with per-frame rate levels: frame t is ``(k[t] + offsets) * level_scale[levels[t]]``.
         """
         data = self._raw()
         if self._store.mode == "coded":
             return self._store.dequantize(data, self.levels)
+        if self._store.raw_dtype == "int8":
+            return dequantize_int8(data, self.scale)
         return data.astype(np.float32)
+
+    def stored(self) -> np.ndarray:
+        """The values exactly as stored: int32 latents (coded), float16 or int8 features (raw)."""
+        return self._raw()

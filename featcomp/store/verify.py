@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import time
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +49,7 @@ class VerifyReport:
     issues: list[dict] = field(default_factory=list)
     lost: dict[str, str] = field(default_factory=dict)
     unreferenced: list[str] = field(default_factory=list)
+    raw_dtype: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -105,7 +105,7 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
         problem(f"the store cannot be opened: {e}", _file_named(str(e), fs.url))
         return rep
     rep = VerifyReport(store=st.url, videos=len(st), frames=int(st.index.length.sum()), kind=st.kind,
-                       format_version=st.header.get("format_version"))
+                       format_version=st.header.get("format_version"), raw_dtype=st.raw_dtype)
     one_line = {w: ids[0] for w, (_p, ids) in st.damaged_names.items() if " line " in w and ids[0] in st.lost_videos}
     for where, why in sorted(st.damaged.items()):
         vid = one_line.get(where)  # a damaged log line: one issue, its text naming the id the line spells
@@ -170,6 +170,7 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
             ("data", lambda: st[vid]._raw(), f"parts/{name}"),
             ("timestamps", lambda: st._timestamps(j), f"times/{name}"),
             ("levels", lambda: st._levels(j), f"levels/{name}"),  # CRC and range (format version 3)
+            ("scales", lambda: st._scale_of(j), f"index/{name}"),  # int8 raw stores: present, one per channel
         ):
             try:
                 check()
@@ -289,6 +290,7 @@ def _unindexed_videos(st, writers_seen: set[str] | None = None) -> list[tuple[st
         except Exception as e:  # noqa: BLE001 - reported, never raised
             out.append((f"{st.url}: the writer table {where} cannot be read ({_text(e)})", where, None))
             continue
+        out += _mirror_scales_differ(st, grp, w, ids)
         for vid, t in zip(ids, written.tolist()):
             have = newest.get(vid)
             if have is None:
@@ -298,6 +300,35 @@ def _unindexed_videos(st, writers_seen: set[str] | None = None) -> list[tuple[st
             elif have + 1_000_000 <= t:  # the index keeps write times to the millisecond
                 out.append((f"{st.url}: video {vid!r}: the index serves an older write than writer {w!r} made "
                             f"({where}): its newer commit record was lost; re-run the job with overwrite", where, vid))
+    return out
+
+
+def _mirror_scales_differ(st, grp, w: str, ids: list[str]) -> list[tuple[str, str | None, str | None]]:
+    """int8 raw stores: rows of ``videos/<w>/scale`` (the plain-zarr mirror of the scales) that differ
+    from the scales the index holds for the same video and part range (the index is authoritative and
+    checked by each video's CRC; a plain zarr reader trusts the mirror)."""
+    if "scale" not in grp:
+        if st.raw_dtype == "int8":
+            return [(f"{st.url}: videos/{w} has no scale array: plain zarr readers cannot dequantize its videos",
+                     f"videos/{w}", None)]
+        return []
+    where = f"videos/{w}/scale"
+    try:
+        sc = np.asarray(grp["scale"][...], np.float32)
+        span = np.asarray(grp["span"][...], np.int64)
+        if sc.ndim != 2 or len(sc) != len(ids) or span.shape != (len(ids), 2):
+            raise ValueError(f"shape {sc.shape} for {len(ids)} videos")
+    except Exception as e:  # noqa: BLE001 - reported, never raised
+        return [(f"{st.url}: {where} cannot be read ({_text(e)})", where, None)]
+    ix = st.index
+    rows = {(ix.ids[j], ix.parts[int(ix.part[j])], int(ix.start[j])): j for j in range(len(ix))}
+    out = []
+    for i, vid in enumerate(ids):
+        j = rows.get((vid, w, int(span[i, 0])))
+        want = None if j is None else ix.scales[j]
+        if want is not None and (want.shape != sc[i].shape or not np.array_equal(want, sc[i])):
+            out.append((f"{st.url}: video {vid!r}: {where} row {i} differs from the scales in the index (the "
+                        "mirror plain zarr readers use is damaged; featcomp reads the index)", where, vid))
     return out
 
 
@@ -315,11 +346,13 @@ def _file_named(msg: str, url: str) -> str | None:
 
 
 def _zero_crc(ix: IndexTable, rows: np.ndarray, part) -> np.ndarray:
-    """CRCs that all-zero videos of these rows would have (their chunks need not exist)."""
-    dt = np.int32 if part.kind == "ans" else np.float16
+    """CRCs that all-zero videos of these rows would have (their chunks need not exist); an int8 video's
+    CRC also covers its scales."""
+    from featcomp.store.format import video_crc
+
     per = int(np.prod(part.sample_shape))
-    return np.array([zlib.crc32(np.zeros(int(ix.length[r]) * per, dtype=dt).tobytes()) for r in rows.tolist()],
-                    dtype=np.int64)
+    return np.array([video_crc(np.zeros(int(ix.length[r]) * per, dtype=part.values_dtype), ix.scales[r])
+                     for r in rows.tolist()], dtype=np.int64)
 
 
 def _log_is_active(fs: StoreFS, key: str) -> bool:
@@ -393,7 +426,7 @@ def compact_store(path_or_url, *, include_remote_logs: bool = False, storage_opt
 
 def describe(report: VerifyReport) -> str:
     """Human-readable summary of a report."""
-    what = f"{report.kind} entropy model" if report.kind else "raw float16"
+    what = f"{report.kind} entropy model" if report.kind else f"raw {report.raw_dtype or 'float16'}"
     lines = [f"{report.store}: featcomp.store v{report.format_version} ({what}): {report.videos} videos, "
              f"{report.frames} frames, {report.parts} parts, {report.chunks} chunks checked"]
     if report.compacted:

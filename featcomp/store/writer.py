@@ -37,6 +37,7 @@ from featcomp.store._fs import AppendLog, StoreFS
 from featcomp.store.format import (
     FORMAT_NAME,
     MAX_RATE_LEVELS,
+    RAW_DTYPES,
     format_version_for,
     PACKAGE_HINT,
     TS_ARRAY,
@@ -47,7 +48,9 @@ from featcomp.store.format import (
     encode_timestamps,
     group_doc,
     plain_video_table,
+    quantize_int8,
     safe_name,
+    video_crc,
 )
 from featcomp.store.index import load_index, read_header
 
@@ -56,6 +59,8 @@ __all__ = ["StoreWriter", "WriteRecord", "auto_chunk_frames"]
 log = logging.getLogger(__name__)
 
 TARGET_CHUNK_ELEMENTS = 32768
+INT8_FORMULA = ("features = q * scale  (float32; q: the int8 values of parts/<writer>, scale: the video's float32 "
+                "(C,) per-channel scales, broadcast over channels, axis 1)")
 
 
 def auto_chunk_frames(sample_shape: tuple[int, ...]) -> int:
@@ -192,31 +197,41 @@ def level_scales(codec_or_model: Any, card: dict, channels: int, where: str) -> 
 
 
 def build_header(codec, card: dict, *, raw: bool, chunk_frames: int | None, shard_chunks: int, raw_level: int,
-                 level_scale: np.ndarray | None = None) -> dict:
+                 level_scale: np.ndarray | None = None, raw_dtype: str = "float16") -> dict:
     """The store header recorded in the root ``zarr.json`` attributes under ``"featcomp"``.
 
     ``level_scale``: float32 ``(L, C)`` per-level dequantization steps of a store that records a rate
     level per frame (format version 3: ``rate_levels`` and ``dequantization.level_scale`` are added).
+    ``raw_dtype="int8"``: a raw store of int8 features with per-video scales (format version 4, ``dtype``
+    ``"int8"`` and a ``dequantization`` rule); float16 raw headers are unchanged (version 1).
     """
     from featcomp import __version__
 
     from featcomp.entropy.kinds import codec_kind
 
     kind = None if raw else codec_kind(codec)
+    int8 = raw and raw_dtype == "int8"
     h: dict[str, Any] = {
         "format": FORMAT_NAME,
-        "format_version": format_version_for(kind or DEFAULT_KIND, levels=level_scale is not None),
+        "format_version": format_version_for(kind or DEFAULT_KIND, levels=level_scale is not None,
+                                             raw_dtype="int8" if int8 else None),
         "package": "featcomp",
         "package_hint": PACKAGE_HINT,
         "featcomp_version": __version__,
         "mode": "raw" if raw else "coded",
-        "dtype": "float16" if raw else "int32",
+        "dtype": ("int8" if int8 else "float16") if raw else "int32",
         "chunk_frames": chunk_frames,
         "shard_chunks": int(shard_chunks),
         "model_card": card,
     }
     if raw:
         h["codec"] = {"name": "zstd", "level": int(raw_level), "via": "numcodecs"}
+        if int8:  # version 4; float16 raw headers stay byte-identical
+            h["dequantization"] = {
+                "formula": INT8_FORMULA,
+                "per": "video",
+                "scale": "commit record 'sc' / index column 'scales'; videos/<writer>/scale[row] for plain zarr",
+            }
     else:
         from featcomp.store.codec import CODEC_NAME, encode_tables
 
@@ -259,6 +274,11 @@ class StoreWriter:
         shard_chunks: chunks per shard file (default 32).
         raw: store float16 features with zstd instead of coded latents (the baseline).
         raw_level: zstd level for raw stores.
+        raw_dtype: ``"float16"`` (default) or ``"int8"``: raw features quantized per video and per
+            channel, symmetric (``q = rint(x / scale)`` in [-127, 127], ``scale = max|x| / 127`` per
+            channel), the float32 scales kept with the video (its commit record and
+            ``videos/<writer>/scale``); readers dequantize to float32 transparently. An int8 store is
+            format version 4 (older featcomp refuses it); float16 stores are written as before.
         writer_id: name of this writer's part (default ``host-pid-random``); must be unused.
         fsync: fsync commit records and atomic writes (default True).
         compact_on_close: fold this writer's log into an ``.fcidx`` file on close (default True).
@@ -296,6 +316,7 @@ class StoreWriter:
         compact_on_close: bool = True,
         levels: bool = False,
         storage_options: dict | None = None,
+        raw_dtype: str = "float16",
     ) -> None:
         self.fs = StoreFS(path, storage_options)
         self.storage_options = self.fs.storage_options
@@ -304,6 +325,13 @@ class StoreWriter:
             raise StoreError(f"{self.url} is a file, not a store directory; give a new or existing store "
                              "directory (e.g. feats.zarr)")
         self.raw = bool(raw)
+        if raw_dtype not in RAW_DTYPES:
+            raise StoreError(f"raw_dtype must be one of {', '.join(RAW_DTYPES)}, got {raw_dtype!r}")
+        if raw_dtype != "float16" and not self.raw:
+            raise StoreError(f"raw_dtype={raw_dtype!r} is for raw stores (raw=True / --raw / --backbone); "
+                             "a coded store holds the head's integer latents")
+        #: dtype of a raw store's values ("float16" or "int8"); None for coded stores
+        self.raw_dtype = raw_dtype if self.raw else None
         self.codec, card = _resolve(codec_or_model, model_card, self.raw)
         level_scale = None
         if levels:
@@ -321,6 +349,7 @@ class StoreWriter:
         header = build_header(
             self.codec, card, raw=self.raw, chunk_frames=self.chunk_frames,
             shard_chunks=self.shard_chunks, raw_level=self.raw_level, level_scale=level_scale,
+            raw_dtype=raw_dtype,
         )
         self.header = self._open_or_create(header)
         #: number of rate levels of a store that records a level per frame (0: none)
@@ -367,6 +396,12 @@ class StoreWriter:
         if existing.get("mode") != header["mode"]:
             raise StoreError(
                 f"{self.url} is a {existing.get('mode')} store; this writer would write {header['mode']} data"
+            )
+        if self.raw and existing.get("dtype", "float16") != header["dtype"]:
+            raise StoreError(
+                f"{self.url} is a raw {existing.get('dtype', 'float16')} store; this writer would write "
+                f"{header['dtype']} values (raw_dtype / --raw-dtype {header['dtype']}); write them to another store "
+                f"or use --raw-dtype {existing.get('dtype', 'float16')}"
             )
         if not self.raw:
             d_old, d_new = existing.get("codec", {}).get("digest"), header["codec"]["digest"]
@@ -445,7 +480,7 @@ class StoreWriter:
         self._capacity = shard
         self._zstore = self.fs.zarr_store(read_only=False)
         if self.raw:
-            serializer, compressors, dtype = BytesCodec(), (ZstdCodec(level=self.raw_level),), "float16"
+            serializer, compressors, dtype = BytesCodec(), (ZstdCodec(level=self.raw_level),), self.raw_dtype
         else:
             from featcomp.store.codec import FeatcompANSCodec
 
@@ -521,7 +556,7 @@ class StoreWriter:
         Args:
             video_id: the video's key (its path or id; no NUL/newline).
             latents: ``(T, C[, H, W])``: integer latents (coded store; must fit int32) or float
-                features (raw store; stored as float16). T >= 1.
+                features (raw store; stored as float16, or int8 with per-channel scales). T >= 1.
             timestamps: float64 ``(T,)`` seconds (stored exactly; regular ones cost ~nothing).
             metadata: optional JSON-able dict kept with the video.
             force: write again even if ``video_id`` is already in the store (the new copy wins).
@@ -545,12 +580,18 @@ class StoreWriter:
         where = f"{self.url}: video {video_id!r}"
         if x.ndim < 2 or x.shape[0] < 1:
             raise StoreError(f"{where}: expected (T, C[, H, W]) with T >= 1, got shape {x.shape}")
+        scale = None
         if self.raw:
             if not np.issubdtype(x.dtype, np.number):
                 raise StoreError(f"{where}: raw features must be numeric, got {x.dtype}")
-            data = x.astype("<f2")
-            if not np.all(np.isfinite(data)):
-                raise StoreError(f"{where}: features are not finite in float16 (NaN or |x| > 65504)")
+            if self.raw_dtype == "int8":
+                if not np.all(np.isfinite(x.astype(np.float32))):
+                    raise StoreError(f"{where}: features are not finite in float32 (NaN or inf)")
+                data, scale = quantize_int8(x)
+            else:
+                data = x.astype("<f2")
+                if not np.all(np.isfinite(data)):
+                    raise StoreError(f"{where}: features are not finite in float16 (NaN or |x| > 65504)")
         else:
             if not np.issubdtype(x.dtype, np.integer):
                 raise StoreError(
@@ -587,11 +628,11 @@ class StoreWriter:
         except Exception as e:  # I/O errors from zarr/fsspec
             raise StoreError(f"{where}: writing frames {start}..{start + n} of part {self.writer_id} failed: {e}") from e
         written = time.time_ns()
-        crc = zlib.crc32(data.tobytes())
+        crc = video_crc(data, scale)
         lv_crc = None if lv is None else zlib.crc32(lv.tobytes())
         t_crc = zlib.crc32(np.ascontiguousarray(t, dtype="<f8").tobytes()) if ts[0] == TS_ARRAY else None
         rec_bytes = encode_record(video_id, start, n, crc, written, ts, metadata, levels_crc=lv_crc,
-                                  times_crc=t_crc)
+                                  times_crc=t_crc, scale=scale)
         self._log.append(rec_bytes)  # the commit point
         if not self._registered:
             try:
@@ -672,10 +713,13 @@ class StoreWriter:
             self.fs.write_atomic("videos/zarr.json", group_doc(), fsync=self.fsync)
         table = plain_video_table(self._records)
         n = len(self._records)
+        names = {"part": f"parts/{self.writer_id}",
+                 "times": f"times/{self.writer_id}" if self._times is not None else None,
+                 "levels": f"levels/{self.writer_id}" if self._levels is not None else None}
+        if "scale" in table:  # int8 raw stores only (float16 tables keep their attributes)
+            names["scale"] = f"videos/{self.writer_id}/scale"
         grp = zarr.open_group(self._zstore, path=f"videos/{self.writer_id}", mode="w",
-                              attributes={"featcomp": {"part": f"parts/{self.writer_id}",
-                                                       "times": f"times/{self.writer_id}" if self._times is not None else None,
-                                                       "levels": f"levels/{self.writer_id}" if self._levels is not None else None}})
+                              attributes={"featcomp": names})
         for name, values in table.items():
             arr = grp.create_array(name, shape=values.shape, dtype=str if name == "id" else values.dtype,
                                    chunks=(min(max(n, 1), 65536), *values.shape[1:]),

@@ -104,8 +104,8 @@ class TrainConfig:
             raise ConfigError(f"fit_head: steps must be >= 1, got {self.steps}")
         if int(self.min_steps) < 0 or (self.patience is not None and int(self.patience) < 1):
             raise ConfigError(f"fit_head: need min_steps >= 0 and patience >= 1, got {self.min_steps}, {self.patience}")
-        if int(self.epochs) < 1 or int(self.batch_size) < 1:
-            raise ConfigError(f"fit_head: need epochs >= 1 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
+        if int(self.epochs) < 0 or int(self.batch_size) < 1:  # epochs=0: build and initialize only
+            raise ConfigError(f"fit_head: need epochs >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}; use 'cosine', 'step' or 'constant'")
         if self.init_analysis not in INIT_ANALYSES:

@@ -83,7 +83,7 @@ def test_one_head_re_extracts_at_two_rates_and_both_decode_exactly(vr):
         ex = Extractor(model, backbone=FeatureBackbone(), rate=rate)
         k = ex.encode_frames(test)
         clip = CompressedClip.from_bytes(ex.compress_latents(k, np.arange(len(k)) / 5.0).to_bytes())
-        assert clip.rate == rate and clip.codec_digest == model.codec.digest  # one shared entropy model
+        assert clip.rate == rate and clip.made_by(model.codec.digest)  # one shared entropy model
         np.testing.assert_array_equal(ex.decompress_latents(clip), k)
         # the base model (level 0) decodes a clip at the rate recorded in it
         np.testing.assert_array_equal(decode_clip(model, clip), model.at_rate(rate).head.decode(k))

@@ -34,8 +34,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featcomp.entropy import bitstream
-from featcomp.entropy.kinds import codec_from_dict, codec_kind, entropy_kind, entropy_kinds
+from featcomp.entropy import EntropyCodec, bitstream
+from featcomp.entropy.kinds import (
+    EntropyKind,
+    FrozenCodec,
+    codec_from_dict,
+    codec_kind,
+    entropy_kind,
+    entropy_kinds,
+    register_entropy_kind,
+    unregister_entropy_kind,
+)
 from featcomp.errors import CodecError
 
 from .kind_samples import CHANNELS, edge_inputs, layout_of, layouts_of, random_symbols, sample_codec, shapes
@@ -302,7 +311,8 @@ def test_lockstep_chunks_equal_one_by_one_and_name_a_bad_stream(kind, version):
 def test_bytes_and_dict_round_trip_keep_the_digest(kind, version):
     codec = sample_codec(kind, version)
     cls = entropy_kind(kind).codec
-    assert isinstance(codec, cls) and codec_kind(codec) == kind and entropy_kind(codec).name == kind
+    assert isinstance(codec, cls) and isinstance(codec, FrozenCodec)
+    assert codec_kind(codec) == kind and entropy_kind(codec).name == kind
     raw = codec.to_bytes()
     back = cls.from_bytes(raw)
     assert back == codec and back.digest == codec.digest and back.to_bytes() == raw
@@ -356,3 +366,45 @@ def test_the_suite_covers_every_registered_kind():
     assert {k for k, _ in KIND_LAYOUTS} == set(entropy_kinds())
     assert {"factorized", "temporal", "hyperprior"} <= set(entropy_kinds())
     assert CHANNELS >= 2
+
+
+# ------------------------------------------------------------------------------- a plugin kind
+class _PluginCodec(EntropyCodec):
+    """A plugin kind for the test below: the factorized tables under another name."""
+
+    kind = "contract-plugin"
+
+    def to_dict(self):
+        return {**super().to_dict(), "kind": self.kind}
+
+
+def test_a_plugin_kind_gets_the_whole_suite_and_needs_goldens_and_a_sample():
+    """A kind registered (with its sample maker) before collection is parametrized like the built-in
+    ones; here the suite's functions run on one registered at run time. Without a sample maker or a
+    golden stream the suite fails with a message saying what to add (it never skips)."""
+    from . import kind_samples
+
+    register_entropy_kind(EntropyKind("contract-plugin", _PluginCodec))
+    try:
+        assert layouts_of("contract-plugin") == (1,)
+        with pytest.raises(AssertionError, match="add_sample_maker"):
+            sample_codec("contract-plugin", 1)
+        kind_samples.add_sample_maker(
+            "contract-plugin", lambda v, C: _PluginCodec.from_bytes(sample_codec("factorized", v, C).to_bytes()))
+        for test in (test_random_symbols_round_trip_exactly, test_float_api_is_quantize_then_symbols,
+                     test_forged_huge_declared_shapes_raise_before_allocating, test_forged_empty_shapes_are_bounded,
+                     test_encoders_refuse_wrong_channels_and_floats,
+                     test_flips_cuts_and_appended_bytes_raise_codec_error_or_give_the_data,
+                     test_forged_payloads_behind_a_valid_header_raise_codec_error_or_decode_to_the_declared_shape,
+                     test_lockstep_chunks_equal_one_by_one_and_name_a_bad_stream,
+                     test_bytes_and_dict_round_trip_keep_the_digest, test_corrupt_codec_bytes_and_dicts_raise_codec_error):
+            test("contract-plugin", 1)
+        for case in ("zeros", "max", "min", "extremes", "escapes", "empty", "one"):
+            test_edge_inputs_round_trip_exactly("contract-plugin", 1, case)
+        test_layouts_never_mix("contract-plugin")
+        with pytest.raises(AssertionError, match="no committed golden stream of kind 'contract-plugin'"):
+            test_every_kind_and_layout_has_a_golden_stream("contract-plugin", 1)
+    finally:
+        kind_samples.SAMPLE_MAKERS.pop("contract-plugin", None)
+        unregister_entropy_kind("contract-plugin")
+    assert "contract-plugin" not in entropy_kinds()

@@ -390,6 +390,8 @@ class HyperpriorCodec(FrozenCodecBase):
         if math.prod(shape) == 0:
             if h.payload:
                 raise CodecError("corrupt stream: an empty array with a non-empty payload")
+            if math.prod(s for s in shape if s) > _MAX_ELEMENTS:  # numpy cannot even describe it (ValueError)
+                raise CodecError(f"corrupt stream header: shape {shape} is implausibly large")
             return np.zeros(shape, np.int32)
         N, C, H, W = shape
         try:

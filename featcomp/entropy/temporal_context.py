@@ -21,7 +21,7 @@ The first frame of a chunk (and, in layout 3, a flagged frame) uses the *fresh* 
 once (:meth:`~TemporalContext.frames`), for the decoders one frame step at a time, through exact float
 products (:meth:`~TemporalContext.step`, :meth:`~TemporalContext.step_v1`) or, for a diagonal context,
 lookup tables built once (:meth:`~TemporalContext.lut`). Every path gives the same integers
-(``tests/entropy/test_temporal_lut.py``, ``test_temporal_layout2.py``).
+(``tests/entropy/test_temporal_lut.py``, ``test_temporal.py``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Training the scale hyperprior jointly with a head (issue 7, part 2).
+"""Training the scale hyperprior (HyperpriorPrior) jointly with a head (issue 7, part 2), its side
+information, and what it freezes to.
 
 On real MobileNetV2 maps the hyperprior head once trained unstably: its loss rose during training and its
 coded size *grew* with lambda. The cause: the scale synthesis read ``z_hat - m``, with ``m`` the z
@@ -6,7 +7,9 @@ bottleneck's medians, re-estimated without gradients whenever the bottleneck's d
 density update shifted all the scales behind the optimizer's back (z and m drifted apart together). These
 tests pin the mechanism (the training-mode scales do not depend on ``m``), the conversion of old
 checkpoints, and the end-to-end behaviour on synthetic maps (rate falls with lambda, the frozen codec
-codes what the eval-mode estimate says).
+codes what the eval-mode estimate says). Also: the side information is computed from the rounded latents
+in training too; a trained prior freezes to layout 2; ``fit_hyperprior_fallback`` (layout 3) keeps the
+integers and never costs more.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
+import featcomp.entropy.hyperprior_prior as hp
 from featcomp.entropy.hyperprior_prior import HyperpriorPrior
+from featcomp.errors import ConfigError
 from featcomp.train import train_head
 from featcomp.train.loop import evaluate_head
 
@@ -114,3 +120,85 @@ def test_trained_head_rate_falls_with_lambda_and_the_codec_codes_the_estimate():
     assert mse_hi > mse_lo
     # measured 0.45 (0.65 with the old median-subtracting synthesis)
     assert b_hi < 0.55 * b_lo, out
+
+
+# ==================================================================================================
+# (formerly test_hyperprior_side_info.py)
+# The hyperprior's side information is computed from the rounded latents in training too.
+#
+# The frozen codec derives z from the integers k (``log2(1 + |k|)``); the training twin once computed it from
+# the *noisy* latents, whose ``log2(1 + |u|)`` is biased upwards where k = 0, so the scales it learned did not
+# fit the coded latents (coded sizes several times the training estimate on real feature maps).
+# ==================================================================================================
+def test_side_information_input_is_the_rounded_latent_in_training_and_eval(monkeypatch):
+    torch.manual_seed(0)
+    prior = hp.HyperpriorPrior(4, pool=2)
+    with torch.no_grad():
+        prior.offsets.copy_(torch.tensor([0.0, 0.25, -0.3, 0.1]))
+    y = torch.randn(3, 4, 6, 6) * torch.tensor([0.2, 3.0, 0.4, 8.0])[None, :, None, None]
+    seen = []
+    orig = hp._cell_mean
+    monkeypatch.setattr(hp, "_cell_mean", lambda x, p: seen.append(x.detach().clone()) or orig(x, p))
+    prior(y, noise=True)
+    prior(y, noise=False)
+    expect = torch.log2(1.0 + torch.round(y - prior.offsets.detach()[None, :, None, None]).abs())
+    assert torch.equal(seen[0], seen[1])
+    assert torch.allclose(seen[0], expect)
+
+
+def test_training_gradient_still_reaches_the_offsets_and_latents():
+    prior = hp.HyperpriorPrior(4, pool=2).train()
+    y = (torch.randn(2, 4, 4, 4) * 2).requires_grad_(True)
+    _, bits = prior(y)
+    bits.sum().backward()
+    assert y.grad is not None and torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+    assert prior.offsets.grad is not None and prior.offsets.grad.abs().sum() > 0
+
+
+# ==================================================================================================
+# (formerly piece_h_l2.py)
+# A trained hyperprior freezes to layout 2.
+# ==================================================================================================
+def test_a_trained_prior_freezes_to_layout_2():
+    import torch
+
+    from featcomp.entropy.hyperprior_prior import HyperpriorPrior
+
+    torch.manual_seed(0)
+    codec = HyperpriorPrior(4, z_channels=2).eval().freeze()
+    assert codec.version == 2 and codec.to_dict()["format_version"] == 2
+    k = np.round(np.random.default_rng(8).laplace(0, 2, (2, 4, 6, 6))).astype(np.int32)
+    np.testing.assert_array_equal(codec.decompress_symbols(codec.compress_symbols(k)), k)
+
+
+# ==================================================================================================
+# (formerly piece_h_fb.py)
+# The training-side fit_hyperprior_fallback: same integers, never more bits.
+# ==================================================================================================
+def test_fit_hyperprior_fallback_keeps_the_integers_and_never_costs_more(tmp_path):
+    import featcomp
+    from featcomp.model import load_model, save_model
+    from featcomp.train.refit import fit_hyperprior_fallback
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (64, 8, 6, 6)).astype(np.float32)
+    r = featcomp.train.train_head(x[:48], objective="reconstruct", lam=1e-1, entropy_model="hyperprior",
+                                  latent_channels=4, epochs=2, batch_size=16, progress=False)
+    head = r.head.freeze()
+    h3 = fit_hyperprior_fallback(head, x[:48])
+    assert head.codec.version == 2 and h3.codec.version == 3 and h3.kind == "hyperprior"
+    for part in (x[48:56], x[56:]):
+        k = head.encode(torch.from_numpy(part))
+        np.testing.assert_array_equal(h3.encode(torch.from_numpy(part)), k)
+        np.testing.assert_array_equal(h3.decode(k), head.decode(k))
+        s2, s3 = head.codec.compress_symbols(k), h3.codec.compress_symbols(k)
+        assert len(s3) <= len(s2) + 1  # the varint of the doubled z length may take one more byte
+        np.testing.assert_array_equal(h3.codec.decompress_symbols(s3), k)
+    m = load_model(save_model(tmp_path / "h3.safetensors", h3))
+    assert m.head.codec == h3.codec and m.head.codec.version == 3
+    with pytest.raises(ConfigError, match="hyperprior"):
+        fit_hyperprior_fallback(featcomp.train.train_head(x[:, :, 0, 0], objective="reconstruct", lam=1e-1,
+                                                          latent_channels=4, epochs=1, progress=False).head, x)
+    with pytest.raises(ConfigError, match="N, C, H, W"):
+        fit_hyperprior_fallback(head, x[:0])

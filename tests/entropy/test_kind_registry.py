@@ -1,5 +1,8 @@
 """Entropy-model kinds as registry entries (issue 15): every registered kind meets one contract, and a
-new kind is one module plus one registration: head, model file, clip and store then work unchanged."""
+new kind is one module plus one registration: head, model file, clip and store then work unchanged.
+Also: dispatch on 'kind' (old factorized dicts without 'kind'), unknown kinds. The frozen-codec contract
+over every kind and layout is tests/entropy/test_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +17,11 @@ from featcomp.entropy import (
     DEFAULT_KIND,
     EntropyCodec,
     EntropyKind,
+    FrozenCodec,
+    TemporalCodec,
     codec_from_dict,
     codec_kind,
+    codec_kinds,
     entropy_kind,
     entropy_kinds,
     register_entropy_kind,
@@ -24,6 +30,9 @@ from featcomp.entropy import (
 from featcomp.entropy.trainable import FactorizedPrior, TrainablePrior
 from featcomp.errors import CodecError, ConfigError, FeatcompError, ModelFileError, RegistryError
 from featcomp.head import CompressibleHead, HeadConfig
+
+from .test_temporal import random_codec
+
 
 C, CL = 6, 3
 
@@ -162,3 +171,27 @@ def test_a_new_kind_is_one_module_and_one_registration(toy_kind, tmp_path):
             open_store(store)["v"].latents()
     finally:
         register_entropy_kind(toy_kind)
+
+
+# ==================================================================================================
+# (formerly test_kinds.py)
+# Codec kinds: the registry, dispatch on 'kind', old factorized dicts without 'kind'.
+# ==================================================================================================
+def test_dispatch_and_json_round_trip():
+    rng = np.random.default_rng(0)
+    fact = EntropyCodec.fit(rng.integers(-5, 5, (50, 4)))
+    temp = random_codec(rng, 4)
+    assert {"factorized", "temporal"} <= set(codec_kinds())
+    for c, kind, cls in ((fact, "factorized", EntropyCodec), (temp, "temporal", TemporalCodec)):
+        assert isinstance(c, FrozenCodec) and codec_kind(c) == kind
+        d = json.loads(json.dumps(c.to_dict()))
+        back = codec_from_dict(d)
+        assert type(back) is cls and back.digest == c.digest
+        k = rng.integers(-30, 30, (9, 4)).astype(np.int32)
+        np.testing.assert_array_equal(back.decompress_symbols(c.compress_symbols(k)), k)
+    assert "kind" not in fact.to_dict()  # the factorized format is unchanged
+
+
+def test_unknown_kind_raises():
+    with pytest.raises(RegistryError):
+        codec_from_dict({"kind": "nope"})

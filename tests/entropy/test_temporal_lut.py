@@ -18,8 +18,7 @@ from featcomp.entropy import temporal
 from featcomp.entropy.indexed import TableFamily, scale_grid
 from featcomp.entropy.temporal import TemporalCodec, integer_context
 
-from .test_temporal_layout2 import latents
-from .test_temporal_layout3 import with_cuts
+from .test_temporal import latents, with_cuts
 
 
 def diagonal_codec(C: int = 6, *, clip: int = 1 << 15, seed: int = 0, Q: int = 4, F: int = 12) -> TemporalCodec:

@@ -212,3 +212,30 @@ def test_a_missing_or_truncated_shard_is_a_store_error_naming_it_on_both_paths(t
         read(st["v1"])
     with pytest.raises(StoreError, match=r"c/1/0"):
         read(st["v1"].window(0, 4))  # frames 40..43: inside the missing shard, zeros never served
+
+
+# ------------------------------------------------------------------------ object storage (moto server)
+@pytest.mark.timeout(120)
+def test_both_paths_read_an_s3_store_the_same_and_name_a_missing_shard(s3_server, s3_bucket, tmp_path, rng):
+    import s3fs
+
+    vids = _coded(tmp_path / "s", rng)
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False, **s3_server.storage_options)
+    fs.put(str(tmp_path / "s"), f"{s3_bucket}/s", recursive=True)
+    url = f"s3://{s3_bucket}/s"
+    opts = s3_server.storage_options
+    for read_path in PATHS:
+        st = open_store(url, storage_options=opts, read_path=read_path)
+        for vid, k in vids.items():
+            np.testing.assert_array_equal(st[vid].latents(), k)
+            np.testing.assert_array_equal(st[vid].window(3, 27).latents(), k[3:27])
+        assert (st._part(0)._zarr is not None) == (read_path == "zarr")
+        part = st._part(0)
+        for a, b in _windows(part.shape[0], part.chunk_frames):
+            np.testing.assert_array_equal(part.zarr_chunks().read(a, b, "w"), part.read(a, b, "w"))
+    fs.rm(f"{s3_bucket}/s/parts/w1/c/1/0")
+    for read_path in PATHS:
+        st = open_store(url, storage_options=opts, read_path=read_path)
+        with pytest.raises(StoreError, match=r"parts/w1/c/1/0.*missing|missing.*parts/w1/c/1/0"):
+            st["v1"].latents()
+        np.testing.assert_array_equal(st["v3"].latents(), vids["v3"])

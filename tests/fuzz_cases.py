@@ -520,6 +520,27 @@ def shard_target(tmp: Path) -> Target:
     return Target("shard", decode, [seed], _shard_forge)
 
 
+def shard_zarr_target(tmp: Path) -> Target:
+    """The shard target read through zarr's API (``read_path="zarr"``: whole videos first, so their
+    windows go through zarr too once proven); any damage must still end in a StoreError, bounded."""
+    from featcomp.store import open_store
+
+    root = tmp / "fuzz-shard-zarr-store"
+    if not root.exists():
+        shutil.copytree(FIXTURES / "store" / "golden", root)
+    key = root / "parts" / "golden" / "c" / "0" / "0"
+    seed = (FIXTURES / "store" / "golden" / "parts" / "golden" / "c" / "0" / "0").read_bytes()
+
+    def decode(b: bytes) -> None:
+        key.write_bytes(b)
+        st = open_store(root, read_path="zarr")
+        for vid in st:
+            st[vid].latents()
+            st[vid].window(0, 2).latents()
+
+    return Target("shard-zarr", decode, [seed], _shard_forge)
+
+
 def times_target(tmp: Path) -> Target:
     """Reads every video's timestamps from a copy of the golden store whose first timestamp chunk is the case."""
     from featcomp.store import open_store
@@ -587,4 +608,4 @@ def codec_bytes_target() -> Target:
 
 def all_targets(tmp: Path) -> list[Target]:
     return [*entropy_targets(), clip_target(), clip4_target(), index_target(), log_target(), store_header_target(tmp),
-            part_header_target(tmp), shard_target(tmp), times_target(tmp), codec_bytes_target()]
+            part_header_target(tmp), shard_target(tmp), shard_zarr_target(tmp), times_target(tmp), codec_bytes_target()]

@@ -40,7 +40,7 @@ def targets(tmp_path_factory) -> dict[str, fc.Target]:
 
 
 NAMES = ["factorized", "temporal", "temporal-layout2", "hyperprior", "hyperprior-layout2", "clip", "clip-v4", "index-file",
-         "commit-log", "store-header", "part-header", "shard", "times", "codec-bytes"]
+         "commit-log", "store-header", "part-header", "shard", "shard-zarr", "times", "codec-bytes"]
 
 
 @pytest.mark.slow

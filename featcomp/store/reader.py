@@ -25,6 +25,7 @@ import numpy as np
 from featcomp.entropy.kinds import DEFAULT_KIND
 from featcomp.errors import CodecError, StoreError
 from featcomp.store._fs import StoreFS, read_logs
+from featcomp.store.chunks import READ_PATHS, ZarrChunks
 from featcomp.store.format import (
     MAX_RATE_LEVELS,
     RAW_DTYPES,
@@ -48,15 +49,25 @@ _EMPTY = np.uint64(2**64 - 1)
 REMOTE_WHOLE_SHARD_BYTES = 8 << 20
 #: object stores: bytes of whole shards a FeatureStore keeps (per process)
 REMOTE_SHARD_CACHE_BYTES = 128 << 20
+#: read_path="auto": whether whole videos of coded parts on local disk go through zarr. Off: zarr's
+#: path measured 1.5-2.6x slower than the shard reader there (docs/benchmarks.md "store_read");
+#: rerun scripts/bench_store_read.py and turn it on when a zarr release brings it within ~1.3x
+AUTO_ZARR_WHOLE = False
 
 
-def open_store(path_or_url: str | os.PathLike, *, storage_options: dict | None = None) -> FeatureStore:
+def open_store(path_or_url: str | os.PathLike, *, storage_options: dict | None = None,
+               read_path: str = "auto") -> FeatureStore:
     """Open a featcomp store read-only.
 
     Args:
         path_or_url: a directory, ``file://`` URL or any fsspec URL (``memory://``, ``s3://``...).
         storage_options: options of the URL's filesystem (``endpoint_url``, ``key``, ``secret``,
             ``anon``...; see :mod:`featcomp.storage`); environment credentials apply as usual.
+        read_path: how chunks are read (:mod:`featcomp.store.chunks`): ``"auto"`` (the measured
+            choice, docs/decisions.md "store reads through zarr"), ``"zarr"`` (zarr's own API for every
+            whole-video read and every window of a video already proven by its CRC) or ``"hand"``
+            (featcomp's shard reader only). Every path returns the same arrays and raises the same
+            errors; only speed differs.
 
     Returns:
         A :class:`FeatureStore`: ``Mapping[str, StoredVideo]`` plus ``info()`` and ``failures()``.
@@ -66,11 +77,13 @@ def open_store(path_or_url: str | os.PathLike, *, storage_options: dict | None =
         StorageError: the URL's filesystem package is missing, credentials are refused, or the
             bucket does not exist.
     """
-    return FeatureStore(path_or_url, storage_options=storage_options)
+    return FeatureStore(path_or_url, storage_options=storage_options, read_path=read_path)
 
 
 class _Part:
-    """Direct reader for one part array (shard index parsing + chunk decoding)."""
+    """Direct reader for one part array (shard index parsing + chunk decoding): the hand-written
+    :class:`~featcomp.store.chunks.ChunkSource` (``read(a, b, video)``); :meth:`zarr_chunks` is the
+    same part read through zarr's API. Why both exist: :mod:`featcomp.store.chunks`."""
 
     def __init__(self, store: FeatureStore, name: str) -> None:
         self.store = store
@@ -155,6 +168,13 @@ class _Part:
         self.sealed = name not in store._live_parts
         self._sealed_cache: dict[str, tuple[int, np.ndarray]] = {}
         self._large_shards: set[str] = set()
+        self._zarr: ZarrChunks | None = None
+
+    def zarr_chunks(self) -> ZarrChunks:
+        """This part as a :class:`ZarrChunks` source (zarr.open_array + slicing), made once."""
+        if self._zarr is None:
+            self._zarr = ZarrChunks(self.store, self.name, self.shape, self.values_dtype)
+        return self._zarr
 
     def shard_key(self, s: int) -> str:
         return f"parts/{self.name}/c/{s}" + "/0" * (self.ndim - 1)
@@ -219,17 +239,22 @@ class _Part:
                 j1 -= 1
             if j0 > j1:
                 continue
+            lost = len(missing) if missing is not None else 0
             for j, chunk in self._read_shard_chunks(s, j0, j1, video, missing, empty):
                 chunks[j] = chunk
+            if missing is not None and len(missing) > lost:
+                empty.extend(range(j0, j1 + 1))  # an absent shard's zeros: never cached (see below)
         for j in range(c0, c1 + 1):
             chunk = chunks[j]
             lo, hi = max(a, j * cf), min(b, (j + 1) * cf)
             out[lo - a : hi - a] = chunk[lo - j * cf : hi - j * cf]
-        # keep the edge chunks: the neighbouring video (sequential reads) shares them
+        # keep the edge chunks: the neighbouring video (sequential reads) shares them; never the zeros
+        # read for an empty slot or an absent shard (a cached zero chunk would let a later window
+        # skip the CRC proof that such a read needs)
         for j in {c0, c1}.difference(empty):
             cache.put((self.name, j), chunks[j])
         if zeros is not None:
-            zeros.extend(empty)
+            zeros.extend(j for j in empty if not (missing and j // cps in missing))
         return out
 
     def _read_shard_chunks(self, s: int, j0: int, j1: int, video: str, missing: list[int] | None = None,
@@ -537,7 +562,12 @@ class FeatureStore(Mapping):
     Picklable (only the URL travels; the index is reloaded lazily in the receiving process).
     """
 
-    def __init__(self, path_or_url: str | os.PathLike, *, storage_options: dict | None = None) -> None:
+    def __init__(self, path_or_url: str | os.PathLike, *, storage_options: dict | None = None,
+                 read_path: str = "auto") -> None:
+        if read_path not in READ_PATHS:
+            raise StoreError(f"read_path must be one of {READ_PATHS}, got {read_path!r}")
+        #: how chunks are read: "auto", "zarr" or "hand" (see open_store)
+        self.read_path = read_path
         self.url = os.fspath(path_or_url)
         self.fs = StoreFS(self.url, storage_options)
         self.storage_options = self.fs.storage_options
@@ -632,10 +662,11 @@ class FeatureStore(Mapping):
 
     # -- pickling: only the URL and the storage options
     def __getstate__(self):
-        return {"url": self.url, "storage_options": self.storage_options}
+        return {"url": self.url, "storage_options": self.storage_options, "read_path": self.read_path}
 
     def __setstate__(self, state):
-        self.__init__(state["url"], storage_options=state.get("storage_options"))
+        self.__init__(state["url"], storage_options=state.get("storage_options"),
+                      read_path=state.get("read_path", "auto"))
 
     def __repr__(self) -> str:
         return f"FeatureStore({self.url!r}, videos={len(self)}, mode={self.mode!r})"
@@ -676,6 +707,23 @@ class FeatureStore(Mapping):
             raise StoreError(f"{self.url}: {e}") from None
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise StoreError(f"{self.url}: corrupt codec in the store header ({e!r}); the store is damaged") from None
+
+    def _zarr_serves(self, part: _Part, whole: bool, row: int) -> bool:
+        """Whether a read of index row ``row`` (the whole video, or a window) goes through zarr.
+
+        ``"hand"``: never. ``"zarr"``: every whole video (still proven by its CRC before it is served)
+        and every window of a video already proven. ``"auto"``: the measured choice
+        (scripts/bench_store_read.py, docs/decisions.md "store reads through zarr"): the hand path
+        everywhere today (zarr measured >1.3x slower in every row); only whole videos of coded parts on
+        local disk may ever move (``AUTO_ZARR_WHOLE``): windows (no CRC of their own to prove zarr's
+        answer), raw parts (zarr cannot bound a damaged zstd frame) and object stores (whole sealed
+        shards cached, one GET per shard) need the hand path's guarantees.
+        """
+        if self.read_path == "hand":
+            return False
+        if self.read_path == "zarr":
+            return whole or row in self._proven
+        return whole and part.kind == "ans" and self.fs.local and AUTO_ZARR_WHOLE
 
     def _part(self, p: int) -> _Part:
         part = self._parts.get(p)
@@ -1018,6 +1066,11 @@ class StoredVideo:
         p = int(ix.part[self._row])
         s = int(ix.start[self._row])
         part = st._part(p)
+        whole = self.start == 0 and self.stop == self.total_frames
+        if st._zarr_serves(part, whole, self._row):
+            data = self._read_zarr(part, s, whole)
+            if data is not None:
+                return data
         missing: list[int] = []
         zeros: list[int] = []
         data = part.read(s + self.start, s + self.stop, self.video_id, missing, zeros)
@@ -1031,6 +1084,25 @@ class StoredVideo:
             full: list[int] = []
             full_zeros: list[int] = []
             self._check_crc(part.read(s, s + self.total_frames, self.video_id, full, full_zeros), full, full_zeros)
+        return data
+
+    def _read_zarr(self, part: _Part, s: int, whole: bool) -> np.ndarray | None:
+        """This view's frames read through zarr (:class:`ZarrChunks`), or None: then the caller reads
+        them with the hand path, whose errors name the shard file and chunk.
+
+        A whole video is served only when it matches the index CRC (zarr reads an absent shard or an
+        empty chunk as zeros and follows a forged shard index); a window only of a video proven so
+        before (``FeatureStore._zarr_serves``)."""
+        st = self._store
+        try:
+            data = part.zarr_chunks().read(s + self.start, s + self.stop, self.video_id)
+        except StoreError as e:
+            log.debug("%s; reading with featcomp's shard reader instead", e)
+            return None
+        if whole:
+            if video_crc(data, st._scale_of(self._row)) != int(st.index.crc[self._row]):
+                return None
+            st._proven.add(self._row)
         return data
 
     def _check_crc(self, data: np.ndarray, missing: list[int], zeros: list[int] = ()) -> None:

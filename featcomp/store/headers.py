@@ -389,3 +389,78 @@ class PartHeader:
                              f"videos {videos!r}); the part is damaged")
         return cls(part=part, format_version=fv, videos=videos,
                    extra=tuple((k, v) for k, v in d.items() if k not in ("part", "format_version", "videos")))
+
+
+@dataclass(frozen=True)
+class IndexColumn:
+    """One column of an index file's payload: ``name``, ``dtype`` (a numpy dtype string or
+    ``"utf8-nul"``), byte ``offset`` and ``nbytes`` in the decompressed payload."""
+
+    name: str
+    dtype: str
+    offset: int
+    nbytes: int
+
+    def to_list(self) -> list:
+        return [self.name, self.dtype, self.offset, self.nbytes]
+
+
+@dataclass(frozen=True)
+class IndexFileHeader:
+    """The JSON header of a ``.fcidx`` index file (see :func:`featcomp.store.format.encode_index_file`).
+
+    ``version`` is the file's version byte (1-5; not part of the JSON). Versions 1-4 list the ``parts``
+    in the header; version 5 keeps them (and the video ids) in the separately checked names block, so
+    ``parts`` is None. ``to_json()`` gives the exact bytes written (compact separators, this key order).
+    """
+
+    version: int
+    n: int
+    columns: tuple[IndexColumn, ...]
+    payload_crc32: int
+    parts: tuple[str, ...] | None = None
+
+    @property
+    def payload_size(self) -> int:
+        """Bytes of the decompressed payload the columns span (a bound checked before decompressing)."""
+        return max((c.offset + c.nbytes for c in self.columns), default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"n": self.n}
+        if self.parts is not None:
+            d["parts"] = list(self.parts)
+        d["columns"] = [c.to_list() for c in self.columns]
+        d["payload_crc32"] = self.payload_crc32
+        return d
+
+    def to_json(self) -> bytes:
+        import json
+
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_dict(cls, d: Any, version: int, *, names_block: bool) -> IndexFileHeader:
+        """Check a decoded header. Raises ValueError/TypeError saying what is wrong (the caller, which
+        knows the file, turns it into a :class:`~featcomp.errors.DamagedIndexError` naming it)."""
+        from featcomp.store.format import _DTYPES, MAX_INDEX_ROWS, _is_int
+
+        if not isinstance(d, dict):
+            raise TypeError("the header is not a JSON object")
+        crc = d["payload_crc32"]
+        n = d["n"]
+        if not _is_int(n) or not 0 <= n <= MAX_INDEX_ROWS:
+            raise ValueError(f"row count {n!r}")
+        columns = d["columns"]
+        if not isinstance(columns, list) or not all(
+            isinstance(c, list) and len(c) == 4 and isinstance(c[0], str) and c[1] in _DTYPES
+            and _is_int(c[2]) and _is_int(c[3]) and c[2] >= 0 and c[3] >= 0 for c in columns
+        ):
+            raise ValueError("malformed column table")
+        parts = None
+        if not names_block:
+            parts = d["parts"]
+            if not isinstance(parts, list) or not all(isinstance(x, str) for x in parts):
+                raise ValueError("malformed part names")
+            parts = tuple(parts)
+        return cls(version=version, n=n, columns=tuple(IndexColumn(*c) for c in columns), payload_crc32=crc,
+                   parts=parts)

@@ -203,3 +203,50 @@ def test_the_header_module_imports_no_torch_and_no_head():
     assert "import torch" not in src and "scale_at" not in src.replace("``scale_at``", "")
     reader = (Path(__file__).resolve().parents[2] / "featcomp" / "store" / "reader.py").read_text()
     assert "scale_at" not in reader and "rate_levels\")" not in reader  # steps come from the header
+
+
+def _index_json(data: bytes) -> bytes:
+    import struct
+
+    if data[6] >= 5:  # the names block comes first
+        (m,) = struct.unpack("<I", data[8:12])
+        pos = 20 + m
+        (hlen,) = struct.unpack("<I", data[pos : pos + 4])
+        return data[pos + 8 : pos + 8 + hlen]
+    (hlen,) = struct.unpack("<I", data[8:12])
+    return data[12 : 12 + hlen]
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_golden_index_file_headers_parse_and_give_back_their_bytes(name):
+    from featcomp.store.format import decode_index_file, encode_index_file
+    from featcomp.store.headers import IndexFileHeader
+
+    files = sorted((FIXTURES / name / "index").glob("*.fcidx"))
+    assert files
+    for f in files:
+        data = f.read_bytes()
+        raw = _index_json(data)
+        ih = IndexFileHeader.from_dict(json.loads(raw), data[6], names_block=data[6] >= 5)
+        assert ih.to_json() == raw
+        assert (ih.parts is None) == (data[6] >= 5)
+        assert ih.n == len(decode_index_file(data, str(f)))
+        assert encode_index_file(decode_index_file(data, str(f)), version=data[6]) == data
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d.update(n=-1), "row count -1"),
+    (lambda d: d.update(n=True), "row count True"),
+    (lambda d: d.update(columns=[["start", "<i8", 0]]), "malformed column table"),
+    (lambda d: d.update(columns=[["start", "object", 0, 8]]), "malformed column table"),
+    (lambda d: d.update(parts=[1]), "malformed part names"),
+    (lambda d: d.pop("parts"), "parts"),
+])
+def test_damaged_index_file_headers_are_refused(edit, match):
+    from featcomp.store.headers import IndexFileHeader
+
+    data = (FIXTURES / "golden" / "index" / "golden.fcidx").read_bytes()
+    d = json.loads(_index_json(data))
+    edit(d)
+    with pytest.raises((ValueError, TypeError, KeyError), match=match):
+        IndexFileHeader.from_dict(d, data[6], names_block=False)

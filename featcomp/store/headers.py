@@ -18,7 +18,7 @@ with this header alone, never with the head (``scale_at``) that produced them.
 Versions (:func:`featcomp.store.format.format_version_for`): 1 factorized coded stores and raw float16
 stores; 2 coded stores of another entropy-model kind (``codec.kind``); 3 coded stores with a rate level
 per frame (``rate_levels``, ``dequantization.level_scale``); 4 raw int8 stores (``dtype`` ``"int8"``,
-a per-video ``dequantization`` rule). numpy and the standard library only (no torch, no zarr).
+a per-video ``dequantization`` rule). No torch, no zarr: numpy, the standard library and the kinds registry.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from featcomp.entropy.kinds import DEFAULT_KIND  # the implicit kind of a header without ``codec.kind`` (v1)
 from featcomp.errors import StoreError
 from featcomp.store.format import (
     FORMAT_NAME,
@@ -39,7 +40,6 @@ from featcomp.store.format import (
 
 __all__ = ["Dequantization", "CodedCodec", "RawCodec", "StoreHeader", "PartHeader", "DEFAULT_KIND"]
 
-DEFAULT_KIND = "factorized"  # the implicit kind of a coded header without ``codec.kind`` (version 1)
 
 # the keys of the store header, in the order the writer records them (to_dict keeps it)
 _STORE_KEYS = ("format", "format_version", "package", "package_hint", "featcomp_version", "mode", "dtype",

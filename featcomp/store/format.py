@@ -589,16 +589,16 @@ def encode_index_file(table: IndexTable, level: int = 9, *, version: int | None 
         columns.append([name, dt, offset, len(b)])
         offset += len(b)
     payload = Zstd(level=level).encode(b"".join(b for _, _, b in blobs))
+    from featcomp.store.headers import IndexColumn, IndexFileHeader
+
+    header = IndexFileHeader(
+        version=version, n=n, columns=tuple(IndexColumn(*c) for c in columns), payload_crc32=zlib.crc32(payload),
+        parts=tuple(table.parts) if version < INDEX_FILE_VERSION_NAMES else None,
+    ).to_json()
     if version < INDEX_FILE_VERSION_NAMES:
-        header = json.dumps(
-            {"n": n, "parts": table.parts, "columns": columns, "payload_crc32": zlib.crc32(payload)},
-            separators=(",", ":"),
-        ).encode()
         return INDEX_MAGIC + bytes([version, 0]) + struct.pack("<I", len(header)) + header + bytes(payload)
     names_raw = ("\x00".join(table.parts) + "\n" + "\x00".join(table.ids)).encode("utf-8")
     names = bytes(Zstd(level=level).encode(names_raw))
-    header = json.dumps({"n": n, "columns": columns, "payload_crc32": zlib.crc32(payload)},
-                        separators=(",", ":")).encode()
     return (INDEX_MAGIC + bytes([version, 0])
             + struct.pack("<III", len(names), len(names_raw), zlib.crc32(names)) + names
             + struct.pack("<II", len(header), zlib.crc32(header)) + header + bytes(payload))
@@ -647,6 +647,8 @@ def decode_index_file(data: bytes, where: str) -> IndexTable:
     """
     from numcodecs.zstd import Zstd
 
+    from featcomp.store.headers import IndexFileHeader
+
     if len(data) < 12 or data[:6] != INDEX_MAGIC:
         raise DamagedIndexError(f"{where}: not a featcomp index file (bad magic)")
     if data[6] not in _WRITTEN_UNIT_NS:
@@ -674,19 +676,11 @@ def decode_index_file(data: bytes, where: str) -> IndexTable:
             raise TypeError("the header is not a JSON object")
         if zlib.crc32(payload_c) != header["payload_crc32"]:
             raise ValueError("payload CRC mismatch")
-        n = header["n"]
-        if not _is_int(n) or not 0 <= n <= MAX_INDEX_ROWS:
-            raise ValueError(f"row count {n!r}")
-        columns = header["columns"]
-        if not isinstance(columns, list) or not all(
-            isinstance(c, list) and len(c) == 4 and isinstance(c[0], str) and c[1] in _DTYPES
-            and _is_int(c[2]) and _is_int(c[3]) and c[2] >= 0 and c[3] >= 0 for c in columns
-        ):
-            raise ValueError("malformed column table")
-        parts = names[0] if names is not None else header["parts"]
-        if not isinstance(parts, list) or not all(isinstance(x, str) for x in parts):
-            raise ValueError("malformed part names")
-        size = max((c[2] + c[3] for c in columns), default=0)
+        ih = IndexFileHeader.from_dict(header, version, names_block=names is not None)  # every other check
+        n = ih.n
+        columns = [c.to_list() for c in ih.columns]
+        parts = names[0] if names is not None else list(ih.parts)
+        size = ih.payload_size
         payload = zstd_decode_bounded(payload_c, size, Zstd())
         got: dict[str, Any] = {}
         if names is not None:

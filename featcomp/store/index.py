@@ -13,13 +13,16 @@ import json
 
 from featcomp.errors import DamagedIndexError, StoreError
 from featcomp.store._fs import StoreFS, read_logs
-from featcomp.store.format import FORMAT_NAME, FORMAT_VERSION, IndexTable, decode_index_file, decode_log
+from featcomp.store.format import FORMAT_VERSION, IndexTable, decode_index_file, decode_log
+from featcomp.store.headers import StoreHeader
 
-__all__ = ["read_header", "load_index"]
+__all__ = ["read_header", "read_store_header", "load_index"]
 
 
 def read_header(fs: StoreFS) -> dict:
-    """The store header, or StoreError when ``fs`` is not a featcomp store."""
+    """The store header as recorded (a dict), or StoreError when ``fs`` is not a featcomp store (or of a
+    newer version). Only identity and version are checked, so ``verify`` and ``repair`` can still look
+    at a store whose other fields are damaged; :func:`read_store_header` checks every field."""
     try:
         doc = json.loads(fs.read("zarr.json"))
     except FileNotFoundError:
@@ -30,17 +33,18 @@ def read_header(fs: StoreFS) -> dict:
         raise StoreError(f"{fs.url}: zarr.json is not valid JSON ({e})") from None
     attrs = doc.get("attributes", {}) if isinstance(doc, dict) else None
     h = attrs.get("featcomp") if isinstance(attrs, dict) else None
-    if not isinstance(h, dict) or h.get("format") != FORMAT_NAME:
-        raise StoreError(f"{fs.url} is a zarr node but not a featcomp store (no 'featcomp' header in its attributes)")
-    fv = h.get("format_version", 0)
-    if isinstance(fv, bool) or not isinstance(fv, int):
-        raise StoreError(f"{fs.url}: corrupt store header (format_version {fv!r}); the store is damaged")
-    if fv > FORMAT_VERSION:
-        raise StoreError(
-            f"{fs.url}: store format version {h.get('format_version')} is newer than this featcomp "
-            f"supports ({FORMAT_VERSION}); upgrade featcomp"
-        )
+    StoreHeader.check_identity(h, fs.url, FORMAT_VERSION)  # the full checks: StoreHeader.from_dict (read_store_header)
     return h
+
+
+def read_store_header(fs: StoreFS) -> tuple[dict, StoreHeader]:
+    """The store header as recorded and as a checked :class:`~featcomp.store.headers.StoreHeader`.
+
+    Raises:
+        StoreError: not a featcomp store, a newer version, or a damaged field (naming the store).
+    """
+    h = read_header(fs)
+    return h, StoreHeader.from_dict(h, fs.url, FORMAT_VERSION)
 
 
 def load_index(fs: StoreFS, *, retries: int = 8, live_parts: set | None = None,

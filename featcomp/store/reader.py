@@ -27,9 +27,6 @@ from featcomp.errors import CodecError, StoreError
 from featcomp.store._fs import StoreFS, read_logs
 from featcomp.store.chunks import READ_PATHS, ZarrChunks
 from featcomp.store.format import (
-    MAX_RATE_LEVELS,
-    RAW_DTYPES,
-    RAW_INT8_FORMAT_VERSION,
     NO_LEVELS,
     NO_TIMES_CRC,
     IndexTable,
@@ -38,7 +35,7 @@ from featcomp.store.format import (
     dequantize_int8,
     video_crc,
 )
-from featcomp.store.index import load_index, read_header
+from featcomp.store.index import load_index, read_store_header
 
 __all__ = ["open_store", "FeatureStore", "StoredVideo", "load_index"]
 
@@ -132,7 +129,7 @@ class _Part:
             c = conf["codecs"][0].get("configuration")
             if not isinstance(c, dict) or not isinstance(c.get("tables"), str):
                 raise StoreError(f"{store.url}: part {name!r}: its featcomp.ans configuration is missing or damaged")
-            hdr_digest = store.header.get("codec", {}).get("digest")
+            hdr_digest = store.store_header.digest
             if c.get("digest") != hdr_digest:
                 raise StoreError(
                     f"{store.url}: table digest mismatch: part {name!r} was coded with "
@@ -574,28 +571,18 @@ class FeatureStore(Mapping):
         if self.fs.local and not os.path.isdir(self.fs.root):
             raise StoreError(f"{self.url}: no such store directory")
         try:
-            self.header = read_header(self.fs)
+            #: the header as recorded (a dict); ``store_header`` is the same, typed and checked
+            self.header, self.store_header = read_store_header(self.fs)
         except StoreError:
             self.fs.check_root()  # a missing bucket says so, not "no zarr.json"
             raise
-        try:
-            self.mode = self.header.get("mode", "coded")
-            if self.mode not in ("coded", "raw"):
-                raise ValueError(f"mode {self.mode!r}")
-            self.model_card = self.header.get("model_card", {})
-            #: entropy-model kind of a coded store ("factorized", "temporal", ...); None for raw stores
-            self.kind = self.header.get("codec", {}).get("kind", DEFAULT_KIND) if self.mode == "coded" else None
-            if self.kind is not None and not isinstance(self.kind, str):
-                raise ValueError(f"codec kind {self.kind!r}")
-            #: dtype of a raw store's values: "float16", or "int8" (per-video scales, format version 4); None coded
-            self.raw_dtype = self.header.get("dtype", "float16") if self.mode == "raw" else None
-            if self.raw_dtype not in (None, *RAW_DTYPES):
-                raise ValueError(f"raw dtype {self.raw_dtype!r}")
-            if self.raw_dtype == "int8" and self.header.get("format_version", 0) < RAW_INT8_FORMAT_VERSION:
-                raise ValueError(f"an int8 raw store of format version {self.header.get('format_version')} "
-                                 f"(int8 stores are version {RAW_INT8_FORMAT_VERSION})")
-        except (AttributeError, TypeError, ValueError) as e:
-            raise StoreError(f"{self.url}: corrupt store header in zarr.json ({e}); the store is damaged") from None
+        sh = self.store_header
+        self.mode = sh.mode
+        self.model_card = sh.model_card
+        #: entropy-model kind of a coded store ("factorized", "temporal", ...); None for raw stores
+        self.kind = sh.kind
+        #: dtype of a raw store's values: "float16", or "int8" (per-video scales, format version 4); None coded
+        self.raw_dtype = sh.raw_dtype
         #: index files and commit-log lines that could not be read ({where: reason}); the store serves
         #: every other video (see load_index). Empty for an intact store.
         self.damaged: dict[str, str] = {}
@@ -625,28 +612,14 @@ class FeatureStore(Mapping):
         self._shard_bytes = _ByteLRU(REMOTE_SHARD_CACHE_BYTES)  # object stores: whole sealed shards
         self._level_cache = _ChunkCache(max_items=64)  # row -> the video's levels (windows of one video)
         self._proven: set[int] = set()  # rows whose whole data matched their CRC (windows then trust it)
-        deq = self.header.get("dequantization") if self.mode == "coded" else None
-        try:
-            self._offsets = np.asarray(deq["offsets"], dtype=np.float32).reshape(-1) if deq else None
-            self._scale = np.asarray(deq["scale"], dtype=np.float32).reshape(-1) if deq else None
-            self.rate_levels = int(self.header.get("rate_levels") or 0) if self.mode == "coded" else 0
-            if not 0 <= self.rate_levels <= MAX_RATE_LEVELS or (self.rate_levels and self._scale is None):
-                raise ValueError(f"rate_levels {self.rate_levels}")
-        except (KeyError, TypeError, ValueError, OverflowError) as e:
-            raise StoreError(f"{self.url}: corrupt dequantization or rate levels in the store header ({e!r}); "
-                             "the store is damaged") from None
-        self.level_scale = self._read_level_scale(deq) if self.rate_levels else None
-
-    def _read_level_scale(self, deq: dict | None) -> np.ndarray:
-        try:
-            sc = np.asarray((deq or {})["level_scale"], dtype=np.float32)
-        except (KeyError, TypeError, ValueError) as e:
-            raise StoreError(f"{self.url}: the header records {self.rate_levels} rate levels but no readable "
-                             f"dequantization.level_scale ({e!r}); the store is corrupt") from None
-        if sc.shape != (self.rate_levels, self._scale.shape[0]):
-            raise StoreError(f"{self.url}: dequantization.level_scale has shape {sc.shape}, expected "
-                             f"({self.rate_levels}, {self._scale.shape[0]}); the store is corrupt")
-        return sc
+        # the dequantization steps come from the store's own header (checked by StoreHeader.from_dict),
+        # never from the head that wrote it
+        deq = sh.dequantization if self.mode == "coded" else None
+        self._offsets = deq.offsets_array if deq is not None else None
+        self._scale = deq.scale_array if deq is not None else None
+        #: number of rate levels of a store that records a level per frame (format version 3), else 0
+        self.rate_levels = sh.rate_levels
+        self.level_scale = deq.level_scale_array if self.rate_levels else None
 
     def _use_index(self, table: IndexTable) -> None:
         """Serve ``table`` instead of the index read at opening (``repair_store`` checks the rows it keeps
@@ -894,7 +867,7 @@ class FeatureStore(Mapping):
         # each shard file of parts/ ends with its chunk index (16 bytes per chunk slot + a CRC-32C),
         # written whole even for a shard that holds one chunk: fixed per shard, not per frame
         shard_files = sum(1 for k in sizes if k.startswith("parts/") and not k.endswith("zarr.json"))
-        shard_index = shard_files * (16 * int(self.header.get("shard_chunks") or 0) + 4) if shard_files else 0
+        shard_index = shard_files * (16 * int(self.store_header.shard_chunks or 0) + 4) if shard_files else 0
         shard_index = min(shard_index, data)
         data -= shard_index
         frames = int(self._index.length.sum())
@@ -904,12 +877,12 @@ class FeatureStore(Mapping):
         bb16 = self._backbone_float16_bytes(frames, sample)
         return {
             "store": self.url,
-            "format_version": self.header.get("format_version"),
+            "format_version": self.store_header.format_version,
             "mode": self.mode,
             "raw_dtype": self.raw_dtype,
             "codec_kind": self.kind,
             "rate_levels": self.rate_levels,
-            "digest": self.header.get("codec", {}).get("digest"),
+            "digest": self.store_header.digest,
             "videos": len(self),
             "frames": frames,
             "parts": len(set(self._index.part.tolist())),

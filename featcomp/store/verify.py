@@ -105,7 +105,7 @@ def verify_store(path_or_url, *, compact: bool = False, max_problems: int = 1000
         problem(f"the store cannot be opened: {e}", _file_named(str(e), fs.url))
         return rep
     rep = VerifyReport(store=st.url, videos=len(st), frames=int(st.index.length.sum()), kind=st.kind,
-                       format_version=st.header.get("format_version"), raw_dtype=st.raw_dtype)
+                       format_version=st.store_header.format_version, raw_dtype=st.raw_dtype)
     one_line = {w: ids[0] for w, (_p, ids) in st.damaged_names.items() if " line " in w and ids[0] in st.lost_videos}
     for where, why in sorted(st.damaged.items()):
         vid = one_line.get(where)  # a damaged log line: one issue, its text naming the id the line spells

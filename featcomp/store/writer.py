@@ -25,6 +25,7 @@ import os
 import secrets
 import socket
 import time
+import dataclasses
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,6 @@ from featcomp.entropy.kinds import DEFAULT_KIND
 from featcomp.errors import StoreError
 from featcomp.store._fs import AppendLog, StoreFS
 from featcomp.store.format import (
-    FORMAT_NAME,
     MAX_RATE_LEVELS,
     RAW_DTYPES,
     format_version_for,
@@ -52,7 +52,8 @@ from featcomp.store.format import (
     safe_name,
     video_crc,
 )
-from featcomp.store.index import load_index, read_header
+from featcomp.store.headers import CodedCodec, Dequantization, PartHeader, RawCodec, StoreHeader
+from featcomp.store.index import load_index, read_store_header
 
 __all__ = ["StoreWriter", "WriteRecord", "auto_chunk_frames"]
 
@@ -140,7 +141,9 @@ def _json_default(o: Any):
     return str(o)
 
 
-def _dequantization(codec, card: dict) -> dict:
+def _dequantization(codec, card: dict) -> Dequantization:
+    """The header's dequantization section of a coded store, from the model card (or the codec's offsets
+    and a step of 1 where the card has none)."""
     c = codec.channels
     deq = card.get("dequantization") if isinstance(card.get("dequantization"), dict) else {}
     offsets = deq.get("offsets", np.asarray(codec.offsets, dtype=np.float32).tolist())
@@ -151,11 +154,11 @@ def _dequantization(codec, card: dict) -> dict:
     scale = np.asarray(scale, dtype=np.float32).reshape(-1)
     if offsets.shape != (c,) or scale.shape != (c,):
         raise StoreError(f"dequantization offsets/scale must have {c} entries, got {offsets.shape}/{scale.shape}")
-    return {
-        "formula": "features = (k + offsets) * scale  (per channel, float32)",
-        "offsets": [float(x) for x in offsets],
-        "scale": [float(x) for x in scale],
-    }
+    return Dequantization(
+        formula="features = (k + offsets) * scale  (per channel, float32)",
+        offsets=tuple(float(x) for x in offsets),
+        scale=tuple(float(x) for x in scale),
+    )
 
 
 def level_scales(codec_or_model: Any, card: dict, channels: int, where: str) -> np.ndarray:
@@ -211,49 +214,44 @@ def build_header(codec, card: dict, *, raw: bool, chunk_frames: int | None, shar
 
     kind = None if raw else codec_kind(codec)
     int8 = raw and raw_dtype == "int8"
-    h: dict[str, Any] = {
-        "format": FORMAT_NAME,
-        "format_version": format_version_for(kind or DEFAULT_KIND, levels=level_scale is not None,
-                                             raw_dtype="int8" if int8 else None),
-        "package": "featcomp",
-        "package_hint": PACKAGE_HINT,
-        "featcomp_version": __version__,
-        "mode": "raw" if raw else "coded",
-        "dtype": ("int8" if int8 else "float16") if raw else "int32",
-        "chunk_frames": chunk_frames,
-        "shard_chunks": int(shard_chunks),
-        "model_card": card,
-    }
+    common = dict(
+        format_version=format_version_for(kind or DEFAULT_KIND, levels=level_scale is not None,
+                                          raw_dtype="int8" if int8 else None),
+        package="featcomp", package_hint=PACKAGE_HINT, featcomp_version=__version__,
+        chunk_frames=chunk_frames, shard_chunks=int(shard_chunks), model_card=card,
+    )
     if raw:
-        h["codec"] = {"name": "zstd", "level": int(raw_level), "via": "numcodecs"}
+        deq = None
         if int8:  # version 4; float16 raw headers stay byte-identical
-            h["dequantization"] = {
-                "formula": INT8_FORMULA,
-                "per": "video",
-                "scale": "commit record 'sc' / index column 'scales'; videos/<writer>/scale[row] for plain zarr",
-            }
-    else:
-        from featcomp.store.codec import CODEC_NAME, encode_tables
-
-        h["codec"] = {
-            "name": CODEC_NAME,
-            "digest": codec.digest,
-            "channels": int(codec.channels),
-            "precision": int(getattr(codec, "precision", getattr(getattr(codec, "family", None), "precision", 0))),
-            "tables": encode_tables(codec),
-        }
-        if kind != DEFAULT_KIND:  # version 2; version-1 headers (implicit kind) stay byte-identical
-            h["codec"]["kind"] = kind
-        h["channels"] = int(codec.channels)
-        h["dequantization"] = _dequantization(codec, card)
-        if level_scale is not None:  # version 3; headers of stores without levels are unchanged
-            h["rate_levels"] = int(level_scale.shape[0])
-            h["dequantization"]["formula"] = (
-                "features = (k + offsets) * scale  (per channel, float32); "
-                "a video with levels: frame t uses level_scale[levels[t]] for scale"
+            deq = Dequantization(
+                formula=INT8_FORMULA, per="video",
+                scale_source="commit record 'sc' / index column 'scales'; videos/<writer>/scale[row] for plain zarr",
             )
-            h["dequantization"]["level_scale"] = [[float(x) for x in row] for row in level_scale]
-    return h
+        header = StoreHeader(mode="raw", dtype="int8" if int8 else "float16",
+                             codec=RawCodec(level=int(raw_level)), dequantization=deq, **common)
+        return header.to_dict()
+    from featcomp.store.codec import CODEC_NAME, encode_tables
+
+    base = _dequantization(codec, card)
+    if level_scale is not None:  # version 3; headers of stores without levels are unchanged
+        base = Dequantization(
+            formula="features = (k + offsets) * scale  (per channel, float32); "
+                    "a video with levels: frame t uses level_scale[levels[t]] for scale",
+            offsets=base.offsets, scale=base.scale,
+            level_scale=tuple(tuple(float(x) for x in row) for row in level_scale),
+        )
+    header = StoreHeader(
+        mode="coded", dtype="int32",
+        codec=CodedCodec(
+            name=CODEC_NAME, digest=codec.digest, channels=int(codec.channels),
+            precision=int(getattr(codec, "precision", getattr(getattr(codec, "family", None), "precision", 0))),
+            tables=encode_tables(codec),
+            kind=None if kind == DEFAULT_KIND else kind,  # version 1 headers (implicit kind) stay byte-identical
+        ),
+        channels=int(codec.channels), dequantization=base,
+        rate_levels=0 if level_scale is None else int(level_scale.shape[0]), **common,
+    )
+    return header.to_dict()
 
 
 class StoreWriter:
@@ -353,7 +351,7 @@ class StoreWriter:
         )
         self.header = self._open_or_create(header)
         #: number of rate levels of a store that records a level per frame (0: none)
-        self.rate_levels = int(self.header.get("rate_levels") or 0)
+        self.rate_levels = self.store_header.rate_levels
         if self.fs.exists(f"parts/{self.writer_id}/zarr.json") or self.fs.exists(f"index/{self.writer_id}.fcidx"):
             raise StoreError(f"{self.url}: writer id {self.writer_id!r} is already used; pick another")
 
@@ -389,47 +387,49 @@ class StoreWriter:
                     f"{self.url} exists, is not empty and is not a featcomp store; refusing to write into it"
                 )
             self.fs.write_new("zarr.json", group_doc({"featcomp": header}))
-            for g in ("parts", "times") + (("levels",) if header.get("rate_levels") else ()):
+            for g in ("parts", "times") + (("levels",) if "rate_levels" in header else ()):
                 if not self.fs.exists(f"{g}/zarr.json"):
                     self.fs.write_atomic(f"{g}/zarr.json", group_doc(), fsync=self.fsync)
-        existing = read_header(self.fs)
-        if existing.get("mode") != header["mode"]:
+        existing, old = read_store_header(self.fs)
+        new = StoreHeader.from_dict(header, self.url)
+        if old.mode != new.mode:
             raise StoreError(
-                f"{self.url} is a {existing.get('mode')} store; this writer would write {header['mode']} data"
+                f"{self.url} is a {old.mode} store; this writer would write {new.mode} data"
             )
-        if self.raw and existing.get("dtype", "float16") != header["dtype"]:
+        if self.raw and old.raw_dtype != new.raw_dtype:
             raise StoreError(
-                f"{self.url} is a raw {existing.get('dtype', 'float16')} store; this writer would write "
-                f"{header['dtype']} values (raw_dtype / --raw-dtype {header['dtype']}); write them to another store "
-                f"or use --raw-dtype {existing.get('dtype', 'float16')}"
+                f"{self.url} is a raw {old.raw_dtype} store; this writer would write "
+                f"{new.raw_dtype} values (raw_dtype / --raw-dtype {new.raw_dtype}); write them to another store "
+                f"or use --raw-dtype {old.raw_dtype}"
             )
         if not self.raw:
-            d_old, d_new = existing.get("codec", {}).get("digest"), header["codec"]["digest"]
+            d_old, d_new = old.digest, new.digest
             if d_old != d_new:
                 raise StoreError(
                     f"{self.url}: table digest mismatch: the store was written with tables {str(d_old)[:16]}..., "
                     f"this writer's codec is {d_new[:16]}...; write to another store"
                 )
-        self._check_levels_agree(existing, header)
+        self._check_levels_agree(old, new)
+        self.store_header = old
         return existing
 
-    def _check_levels_agree(self, existing: dict, header: dict) -> None:
+    def _check_levels_agree(self, existing: StoreHeader, header: StoreHeader) -> None:
         """A store records levels for every video or for none, with one set of per-level steps."""
-        had, want = bool(existing.get("rate_levels")), bool(header.get("rate_levels"))
+        had, want = bool(existing.rate_levels), bool(header.rate_levels)
         if had and not want:
             raise StoreError(
-                f"{self.url} records a rate level per frame (store format version {existing.get('format_version')}); "
+                f"{self.url} records a rate level per frame (store format version {existing.format_version}); "
                 "open the writer with levels=True and give every video its levels "
                 "(the Ray job: inference.keep_top1 / --keep-top1)"
             )
         if want and not had:
             raise StoreError(
                 f"{self.url} was created without per-frame rate levels (store format version "
-                f"{existing.get('format_version')}); write videos with levels to a new store"
+                f"{existing.format_version}); write videos with levels to a new store"
             )
         if want:
-            old = np.asarray(existing.get("dequantization", {}).get("level_scale"), dtype=np.float32)
-            new = np.asarray(header["dequantization"]["level_scale"], dtype=np.float32)
+            old = existing.dequantization.level_scale_array
+            new = header.dequantization.level_scale_array
             if old.shape != new.shape or not np.array_equal(old, new):
                 raise StoreError(
                     f"{self.url}: per-level dequantization steps differ: the store has {old.shape[0] if old.ndim else 0} "
@@ -496,7 +496,8 @@ class StoreWriter:
             compressors=compressors,
             filters=None,
             fill_value=0,
-            attributes={"featcomp": {"part": self.writer_id, "format_version": int(self.header["format_version"])}},
+            attributes={"featcomp": PartHeader(part=self.writer_id,
+                                               format_version=self.store_header.format_version).to_dict()},
             config={"write_empty_chunks": False},
         )
         self._sample_shape = sample_shape
@@ -646,7 +647,7 @@ class StoreWriter:
         return WriteRecord(
             video_id=video_id, store=self.url, part=self.writer_id, start=start, frames=n,
             codec="zstd" if self.raw else "featcomp.ans", digest=None if self.raw else self.codec.digest,
-            kind=None if self.raw else self.header["codec"].get("kind", DEFAULT_KIND),
+            kind=self.store_header.kind,
             written=written, levels=lv is not None,
         )
 
@@ -725,8 +726,8 @@ class StoreWriter:
                                    chunks=(min(max(n, 1), 65536), *values.shape[1:]),
                                    compressors=(ZstdCodec(level=9),), fill_value="" if name == "id" else None)
             arr[...] = values
-        attrs = dict(self._arr.attrs.get("featcomp") or {})
-        self._arr.update_attributes({"featcomp": {**attrs, "videos": f"videos/{self.writer_id}"}})
+        part = PartHeader.from_dict(self._arr.attrs.get("featcomp"), f"{self.url}/parts/{self.writer_id}/zarr.json")
+        self._arr.update_attributes({"featcomp": dataclasses.replace(part, videos=f"videos/{self.writer_id}").to_dict()})
 
     # ------------------------------------------------------------------ closing
     def close(self) -> None:

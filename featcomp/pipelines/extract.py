@@ -241,7 +241,7 @@ def run_extract(
     Args:
         inputs: Input specs for :func:`featcomp.pipelines.inputs.discover`, or already resolved videos.
         store: Path or URL of the Zarr store (created, or appended to).
-        model_path: A featcomp model file (``featcomp.save_model``), readable from every node. None
+        model_path: A featcomp model file (``featcomp.save_model``), read once by the driver. None
             with ``backbone``: no head, raw float16 backbone features (video_features' first step).
         backbone: Without a model: the backbone whose features to store (a name, a ``BackboneSpec`` or
             its dict); the store is raw (float16 + zstd) and its card records the spec and sampling, so

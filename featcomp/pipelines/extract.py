@@ -43,16 +43,19 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from featcomp.errors import ConfigError, FeatcompError, PipelineError
 from featcomp.pipelines.config import ExtractConfig, RayConfig, load_config
 from featcomp.pipelines.inputs import VIDEO_EXTENSIONS, VideoInput, discover
+from featcomp.pipelines.plan import ExtractPlan, backbone_only
 from featcomp.pipelines.progress import JobSummary, Progress
+from featcomp.pipelines.rows import ChunkRow, FailureRow, VideoTask, parse_row
 
-__all__ = ["configure", "main", "run_extract", "build_dataset", "init_ray", "ChunkAssembler"]
+__all__ = ["configure", "main", "run_extract", "build_dataset", "init_ray", "ChunkAssembler", "VideoDone",
+           "VideoFailed"]
 
 log = logging.getLogger("featcomp.pipelines.extract")
 
@@ -134,9 +137,31 @@ def _cluster_resources() -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------------- assembly
+class VideoDone(NamedTuple):
+    """A video whose chunks are all there, concatenated in chunk order (a tuple: ``("done", ...)``)."""
+
+    kind: str
+    video_id: str
+    path: str
+    latents: np.ndarray
+    timestamps: np.ndarray  # float64 seconds
+    indices: np.ndarray  # int64 frame numbers
+    float16_bytes: int
+    levels: np.ndarray | None  # uint8 per-frame rate levels, when the chunks carry them
+
+
+class VideoFailed(NamedTuple):
+    """A video that failed in a stage (a tuple: ``("failed", video_id, path, error)``)."""
+
+    kind: str
+    video_id: str
+    path: str
+    error: str
+
+
 @dataclass
 class _Pending:
-    chunks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray | None]] = field(default_factory=dict)
+    chunks: dict[int, ChunkRow] = field(default_factory=dict)
     num_chunks: int | None = None
     path: str = ""
 
@@ -144,10 +169,12 @@ class _Pending:
 class ChunkAssembler:
     """Reassembles per-video chunk rows arriving in any order (and possibly twice, after a retry).
 
-    ``add`` returns ``("done", video_id, path, latents, timestamps, indices, float16_bytes, levels)`` when
-    the last missing chunk of a video arrives (``levels``: uint8 per-frame rate levels when the rows carry
-    them, else None), ``("failed", video_id, path, error)`` for a failure row (once per video), or
-    ``None``. Chunks of a failed video are dropped. Idempotent in the chunk index.
+    ``add`` takes a row of the encoded dataset (a dict as ``iter_rows`` yields it, or a
+    :class:`~featcomp.pipelines.rows.ChunkRow` / :class:`~featcomp.pipelines.rows.FailureRow`) and returns
+    :class:`VideoDone` when the last missing chunk of a video arrives, :class:`VideoFailed` for a failure
+    row (once per video), or ``None``. A row is a failure exactly when it has an ``error``
+    (:func:`~featcomp.pipelines.rows.parse_row`). Chunks of a failed video are dropped. Idempotent in
+    the chunk index.
     """
 
     def __init__(self) -> None:
@@ -155,45 +182,39 @@ class ChunkAssembler:
         self.finished: set[str] = set()
         self.partial: dict[str, str] = {}  # video -> why it is incomplete (truncated, allow_partial)
 
-    def add(self, row: dict[str, Any]) -> tuple | None:
-        vid = str(row["video_id"])
+    def add(self, row: dict[str, Any] | ChunkRow | FailureRow) -> VideoDone | VideoFailed | None:
+        rec = parse_row(row)
+        vid = rec.video_id
         if vid in self.finished:
             return None
-        path = str(row["path"])
-        error = str(row.get("error", "") or "")
-        chunk = int(row["chunk"])
-        if error or chunk < 0:
+        if isinstance(rec, FailureRow):
             self.pending.pop(vid, None)
             self.finished.add(vid)
-            return ("failed", vid, path, error or "unknown error")
-        p = self.pending.setdefault(vid, _Pending(path=path))
-        if row.get("partial"):
-            self.partial[vid] = str(row["partial"])
-        lv = row.get("levels")
-        p.chunks[chunk] = (
-            np.asarray(row["latents"]), np.asarray(row["timestamps"]), np.asarray(row["indices"]),
-            int(row.get("float16_bytes", 0) or 0), None if lv is None else np.asarray(lv, dtype=np.uint8),
-        )
-        if bool(row["last"]):
-            p.num_chunks = chunk + 1
+            return VideoFailed("failed", vid, rec.path, rec.error)
+        p = self.pending.setdefault(vid, _Pending(path=rec.path))
+        if rec.partial:
+            self.partial[vid] = rec.partial
+        p.chunks[rec.chunk] = rec
+        if rec.last:
+            p.num_chunks = rec.chunk + 1
         if p.num_chunks is None or len(p.chunks) < p.num_chunks:
             return None
         del self.pending[vid]
         self.finished.add(vid)
         parts = [p.chunks[i] for i in range(p.num_chunks)]
-        have_levels = [c[4] is not None for c in parts]
+        have_levels = [c.levels is not None for c in parts]
         if any(have_levels) and not all(have_levels):
             raise PipelineError(f"video {vid!r}: some chunks carry per-frame rate levels and some do not; "
                                 "the encoder actors disagree (mixed configurations?)")
-        return (
+        return VideoDone(
             "done",
             vid,
-            path,
-            np.concatenate([c[0] for c in parts]),
-            np.concatenate([c[1] for c in parts]).astype(np.float64),
-            np.concatenate([c[2] for c in parts]).astype(np.int64),
-            sum(c[3] for c in parts),
-            np.concatenate([c[4] for c in parts]) if all(have_levels) else None,
+            p.path,
+            np.concatenate([c.latents for c in parts]),
+            np.concatenate([c.timestamps for c in parts]).astype(np.float64),
+            np.concatenate([c.indices for c in parts]).astype(np.int64),
+            sum(c.float16_bytes for c in parts),
+            np.concatenate([c.levels for c in parts]) if all(have_levels) else None,
         )
 
     def incomplete(self) -> list[tuple[str, str]]:
@@ -202,28 +223,6 @@ class ChunkAssembler:
 
 
 # ------------------------------------------------------------------------------------------ job
-def _plan_resources(cfg: ExtractConfig) -> dict[str, Any]:
-    cpus, gpus = _cluster_resources()
-    inf = cfg.inference
-    num_gpus = inf.num_gpus if inf.num_gpus is not None else (1.0 if gpus >= 1 else 0.0)
-    if num_gpus > 0 and gpus == 0:
-        raise PipelineError(f"inference.num_gpus={num_gpus} but the Ray cluster has no GPU; set it to 0")
-    device = inf.device
-    if device == "auto":
-        device = "cuda" if num_gpus > 0 else "cpu"
-    max_actors = inf.max_actors or inf.actors
-    threads = inf.torch_threads
-    if threads is None and device == "cpu":
-        threads = max(1, int(cpus // max(1, max_actors)))
-    return {
-        "num_gpus": num_gpus,
-        "device": device,
-        "actors": (inf.actors, max_actors),
-        "torch_threads": threads,
-        "cluster": (cpus, gpus),
-    }
-
-
 def run_extract(
     inputs: Sequence[str] | Sequence[VideoInput],
     store: str,
@@ -242,7 +241,7 @@ def run_extract(
     Args:
         inputs: Input specs for :func:`featcomp.pipelines.inputs.discover`, or already resolved videos.
         store: Path or URL of the Zarr store (created, or appended to).
-        model_path: A featcomp model file (``featcomp.save_model``), readable from every node. None
+        model_path: A featcomp model file (``featcomp.save_model``), read once by the driver. None
             with ``backbone``: no head, raw float16 backbone features (video_features' first step).
         backbone: Without a model: the backbone whose features to store (a name, a ``BackboneSpec`` or
             its dict); the store is raw (float16 + zstd) and its card records the spec and sampling, so
@@ -270,7 +269,6 @@ def run_extract(
     cfg = config or load_config(None)
     if raw_dtype is not None:
         cfg = cfg.with_overrides(output={"raw_dtype": raw_dtype})
-    raw = cfg.output.raw
     extensions = cfg.extensions or VIDEO_EXTENSIONS
     opts = {**cfg.storage_options, **(storage_options or {})}
     if storage_options:
@@ -282,47 +280,16 @@ def run_extract(
                           "backbone features, no head)")
     spec_dict = None
     if backbone is not None:
-        spec_dict = _backbone_only(backbone, cfg)
-        raw = True
+        spec_dict = backbone_only(backbone, cfg)
     videos = (list(inputs) if inputs and isinstance(inputs[0], VideoInput)
               else discover([str(i) for i in inputs], extensions=extensions, storage_options=opts))
-    from featcomp.video import SamplingConfig
-
-    keep_top1 = cfg.inference.keep_top1
-    if model_path is not None:
-        model = featcomp.load_model(model_path, storage_options=opts).at_rate(cfg.inference.rate)  # the card records the rate
-        if keep_top1 is not None:
-            _check_rate_control(model, model_path)
-        sampling = model.sampling if isinstance(model.sampling, SamplingConfig) else SamplingConfig.from_dict(model.sampling or {})
-    else:
-        model = None
-        sampling = (sampling if isinstance(sampling, SamplingConfig)
-                    else SamplingConfig.from_dict(sampling) if isinstance(sampling, dict)
-                    else SamplingConfig(mode="fps", fps=1.0))
-    if cfg.decode.sampling:
-        sampling = sampling.replace(**cfg.decode.sampling)
-    sampling = sampling.replace(
-        batch_size=cfg.inference.batch_size, backend=cfg.decode.backend, timeout_s=cfg.decode.timeout_s
-    )
-    raw_dtype = cfg.output.raw_dtype
-    if raw_dtype != "float16" and not raw:
-        raise ConfigError(f"featcomp extract: --raw-dtype {raw_dtype} (output.raw_dtype) is for raw stores: give it "
-                          "with --raw or --backbone; a --model job stores the head's entropy-coded latents")
-    writer_kwargs: dict[str, Any] = {"raw": raw, "storage_options": opts}
-    if raw and raw_dtype != "float16":  # float16 stores are created exactly as before
-        writer_kwargs["raw_dtype"] = raw_dtype
-    if keep_top1 is not None:
-        writer_kwargs["levels"] = True  # store format version 3: every frame's level + per-level steps
-    if cfg.output.chunk_frames:
-        writer_kwargs["chunk_frames"] = cfg.output.chunk_frames
-    summary = JobSummary(store=str(store), total=len(videos), raw=raw, raw_dtype=raw_dtype)
-    if model is None:
-        writer_kwargs["raw"] = True
-        writer_kwargs["model_card"] = {"backbone": spec_dict, "sampling": sampling.to_dict(),
-                                       "features": "raw backbone features, no head (featcomp extract --backbone)"}
+    # every decision of the job, once: the model (loaded once, at the job's rate), rate control, sampling,
+    # the store's options; the stages receive this plan
+    plan = ExtractPlan.build(cfg, model_path, backbone=spec_dict, sampling=sampling)
+    summary = JobSummary(store=str(store), total=len(videos), raw=plan.raw, raw_dtype=plan.raw_dtype)
 
     size_before = _store_size(store, opts)
-    with featcomp.StoreWriter(store, model, **writer_kwargs) as writer:
+    with featcomp.StoreWriter(store, plan.model, **plan.writer_kwargs()) as writer:
         if cfg.output.overwrite:
             todo = videos
         else:
@@ -336,8 +303,7 @@ def run_extract(
 
         started = init_ray(cfg.ray, address)
         try:
-            _run_dataset(todo, model_path, sampling, cfg, writer, summary, None if model is None else model.codec,
-                         backbone=spec_dict)
+            _run_dataset(todo, plan, writer, summary)
         finally:
             if shutdown or (shutdown is None and started):
                 import ray
@@ -346,57 +312,6 @@ def run_extract(
     summary.bytes_written = max(0, _store_size(store, opts) - size_before)
     summary.wall_s = time.perf_counter() - t0
     return summary
-
-
-def _check_rate_control(model: Any, model_path: str) -> None:
-    """Refuse ``inference.keep_top1`` on the driver, before Ray starts, when the model cannot drive it: a
-    fixed-rate / non-factorized head or one without synthesis, or a backbone without its own classifier.
-
-    The classifier check builds the backbone's architecture without its weights (cheap, nothing
-    downloaded); a backbone that cannot be built here is left for the actors to report.
-
-    Raises:
-        ConfigError: naming the model file and what is missing.
-    """
-    from featcomp.ratecontrol import check_rate_controllable
-
-    try:
-        check_rate_controllable(model.head)
-    except ConfigError as e:
-        raise ConfigError(f"inference.keep_top1 with model {model_path}: {e}") from None
-    if model.backbone is None:
-        raise ConfigError(f"inference.keep_top1 with model {model_path}: the model names no backbone, so there is "
-                          "no classifier to keep the top-1 of")
-    try:
-        from featcomp.backbones import BackboneSpec, build_backbone
-
-        if not isinstance(model.backbone, BackboneSpec):
-            return
-        bb = build_backbone(model.backbone, weights=None, weights_path=None)
-    except Exception:  # noqa: BLE001 - not a verdict on the model; the actors build it for real
-        return
-    if not bb.has_classifier:
-        reason = getattr(bb, "_no_classifier_reason", None)
-        raise ConfigError(f"inference.keep_top1 with model {model_path}: backbone {model.backbone.name!r} has no "
-                          f"classifier to keep the top-1 of" + (f" ({reason})" if reason else ""))
-
-
-def _backbone_only(backbone: Any, cfg: ExtractConfig) -> dict[str, Any]:
-    """The validated spec dict of a head-less extraction; the name is checked here, before Ray starts.
-
-    Raises:
-        ConfigError / RegistryError: an invalid spec or an unknown backbone name (one line).
-        ConfigError: options that need a model (--keep-top1, --rate).
-    """
-    from featcomp.model import backbone_spec_dict
-
-    if cfg.inference.keep_top1 is not None or cfg.inference.rate is not None:
-        raise ConfigError("featcomp extract --backbone writes raw features: --keep-top1 and --rate need --model")
-    spec = backbone_spec_dict(backbone, where="featcomp extract --backbone")
-    from featcomp.backbones import resolve_backbone_factory
-
-    resolve_backbone_factory(spec)  # unknown name / unimportable custom factory: one clear error now
-    return spec
 
 
 def _check_store_path(store: Any) -> None:
@@ -424,12 +339,13 @@ def _store_size(url: str, storage_options: dict | None = None) -> int:
         return 0
 
 
-def build_dataset(todo: Sequence[VideoInput], model_path: str | None, sampling: Any, cfg: ExtractConfig,
-                  plan: dict[str, Any], encoder_cls: type | None = None, backbone: dict | None = None):
+def build_dataset(todo: Sequence[VideoInput], plan: ExtractPlan, encoder_cls: type | None = None):
     """The lazy Ray Dataset of the job: videos -> decode tasks -> encoder actor pool.
 
-    Rows out: ``video_id``, ``path``, ``chunk``, ``last``, ``latents``, ``timestamps``, ``indices``,
-    ``error`` (see :mod:`featcomp.pipelines.stages`).
+    ``plan`` must carry its resources (:meth:`ExtractPlan.with_resources`). Rows out: ``video_id``,
+    ``path``, ``chunk``, ``last``, ``latents``, ``timestamps``, ``indices``, ``error``, ``partial``,
+    ``float16_bytes`` (and ``levels`` with rate control): :class:`~featcomp.pipelines.rows.ChunkRow` /
+    :class:`~featcomp.pipelines.rows.FailureRow` through :func:`~featcomp.pipelines.rows.parse_row`.
     """
     import ray.data
 
@@ -437,9 +353,12 @@ def build_dataset(todo: Sequence[VideoInput], model_path: str | None, sampling: 
 
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
-    items = [{"video_id": v.video_id, "path": v.path} for v in todo]
+    if plan.resources is None:
+        raise PipelineError("build_dataset: the plan has no resources; use plan.with_resources(cpus, gpus)")
+    cfg, res = plan.config, plan.resources
+    items = [VideoTask(v.video_id, v.path).to_row() for v in todo]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    lo, hi = plan["actors"]
+    lo, hi = res.actors
     pool = ActorPoolStrategy(size=lo) if lo == hi else ActorPoolStrategy(min_size=lo, max_size=hi)
     with warnings.catch_warnings():
         # Ray 2.60 flags **ray_remote_args as deprecated, yet retries/restarts have no named parameter
@@ -448,10 +367,7 @@ def build_dataset(todo: Sequence[VideoInput], model_path: str | None, sampling: 
             decode_videos,
             batch_size=1,
             compute=TaskPoolStrategy(size=cfg.decode.concurrency),
-            fn_kwargs={"sampling": sampling, "timeout_s": 2 * cfg.decode.timeout_s + 5,
-                       "storage_options": cfg.storage_options, "scratch_dir": cfg.decode.scratch_dir,
-                       "scratch_mb": cfg.decode.scratch_mb, "allow_partial": cfg.decode.allow_partial,
-                       "frames_fps": cfg.decode.frames_fps},
+            fn_kwargs=plan.decode_kwargs(),
             num_cpus=cfg.decode.num_cpus,
             max_retries=cfg.decode.max_retries,
             retry_exceptions=False,
@@ -460,40 +376,31 @@ def build_dataset(todo: Sequence[VideoInput], model_path: str | None, sampling: 
             encoder_cls or EncodeChunks,
             batch_size=cfg.inference.chunks_per_call,
             compute=pool,
-            fn_constructor_kwargs={
-                "model_path": None if model_path is None else str(model_path),
-                **({"backbone": backbone} if backbone is not None else {}),
-                "device": plan["device"],
-                "dtype": cfg.inference.dtype,
-                "batch_size": cfg.inference.batch_size,
-                "torch_threads": plan["torch_threads"],
-                "raw": cfg.output.raw,
-                **({"rate": cfg.inference.rate} if cfg.inference.rate is not None else {}),
-                **({"keep_top1": cfg.inference.keep_top1} if cfg.inference.keep_top1 is not None else {}),
-                **({"storage_options": cfg.storage_options} if cfg.storage_options else {}),
-            },
-            num_gpus=plan["num_gpus"] or None,
+            fn_constructor_kwargs={"plan": plan},
+            num_gpus=res.num_gpus or None,
             num_cpus=cfg.inference.num_cpus,
             max_restarts=cfg.inference.max_restarts,
             max_task_retries=cfg.inference.max_task_retries,
         )
 
 
-def _run_dataset(todo, model_path, sampling, cfg, writer, summary, codec, backbone=None) -> None:
+def _run_dataset(todo: Sequence[VideoInput], plan: ExtractPlan, writer: Any, summary: JobSummary) -> None:
     import ray
     import ray.data
 
+    cfg = plan.config
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = cfg.ray.data_progress_bars
     ctx.print_on_execution_start = cfg.ray.data_progress_bars
     if not cfg.ray.data_progress_bars:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
-    plan = _plan_resources(cfg)
+    plan = plan.with_resources(*_cluster_resources())
+    res = plan.resources
     log.info(
         "ray: cluster of %g CPUs, %g GPUs; %s encoder actor(s) on %s (num_gpus=%g each, %s torch threads)",
-        *plan["cluster"], "%d..%d" % plan["actors"], plan["device"], plan["num_gpus"], plan["torch_threads"],
+        *res.cluster, "%d..%d" % res.actors, res.device, res.num_gpus, res.torch_threads,
     )
-    ds = build_dataset(todo, model_path, sampling, cfg, plan, backbone=backbone)
+    ds = build_dataset(todo, plan)
     assembler = ChunkAssembler()
     progress = Progress(len(todo), enabled=cfg.progress)
     try:
@@ -501,7 +408,7 @@ def _run_dataset(todo, model_path, sampling, cfg, writer, summary, codec, backbo
             event = assembler.add(row)
             if event is None:
                 continue
-            if event[0] == "failed":
+            if isinstance(event, VideoFailed):
                 _, vid, path, error = event
                 writer.record_failure(vid, path, error)
                 summary.failed += 1
@@ -510,25 +417,19 @@ def _run_dataset(todo, model_path, sampling, cfg, writer, summary, codec, backbo
                 progress.update(failed=True)
                 continue
             _, vid, path, latents, timestamps, indices, f16, levels = event
-            meta = {"path": path, "frame_indices": indices.tolist()}
+            meta = plan.video_metadata(path, indices)
             if vid in assembler.partial:  # a truncated file kept with decode.allow_partial
                 meta["partial"] = assembler.partial.pop(vid)
                 log.warning("partial: %s (%s): %s", vid, path, meta["partial"])
-            if cfg.inference.keep_top1 is not None:
-                if levels is None:
-                    raise PipelineError(f"video {vid!r}: the encoder returned no per-frame levels although "
-                                        "inference.keep_top1 is set")
-                meta["keep_top1"] = cfg.inference.keep_top1
+            if plan.rate_controlled and levels is None:
+                raise PipelineError(f"video {vid!r}: the encoder returned no per-frame levels although "
+                                    "inference.keep_top1 is set")
             record = writer.write(vid, latents, timestamps, metadata=meta, force=cfg.output.overwrite, levels=levels)
             if record is None:  # already there (another run finished it meanwhile)
                 summary.skipped += 1
                 progress.update()
                 continue
-            if codec is None or cfg.output.raw:  # raw: the values as stored, before zstd
-                int8 = cfg.output.raw_dtype == "int8"
-                bits = (8.0 * latents.size + 32.0 * latents.shape[1]) if int8 else 16.0 * latents.size
-            else:
-                bits = float(codec.estimate_bits(latents))
+            bits = plan.payload_bits(latents)
             summary.done += 1
             summary.frames += len(latents)
             summary.payload_bits += bits

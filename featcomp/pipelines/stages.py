@@ -6,19 +6,23 @@ Each stage is a thin adapter over featcomp's public API:
   (resized on decode; a frames folder is read by the ``frames`` backend at ``decode.frames_fps``),
   yielding one row per chunk of at most ``inference.batch_size`` frames. A watchdog turns a decoder
   that stops producing frames into a failure row instead of a hung job.
-* :class:`EncodeChunks` — ``__init__`` builds ``featcomp.Extractor(featcomp.load_model(path))``
-  once per actor; ``__call__`` makes one library call per batch (``encode_frames``, or the raw
-  backbone features with ``--raw``). With per-frame rate control (``keep_top1``) it runs the
-  backbone once on the whole batch (``frame_features``) and chooses the levels per decoded chunk
-  (``encode_features``), so the give-up quota applies to one video's chunk, whatever chunks Ray
-  groups into a call; rows then also carry ``levels``.
+* :class:`EncodeChunks` — ``__init__`` builds ``featcomp.Extractor`` once per actor on the model the
+  driver loaded and put at the job's rate (``plan.model`` of the
+  :class:`~featcomp.pipelines.plan.ExtractPlan`); ``__call__`` makes one library call per batch
+  (``encode_frames``, or the raw backbone features for a raw job). With per-frame rate control (the
+  plan's ``rate_control``, decided from ``keep_top1`` on the driver) it runs the backbone once on the
+  whole batch (``frame_features``) and chooses the levels per decoded chunk (``encode_features``), so
+  the give-up quota applies to one video's chunk, whatever chunks Ray groups into a call; rows then
+  also carry ``levels``.
 
-Rows carry ``video_id``, ``path``, ``chunk`` (0-based), ``last`` (the final chunk of the video),
-``timestamps`` (seconds), ``indices`` (frame numbers), ``error`` (empty when fine) and ``partial``
-(empty, or why a truncated video decoded with ``allow_partial`` is incomplete). A failed
-video yields exactly one row with ``chunk == -1`` and the error text; the driver records it in the
-store's failures table. A truncated video is such a failure (``TruncatedVideoError``) unless the
-job allows partial videos; then its decodable part goes on, marked partial. Exceptions never escape a stage for bad input: a Ray Data UDF exception
+What flows between the stages are the typed records of :mod:`featcomp.pipelines.rows`
+(:class:`~featcomp.pipelines.rows.VideoTask` in, :class:`~featcomp.pipelines.rows.FrameChunk` between
+decode and encode, :class:`~featcomp.pipelines.rows.ChunkRow` out), converted to Ray Data's dict batches
+at the edge. A failed video yields exactly one :class:`~featcomp.pipelines.rows.FailureRow`: its
+``error`` text is the one failure signal (the ``chunk`` column holds the filler ``-1`` only because
+every row needs a value there); the driver records it in the store's failures table. A truncated video
+is such a failure (``TruncatedVideoError``) unless the job allows partial videos; then its decodable
+part goes on, marked partial. Exceptions never escape a stage for bad input: a Ray Data UDF exception
 would fail the whole dataset. Process deaths (kill -9, OOM) do escape, and Ray retries them.
 
 This module is imported by Ray workers; it imports ray only for typing-free helpers (none at import).
@@ -37,45 +41,26 @@ from typing import Any
 
 import numpy as np
 
+from featcomp.pipelines.rows import (
+    FILLER_CHUNK,
+    ChunkRow,
+    FailureRow,
+    FrameChunk,
+    VideoTask,
+    encoded_batch,
+    error_text,
+    parse_decoded,
+)
+
 __all__ = ["decode_videos", "EncodeChunks", "failure_row", "ERROR_CHUNK"]
 
-ERROR_CHUNK = -1
+ERROR_CHUNK = FILLER_CHUNK  # the chunk column of a failure row (a filler: failure is the ``error`` text)
 _DONE = object()
 
 
-def _err_text(e: BaseException) -> str:
-    text = str(e).strip() or repr(e)
-    return f"{type(e).__name__}: {text}"
-
-
 def failure_row(video_id: str, path: str, error: str) -> dict[str, Any]:
-    """A one-row batch saying that ``video_id`` failed with ``error``."""
-    return {
-        "video_id": np.array([video_id]),
-        "path": np.array([path]),
-        "chunk": np.array([ERROR_CHUNK], dtype=np.int64),
-        "last": np.array([True]),
-        "frames": np.zeros((1, 0, 1, 1, 3), dtype=np.uint8),
-        "timestamps": np.zeros((1, 0), dtype=np.float64),
-        "indices": np.zeros((1, 0), dtype=np.int64),
-        "error": np.array([error]),
-        "partial": np.array([""]),
-    }
-
-
-def _chunk_row(video_id: str, path: str, chunk: int, last: bool, frames, timestamps, indices,
-               partial: str | None = None) -> dict[str, Any]:
-    return {
-        "video_id": np.array([video_id]),
-        "path": np.array([path]),
-        "chunk": np.array([chunk], dtype=np.int64),
-        "last": np.array([last]),
-        "frames": np.ascontiguousarray(frames)[None],
-        "timestamps": np.asarray(timestamps, dtype=np.float64)[None],
-        "indices": np.asarray(indices, dtype=np.int64)[None],
-        "error": np.array([""]),
-        "partial": np.array([partial or ""]),
-    }
+    """A one-row batch saying that ``video_id`` failed with ``error`` (``FailureRow(...).to_batch()``)."""
+    return FailureRow(video_id, path, error).to_batch()
 
 
 def _staged_path(path: str, tmpdir: str) -> str | None:
@@ -147,119 +132,109 @@ def decode_videos(batch: dict[str, np.ndarray], *, sampling: Any, timeout_s: flo
     Yields:
         One-row batches: chunks of frames uint8 ``(1, n, H, W, 3)``, or a failure row.
     """
-    for video_id, path in zip(batch["video_id"], batch["path"]):
-        video_id, path = str(video_id), str(path)
-        if scratch_dir:
-            os.makedirs(scratch_dir, exist_ok=True)
-        tmpdir = tempfile.mkdtemp(prefix="featcomp-decode-", dir=scratch_dir or None)
-        q: queue.Queue = queue.Queue(maxsize=2)  # bounded: the decoder runs at most 2 chunks ahead
-        worker = threading.Thread(
-            target=_produce, args=(path, sampling, q, tmpdir, storage_options, scratch_mb, allow_partial, frames_fps),
-            daemon=True,
-            name=f"decode {video_id}",
-        )
-        worker.start()
-        held = None  # one chunk of look-ahead, so the final chunk can say last=True
-        chunk = 0
-        try:
-            while True:
-                try:
-                    item = q.get(timeout=timeout_s)
-                except queue.Empty:
-                    yield failure_row(
-                        video_id, path, f"VideoError: {path}: the decoder produced no frames for {timeout_s:g} s (hanging file?)"
-                    )
-                    held = None
-                    break  # the daemon thread is abandoned; it holds no lock the next video needs
-                if item is _DONE:
-                    if held is None:
-                        yield failure_row(video_id, path, f"VideoError: {path}: no frames could be decoded (empty video?)")
-                    else:
-                        yield _chunk_row(video_id, path, chunk, True, *held)
-                    held = None
-                    break
-                if isinstance(item, BaseException):
-                    text = _err_text(item)
-                    staged = _staged_path(path, tmpdir)
-                    yield failure_row(video_id, path, text.replace(staged, path) if staged else text)
-                    held = None
-                    break
-                if held is not None:
-                    yield _chunk_row(video_id, path, chunk, False, *held)
-                    chunk += 1
-                held = (item.frames, item.timestamps, item.indices, getattr(item, "partial", None))
-        finally:
-            # also when a hung decoder still holds the staged file: on POSIX its space is freed
-            # once the file is closed, so scratch never outlives the task
-            shutil.rmtree(tmpdir, ignore_errors=True)
+    for task in VideoTask.from_batch(batch):
+        for rec in _decode_one(task, sampling=sampling, timeout_s=timeout_s, storage_options=storage_options,
+                               scratch_dir=scratch_dir, scratch_mb=scratch_mb, allow_partial=allow_partial,
+                               frames_fps=frames_fps):
+            yield rec.to_batch()
+
+
+def _decode_one(task: VideoTask, *, sampling: Any, timeout_s: float, storage_options: dict | None,
+                scratch_dir: str | None, scratch_mb: int | None, allow_partial: bool,
+                frames_fps: float | None) -> Iterator[FrameChunk | FailureRow]:
+    """The chunks of one video, or its one failure (after any chunks already yielded)."""
+    video_id, path = task.video_id, task.path
+    if scratch_dir:
+        os.makedirs(scratch_dir, exist_ok=True)
+    tmpdir = tempfile.mkdtemp(prefix="featcomp-decode-", dir=scratch_dir or None)
+    q: queue.Queue = queue.Queue(maxsize=2)  # bounded: the decoder runs at most 2 chunks ahead
+    worker = threading.Thread(
+        target=_produce, args=(path, sampling, q, tmpdir, storage_options, scratch_mb, allow_partial, frames_fps),
+        daemon=True,
+        name=f"decode {video_id}",
+    )
+    worker.start()
+    held = None  # one chunk of look-ahead, so the final chunk can say last=True
+    chunk = 0
+
+    def chunk_of(last: bool) -> FrameChunk:
+        frames, timestamps, indices, partial = held
+        return FrameChunk(video_id, path, chunk, last, frames, timestamps, indices, partial or "")
+
+    try:
+        while True:
+            try:
+                item = q.get(timeout=timeout_s)
+            except queue.Empty:
+                yield FailureRow(video_id, path,
+                                 f"VideoError: {path}: the decoder produced no frames for {timeout_s:g} s (hanging file?)")
+                break  # the daemon thread is abandoned; it holds no lock the next video needs
+            if item is _DONE:
+                if held is None:
+                    yield FailureRow(video_id, path, f"VideoError: {path}: no frames could be decoded (empty video?)")
+                else:
+                    yield chunk_of(True)
+                break
+            if isinstance(item, BaseException):
+                text = error_text(item)
+                staged = _staged_path(path, tmpdir)
+                yield FailureRow(video_id, path, text.replace(staged, path) if staged else text)
+                break
+            if held is not None:
+                yield chunk_of(False)
+                chunk += 1
+            held = (item.frames, item.timestamps, item.indices, getattr(item, "partial", None))
+    finally:
+        # also when a hung decoder still holds the staged file: on POSIX its space is freed
+        # once the file is closed, so scratch never outlives the task
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 class EncodeChunks:
-    """Ray Data callable class: backbone + head (or backbone only with ``raw``) on decoded chunks.
+    """Ray Data callable class: backbone + head (or backbone only for a raw job) on decoded chunks.
 
-    One instance lives in each actor of the pool; the frozen model is built once in ``__init__``.
+    One instance lives in each actor of the pool; ``__init__`` builds the ``featcomp.Extractor`` once, on
+    the model the driver loaded and put at the job's rate (``plan.model``), with the driver's
+    ``plan.rate_control``: nothing about the model or the rate is decided again here.
 
     Args:
-        model_path: A featcomp model file or URL readable from the actor's node; None with ``backbone``.
-        backbone: No model: the backbone spec dict (``featcomp extract --backbone``); rows then carry
-            raw float16 backbone features. A custom backbone's ``factory`` must import on this node.
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        dtype: ``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"``.
-        batch_size: Frames per model call.
-        torch_threads: torch intra-op threads in this actor (``None``: leave torch's setting).
-        raw: Output float16 backbone features instead of int32 latents.
-        rate: Rate level of a variable-rate model (``None``: the model's default).
-        keep_top1: Per-frame rate control target (``RateControl(target_agreement=keep_top1)``):
-            rows carry uint8 ``levels`` beside the latents; the quota applies per chunk (see above).
-        storage_options: Options of the filesystem of a model URL (:mod:`featcomp.storage`).
+        plan: The job's :class:`~featcomp.pipelines.plan.ExtractPlan` (with its resources): the model or
+            the head-less backbone spec (a custom backbone's ``factory`` must import on this node), raw or
+            coded output, rate control, ``inference.dtype``/``batch_size``, the device and torch threads.
     """
 
-    def __init__(
-        self,
-        model_path: str | None = None,
-        *,
-        backbone: dict | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        batch_size: int = 32,
-        torch_threads: int | None = None,
-        raw: bool = False,
-        rate: float | None = None,
-        keep_top1: float | None = None,
-        storage_options: dict | None = None,
-    ) -> None:
+    def __init__(self, plan: Any) -> None:
         import torch
 
         import featcomp
 
-        rate_control = None
-        if keep_top1 is not None:
-            from featcomp.ratecontrol import RateControl
-
-            rate_control = RateControl(target_agreement=float(keep_top1))
-
+        inf = plan.config.inference
+        res = plan.resources
+        device = res.device if res is not None else inf.device
+        torch_threads = res.torch_threads if res is not None else inf.torch_threads
+        dtype = inf.dtype
         if torch_threads:
             torch.set_num_threads(int(torch_threads))
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype == "auto":
             dtype = "bfloat16" if device == "cuda" else "float32"
-        self.raw = raw or model_path is None
+        self.raw = bool(plan.raw)
         self.device = device
         self.backbone = None
         self.extractor = None
-        self.rate_controlled = rate_control is not None
+        self.rate_controlled = plan.rate_control is not None
         self._feature_elems: int | None = None  # backbone values per frame, for the float16 baseline
-        if model_path is None:
+        if plan.model is None:
             from featcomp.backbones import build_backbone
 
-            if backbone is None:
-                raise ValueError("EncodeChunks needs model_path or backbone")
-            self.backbone = build_backbone(backbone, device=device)
+            if plan.backbone is None:
+                raise ValueError("EncodeChunks needs a plan with a model or a backbone")
+            self.backbone = build_backbone(plan.backbone, device=device)
             return
         self.extractor = featcomp.Extractor(
-            featcomp.load_model(model_path, storage_options=storage_options), device=device, batch_size=batch_size,
-            dtype=None if dtype == "float32" else getattr(torch, dtype), rate=rate, rate_control=rate_control,
+            plan.model, device=device, batch_size=inf.batch_size,
+            dtype=None if dtype == "float32" else getattr(torch, dtype), rate_control=plan.rate_control,
         )
 
     def _call_model(self, frames: np.ndarray, sizes: list[int]) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
@@ -288,49 +263,38 @@ class EncodeChunks:
             self._feature_elems = int(np.prod(self.extractor.features(frames[:1]).shape[1:]))
         return _split(np.asarray(self.extractor.encode_frames(frames)), sizes), None
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        n = len(batch["video_id"])
-        errors = [str(e) for e in batch["error"]]
-        ok = [i for i in range(n) if not errors[i] and len(batch["frames"][i])]
-        outputs: list[Any] = [None] * n
-        levels: list[Any] = [None] * n
+    def encode(self, records: list[FrameChunk | FailureRow]) -> list[ChunkRow | FailureRow]:
+        """Encode the chunks of ``records`` in one model call; failures pass through, and a model call
+        that raises turns every chunk of the call into a failure of its video (never of the job)."""
+        ok = [i for i, r in enumerate(records) if isinstance(r, FrameChunk) and len(r.frames)]
+        out: list[ChunkRow | FailureRow | None] = [r if isinstance(r, FailureRow) else None for r in records]
+        outputs: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         if ok:
-            parts = [np.asarray(batch["frames"][i]) for i in ok]
+            parts = [records[i].frames for i in ok]
             sizes = [len(p) for p in parts]
             try:
                 outs, lvs = self._call_model(parts[0] if len(parts) == 1 else np.concatenate(parts), sizes)
             except Exception as e:  # noqa: BLE001 - a bad chunk fails its videos, not the job
-                msg = _err_text(e)
                 for i in ok:
-                    errors[i] = msg
-                    batch["chunk"][i] = ERROR_CHUNK
+                    out[i] = FailureRow.from_exception(records[i].video_id, records[i].path, e)
             else:
                 for j, i in enumerate(ok):
-                    outputs[i] = outs[j]
-                    if lvs is not None:
-                        levels[i] = lvs[j]
-        shape = next((o.shape[1:] for o in outputs if o is not None), (0,))
+                    outputs[i] = (outs[j], None if lvs is None else lvs[j])
+        shape = next((o.shape[1:] for o, _ in outputs.values()), (0,))
         dtype = np.float16 if self.raw else np.int32
-        for i in range(n):
-            if outputs[i] is None:
-                outputs[i] = np.zeros((0, *shape), dtype=dtype)
-            if levels[i] is None:
-                levels[i] = np.zeros(0, dtype=np.uint8)
-        extra = {"levels": levels} if self.rate_controlled else {}
-        return {
-            "video_id": batch["video_id"],
-            "path": batch["path"],
-            "chunk": batch["chunk"],
-            "last": batch["last"],
-            "latents": outputs,
-            "timestamps": list(batch["timestamps"]),
-            "indices": list(batch["indices"]),
-            "error": np.array(errors),
-            "partial": np.array([str(x) for x in batch.get("partial", [""] * n)]),
-            # what the same frames' backbone features would take as float16 (the summary's baseline)
-            "float16_bytes": np.array([2 * len(o) * (self._feature_elems or 0) for o in outputs], dtype=np.int64),
-            **extra,
-        }
+        for i, r in enumerate(records):
+            if out[i] is not None:
+                continue
+            lat, lv = outputs.get(i, (np.zeros((0, *shape), dtype=dtype), None))
+            if self.rate_controlled and lv is None:
+                lv = np.zeros(0, dtype=np.uint8)
+            out[i] = ChunkRow(r.video_id, r.path, r.chunk, r.last, lat, r.timestamps, r.indices,
+                              # what the same frames' backbone features would take as float16 (the baseline)
+                              float16_bytes=2 * len(lat) * (self._feature_elems or 0), levels=lv, partial=r.partial)
+        return out  # type: ignore[return-value]
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return encoded_batch(self.encode(parse_decoded(batch)), raw=self.raw, with_levels=self.rate_controlled)
 
 
 def _split(out: np.ndarray, sizes: list[int]) -> list[np.ndarray]:

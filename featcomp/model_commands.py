@@ -5,6 +5,7 @@ Examples::
     featcomp compress clip.mp4 --model head.safetensors -o clip.fcc
     featcomp compress clip.fcc --model head.safetensors --decompress -o features.npy
     featcomp compress clip.mp4 --model ladder.safetensors --keep-top1 0.95 -o clip.fcc
+    featcomp compress clip.mp4 --model ladder.safetensors --max-distortion 0.05 -o clip.fcc
 """
 
 from __future__ import annotations
@@ -30,11 +31,44 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "coarsest level at which the backbone's own classifier keeps its top-1 on the decoded "
                              "features; TARGET in (0, 1] is the fraction of frames to keep (below 1 the most "
                              "expensive frames are given up). Excludes --rate")
+    parser.add_argument("--max-distortion", type=float, default=None, metavar="D",
+                        help="per-frame rate control by a fidelity target, for any backbone (no classifier needed): "
+                             "each frame gets the coarsest level whose decoded features are within relative squared "
+                             "error D (||x_hat - x||^2 / ||x||^2). Excludes --rate and --keep-top1")
+    parser.add_argument("--max-kl", type=float, default=None, metavar="B",
+                        help="per-frame rate control by a KL budget: KL of the backbone classifier's softmax on the "
+                             "original vs decoded features <= B nats per frame")
+    parser.add_argument("--keep-fraction", type=float, default=None, metavar="T",
+                        help="with --max-distortion/--max-kl: the fraction of frames that must meet the budget "
+                             "(default 1; below 1 the most expensive frames get the coarsest level)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     from featcomp.storage import add_storage_option_argument
 
     add_storage_option_argument(parser)
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress line on stderr")
+
+
+def _rate_control(args: argparse.Namespace):
+    """The ``RateControl`` that --keep-top1 / --max-distortion / --max-kl (+ --keep-fraction) ask for, or None."""
+    from featcomp.errors import ConfigError
+
+    given = [f for f, v in (("--keep-top1", args.keep_top1), ("--max-distortion", args.max_distortion),
+                            ("--max-kl", args.max_kl)) if v is not None]
+    if len(given) > 1:
+        raise ConfigError(f"featcomp compress: {' and '.join(given)} are rate control targets that exclude each "
+                          "other; give one")
+    if args.keep_fraction is not None and not (args.max_distortion is not None or args.max_kl is not None):
+        raise ConfigError("featcomp compress: --keep-fraction goes with --max-distortion or --max-kl")
+    if not given:
+        return None
+    from featcomp.ratecontrol import RateControl
+
+    if args.keep_top1 is not None:
+        return RateControl(target_agreement=args.keep_top1)
+    frac = 1.0 if args.keep_fraction is None else args.keep_fraction
+    if args.max_distortion is not None:
+        return RateControl(criterion="distortion", budget=args.max_distortion, target_agreement=frac)
+    return RateControl(criterion="kl", budget=args.max_kl, target_agreement=frac)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -70,11 +104,7 @@ def main(args: argparse.Namespace) -> int:
             base = sampling if not isinstance(sampling, dict) and sampling is not None else None
             sampling = (base.replace(mode=SamplingMode.FPS, fps=args.fps) if base is not None
                         else SamplingConfig(mode=SamplingMode.FPS, fps=args.fps))
-        rc = None
-        if args.keep_top1 is not None:
-            from featcomp.ratecontrol import RateControl
-
-            rc = RateControl(target_agreement=args.keep_top1)
+        rc = _rate_control(args)
         if not args.quiet:
             name = getattr(model.backbone, "name", None) or (model.backbone or {}).get("name", "?")
             print(f"featcomp compress: building backbone {name} on {args.device}...", file=sys.stderr, flush=True)

@@ -20,6 +20,12 @@ Rule (:class:`RateControl`, :func:`choose_levels`), for a batch of frames with f
    the most bits over the coarsest level's (the codec's ideal per-frame cost) are moved to the coarsest
    level. The agreement of the batch is then >= ``target_agreement`` by construction, on any video.
 
+**Generic fidelity targets** (backbones with no classifier, or a budget instead of a decision):
+``RateControl(criterion="distortion", budget=D)`` keeps a frame when its decoded features are within a
+relative squared error ``||x_hat - x||^2 / ||x||^2 <= D`` of the originals (no teacher needed);
+``criterion="kl", budget=B`` keeps it when ``KL(softmax(teacher(x)) || softmax(teacher(x_hat))) <= B``
+nats. Steps 3 and 4 are the same: the coarsest level that keeps the frame, and the give-up quota.
+
 The quota applies per call: per clip in :meth:`featcomp.Extractor.compress`, per batch of frames in
 other callers. Decoding needs no teacher, no backbone and no float context: the levels are stored
 integers (clip format version 3, :class:`featcomp.model.CompressedClip`).
@@ -43,30 +49,51 @@ from featcomp.config import Config, require
 from featcomp.errors import ConfigError
 
 __all__ = ["RateControl", "LevelChoice", "choose_levels", "fit_rate_control_codec", "step_ladder_head",
-           "check_rate_controllable", "MAX_LEVELS"]
+           "check_rate_controllable", "MAX_LEVELS", "CRITERIA"]
 
 MAX_LEVELS = 256  # levels are stored as unsigned bytes / packed bit fields
+CRITERIA = ("top1", "distortion", "kl")
 
 
 @dataclasses.dataclass(frozen=True)
 class RateControl(Config):
-    """Per-frame level choice that keeps the teacher's top-1 (see the module docstring).
+    """Per-frame level choice that keeps a fidelity criterion (see the module docstring).
 
     Attributes:
-        target_agreement: fraction of frames whose teacher top-1 must be kept (1.0 = every frame that
+        target_agreement: fraction of frames that must meet the criterion (1.0 = every frame that
             some level keeps). Below 1, the most expensive ``floor((1 - target) * n)`` frames of a call
             are coded at the coarsest level.
         levels: candidate levels (ints of the head), empty = all of the head's levels.
         batch_size: frames per teacher call while trying levels (memory bound, not a result).
+        criterion: what "keeps a frame" means: ``"top1"`` (the teacher's top-1 is unchanged, the default),
+            ``"distortion"`` (relative squared error of the decoded features <= ``budget``; needs no
+            teacher) or ``"kl"`` (KL divergence of the teacher's softmax <= ``budget`` nats).
+        budget: the criterion's bound (``"distortion"``, ``"kl"``); None for ``"top1"``.
     """
 
     target_agreement: float = 1.0
     levels: tuple = ()
     batch_size: int = 256
+    criterion: str = "top1"
+    budget: float | None = None
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether choosing levels calls the backbone's classifier."""
+        return self.criterion != "distortion"
 
     def __post_init__(self) -> None:
         require(0.0 < float(self.target_agreement) <= 1.0,
                 f"RateControl.target_agreement must be in (0, 1], got {self.target_agreement}")
+        require(self.criterion in CRITERIA,
+                f"RateControl.criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}")
+        if self.criterion == "top1":
+            require(self.budget is None, "RateControl: criterion 'top1' takes no budget (the teacher's top-1 is kept)")
+        else:
+            ok = isinstance(self.budget, (int, float)) and not isinstance(self.budget, bool)
+            require(ok and math.isfinite(float(self.budget)) and float(self.budget) > 0.0,
+                    f"RateControl: criterion {self.criterion!r} needs a finite budget > 0, got {self.budget!r}")
+            object.__setattr__(self, "budget", float(self.budget))
         lv = tuple(int(v) for v in self.levels)
         require(all(0 <= v < MAX_LEVELS for v in lv), f"RateControl.levels must be in [0, {MAX_LEVELS}), got {lv}")
         require(len(set(lv)) == len(lv), f"RateControl.levels has duplicates: {lv}")
@@ -81,7 +108,8 @@ class LevelChoice:
     Attributes:
         k: int32 (n, C') the latents to code (frame i quantized at ``levels[i]``).
         levels: uint8 (n,) the level of each frame.
-        kept: bool (n,) the teacher's top-1 on the decoded frame equals its top-1 on the original.
+        kept: bool (n,) the decoded frame meets the criterion (default: the teacher's top-1 on it equals
+            its top-1 on the original).
         bits: float64 (n,) the codec's ideal cost of each frame (no level index, no framing).
     """
 
@@ -116,23 +144,28 @@ def check_rate_controllable(head) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def choose_levels(head, features: Tensor | np.ndarray, teacher: Callable[[Tensor], Tensor],
+def choose_levels(head, features: Tensor | np.ndarray, teacher: Callable[[Tensor], Tensor] | None,
                   control: RateControl | None = None) -> LevelChoice:
     """Pick each frame's rate level (module docstring) and quantize it there.
 
     Args:
         head: a variable-rate :class:`~featcomp.head.FrozenHead` with a factorized codec and a synthesis.
         features: float (n, C) backbone features (pooled: the teacher classifies them).
-        teacher: features (m, C) -> logits (m, K), e.g. ``backbone.classify``.
+        teacher: features (m, C) -> logits (m, K), e.g. ``backbone.classify``; may be None with
+            ``criterion="distortion"``.
         control: the rule's settings (default :class:`RateControl`()).
 
     Returns:
         :class:`LevelChoice`.
 
     Raises:
-        ConfigError: a fixed-rate or non-factorized head, no synthesis, or a candidate level the head lacks.
+        ConfigError: a fixed-rate or non-factorized head, no synthesis, a candidate level the head lacks,
+            or no teacher for a criterion that needs one.
     """
     control = control or RateControl()
+    if teacher is None and control.needs_teacher:
+        raise ConfigError(f"choose_levels: criterion {control.criterion!r} needs a teacher (the backbone's "
+                          "classifier); use criterion='distortion' for a backbone with none")
     all_levels = check_rate_controllable(head)
     cands = control.levels or all_levels
     bad = [v for v in cands if v not in all_levels]
@@ -147,14 +180,13 @@ def choose_levels(head, features: Tensor | np.ndarray, teacher: Callable[[Tensor
         z = np.zeros(0)
         return LevelChoice(np.zeros((0, head.latent_channels), np.int32), z.astype(np.uint8), z.astype(bool), z)
     bs = int(control.batch_size)
-    ref = torch.cat([teacher(x[i:i + bs]).argmax(1) for i in range(0, n, bs)]).cpu().numpy()
+    keeps = _criterion(control, x, teacher)
     ks, ok = [], []
     for lv in cands:
         k = head.encode(x, rate=lv)
         y = torch.from_numpy(head.decode(k, levels=np.full(n, lv)))
-        top = torch.cat([teacher(head.synthesize(y[i:i + bs]).to(x.device)).argmax(1) for i in range(0, n, bs)])
         ks.append(k)
-        ok.append(top.cpu().numpy() == ref)
+        ok.append(np.concatenate([keeps(i, head.synthesize(y[i:i + bs]).to(x.device)) for i in range(0, n, bs)]))
     okm = np.stack(ok)  # (levels, n)
     kstack = np.stack(ks)  # (levels, n, C')
     idx = np.arange(n)
@@ -175,7 +207,38 @@ def choose_levels(head, features: Tensor | np.ndarray, teacher: Callable[[Tensor
     return LevelChoice(k=np.ascontiguousarray(k, np.int32), levels=levels, kept=kept, bits=head.codec.example_bits(k))
 
 
-def fit_rate_control_codec(head, features: Tensor | np.ndarray, teacher: Callable[[Tensor], Tensor],
+def _criterion(control: RateControl, x: Tensor, teacher) -> Callable[[int, Tensor], np.ndarray]:
+    """``keeps(i, x_hat)``: bool per frame of the batch starting at frame ``i`` whose decoded features are
+    ``x_hat``, under ``control``'s criterion (the teacher's reference outputs computed once here)."""
+    bs = int(control.batch_size)
+    n = x.shape[0]
+    if control.criterion == "distortion":
+        energy = x.pow(2).sum(1).clamp_min(1e-12)
+
+        def keeps(i, xh):
+            err = (xh.float() - x[i:i + len(xh)]).pow(2).sum(1) / energy[i:i + len(xh)]
+            return (err <= control.budget).cpu().numpy()
+
+        return keeps
+    logits = torch.cat([teacher(x[i:i + bs]).float() for i in range(0, n, bs)])
+    if control.criterion == "top1":
+        ref = logits.argmax(1)
+
+        def keeps(i, xh):
+            return (teacher(xh).argmax(1) == ref[i:i + len(xh)]).cpu().numpy()
+
+        return keeps
+    logp = torch.log_softmax(logits, 1)
+
+    def keeps(i, xh):
+        lp = logp[i:i + len(xh)]
+        kl = (lp.exp() * (lp - torch.log_softmax(teacher(xh).float(), 1))).sum(1)
+        return (kl <= control.budget).cpu().numpy()
+
+    return keeps
+
+
+def fit_rate_control_codec(head, features: Tensor | np.ndarray, teacher: Callable[[Tensor], Tensor] | None,
                            control: RateControl | None = None, *, rounds: int = 2, precision: int = 16,
                            chunk: int = 4096):
     """Refit a variable-rate head's shared tables to the symbols per-frame rate control produces.
@@ -189,7 +252,7 @@ def fit_rate_control_codec(head, features: Tensor | np.ndarray, teacher: Callabl
     Args:
         head: a variable-rate :class:`~featcomp.head.FrozenHead` (factorized, with synthesis).
         features: float (N, C) training features.
-        teacher: features -> logits.
+        teacher: features -> logits (None with ``criterion="distortion"``).
         control: the rule used at extraction (its ``target_agreement`` shapes the level mix).
         rounds: fit passes (>= 1).
         precision: table precision in bits.

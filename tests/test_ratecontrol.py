@@ -289,3 +289,103 @@ def test_compress_cli_keep_top1_on_a_video(tmp_path):
     assert cli(["compress", str(clip_path), "--model", str(path), "--keep-top1", "0.9", "--rate", "1",
                 "-o", str(tmp_path / "x.fcc")]) != 0
     assert not (tmp_path / "x.fcc").exists()
+    # a generic fidelity target: every decoded frame within the relative squared error budget
+    with torch.no_grad():
+        x = feats.numpy()
+        errs = [((model.head.synthesize(model.head.decode(model.head.encode(x, rate=lv), levels=np.full(len(x), lv)))
+                  .numpy() - x) ** 2).sum(1) / (x ** 2).sum(1) for lv in range(4)]
+    budget = 1.01 * float(errs[0].max())
+    out2 = tmp_path / "d.fcc"
+    assert cli(["compress", str(clip_path), "--model", str(path), "--max-distortion", str(budget), "-o", str(out2)]) == 0
+    assert cli(["compress", str(out2), "--model", str(path), "--decompress", "-o", str(npy)]) == 0
+    with torch.no_grad():
+        err = ((model.head.synthesize(np.load(npy)).numpy() - x) ** 2).sum(1) / (x ** 2).sum(1)
+    assert (err <= budget * (1 + 1e-5)).all()
+    clip2 = CompressedClip.from_bytes(out2.read_bytes())
+    assert clip2.levels is not None and clip2.levels.max() > 0
+    for bad in (["--max-distortion", "0.1", "--keep-top1", "0.9"], ["--keep-fraction", "0.9"]):
+        assert cli(["compress", str(clip_path), "--model", str(path), *bad, "-o", str(tmp_path / "y.fcc")]) != 0
+    assert not (tmp_path / "y.fcc").exists()
+
+
+# ----------------------------------------------------------------- generic fidelity targets (issue 18, item 3)
+def _rel_err(head, x, k, levels):
+    xh = head.synthesize(head.decode(k, levels=levels)).detach().numpy()
+    return ((xh - x) ** 2).sum(1) / (x ** 2).sum(1)
+
+
+def _kl(teacher, head, x, k, levels):
+    with torch.no_grad():
+        lp = torch.log_softmax(teacher.classify(torch.from_numpy(x)), 1)
+        lq = torch.log_softmax(teacher.classify(head.synthesize(head.decode(k, levels=levels))), 1)
+        return (lp.exp() * (lp - lq)).sum(1).numpy()
+
+
+def test_distortion_target_needs_no_teacher_and_picks_the_coarsest_level_within_budget(setup):
+    head, _, _, test = setup
+    errs = np.stack([_rel_err(head, test, head.encode(test, rate=lv), np.full(len(test), lv))
+                     for lv in range(len(STEPS))])
+    budget = 1.01 * float(errs[0].max())  # every frame meets it at the finest level (the projection's floor)
+    ch = choose_levels(head, test, None, RateControl(criterion="distortion", budget=budget))
+    got = _rel_err(head, test, ch.k, ch.levels)
+    np.testing.assert_array_equal(ch.kept, got <= budget)
+    assert ch.kept.all()
+    for i in range(len(test)):  # the coarsest level within the budget, frame by frame
+        ok = np.flatnonzero(errs[:, i] <= budget)
+        assert ch.levels[i] == ok.max()
+    assert len(np.unique(ch.levels)) >= 2
+    # a looser budget costs fewer bits
+    loose = choose_levels(head, test, None, RateControl(criterion="distortion", budget=budget * 1.3))
+    assert loose.bits.sum() < ch.bits.sum()
+    # the give-up quota works the same way as for the top-1
+    part = choose_levels(head, test, None, RateControl(criterion="distortion", budget=budget, target_agreement=0.8))
+    assert 0.8 <= part.agreement < 1.0 and part.bits.sum() < ch.bits.sum()
+
+
+def test_kl_target_bounds_the_teachers_divergence(setup):
+    head, teacher, _, test = setup
+    budget = 0.05
+    ch = choose_levels(head, test, teacher.classify, RateControl(criterion="kl", budget=budget))
+    kl = _kl(teacher, head, test, ch.k, ch.levels)
+    np.testing.assert_array_equal(ch.kept, kl <= budget + 1e-6)
+    assert ch.agreement > 0.9
+    coarser = np.minimum(ch.levels + 1, len(STEPS) - 1)
+    rows = np.flatnonzero(ch.kept & (ch.levels < len(STEPS) - 1))
+    k1 = np.stack([head.encode(test[i:i + 1], rate=int(coarser[i]))[0] for i in rows])
+    assert (_kl(teacher, head, test[rows], k1, coarser[rows]) > budget - 1e-6).all()  # one level coarser breaks it
+
+
+def test_fidelity_target_settings_are_checked(setup):
+    head, teacher, _, test = setup
+    for kw in ({"criterion": "top1", "budget": 0.1}, {"criterion": "distortion"}, {"criterion": "kl", "budget": 0.0},
+               {"criterion": "distortion", "budget": float("nan")}, {"criterion": "psnr", "budget": 1.0}):
+        with pytest.raises(ConfigError):
+            RateControl(**kw)
+    for rc in (RateControl(), RateControl(criterion="kl", budget=0.1)):
+        with pytest.raises(ConfigError, match="teacher"):
+            choose_levels(head, test, None, rc)
+    rc = RateControl.from_dict(RateControl(criterion="distortion", budget=0.2).to_dict())
+    assert rc.criterion == "distortion" and rc.budget == 0.2 and not rc.needs_teacher
+
+
+def test_extractor_distortion_target_on_a_backbone_without_classifier(setup, model_path):
+    head, _, _, test = setup
+
+    class NoClassifier(nn.Module):
+        def preprocess(self, frames):
+            return torch.as_tensor(np.asarray(frames), dtype=torch.float32)
+
+        def forward(self, x):
+            return x
+
+    with pytest.raises(ConfigError, match="classifier"):
+        Extractor(model_path, backbone=NoClassifier(), rate_control=RateControl(criterion="kl", budget=0.1))
+    errs = np.stack([_rel_err(head, test, head.encode(test, rate=lv), np.full(len(test), lv)) for lv in range(3)])
+    budget = 1.01 * float(errs[0].max())
+    rc = RateControl(criterion="distortion", budget=budget)
+    ex = Extractor(model_path, backbone=NoClassifier(), rate_control=rc)
+    clip = ex.compress_features(test, np.arange(len(test)) / 5.0)
+    y = ex.decompress(CompressedClip.from_bytes(clip.to_bytes()))
+    err = ((ex.model.head.synthesize(y).detach().numpy() - test) ** 2).sum(1) / (test ** 2).sum(1)
+    assert (err <= budget + 1e-6).all()
+    assert clip.levels is not None and len(np.unique(clip.levels)) >= 2

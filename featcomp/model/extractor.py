@@ -41,8 +41,10 @@ class Extractor:
         chunk_frames: frames per independent stream of a temporal clip (default 256).
         storage_options: options of the filesystem of a model URL (``s3://...``; see :func:`load_model`).
         rate_control: a :class:`featcomp.ratecontrol.RateControl`: choose each frame's rate level so
-            that the backbone's own classifier keeps its top-1 on the decoded features (variable-rate
-            factorized heads with a synthesis; the backbone must have a classifier). Clips then record
+            that the decoded features keep its criterion: by default the backbone's own classifier keeps
+            its top-1 (the backbone must have a classifier); ``criterion="distortion"`` bounds the
+            features' relative squared error and needs no classifier (variable-rate factorized heads
+            with a synthesis). Clips then record
             their per-frame levels (clip format 3). Excludes ``rate``.
         prefetch: batches :meth:`compress` decodes ahead in a background thread, overlapping decoding
             with the backbone (0 decodes inline).
@@ -91,9 +93,11 @@ class Extractor:
         self.sampling = sampling if sampling is not None else self.model.sampling
         has = getattr(self.backbone, "has_classifier", None)
         has = has() if callable(has) else has
-        if rate_control is not None and (not callable(getattr(self.backbone, "classify", None)) or has is False):
-            raise ConfigError("Extractor: rate_control needs the backbone's classifier (backbone.classify) as the "
-                              "teacher; this backbone has none")
+        if (rate_control is not None and rate_control.needs_teacher
+                and (not callable(getattr(self.backbone, "classify", None)) or has is False)):
+            raise ConfigError(f"Extractor: rate_control criterion {rate_control.criterion!r} needs the backbone's "
+                              "classifier (backbone.classify) as the teacher; this backbone has none (a generic "
+                              "fidelity target needs none: RateControl(criterion='distortion', budget=...))")
 
     @property
     def codec(self):
@@ -143,7 +147,8 @@ class Extractor:
             return self.head.encode(f.to(self.device)), None
         from featcomp.ratecontrol import choose_levels
 
-        ch = choose_levels(self.head, f.to(self.device), self.backbone.classify, self.rate_control)
+        teacher = self.backbone.classify if self.rate_control.needs_teacher else None
+        ch = choose_levels(self.head, f.to(self.device), teacher, self.rate_control)
         return ch.k, ch.levels
 
     def encode_frames_with_levels(self, frames: np.ndarray | Tensor) -> tuple[np.ndarray, np.ndarray | None]:

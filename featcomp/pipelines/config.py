@@ -153,6 +153,16 @@ class InferenceConfig(Config):
             per decoded chunk (``n`` <= ``batch_size`` frames of one video, whatever ``chunks_per_call``),
             so the guarantee holds per video and the levels do not depend on how Ray groups chunks.
             Excludes ``rate`` and ``output.raw``. ``None``: off.
+        max_distortion: Per-frame rate control by a generic fidelity target, for backbones with no
+            classifier: each frame gets the coarsest level whose decoded features are within this
+            relative squared error (``||x_hat - x||^2 / ||x||^2``) of the backbone's features.
+            Excludes ``keep_top1``, ``max_kl``, ``rate`` and ``output.raw``. ``None``: off.
+        max_kl: Per-frame rate control by a KL budget (nats per frame) between the backbone
+            classifier's softmax on the original and on the decoded features (needs a classifier).
+            Excludes ``keep_top1``, ``max_distortion``, ``rate`` and ``output.raw``. ``None``: off.
+        keep_fraction: With ``max_distortion``/``max_kl``: the fraction of each chunk's frames that must
+            meet the budget (in (0, 1]; below 1 the most expensive frames are coded at the coarsest
+            level), as ``keep_top1`` is for the top-1. ``None``: 1.
     """
 
     actors: int = 1
@@ -168,8 +178,37 @@ class InferenceConfig(Config):
     max_task_retries: int = 3
     rate: float | None = None
     keep_top1: float | None = None
+    max_distortion: float | None = None
+    max_kl: float | None = None
+    keep_fraction: float | None = None
+
+    @property
+    def rate_control(self) -> dict[str, Any] | None:
+        """The :class:`featcomp.ratecontrol.RateControl` fields these settings ask for, or None."""
+        if self.keep_top1 is not None:
+            return {"target_agreement": float(self.keep_top1)}
+        for criterion, budget in (("distortion", self.max_distortion), ("kl", self.max_kl)):
+            if budget is not None:
+                return {"criterion": criterion, "budget": float(budget),
+                        "target_agreement": 1.0 if self.keep_fraction is None else float(self.keep_fraction)}
+        return None
 
     def __post_init__(self) -> None:
+        targets = [n for n in ("keep_top1", "max_distortion", "max_kl") if getattr(self, n) is not None]
+        require(len(targets) <= 1, f"inference.{' and inference.'.join(targets)} are per-frame rate control targets "
+                                   "that exclude each other; set one of them")
+        for n in ("max_distortion", "max_kl"):
+            v = getattr(self, n)
+            require(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 < v < float("inf")),
+                    f"inference.{n} must be a finite number > 0, got {v!r}")
+        require(self.keep_fraction is None or (self.max_distortion is not None or self.max_kl is not None),
+                "inference.keep_fraction goes with inference.max_distortion or inference.max_kl (keep_top1 is "
+                "its own fraction)")
+        require(self.keep_fraction is None or 0.0 < self.keep_fraction <= 1.0,
+                f"inference.keep_fraction must be in (0, 1], got {self.keep_fraction}")
+        require(not targets or targets[0] == "keep_top1" or self.rate is None,
+                f"inference.rate (one level for every frame) and inference.{targets[0] if targets else ''} (a level "
+                "per frame, chosen by rate control) exclude each other; set one of them")
         require(self.rate is None or self.rate >= 0, f"inference.rate must be >= 0, got {self.rate}")
         require(self.keep_top1 is None or 0.0 < self.keep_top1 <= 1.0,
                 f"inference.keep_top1 must be in (0, 1] (the fraction of frames whose top-1 is kept), got {self.keep_top1}")
@@ -239,9 +278,9 @@ class ExtractConfig(Config):
         require(all(e.startswith(".") for e in self.extensions), "extensions must start with a dot, e.g. .mp4")
         require(isinstance(self.storage_options, dict) and all(isinstance(k, str) for k in self.storage_options),
                 "storage_options must be a mapping of option names to values")
-        require(self.inference.keep_top1 is None or not self.output.raw,
-                "inference.keep_top1 (per-frame rate control of coded latents) does not apply to output.raw "
-                "(float16 backbone features); drop one of them")
+        require(self.inference.rate_control is None or not self.output.raw,
+                "inference.keep_top1 / max_distortion / max_kl (per-frame rate control of coded latents) does not "
+                "apply to output.raw (float16 backbone features); drop one of them")
 
     def with_overrides(self, **sections: dict[str, Any]) -> ExtractConfig:
         """A copy with fields of sections changed, e.g. ``with_overrides(ray={"address": "auto"})``."""

@@ -423,7 +423,7 @@ def _run_dataset(todo: Sequence[VideoInput], plan: ExtractPlan, writer: Any, sum
                 log.warning("partial: %s (%s): %s", vid, path, meta["partial"])
             if plan.rate_controlled and levels is None:
                 raise PipelineError(f"video {vid!r}: the encoder returned no per-frame levels although "
-                                    "inference.keep_top1 is set")
+                                    "per-frame rate control is set")
             record = writer.write(vid, latents, timestamps, metadata=meta, force=cfg.output.overwrite, levels=levels)
             if record is None:  # already there (another run finished it meanwhile)
                 summary.skipped += 1
@@ -487,6 +487,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="per-frame rate control: each frame gets the coarsest rate level whose decoded features keep "
                              "the backbone classifier's top-1, on at least this fraction of each chunk's frames; the "
                              "store records every frame's level (inference.keep_top1; excludes --rate and --raw)")
+    parser.add_argument("--max-distortion", type=float, default=None, metavar="D",
+                        help="per-frame rate control by a fidelity target, for any backbone (no classifier needed): "
+                             "each frame gets the coarsest level whose decoded features are within relative squared "
+                             "error D (||x_hat - x||^2 / ||x||^2) of the backbone's (inference.max_distortion)")
+    parser.add_argument("--max-kl", type=float, default=None, metavar="B",
+                        help="per-frame rate control by a KL budget: KL of the backbone classifier's softmax on the "
+                             "original vs decoded features <= B nats per frame (inference.max_kl)")
+    parser.add_argument("--keep-fraction", type=float, default=None, metavar="T",
+                        help="with --max-distortion/--max-kl: the fraction of each chunk's frames that must meet the "
+                             "budget (default 1; below 1 the most expensive frames get the coarsest level)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (overrides the config)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--summary-json", default=None, help="also write the summary as JSON to this file")
@@ -500,7 +510,10 @@ def _config_from_args(args: argparse.Namespace) -> ExtractConfig:
     cfg = load_config(args.config)
     inference = {k: v for k, v in (("batch_size", args.batch_size), ("actors", args.actors),
                                    ("rate", getattr(args, "rate", None)),
-                                   ("keep_top1", getattr(args, "keep_top1", None))) if v is not None}
+                                   ("keep_top1", getattr(args, "keep_top1", None)),
+                                   ("max_distortion", getattr(args, "max_distortion", None)),
+                                   ("max_kl", getattr(args, "max_kl", None)),
+                                   ("keep_fraction", getattr(args, "keep_fraction", None))) if v is not None}
     if inference.get("actors") and cfg.inference.max_actors and cfg.inference.max_actors < inference["actors"]:
         inference["max_actors"] = inference["actors"]
     output: dict[str, Any] = {"raw": True} if args.raw else {}

@@ -128,11 +128,12 @@ class ExtractPlan:
         rate_control = None
         if model_path is not None:
             model = featcomp.load_model(model_path, storage_options=cfg.storage_options).at_rate(cfg.inference.rate)
-            if keep_top1 is not None:
+            if cfg.inference.rate_control is not None:
                 from featcomp.ratecontrol import RateControl
 
-                check_rate_control(model, str(model_path))
-                rate_control = RateControl(target_agreement=float(keep_top1))
+                rate_control = RateControl(**cfg.inference.rate_control)
+                check_rate_control(model, str(model_path), needs_teacher=rate_control.needs_teacher,
+                                   option=_rc_option(cfg.inference))
             sampling = (model.sampling if isinstance(model.sampling, SamplingConfig)
                         else SamplingConfig.from_dict(model.sampling or {}))
             raw = cfg.output.raw
@@ -186,6 +187,10 @@ class ExtractPlan:
         meta: dict[str, Any] = {"path": path, "frame_indices": indices.tolist()}
         if self.keep_top1 is not None:
             meta["keep_top1"] = self.keep_top1
+        elif self.rate_control is not None:  # a generic fidelity target (max_distortion / max_kl)
+            rc = self.rate_control
+            meta["rate_control"] = {"criterion": rc.criterion, "budget": rc.budget,
+                                    "target_agreement": rc.target_agreement}
         return meta
 
     def payload_bits(self, latents: np.ndarray) -> float:
@@ -197,9 +202,19 @@ class ExtractPlan:
         return float(self.model.codec.estimate_bits(latents))
 
 
-def check_rate_control(model: Any, model_path: str) -> None:
-    """Refuse ``inference.keep_top1`` on the driver, before Ray starts, when the model cannot drive it: a
-    fixed-rate / non-factorized head or one without synthesis, or a backbone without its own classifier.
+def _rc_option(inference: Any) -> str:
+    """The name of the rate-control option a job config sets (for error messages)."""
+    for n in ("keep_top1", "max_distortion", "max_kl"):
+        if getattr(inference, n, None) is not None:
+            return f"inference.{n}"
+    return "rate control"
+
+
+def check_rate_control(model: Any, model_path: str, *, needs_teacher: bool = True,
+                       option: str = "inference.keep_top1") -> None:
+    """Refuse per-frame rate control (``option``) on the driver, before Ray starts, when the model cannot
+    drive it: a fixed-rate / non-factorized head or one without synthesis, or (``needs_teacher``: the
+    top-1 and KL criteria) a backbone without its own classifier.
 
     The classifier check builds the backbone's architecture without its weights (cheap, nothing
     downloaded); a backbone that cannot be built here is left for the actors to report.
@@ -212,9 +227,11 @@ def check_rate_control(model: Any, model_path: str) -> None:
     try:
         check_rate_controllable(model.head)
     except ConfigError as e:
-        raise ConfigError(f"inference.keep_top1 with model {model_path}: {e}") from None
+        raise ConfigError(f"{option} with model {model_path}: {e}") from None
+    if not needs_teacher:
+        return
     if model.backbone is None:
-        raise ConfigError(f"inference.keep_top1 with model {model_path}: the model names no backbone, so there is "
+        raise ConfigError(f"{option} with model {model_path}: the model names no backbone, so there is "
                           "no classifier to keep the top-1 of")
     try:
         from featcomp.backbones import BackboneSpec, build_backbone
@@ -226,8 +243,9 @@ def check_rate_control(model: Any, model_path: str) -> None:
         return
     if not bb.has_classifier:
         reason = getattr(bb, "_no_classifier_reason", None)
-        raise ConfigError(f"inference.keep_top1 with model {model_path}: backbone {model.backbone.name!r} has no "
-                          f"classifier to keep the top-1 of" + (f" ({reason})" if reason else ""))
+        raise ConfigError(f"{option} with model {model_path}: backbone {model.backbone.name!r} has no "
+                          f"classifier to keep the top-1 of" + (f" ({reason})" if reason else "")
+                          + "; inference.max_distortion is a fidelity target that needs none")
 
 
 def backbone_only(backbone: Any, cfg: ExtractConfig) -> dict[str, Any]:

@@ -128,6 +128,38 @@ def test_keep_top1_config_cli_and_its_exclusions():
             _config_from_args(parser.parse_args([*base, "--keep-top1", "0.95", *extra]))
 
 
+def test_fidelity_rate_control_config_cli_and_its_exclusions():
+    import argparse
+
+    from featcomp.pipelines.extract import _config_from_args, configure
+
+    cfg = ExtractConfig.from_yaml("inference:\n  max_distortion: 0.05\n  keep_fraction: 0.9\n")
+    assert cfg.inference.rate_control == {"criterion": "distortion", "budget": 0.05, "target_agreement": 0.9}
+    assert ExtractConfig.from_yaml(cfg.to_yaml()) == cfg
+    assert InferenceConfig(max_kl=0.1).rate_control == {"criterion": "kl", "budget": 0.1, "target_agreement": 1.0}
+    assert InferenceConfig(keep_top1=0.9).rate_control == {"target_agreement": 0.9}
+    assert InferenceConfig().rate_control is None
+    for kw, match in (({"max_distortion": 0.0}, "max_distortion"), ({"max_kl": -1.0}, "max_kl"),
+                      ({"max_distortion": float("inf")}, "max_distortion"),
+                      ({"max_distortion": 0.1, "max_kl": 0.1}, "exclude each other"),
+                      ({"keep_top1": 0.9, "max_distortion": 0.1}, "exclude each other"),
+                      ({"max_distortion": 0.1, "rate": 1.0}, "exclude each other"),
+                      ({"keep_fraction": 0.9}, "keep_fraction"), ({"max_kl": 0.1, "keep_fraction": 1.5}, "keep_fraction"),
+                      ({"keep_top1": 0.9, "keep_fraction": 0.9}, "keep_fraction")):
+        with pytest.raises(ConfigError, match=match):
+            InferenceConfig(**kw)
+    with pytest.raises(ConfigError, match="raw"):
+        ExtractConfig().with_overrides(inference={"max_distortion": 0.1}, output={"raw": True})
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    base = ["v.mp4", "--store", "s.zarr", "--model", "m.safetensors"]
+    got = _config_from_args(parser.parse_args([*base, "--max-distortion", "0.05", "--keep-fraction", "0.95"]))
+    assert got.inference.rate_control == {"criterion": "distortion", "budget": 0.05, "target_agreement": 0.95}
+    assert _config_from_args(parser.parse_args([*base, "--max-kl", "0.2"])).inference.max_kl == 0.2
+    with pytest.raises(ConfigError, match="exclude each other"):
+        _config_from_args(parser.parse_args([*base, "--max-kl", "0.2", "--keep-top1", "0.9"]))
+
+
 def test_keep_top1_refuses_models_it_cannot_drive_before_starting_ray(tmp_path):
     from featcomp.head import CompressibleHead
     from featcomp.model import save_model

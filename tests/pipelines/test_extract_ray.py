@@ -154,6 +154,43 @@ def test_keep_top1_writes_per_frame_levels_that_decode_like_the_model(ray_local,
         run_extract(videos, str(store), str(rate_control_model), config=_cfg())
 
 
+@pytest.mark.timeout(240)
+def test_max_distortion_job_keeps_every_frame_within_its_budget(ray_local, clip_dir, rate_control_model, tmp_path):
+    """The generic fidelity target through the Ray job: no teacher, levels per frame, the budget held."""
+    import torch
+
+    import featcomp
+    from featcomp.video import sample_frames
+
+    model = featcomp.load_model(rate_control_model)
+    videos = [str(clip_dir / "b.mp4"), str(clip_dir / "sub" / "deep" / "e.mp4")]
+    ex = featcomp.Extractor(model)
+    sampling = model.sampling.replace(batch_size=16)
+    feats = {Path(p).name: ex.frame_features(np.concatenate([b.frames for b in sample_frames(p, sampling)])).numpy()
+             for p in videos}
+
+    def rel_err(x, y):
+        with torch.no_grad():
+            return ((model.head.synthesize(y).numpy() - x) ** 2).sum(1) / (x ** 2).sum(1)
+
+    finest = np.concatenate([rel_err(x, model.head.decode(model.head.encode(x, rate=0), levels=np.zeros(len(x), int)))
+                             for x in feats.values()])
+    budget = 1.05 * float(finest.max())
+    store = tmp_path / "dist.zarr"
+    cfg = _cfg().with_overrides(inference={"batch_size": 16, "max_distortion": budget})
+    summary = run_extract(videos, str(store), str(rate_control_model), config=cfg)
+    assert (summary.done, summary.failed) == (2, 0)
+    s = featcomp.open_store(store)
+    assert s.rate_levels == 4 and featcomp.verify_store(store).ok
+    levels = []
+    for vid, x in feats.items():
+        v = s[vid]
+        assert v.metadata["rate_control"] == {"criterion": "distortion", "budget": budget, "target_agreement": 1.0}
+        assert (rel_err(x, v.features()) <= budget * (1 + 1e-5)).all()
+        levels.append(v.levels)
+    assert np.concatenate(levels).max() > 0  # coarser levels where the budget allows
+
+
 def _spawn_job(clip_dir, store, model, address) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "featcomp.pipelines.extract", str(clip_dir), "--store", str(store), "--model", str(model),
            "--address", address, "--batch-size", "4", "--no-progress", "-v"]

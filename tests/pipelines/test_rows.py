@@ -148,6 +148,33 @@ def test_resource_plan_is_decided_from_the_config_and_the_cluster():
         ResourcePlan.decide(InferenceConfig(num_gpus=1.0), cpus=4, gpus=0)
 
 
+def test_the_plan_takes_a_fidelity_target_for_a_backbone_without_classifier(tmp_path):
+    from featcomp.backbones import BackboneSpec
+    from featcomp.head import CompressibleHead
+    from featcomp.model import save_model
+    from featcomp.ratecontrol import RateControl, step_ladder_head
+
+    ladder = step_ladder_head(8, 4, (0.5, 1.0), analysis="linear", synthesis="linear")
+    path = str(save_model(tmp_path / "deepsort.safetensors", ladder,
+                          backbone=BackboneSpec(name="mobilenet_v2_deepsort", weights=None)))
+    cfg = ExtractConfig(progress=False).with_overrides(inference={"max_distortion": 0.05})
+    plan = ExtractPlan.build(cfg, path)
+    assert plan.rate_control == RateControl(criterion="distortion", budget=0.05) and plan.rate_controlled
+    assert plan.writer_kwargs()["levels"] is True and plan.keep_top1 is None
+    meta = plan.video_metadata("/a", np.arange(2))
+    assert meta["rate_control"] == {"criterion": "distortion", "budget": 0.05, "target_agreement": 1.0}
+    assert "keep_top1" not in meta
+    # the teacher-based targets still need the classifier this backbone lacks; a fixed-rate head none of them
+    for inf in ({"max_kl": 0.1}, {"keep_top1": 0.9}):
+        name = next(iter(inf))
+        with pytest.raises(ConfigError, match=f"{name}.*deepsort.safetensors.*classifier"):
+            ExtractPlan.build(ExtractConfig(progress=False).with_overrides(inference=inf), path)
+    fixed = str(save_model(tmp_path / "fixed.safetensors",
+                           CompressibleHead(in_channels=8, latent_channels=4, synthesis="linear")))
+    with pytest.raises(ConfigError, match="max_distortion.*fixed.safetensors.*variable-rate"):
+        ExtractPlan.build(cfg, fixed)
+
+
 def test_the_plan_decides_keep_top1_once(rate_control_model):
     from featcomp.ratecontrol import RateControl
 

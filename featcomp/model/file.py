@@ -221,8 +221,21 @@ class Model:
         config and the training summary. A store decodes to float with this card and the codec alone.
         Also ``entropy_model`` (the codec kind) and ``rate`` (the chosen level, the levels' lambdas and
         the interpolated lambda; null for a fixed-rate model): ``dequantization.scale`` is the step *at
-        that rate*.
+        that rate*. A variable-rate model's card also carries ``dequantization.level_scale``, the step of
+        every level (``L`` lists of ``C'`` float32 values): a store that records a rate level per frame
+        takes its steps from the card alone, never from the head (the store writer records this table in
+        its own header's ``dequantization`` section and keeps the rest of the card).
         """
+        deq: dict[str, Any] = {
+            "formula": _DEQUANT_FORMULA,
+            "offsets": [float(v) for v in np.asarray(self.codec.offsets, np.float32)],
+            "scale": [float(v) for v in self.head.scale.detach().cpu().numpy().astype(np.float32)],
+        }
+        if self.head.config.rate_levels:
+            deq["level_scale"] = [
+                [float(v) for v in np.asarray(self.head.scale_at(lv).detach().cpu(), dtype=np.float32)]
+                for lv in range(self.head.config.rate_levels)
+            ]
         return {
             "kind": "featcomp.model",
             "format_version": _format_version_for(self.head),
@@ -231,11 +244,7 @@ class Model:
             "model_digest": self.digest,
             "codec_digest": self.codec.digest,
             "latent_channels": self.latent_channels,
-            "dequantization": {
-                "formula": _DEQUANT_FORMULA,
-                "offsets": [float(v) for v in np.asarray(self.codec.offsets, np.float32)],
-                "scale": [float(v) for v in self.head.scale.detach().cpu().numpy().astype(np.float32)],
-            },
+            "dequantization": deq,
             "backbone": _plain(self.backbone),
             "sampling": _plain(self.sampling),
             "head": self.head.config.to_dict(),

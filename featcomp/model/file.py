@@ -55,7 +55,8 @@ from torch import Tensor, nn
 from featcomp.entropy.kinds import DEFAULT_KIND, codec_to_bytes, codec_to_dict, entropy_kind
 from featcomp.errors import CodecError, ConfigError, CorruptModelFileError, FeatcompError, ModelFileError
 from featcomp.head import CompressibleHead, FrozenHead
-from featcomp.model.headers import MODEL_FORMAT_VERSION, READ_FORMAT_VERSIONS, ModelFileHeader, ModelRate
+from featcomp.model.headers import MODEL_FORMAT_VERSION, ModelFileHeader, ModelRate
+from featcomp.model.headers import READ_FORMAT_VERSIONS  # noqa: F401  (a name of this module, featcomp.model)
 
 __all__ = ["MODEL_FORMAT_VERSION", "Model", "save_model", "load_model", "backbone_spec_dict", "sampling_dict"]
 

@@ -10,7 +10,7 @@ One byte layout, two front ends:
   arrays and any other numcodecs user.
 
 Both carry the frozen coding tables in their configuration (``tables``: base64 of
-``zlib.compress(codec.to_bytes())``, the table ``digest`` and, for every entropy-model kind but the
+``zlib.compress(codec_to_bytes(codec))``, :func:`featcomp.entropy.codec_to_bytes`), the table ``digest`` and, for every entropy-model kind but the
 factorized one, ``kind``), so an array decodes with no model file. The codec may be any registered
 :class:`~featcomp.entropy.FrozenCodec` kind (``"factorized"``: :class:`~featcomp.entropy.EntropyCodec`,
 ``"temporal"``: :class:`~featcomp.entropy.TemporalCodec`, ``"hyperprior"``); a configuration without
@@ -78,10 +78,11 @@ FACTORIZED = DEFAULT_KIND
 
 
 def encode_tables(codec: Any) -> str:
-    """The codec's frozen tables as a compact ASCII string (base64 of zlib of ``to_bytes()``).
+    """The codec's frozen tables as a compact ASCII string (base64 of zlib of
+    :func:`featcomp.entropy.codec_to_bytes`, the one serialization of frozen codecs).
 
     Args:
-        codec: any frozen codec with ``to_bytes()`` (:class:`EntropyCodec`, ``TemporalCodec``, ...).
+        codec: a frozen codec of any registered kind (:class:`EntropyCodec`, ``TemporalCodec``, ...).
     """
     from featcomp.entropy.kinds import codec_to_bytes
 

@@ -76,9 +76,15 @@ def test_variable_rate_golden_card_carries_every_level_step():
 
 
 def _damaged(tmp_path: Path, name: str, fn, raw: str | None = None) -> Path:
+    """The golden file with its metadata changed by ``fn``; a change marked ``redigest`` also recomputes
+    the content digest (an edit made to look intact, so the later checks are reached)."""
     meta, tensors = _read(HERE / f"{name}.safetensors")
     if fn is not None:
         fn(meta)
+        if getattr(fn, "redigest", False):
+            from featcomp.model.file import _content_digest
+
+            meta["digest"] = _content_digest(meta, tensors)
     out = tmp_path / f"{name}-damaged.safetensors"
     save_file(tensors, str(out), metadata={"featcomp": raw if raw is not None else json.dumps(meta)})
     return out
@@ -94,6 +100,11 @@ def _drop(key):
     def f(d):
         d.pop(key)
     return f
+
+
+def _redigest(fn):
+    fn.redigest = True
+    return fn
 
 
 def _head_set(key, value):
@@ -118,6 +129,9 @@ DAMAGE = [
     ("model_v2_rate", _set("rate", None), CorruptModelFileError, "for a head of 3 rate levels"),
     ("model_v2_temporal", _set("entropy_model", "factorized"), CorruptModelFileError, "entropy_model"),
     ("model_v2_rate", _set("metadata", {"edited": 1}), CorruptModelFileError, "digest mismatch"),
+    ("model_v2_temporal", _redigest(lambda d: d["codec"].update(bytes_b64="AAAA")), CorruptModelFileError,
+     "'temporal' codec cannot be read"),
+    ("model_v1", _redigest(_set("codec_digest", "0" * 64)), CorruptModelFileError, "differs from the recorded"),
 ]
 
 

@@ -457,9 +457,9 @@ def _model_from(raw_meta: str | None, tensors: dict, path: str) -> Model:
     else:
         try:
             codec = codec_from_dict(header.codec)
-        except FeatcompError as e:
-            raise ModelFileError(f"model file {path}: the {header.codec.get('kind', DEFAULT_KIND)!r} codec cannot "
-                                 f"be read ({e}); a newer featcomp may be needed") from None
+        except FeatcompError as e:  # the kind is registered (ModelFileHeader checked it): the dict is damaged
+            raise CorruptModelFileError(f"model file {path}: the {header.codec.get('kind', DEFAULT_KIND)!r} codec "
+                                        f"cannot be read ({e}); the file is damaged") from None
     if codec.digest != header.codec_digest:
         raise CorruptModelFileError(f"model file {path}: codec digest {codec.digest[:16]}... differs from the "
                                     f"recorded {header.codec_digest[:16]}...")

@@ -15,6 +15,8 @@ Tree::
     ├── BackboneError        unknown models or layers, missing weights (offline), key-remap mismatches
     │   └── WeightsNotFoundError
     ├── ModelFileError       model files of another format version, digest mismatches
+    │   ├── ModelFileVersionError  a model file of a format version this featcomp does not read
+    │   └── CorruptModelFileError  damaged metadata (a missing or mistyped field), digest mismatches
     ├── StoreError           not a featcomp store, digest mismatch, corrupt chunk, missing codec
     │   └── DamagedIndexError  an index file that cannot be read (carries the video ids it still names)
     ├── StorageError         a URL's storage cannot be used (featcomp.storage)
@@ -37,6 +39,8 @@ __all__ = [
     "BackboneError",
     "WeightsNotFoundError",
     "ModelFileError",
+    "ModelFileVersionError",
+    "CorruptModelFileError",
     "StoreError",
     "DamagedIndexError",
     "PipelineError",
@@ -115,6 +119,15 @@ class WeightsNotFoundError(BackboneError, FileNotFoundError):
 
 class ModelFileError(FeatcompError):
     """A featcomp model file cannot be loaded (other format version, digest mismatch, missing part)."""
+
+
+class ModelFileVersionError(ModelFileError):
+    """A model file of a format version this featcomp does not read (a newer featcomp wrote it)."""
+
+
+class CorruptModelFileError(ModelFileError):
+    """A model file's metadata is damaged (not JSON, a missing or mistyped field, inconsistent fields) or
+    its contents do not match the recorded digests; the message names the file and the field."""
 
 
 class StoreError(FeatcompError):

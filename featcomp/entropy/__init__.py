@@ -22,9 +22,12 @@ from featcomp.entropy.kinds import (
     DEFAULT_KIND,
     EntropyKind,
     FrozenCodec,
+    codec_from_bytes,
     codec_from_dict,
     codec_kind,
     codec_kinds,
+    codec_to_bytes,
+    codec_to_dict,
     entropy_kind,
     entropy_kinds,
     get_codec_kind,
@@ -46,6 +49,7 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "EntropyCodec", "HyperpriorCodec", "TableFamily", "TemporalCodec", "FrozenCodec", "codec_from_dict", "codec_kind",
+    "codec_from_bytes", "codec_to_bytes", "codec_to_dict",
     "codec_kinds", "get_codec_kind", "register_codec_kind", "DEFAULT_KIND", "EntropyKind", "entropy_kind",
     "entropy_kinds", "register_entropy_kind", "unregister_entropy_kind", *_LAZY,
 ]

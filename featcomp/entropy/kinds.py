@@ -47,6 +47,7 @@ from featcomp.registry import Registry
 __all__ = [
     "EntropyKind", "FrozenCodec", "register_entropy_kind", "unregister_entropy_kind", "entropy_kind", "entropy_kinds", "DEFAULT_KIND",
     "register_codec_kind", "get_codec_kind", "codec_kinds", "codec_from_dict", "codec_kind",
+    "codec_to_dict", "codec_to_bytes", "codec_from_bytes",
 ]
 
 LAYOUTS = ("vectors", "clips", "maps")
@@ -178,8 +179,60 @@ def codec_kind(codec: Any) -> str:
     return str(getattr(codec, "kind", None) or DEFAULT_KIND)
 
 
+# ------------------------------------------------------------------ the one serialization of frozen codecs
+# Every place that stores a frozen codec asks these four functions: the model file (version 1: the
+# ``codec`` tensor holds codec_to_bytes; version 2: the JSON holds codec_to_dict), the store
+# (featcomp.store.codec.encode_tables/decode_tables: base64 of zlib of codec_to_bytes, in the store
+# header's ``codec.tables`` and every coded part's ``featcomp.ans`` zarr codec configuration) and the
+# API. The per-class ``to_bytes``/``from_bytes``/``to_dict``/``from_dict`` are each kind's own format;
+# these pick the class from the registry by kind and check that what comes back is of that kind.
+
+
+def codec_to_bytes(codec: Any) -> bytes:
+    """The canonical bytes of a frozen codec of any registered kind (``codec.to_bytes()``: the kind's
+    body, then its sha256). Read back with :func:`codec_from_bytes` and the codec's kind.
+
+    Raises:
+        CodecError: not a frozen codec (no ``to_bytes``).
+        RegistryError: a codec of a kind that is not registered.
+    """
+    if not callable(getattr(codec, "to_bytes", None)):
+        raise CodecError(f"a frozen codec is expected, got {type(codec).__name__}")
+    entropy_kind(codec)  # the kind must be registered, or nothing could read the bytes back
+    return codec.to_bytes()
+
+
+def codec_from_bytes(data: bytes, kind: str | None = None) -> FrozenCodec:
+    """Rebuild a frozen codec from :func:`codec_to_bytes` output; ``kind`` None is the implicit
+    (factorized) kind, as in formats written before kinds existed.
+
+    Raises:
+        CodecError: the bytes are not a codec of that kind (bad magic, digest mismatch, truncated).
+        RegistryError: an unknown kind (a newer featcomp wrote it).
+    """
+    spec = entropy_kind(kind)
+    codec = spec.codec.from_bytes(bytes(data))
+    if codec_kind(codec) != spec.name:
+        raise CodecError(f"the bytes decode to a {codec_kind(codec)!r} codec, {spec.name!r} was expected")
+    return codec
+
+
+def codec_to_dict(codec: Any) -> dict[str, Any]:
+    """The JSON-safe dict of a frozen codec of any registered kind: ``codec.to_dict()`` with ``"kind"``
+    (added when the kind's own dict has none, as the factorized one). Read back with :func:`codec_from_dict`.
+
+    Raises:
+        RegistryError: a codec of a kind that is not registered.
+    """
+    name = entropy_kind(codec).name
+    d = codec.to_dict()
+    d.setdefault("kind", name)
+    return d
+
+
 def codec_from_dict(d: dict[str, Any]) -> FrozenCodec:
-    """Rebuild a frozen codec from its ``to_dict()`` output (no ``"kind"`` means factorized).
+    """Rebuild a frozen codec from its ``to_dict()`` or :func:`codec_to_dict` output (no ``"kind"`` means
+    the implicit factorized kind).
 
     Raises:
         CodecError: not a dict, or the dict is invalid for its kind.
@@ -187,7 +240,11 @@ def codec_from_dict(d: dict[str, Any]) -> FrozenCodec:
     """
     if not isinstance(d, dict):
         raise CodecError(f"a codec dict is expected, got {type(d).__name__}")
-    return get_codec_kind(d.get("kind", DEFAULT_KIND)).from_dict(d)
+    kind = d.get("kind", DEFAULT_KIND)
+    codec = get_codec_kind(kind).from_dict(d)
+    if codec_kind(codec) != kind:
+        raise CodecError(f"the dict decodes to a {codec_kind(codec)!r} codec, its kind says {kind!r}")
+    return codec
 
 
 register_entropy_kind(EntropyKind("factorized", EntropyCodec, "featcomp.entropy.trainable:FactorizedPrior",

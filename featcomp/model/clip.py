@@ -16,7 +16,6 @@ length is checked against the bytes present before anything is allocated (:class
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import struct
 import zlib
@@ -24,9 +23,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from featcomp.entropy.bitstream import decode_varint, encode_varint
 from featcomp.entropy.kinds import DEFAULT_KIND, entropy_kind
 from featcomp.errors import CodecError
+from featcomp.model.headers import (
+    CLIP_DIGEST_PREFIX,
+    CLIP_FORMAT_VERSION,
+    CLIP_KIND_CODES,
+    CLIP_MAGIC,
+    CLIP_READ_VERSIONS,
+    CLIP_VERSION_COMPACT,
+    CLIP_VERSION_JSON,
+    CLIP_VERSION_LEVELS,
+    MAX_CLIP_FRAMES,
+    MAX_RESIDUAL_BITS,
+    ClipHeader,
+    ClipSeries,
+)
 
 if TYPE_CHECKING:
     from featcomp.model.file import Model
@@ -36,15 +48,15 @@ __all__ = ["CompressedClip", "decode_clip", "CLIP_FORMAT_VERSION", "DEFAULT_TEMP
 # --------------------------------------------------------------------------------------------------
 # compressed clips
 
-_CLIP_MAGIC = b"FCCL"
-_CLIP_VERSION = 2
-_CLIP_VERSION_LEVELS = 3  # version 2 + per-frame rate levels (packed bit fields after the side arrays)
-_CLIP_VERSION_COMPACT = 4  # the same fields as a compact binary header with a CRC-32 (the default)
-_CLIP_READ_VERSIONS = (1, 2, 3, 4)
-CLIP_FORMAT_VERSION = _CLIP_VERSION_COMPACT  # what to_bytes writes unless a clip says otherwise
-# version 4: kinds with a one-byte code (a kind outside this tuple is stored by name); never reorder
-_KIND_CODES = ("factorized", "temporal", "hyperprior")
-_DIGEST_PREFIX = 8  # bytes of the codec / model sha256 kept by version 4 (16 hex characters)
+# the header (every version) is featcomp.model.headers.ClipHeader; these names stay for callers
+_CLIP_MAGIC = CLIP_MAGIC
+_CLIP_VERSION = CLIP_VERSION_JSON
+_CLIP_VERSION_LEVELS = CLIP_VERSION_LEVELS
+_CLIP_VERSION_COMPACT = CLIP_VERSION_COMPACT
+_CLIP_READ_VERSIONS = CLIP_READ_VERSIONS
+_KIND_CODES = CLIP_KIND_CODES
+_DIGEST_PREFIX = CLIP_DIGEST_PREFIX
+_MAX_RESIDUAL_BITS = MAX_RESIDUAL_BITS
 DEFAULT_TEMPORAL_CHUNK = 256  # frames per independently decodable temporal stream in a clip
 
 
@@ -167,43 +179,40 @@ class CompressedClip:
         return 8.0 * (len(self.data) + len(self._packed_levels())) / max(1, self.num_frames)
 
     def to_bytes(self) -> bytes:
-        """Serialize: magic, version, JSON header length (u32), JSON header, side arrays, stream.
+        """Serialize: the :class:`~featcomp.model.headers.ClipHeader` of the clip's version, the side
+        arrays, (version 4) a CRC-32 of both, then the stream(s).
 
         Timestamps and frame indices that form arithmetic sequences (constant-rate sampling) are stored
-        as (start, step); others as raw little-endian arrays.
+        as (start, step) (version 4: a line and small per-frame residuals); others as raw little-endian arrays.
         """
-        if (self.format_version or CLIP_FORMAT_VERSION) == _CLIP_VERSION_COMPACT:
+        if (self.format_version or CLIP_FORMAT_VERSION) == CLIP_VERSION_COMPACT:
             return self._to_bytes_compact()
         ts = np.asarray(self.timestamps, np.float64)
         fi = np.asarray(self.frame_indices, np.int64)
+        if not self.shape or int(self.shape[0]) != ts.size or fi.size != ts.size:  # unreadable otherwise
+            raise CodecError(f"compressed clip: shape {tuple(self.shape)} with {ts.size} timestamps and {fi.size} "
+                             "frame indices")
         side = b""
-        hdr: dict[str, Any] = {"shape": list(self.shape), "codec_digest": self.codec_digest,
-                               "model_digest": self.model_digest, "n": int(ts.size)}
         aff = _affine(ts)
-        if aff is not None:
-            hdr["ts"] = list(aff)
-        else:
-            hdr["ts"] = None
+        ts_line = None if aff is None else ClipSeries(*aff)
+        if aff is None:
             side += ts.astype("<f8").tobytes()
         afi = _affine(fi.astype(np.float64))
-        if afi is not None:
-            hdr["fi"] = [int(afi[0]), int(afi[1])]
-        else:
-            hdr["fi"] = None
+        fi_line = None if afi is None else ClipSeries(int(afi[0]), int(afi[1]))
+        if afi is None:
             side += fi.astype("<i8").tobytes()
         implicit = entropy_kind(self.kind).implicit
-        version = 1 if (implicit and self.chunks is None and self.rate is None) else _CLIP_VERSION
+        version = 1 if (implicit and self.chunks is None and self.rate is None) else CLIP_VERSION_JSON
         if self.levels is not None:
-            version = _CLIP_VERSION_LEVELS
+            version = CLIP_VERSION_LEVELS
         version = max(version, int(self.format_version or 0))
-        if version == _CLIP_VERSION_LEVELS:
-            hdr["levels"] = int(self.level_bits)
+        if version == CLIP_VERSION_LEVELS:
             side += self._packed_levels()
-        if version >= 2:
-            hdr.update(kind=self.kind, chunks=None if self.chunks is None else [int(c) for c in self.chunks],
-                       rate=None if self.rate is None else float(self.rate))
-        h = json.dumps(hdr, separators=(",", ":")).encode()
-        return _CLIP_MAGIC + struct.pack("<BI", version, len(h)) + h + side + self.data
+        header = ClipHeader(version=version, shape=tuple(self.shape), codec_digest=self.codec_digest,
+                            model_digest=self.model_digest, kind=self.kind, chunks=self.chunks, rate=self.rate,
+                            level_bits=int(self.level_bits) if version == CLIP_VERSION_LEVELS else None,
+                            ts=ts_line, fi=fi_line)
+        return header.to_bytes() + side + self.data
 
     def _to_bytes_compact(self) -> bytes:
         """Format version 4: magic, version, then (little endian)::
@@ -222,6 +231,7 @@ class CompressedClip:
             u32 CRC-32 of every byte above, magic included
             rest            the codec stream(s)
 
+        The header (up to the side arrays) is :class:`~featcomp.model.headers.ClipHeader` version 4.
         A predicted series is ``start + step * arange(n)`` corrected by per-frame residuals: for timestamps
         the difference of the float64 bit patterns (units in the last place), for frame indices the integer
         difference, zigzag-coded in fixed-width fields (most significant bit first, zero-padded to a byte;
@@ -230,249 +240,87 @@ class CompressedClip:
         """
         ts = np.asarray(self.timestamps, np.float64)
         fi = np.asarray(self.frame_indices, np.int64)
-        flags = 0
-        body = bytearray()
         side = b""
-        kind = str(self.kind)
-        if kind in _KIND_CODES:
-            body.append(_KIND_CODES.index(kind))
-        else:
-            name = kind.encode("ascii")
-            if not 0 < len(name) < 256:
-                raise CodecError(f"compressed clip: kind name {kind!r} must be 1..255 ASCII characters")
-            body += bytes([255, len(name)]) + name
-        body += _digest_prefix(self.codec_digest, "codec_digest")
-        if self.model_digest:
-            flags |= 8
-            body += _digest_prefix(self.model_digest, "model_digest")
-        shape = [int(v) for v in self.shape]
+        shape = tuple(int(v) for v in self.shape)
         if not 2 <= len(shape) <= 15 or shape[0] != ts.size or fi.size != ts.size:
-            raise CodecError(f"compressed clip: shape {tuple(shape)} with {ts.size} timestamps and {fi.size} frame "
+            raise CodecError(f"compressed clip: shape {shape} with {ts.size} timestamps and {fi.size} frame "
                              "indices")
-        body.append(len(shape))
-        for v in shape:
-            body += encode_varint(v)
+        ts_line = fi_line = None
         pred = _predict_float_series(ts)
         if pred is not None:
             start, step, w, packed = pred
-            flags |= 1
-            if start != 0.0 or math.copysign(1.0, start) < 0:
-                flags |= 2
-                body += struct.pack("<d", start)
-            body += struct.pack("<d", step) + bytes([w])
+            ts_line = ClipSeries(start, step, w)
             side += packed
         else:
             side += ts.astype("<f8").tobytes()
         ipred = _predict_int_series(fi)
         if ipred is not None:
             start_i, step_i, w, packed = ipred
-            flags |= 4
-            body += encode_varint(_zigzag(start_i)) + encode_varint(_zigzag(step_i)) + bytes([w])
+            fi_line = ClipSeries(start_i, step_i, w)
             side += packed
         else:
             side += fi.astype("<i8").tobytes()
-        if self.rate is not None:
-            flags |= 16
-            body += struct.pack("<d", float(self.rate))
         if self.levels is not None:
-            flags |= 32
-            body.append(int(self.level_bits))
             side += self._packed_levels()
-        if self.chunks is not None:
-            flags |= 64
-            body += encode_varint(len(self.chunks))
-            for c in self.chunks:
-                body += encode_varint(int(c))
-        head = _CLIP_MAGIC + bytes([_CLIP_VERSION_COMPACT, flags]) + bytes(body) + side
+        header = ClipHeader(version=CLIP_VERSION_COMPACT, shape=shape, codec_digest=self.codec_digest,
+                            model_digest=self.model_digest, kind=str(self.kind), chunks=self.chunks, rate=self.rate,
+                            level_bits=None if self.levels is None else int(self.level_bits), ts=ts_line, fi=fi_line)
+        head = header.to_bytes() + side
         return head + struct.pack("<I", zlib.crc32(head)) + self.data
 
     @classmethod
     def from_bytes(cls, b: bytes) -> CompressedClip:
-        """Inverse of :meth:`to_bytes`. Raises :class:`CodecError` on a foreign or truncated blob."""
+        """Inverse of :meth:`to_bytes`: the :class:`~featcomp.model.headers.ClipHeader` (any version
+        1-4), then the side arrays, then (version 4) the CRC. Raises :class:`CodecError` on a foreign,
+        damaged or truncated blob, or a version newer than this featcomp."""
         b = bytes(b)
-        if len(b) < 9 or b[:4] != _CLIP_MAGIC:
-            raise CodecError("not a featcomp compressed clip (bad magic)")
-        version = b[4]
-        if version not in _CLIP_READ_VERSIONS:
-            raise CodecError(f"compressed clip format version {version}, this featcomp reads {_CLIP_READ_VERSIONS}; "
-                             "upgrade featcomp to read it")
-        if version == _CLIP_VERSION_COMPACT:
-            return cls._from_bytes_compact(b)
-        hl = struct.unpack_from("<I", b, 5)[0]
-        pos = 9
-        if len(b) < pos + hl:
-            raise CodecError(f"compressed clip: truncated header ({len(b) - pos} bytes after the prefix, the header "
-                             f"declares {hl})")
-        try:
-            hdr = json.loads(b[pos:pos + hl])
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            raise CodecError("compressed clip: corrupt or truncated header") from None
-        pos += hl
-        try:
-            f = _ClipHeader(hdr, version)
-        except CodecError:
-            raise
-        except (KeyError, TypeError, ValueError, OverflowError) as e:
-            raise CodecError(f"compressed clip: corrupt header ({type(e).__name__}: {e}); the clip was damaged "
-                             "in storage or transfer") from None
-        n = f.n
-        ts, pos = _read_series(b, pos, f.ts, n, np.float64, "timestamps")
-        fi, pos = _read_series(b, pos, f.fi, n, np.int64, "frame indices")
+        h, pos = ClipHeader.from_bytes(b)
+        n = h.n
+        if h.version == CLIP_VERSION_COMPACT:
+            ts, pos = _read_predicted(b, pos, h.ts, n, np.float64, "timestamps")
+            fi, pos = _read_predicted(b, pos, h.fi, n, np.int64, "frame indices")
+        else:
+            ts, pos = _read_series(b, pos, None if h.ts is None else [h.ts.start, h.ts.step], n, np.float64,
+                                   "timestamps")
+            fi, pos = _read_series(b, pos, None if h.fi is None else [h.fi.start, h.fi.step], n, np.int64,
+                                   "frame indices")
         levels, w = None, 8
-        if version >= _CLIP_VERSION_LEVELS:
-            w = f.levels
+        if h.level_bits is not None:
+            w = h.level_bits
             nb = (n * w + 7) // 8
             if len(b) < pos + nb:
-                raise CodecError("compressed clip: truncated per-frame levels")
+                raise CodecError(f"compressed clip: truncated per-frame levels ({len(b)} bytes in all)"
+                                 if h.version == CLIP_VERSION_COMPACT else "compressed clip: truncated per-frame levels")
             bits = np.unpackbits(np.frombuffer(b, np.uint8, nb, pos), count=n * w).reshape(n, w)
             levels = (bits.astype(np.uint16) << np.arange(w - 1, -1, -1, dtype=np.uint16)).sum(1).astype(np.uint8)
             pos += nb
-        if f.chunks is not None and sum(f.chunks) != len(b) - pos:
-            raise CodecError(f"compressed clip: chunk lengths sum to {sum(f.chunks)}, the clip has {len(b) - pos} "
+        if h.version == CLIP_VERSION_COMPACT:
+            if len(b) < pos + 4:
+                raise CodecError(f"compressed clip: truncated header checksum ({len(b)} bytes in all)")
+            if zlib.crc32(b[:pos]) != struct.unpack_from("<I", b, pos)[0]:
+                raise CodecError("compressed clip: header checksum mismatch (the clip was damaged in storage or "
+                                 "transfer)")
+            pos += 4
+        if h.chunks is not None and sum(h.chunks) != len(b) - pos:
+            raise CodecError(f"compressed clip: chunk lengths sum to {sum(h.chunks)}, the clip has {len(b) - pos} "
                              "stream bytes (truncated or damaged)")
-        return cls(data=b[pos:], shape=f.shape, timestamps=ts, frame_indices=fi, codec_digest=f.codec_digest,
-                   model_digest=f.model_digest, kind=f.kind, chunks=f.chunks, rate=f.rate, levels=levels, level_bits=w,
-                   format_version=version)
-
-    @classmethod
-    def _from_bytes_compact(cls, b: bytes) -> CompressedClip:
-        """Parse format version 4 (see :meth:`_to_bytes_compact`); bounded: every count is checked against
-        the bytes present and :data:`MAX_CLIP_FRAMES` before anything is allocated."""
-        what = "compressed clip header"
-
-        def need(pos: int, k: int, part: str) -> None:
-            if len(b) < pos + k:
-                raise CodecError(f"compressed clip: truncated {part} ({len(b)} bytes in all)")
-
-        need(0, 7, "header")
-        flags = b[5]
-        if flags & 0x80:
-            raise CodecError(f"compressed clip: unknown header flags 0x{flags:02x} (damaged, or a newer featcomp)")
-        pos = 6
-        code = b[pos]
-        pos += 1
-        if code < len(_KIND_CODES):
-            kind = _KIND_CODES[code]
-        elif code == 255:
-            need(pos, 1, "header")
-            ln = b[pos]
-            need(pos + 1, ln, "header")
-            try:
-                kind = b[pos + 1:pos + 1 + ln].decode("ascii")
-            except UnicodeDecodeError:
-                raise CodecError("compressed clip: corrupt kind name in the header") from None
-            pos += 1 + ln
-        else:
-            raise CodecError(f"compressed clip: unknown kind code {code} in the header (damaged clip)")
-        need(pos, _DIGEST_PREFIX, "header")
-        codec_digest = b[pos:pos + _DIGEST_PREFIX].hex()
-        pos += _DIGEST_PREFIX
-        model_digest = ""
-        if flags & 8:
-            need(pos, _DIGEST_PREFIX, "header")
-            model_digest = b[pos:pos + _DIGEST_PREFIX].hex()
-            pos += _DIGEST_PREFIX
-        need(pos, 1, "header")
-        ndim = b[pos]
-        pos += 1
-        if not 2 <= ndim <= 15:
-            raise CodecError(f"compressed clip: corrupt header (a {ndim}-d shape)")
-        shape = []
-        for _ in range(ndim):
-            v, pos = decode_varint(b, pos, what=what)
-            if v > 1 << 62:
-                raise CodecError(f"compressed clip: corrupt header (a shape entry of {v})")
-            shape.append(v)
-        n = shape[0]
-        if n > MAX_CLIP_FRAMES:
-            raise CodecError(f"compressed clip: {n} frames declared, more than the limit {MAX_CLIP_FRAMES} "
-                             "(damaged clip)")
-
-        def f64() -> float:
-            nonlocal pos
-            need(pos, 8, "header")
-            v = struct.unpack_from("<d", b, pos)[0]
-            pos += 8
-            if not math.isfinite(v):
-                raise CodecError("compressed clip: corrupt header (a non-finite number)")
-            return v
-
-        def zz() -> int:
-            nonlocal pos
-            v, pos = decode_varint(b, pos, what=what)
-            return _unzigzag(v)
-
-        ts_pred = fi_pred = None
-        if flags & 1:
-            start = f64() if flags & 2 else 0.0
-            step = f64()
-            need(pos, 1, "header")
-            ts_pred = (start, step, b[pos])
-            pos += 1
-        elif flags & 2:
-            raise CodecError("compressed clip: corrupt header flags (a timestamp start without predicted timestamps)")
-        if flags & 4:
-            start_i, step_i = zz(), zz()
-            need(pos, 1, "header")
-            fi_pred = (start_i, step_i, b[pos])
-            pos += 1
-            if max(abs(start_i), abs(step_i)) > 1 << 62:
-                raise CodecError("compressed clip: corrupt header (frame index out of range)")
-        for p in (ts_pred, fi_pred):
-            if p is not None and p[2] > _MAX_RESIDUAL_BITS:
-                raise CodecError(f"compressed clip: corrupt header (a {p[2]}-bit residual field)")
-        rate = f64() if flags & 16 else None
-        w = 8
-        if flags & 32:
-            need(pos, 1, "header")
-            w = b[pos]
-            pos += 1
-            if not 1 <= w <= 8:
-                raise CodecError(f"compressed clip: corrupt header (level field width {w})")
-        chunks = None
-        if flags & 64:
-            count, pos = decode_varint(b, pos, what=what)
-            if count > len(b) - pos:  # each length takes at least one byte
-                raise CodecError(f"compressed clip: {count} chunks declared in a {len(b)}-byte clip (damaged clip)")
-            lens = []
-            for _ in range(count):
-                c, pos = decode_varint(b, pos, what=what)
-                lens.append(c)
-            chunks = tuple(lens)
-        if ts_pred is None:
-            ts, pos = _read_series(b, pos, None, n, np.float64, "timestamps")
-        else:
-            nb = (n * ts_pred[2] + 7) // 8
-            need(pos, nb, "timestamps")
-            ts = _unpredict_float_series(ts_pred[0], ts_pred[1], ts_pred[2], b[pos:pos + nb], n)
-            pos += nb
-        if fi_pred is None:
-            fi, pos = _read_series(b, pos, None, n, np.int64, "frame indices")
-        else:
-            nb = (n * fi_pred[2] + 7) // 8
-            need(pos, nb, "frame indices")
-            fi = _unpredict_int_series(fi_pred[0], fi_pred[1], fi_pred[2], b[pos:pos + nb], n)
-            pos += nb
-        levels = None
-        if flags & 32:
-            nb = (n * w + 7) // 8
-            need(pos, nb, "per-frame levels")
-            bits = np.unpackbits(np.frombuffer(b, np.uint8, nb, pos), count=n * w).reshape(n, w)
-            levels = (bits.astype(np.uint16) << np.arange(w - 1, -1, -1, dtype=np.uint16)).sum(1).astype(np.uint8)
-            pos += nb
-        need(pos, 4, "header checksum")
-        if zlib.crc32(b[:pos]) != struct.unpack_from("<I", b, pos)[0]:
-            raise CodecError("compressed clip: header checksum mismatch (the clip was damaged in storage or transfer)")
-        pos += 4
-        if chunks is not None and sum(chunks) != len(b) - pos:
-            raise CodecError(f"compressed clip: chunk lengths sum to {sum(chunks)}, the clip has {len(b) - pos} "
-                             "stream bytes (truncated or damaged)")
-        return cls(data=b[pos:], shape=tuple(shape), timestamps=ts, frame_indices=fi, codec_digest=codec_digest,
-                   model_digest=model_digest, kind=kind, chunks=chunks, rate=rate, levels=levels, level_bits=w,
-                   format_version=_CLIP_VERSION_COMPACT)
+        return cls(data=b[pos:], shape=h.shape, timestamps=ts, frame_indices=fi, codec_digest=h.codec_digest,
+                   model_digest=h.model_digest, kind=h.kind, chunks=h.chunks, rate=h.rate, levels=levels,
+                   level_bits=w, format_version=h.version)
 
 
-_MAX_RESIDUAL_BITS = 48  # a wider residual is stored as the plain 64-bit array instead
+def _read_predicted(b: bytes, pos: int, line: ClipSeries | None, n: int, dtype: Any, what: str
+                    ) -> tuple[np.ndarray, int]:
+    """One side array of a version-4 clip: the line plus residuals of ``line.bits`` bits, or ``n`` plain
+    8-byte values when ``line`` is None. Returns (array, next pos)."""
+    if line is None:
+        return _read_series(b, pos, None, n, dtype, what)
+    nb = (n * line.bits + 7) // 8
+    if len(b) < pos + nb:
+        raise CodecError(f"compressed clip: truncated {what} ({len(b)} bytes in all)")
+    unpredict = _unpredict_float_series if dtype is np.float64 else _unpredict_int_series
+    return unpredict(line.start, line.step, line.bits, b[pos:pos + nb], n), pos + nb
+
 
 
 def _pack_fields(values: np.ndarray, w: int) -> bytes:
@@ -557,84 +405,6 @@ def _unpredict_int_series(start: int, step: int, w: int, buf: bytes, n: int) -> 
     r = _unzigzag_array(_unpack_fields(buf, n, w))
     with np.errstate(over="ignore"):
         return start + step * np.arange(n, dtype=np.int64) + r
-
-
-def _digest_prefix(digest: str, what: str) -> bytes:
-    """The first 8 bytes of a sha256 hex digest (or of a 16-character prefix read from a version 4 clip)."""
-    try:
-        raw = bytes.fromhex(str(digest)[: 2 * _DIGEST_PREFIX])
-    except ValueError:
-        raw = b""
-    if len(raw) != _DIGEST_PREFIX:
-        raise CodecError(f"compressed clip: {what} must be a hex digest of at least 16 characters, got {digest!r}")
-    return raw
-
-
-def _zigzag(v: int) -> int:
-    return 2 * v if v >= 0 else -2 * v - 1
-
-
-def _unzigzag(v: int) -> int:
-    return v >> 1 if not v & 1 else -((v + 1) >> 1)
-
-
-# Frames in one clip (the side arrays are allocated from the header's count; docs/reliability.md).
-MAX_CLIP_FRAMES = 1 << 22
-
-
-class _ClipHeader:
-    """The checked fields of a clip's JSON header (types and ranges; raises KeyError/TypeError/ValueError,
-    which :meth:`CompressedClip.from_bytes` turns into :class:`CodecError`)."""
-
-    def __init__(self, hdr: Any, version: int) -> None:
-        if not isinstance(hdr, dict):
-            raise TypeError(f"the header is a JSON {type(hdr).__name__}, not an object")
-
-        def integer(v: Any, what: str, lo: int = 0, hi: int | None = None) -> int:
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-                raise ValueError(f"{what} is {v!r}")
-            return v
-
-        def number(v: Any, what: str) -> float:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{what} is {v!r}")
-            return float(v)
-
-        shape = hdr["shape"]
-        if not isinstance(shape, list) or not 2 <= len(shape) <= 15:
-            raise ValueError(f"shape is {shape!r}")
-        self.shape = tuple(integer(v, "a shape entry", 0, 1 << 62) for v in shape)
-        self.n = integer(hdr["n"], "the frame count", 0, MAX_CLIP_FRAMES)
-        if self.n != self.shape[0]:
-            raise ValueError(f"{self.n} timestamps for {self.shape[0]} frames")
-        digest = hdr["codec_digest"]
-        if not isinstance(digest, str) or len(digest) != 64:
-            raise ValueError(f"codec_digest is {digest!r}")
-        self.codec_digest = digest
-        md = hdr.get("model_digest", "")
-        if not isinstance(md, str):
-            raise ValueError(f"model_digest is {md!r}")
-        self.model_digest = md
-        self.ts = self._affine(hdr["ts"], "ts", number)
-        self.fi = self._affine(hdr["fi"], "fi", lambda v, w: integer(v, w, -(1 << 62), 1 << 62))
-        self.kind = hdr.get("kind", DEFAULT_KIND)
-        if not isinstance(self.kind, str):
-            raise ValueError(f"kind is {self.kind!r}")
-        chunks = hdr.get("chunks")
-        if chunks is not None and not isinstance(chunks, list):
-            raise ValueError(f"chunks is {chunks!r}")
-        self.chunks = None if chunks is None else tuple(integer(c, "a chunk length") for c in chunks)
-        rate = hdr.get("rate")
-        self.rate = None if rate is None else number(rate, "rate")
-        self.levels = integer(hdr["levels"], "the level field width", 1, 8) if version >= _CLIP_VERSION_LEVELS else 8
-
-    @staticmethod
-    def _affine(v: Any, what: str, check: Any) -> list | None:
-        if v is None:
-            return None
-        if not isinstance(v, list) or len(v) != 2:
-            raise ValueError(f"{what} is {v!r}")
-        return [check(v[0], what), check(v[1], what)]
 
 
 def decode_clip(model: Model, clip: CompressedClip | bytes, *, dequantize: bool = True) -> np.ndarray:

@@ -17,8 +17,15 @@ Contents:
   ``metadata`` (free-form), and ``digest``: the sha256 of the canonical JSON (without ``digest``) and
   every tensor (name, dtype, shape, bytes in name order).
 
-:func:`load_model` refuses a file of another ``format_version``, a codec whose digest differs from
-``codec_digest``, or contents whose digest differs from ``digest`` (:class:`ModelFileError`).
+The JSON is one typed, versioned header, :class:`~featcomp.model.headers.ModelFileHeader`: ``save_model``
+writes its ``to_dict()``, and :func:`load_model` parses it once with ``from_dict`` (every field's presence
+and type, the version's fields). :func:`load_model` refuses a file of another ``format_version``
+(:class:`~featcomp.errors.ModelFileVersionError`), damaged metadata, a codec whose digest differs from
+``codec_digest``, or contents whose digest differs from ``digest``
+(:class:`~featcomp.errors.CorruptModelFileError`); both are :class:`ModelFileError`, and every message
+names the file. The codec is written and read through the one pair of the kinds registry
+(:func:`featcomp.entropy.codec_to_bytes`/``codec_from_bytes`` in version 1,
+``codec_to_dict``/``codec_from_dict`` in version 2).
 
 **Format versions.** Version 1 (a factorized, fixed-rate head) holds the codec as the ``codec`` uint8
 tensor (``EntropyCodec.to_bytes()``). Version 2 is written for any other head: a conditional entropy
@@ -45,15 +52,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from featcomp.entropy.kinds import DEFAULT_KIND, entropy_kind
-from featcomp.errors import CodecError, ConfigError, FeatcompError, ModelFileError
-from featcomp.head import CompressibleHead, FrozenHead, HeadConfig
+from featcomp.entropy.kinds import DEFAULT_KIND, codec_to_bytes, codec_to_dict, entropy_kind
+from featcomp.errors import CodecError, ConfigError, CorruptModelFileError, FeatcompError, ModelFileError
+from featcomp.head import CompressibleHead, FrozenHead
+from featcomp.model.headers import MODEL_FORMAT_VERSION, ModelFileHeader, ModelRate
+from featcomp.model.headers import READ_FORMAT_VERSIONS  # noqa: F401  (a name of this module, featcomp.model)
 
 __all__ = ["MODEL_FORMAT_VERSION", "Model", "save_model", "load_model", "backbone_spec_dict", "sampling_dict"]
 
-MODEL_FORMAT_VERSION = 2
-READ_FORMAT_VERSIONS = (1, 2)
-_V2_HEAD_FIELDS = ("entropy_model", "prior", "rate_lams")  # HeadConfig fields a version-1 file never holds
 _META_KEY = "featcomp"
 _DEQUANT_FORMULA = "features = (k + offsets) * scale"
 
@@ -221,8 +227,21 @@ class Model:
         config and the training summary. A store decodes to float with this card and the codec alone.
         Also ``entropy_model`` (the codec kind) and ``rate`` (the chosen level, the levels' lambdas and
         the interpolated lambda; null for a fixed-rate model): ``dequantization.scale`` is the step *at
-        that rate*.
+        that rate*. A variable-rate model's card also carries ``dequantization.level_scale``, the step of
+        every level (``L`` lists of ``C'`` float32 values): a store that records a rate level per frame
+        takes its steps from the card alone, never from the head (the store writer records this table in
+        its own header's ``dequantization`` section and keeps the rest of the card).
         """
+        deq: dict[str, Any] = {
+            "formula": _DEQUANT_FORMULA,
+            "offsets": [float(v) for v in np.asarray(self.codec.offsets, np.float32)],
+            "scale": [float(v) for v in self.head.scale.detach().cpu().numpy().astype(np.float32)],
+        }
+        if self.head.config.rate_levels:
+            deq["level_scale"] = [
+                [float(v) for v in np.asarray(self.head.scale_at(lv).detach().cpu(), dtype=np.float32)]
+                for lv in range(self.head.config.rate_levels)
+            ]
         return {
             "kind": "featcomp.model",
             "format_version": _format_version_for(self.head),
@@ -231,11 +250,7 @@ class Model:
             "model_digest": self.digest,
             "codec_digest": self.codec.digest,
             "latent_channels": self.latent_channels,
-            "dequantization": {
-                "formula": _DEQUANT_FORMULA,
-                "offsets": [float(v) for v in np.asarray(self.codec.offsets, np.float32)],
-                "scale": [float(v) for v in self.head.scale.detach().cpu().numpy().astype(np.float32)],
-            },
+            "dequantization": deq,
             "backbone": _plain(self.backbone),
             "sampling": _plain(self.sampling),
             "head": self.head.config.to_dict(),
@@ -287,33 +302,30 @@ def save_model(path: str | Path, head: CompressibleHead | FrozenHead, *, backbon
         raise ModelFileError(f"save_model {path}: expected a CompressibleHead or FrozenHead, got {type(head).__name__}")
     version = _format_version_for(frozen)
     tensors: dict[str, Tensor] = {f"head.{k}": v for k, v in frozen.state_tensors().items()}
-    head_dict = frozen.config.to_dict()
+    codec_dict = kind = rate = None
     if version == 1:
-        codec_bytes = frozen.codec.to_bytes()
+        codec_bytes = codec_to_bytes(frozen.codec)
         tensors["codec"] = torch.frombuffer(bytearray(codec_bytes), dtype=torch.uint8).clone()
-        for k in _V2_HEAD_FIELDS:  # at their defaults here; a version-1 reader rejects unknown keys
-            head_dict.pop(k, None)
+    else:
+        codec_dict = json.loads(json.dumps(codec_to_dict(frozen.codec)))
+        kind = frozen.kind
+        if frozen.config.rate_levels:
+            rate = ModelRate(lams=tuple(float(v) for v in frozen.rate_lams), levels=frozen.config.rate_levels)
     if extra is not None:
         sd = extra.state_dict() if isinstance(extra, nn.Module) else extra
         for k, v in sd.items():
             tensors[f"extra.{k}"] = v.detach().cpu().contiguous()
-    meta: dict[str, Any] = {
-        "format_version": version,
-        "featcomp_version": _version(),
-        "head": head_dict,
-        "backbone": backbone_spec_dict(backbone, where=f"save_model {path}"),
-        "sampling": sampling_dict(sampling, where=f"save_model {path}"),
-        "codec_digest": frozen.codec.digest,
-        "training": json.loads(json.dumps(training or {}, default=str)),
-        "metadata": json.loads(json.dumps(metadata or {}, default=str)),
-    }
-    if version >= 2:
-        meta["codec"] = json.loads(json.dumps(frozen.codec.to_dict()))
-        meta["codec"].setdefault("kind", frozen.kind)
-        meta["entropy_model"] = frozen.kind
-        meta["rate"] = ({"lams": [float(v) for v in frozen.rate_lams], "levels": frozen.config.rate_levels}
-                        if frozen.config.rate_levels else None)
-    meta["digest"] = _content_digest(meta, tensors)
+    header = ModelFileHeader(
+        format_version=version, featcomp_version=_version(), head=frozen.config,
+        backbone=backbone_spec_dict(backbone, where=f"save_model {path}"),
+        sampling=sampling_dict(sampling, where=f"save_model {path}"),
+        codec_digest=frozen.codec.digest,
+        training=json.loads(json.dumps(training or {}, default=str)),
+        metadata=json.loads(json.dumps(metadata or {}, default=str)),
+        codec=codec_dict, entropy_model=kind, rate=rate,
+    )
+    header = dataclasses.replace(header, digest=_content_digest(header.to_dict(), tensors))
+    meta = header.to_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
@@ -417,53 +429,46 @@ def _load_model_file(path: Path, name: str) -> Model:
 
 
 def _model_from(raw_meta: str | None, tensors: dict, path: str) -> Model:
-    """The featcomp metadata JSON and the tensors of a model file -> :class:`Model` (checked)."""
-    from featcomp.entropy import EntropyCodec
+    """The featcomp metadata JSON and the tensors of a model file -> :class:`Model` (checked).
+
+    The metadata is parsed once into a :class:`~featcomp.model.headers.ModelFileHeader`; the content
+    digest is computed over the metadata exactly as read.
+    """
+    from featcomp.entropy.kinds import codec_from_bytes, codec_from_dict
 
     if raw_meta is None:
         raise ModelFileError(f"model file {path}: no featcomp metadata; was it written by featcomp.save_model?")
     try:
         meta = json.loads(raw_meta)
-    except json.JSONDecodeError as e:
-        raise ModelFileError(f"model file {path}: corrupt metadata JSON ({e})") from None
-    version = meta.get("format_version")
-    if version not in READ_FORMAT_VERSIONS:
-        raise ModelFileError(
-            f"model file {path}: format version {version!r}, this featcomp reads versions {READ_FORMAT_VERSIONS}; "
-            "use the featcomp release that wrote it, or re-save the model"
-        )
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise CorruptModelFileError(f"model file {path}: corrupt metadata JSON ({e}); the file is damaged") from None
+    header = ModelFileHeader.from_dict(meta, path)
     digest = _content_digest(meta, tensors)
-    if digest != meta.get("digest"):
-        raise ModelFileError(f"model file {path}: digest mismatch (stored {str(meta.get('digest'))[:16]}..., "
-                             f"computed {digest[:16]}...); the file is corrupt or was modified")
-    if version == 1:
+    if digest != header.digest:
+        raise CorruptModelFileError(f"model file {path}: digest mismatch (stored {header.digest[:16]}..., "
+                                    f"computed {digest[:16]}...); the file is corrupt or was modified")
+    if header.format_version == 1:
         if "codec" not in tensors:
-            raise ModelFileError(f"model file {path}: missing the codec tensor")
+            raise CorruptModelFileError(f"model file {path}: missing the codec tensor")
         try:
-            codec = EntropyCodec.from_bytes(tensors["codec"].numpy().tobytes())
+            codec = codec_from_bytes(tensors["codec"].numpy().tobytes(), DEFAULT_KIND)
         except CodecError as e:
-            raise ModelFileError(f"model file {path}: the codec cannot be read ({e})") from None
+            raise CorruptModelFileError(f"model file {path}: the codec cannot be read ({e})") from None
     else:
-        from featcomp.entropy import codec_from_dict
-
-        if not isinstance(meta.get("codec"), dict):
-            raise ModelFileError(f"model file {path}: version 2 without a codec dict in its metadata")
         try:
-            codec = codec_from_dict(meta["codec"])
-        except FeatcompError as e:
-            raise ModelFileError(f"model file {path}: the {meta['codec'].get('kind', DEFAULT_KIND)!r} codec cannot "
-                                 f"be read ({e}); a newer featcomp may be needed") from None
-    if codec.digest != meta.get("codec_digest"):
-        raise ModelFileError(f"model file {path}: codec digest {codec.digest[:16]}... differs from the recorded "
-                             f"{str(meta.get('codec_digest'))[:16]}...")
+            codec = codec_from_dict(header.codec)
+        except FeatcompError as e:  # the kind is registered (ModelFileHeader checked it): the dict is damaged
+            raise CorruptModelFileError(f"model file {path}: the {header.codec.get('kind', DEFAULT_KIND)!r} codec "
+                                        f"cannot be read ({e}); the file is damaged") from None
+    if codec.digest != header.codec_digest:
+        raise CorruptModelFileError(f"model file {path}: codec digest {codec.digest[:16]}... differs from the "
+                                    f"recorded {header.codec_digest[:16]}...")
     try:
-        cfg = HeadConfig.from_dict(meta["head"])
         state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
-        head = FrozenHead(cfg, state, codec)
+        head = FrozenHead(header.head, state, codec)
     except (FeatcompError, KeyError) as e:
-        raise ModelFileError(f"model file {path}: cannot rebuild the head ({e})") from None
+        raise CorruptModelFileError(f"model file {path}: cannot rebuild the head ({e})") from None
     extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
-    return Model(head=head, backbone=_restore_config("backbone", meta.get("backbone")),
-                 sampling=_restore_config("sampling", meta.get("sampling")), digest=digest,
-                 training=meta.get("training") or {}, metadata=meta.get("metadata") or {}, extra=extra,
-                 path=str(path))
+    return Model(head=head, backbone=_restore_config("backbone", header.backbone),
+                 sampling=_restore_config("sampling", header.sampling), digest=digest,
+                 training=header.training, metadata=header.metadata, extra=extra, path=str(path))

@@ -10,7 +10,7 @@ One byte layout, two front ends:
   arrays and any other numcodecs user.
 
 Both carry the frozen coding tables in their configuration (``tables``: base64 of
-``zlib.compress(codec.to_bytes())``, the table ``digest`` and, for every entropy-model kind but the
+``zlib.compress(codec_to_bytes(codec))``, :func:`featcomp.entropy.codec_to_bytes`), the table ``digest`` and, for every entropy-model kind but the
 factorized one, ``kind``), so an array decodes with no model file. The codec may be any registered
 :class:`~featcomp.entropy.FrozenCodec` kind (``"factorized"``: :class:`~featcomp.entropy.EntropyCodec`,
 ``"temporal"``: :class:`~featcomp.entropy.TemporalCodec`, ``"hyperprior"``); a configuration without
@@ -78,12 +78,15 @@ FACTORIZED = DEFAULT_KIND
 
 
 def encode_tables(codec: Any) -> str:
-    """The codec's frozen tables as a compact ASCII string (base64 of zlib of ``to_bytes()``).
+    """The codec's frozen tables as a compact ASCII string (base64 of zlib of
+    :func:`featcomp.entropy.codec_to_bytes`, the one serialization of frozen codecs).
 
     Args:
-        codec: any frozen codec with ``to_bytes()`` (:class:`EntropyCodec`, ``TemporalCodec``, ...).
+        codec: a frozen codec of any registered kind (:class:`EntropyCodec`, ``TemporalCodec``, ...).
     """
-    return base64.b64encode(zlib.compress(codec.to_bytes(), 9)).decode("ascii")
+    from featcomp.entropy.kinds import codec_to_bytes
+
+    return base64.b64encode(zlib.compress(codec_to_bytes(codec), 9)).decode("ascii")
 
 
 def _cache_key(tables: str, kind: str) -> str:
@@ -98,7 +101,7 @@ def decode_tables(tables: str, digest: str | None = None, kind: str | None = Non
         tables: the string made by :func:`encode_tables`.
         digest: the expected table digest (sha256 hex); checked when given.
         kind: the entropy-model kind (``None``/``"factorized"``: :class:`EntropyCodec`); resolved
-            through :func:`featcomp.entropy.get_codec_kind`, whose class must have ``from_bytes``.
+            through :func:`featcomp.entropy.kinds.codec_from_bytes` (the one reader of codec bytes).
 
     Raises:
         CodecError: the string does not decode, the kind is unknown (a newer featcomp wrote it), or
@@ -108,11 +111,11 @@ def decode_tables(tables: str, digest: str | None = None, kind: str | None = Non
     key = _cache_key(tables, kind)
     codec = _TABLE_CACHE.get(key)
     if codec is None:
-        from featcomp.entropy import get_codec_kind
+        from featcomp.entropy.kinds import codec_from_bytes, entropy_kind
         from featcomp.errors import RegistryError
 
         try:
-            cls = get_codec_kind(kind)
+            entropy_kind(kind)
         except RegistryError:
             raise CodecError(
                 f"featcomp.ans: unknown entropy-model kind {kind!r} (this featcomp knows "
@@ -120,13 +123,14 @@ def decode_tables(tables: str, digest: str | None = None, kind: str | None = Non
             ) from None
         try:
             raw = zlib.decompress(base64.b64decode(tables.encode("ascii"), validate=True))
-            codec = cls.from_bytes(raw)
-        except CodecError:
-            raise
         except Exception as e:  # binascii.Error, zlib.error, ValueError
             raise CodecError(f"featcomp.ans: coding tables do not decode ({type(e).__name__}: {e})") from None
-        if codec_kind(codec) != kind:
-            raise CodecError(f"featcomp.ans: tables decode to a {codec_kind(codec)!r} codec, the metadata says {kind!r}")
+        try:
+            codec = codec_from_bytes(raw, kind)
+        except CodecError:  # not a codec of this kind: bad magic, digest mismatch, another kind
+            raise
+        except Exception as e:  # a kind's from_bytes failing other than with CodecError
+            raise CodecError(f"featcomp.ans: coding tables do not decode ({type(e).__name__}: {e})") from None
         with _TABLE_LOCK:
             _TABLE_CACHE[key] = codec
     if digest is not None and codec.digest != digest:

@@ -99,11 +99,23 @@ class WriteRecord:
     levels: bool = False
 
 
+#: the ``kind`` of a featcomp model card (:meth:`featcomp.model.Model.model_card`)
+MODEL_CARD_KIND = "featcomp.model"
+
+
 def _resolve(codec_or_model: Any, model_card: dict | None, raw: bool):
-    """-> (frozen codec of any kind | None, card dict)."""
+    """-> (frozen codec of any kind | None, card dict to record, per-level steps of a featcomp model card).
+
+    A featcomp model card (``card["kind"] == "featcomp.model"``, :meth:`featcomp.model.Model.model_card`)
+    of a variable-rate model carries ``dequantization.level_scale``, the step of every rate level. The
+    writer takes that table out of the card it records: the header's own ``dequantization.level_scale``
+    holds it when the store records levels, so the recorded card (and the store's bytes) stay what they
+    were before model cards carried it. Any other card is recorded as given.
+    """
     card = model_card
     codec = None
     obj = codec_or_model
+    model_steps = None
     if obj is not None and hasattr(obj, "compress_symbols") and hasattr(obj, "to_bytes"):
         codec = obj
     elif obj is not None and hasattr(obj, "codec"):
@@ -115,6 +127,11 @@ def _resolve(codec_or_model: Any, model_card: dict | None, raw: bool):
             "StoreWriter needs a frozen codec (EntropyCodec, TemporalCodec, ... with compress_symbols and "
             f"to_bytes) or a model with .codec and .model_card(), got {type(obj).__name__}"
         )
+    if isinstance(card, dict) and card.get("kind") == MODEL_CARD_KIND and isinstance(card.get("dequantization"), dict) \
+            and "level_scale" in card["dequantization"]:
+        deq = dict(card["dequantization"])
+        model_steps = deq.pop("level_scale")
+        card = {**card, "dequantization": deq}
     if not raw and codec is None:
         raise StoreError("StoreWriter: a coded store needs an EntropyCodec or a model (or pass raw=True)")
     if codec is not None and not raw:
@@ -128,7 +145,7 @@ def _resolve(codec_or_model: Any, model_card: dict | None, raw: bool):
                 f"(featcomp.entropy.register_codec_kind); known: {codec_kinds()}"
             )
     card = json.loads(json.dumps(card or {}, default=_json_default))
-    return (None if raw else codec), card
+    return (None if raw else codec), card, model_steps
 
 
 def _json_default(o: Any):
@@ -161,30 +178,28 @@ def _dequantization(codec, card: dict) -> Dequantization:
     )
 
 
-def level_scales(codec_or_model: Any, card: dict, channels: int, where: str) -> np.ndarray:
+def level_scales(card: dict, channels: int, where: str, steps: Any = None) -> np.ndarray:
     """float32 ``(L, C)``: the dequantization step of every rate level of a variable-rate model.
 
-    Taken from the card's ``dequantization.level_scale`` (``L`` lists of ``C`` floats) when present,
-    else from the model itself (``model.head.scale_at(l)`` for ``l < head.config.rate_levels``, e.g. a
-    ``featcomp.Model`` of a variable-rate head).
+    Taken from the model card only: ``steps`` (the ``dequantization.level_scale`` the writer took out of
+    ``model.model_card()``) or else the card's own ``dequantization.level_scale`` (``L`` lists of ``C``
+    floats). The head is never asked (:meth:`featcomp.model.Model.model_card` records the steps).
 
     Raises:
-        StoreError: no levels to be found (a fixed-rate model, or a bare codec with a card that lacks
+        StoreError: the card has no level steps (a fixed-rate model, or a bare codec with a card that lacks
             them), fewer than 2 or more than 256 levels, a wrong shape, or steps that are not finite
             and positive.
     """
-    deq = card.get("dequantization") if isinstance(card.get("dequantization"), dict) else {}
-    scales = deq.get("level_scale")
+    scales = steps
     if scales is None:
-        head = getattr(codec_or_model, "head", None)
-        n = int(getattr(getattr(head, "config", None), "rate_levels", 0) or 0)
-        if head is None or not callable(getattr(head, "scale_at", None)) or n < 2:
-            raise StoreError(
-                f"{where}: per-frame rate levels need a variable-rate model (HeadConfig.rate_lams with >= 2 levels) "
-                "or a model card whose dequantization has level_scale (L lists of per-channel steps); "
-                "this one has a fixed rate"
-            )
-        scales = [np.asarray(head.scale_at(lv).detach().cpu(), dtype=np.float32) for lv in range(n)]
+        deq = card.get("dequantization") if isinstance(card.get("dequantization"), dict) else {}
+        scales = deq.get("level_scale")
+    if scales is None:
+        raise StoreError(
+            f"{where}: per-frame rate levels need a variable-rate model (HeadConfig.rate_lams with >= 2 levels) "
+            "or a model card whose dequantization has level_scale (L lists of per-channel steps); "
+            "this one has a fixed rate"
+        )
     try:
         out = np.asarray(scales, dtype=np.float32)
     except (TypeError, ValueError) as e:
@@ -281,8 +296,9 @@ class StoreWriter:
         fsync: fsync commit records and atomic writes (default True).
         compact_on_close: fold this writer's log into an ``.fcidx`` file on close (default True).
         levels: record a rate level per frame (per-frame rate control, :mod:`featcomp.ratecontrol`):
-            every :meth:`write` then takes ``levels=``. Needs a coded store and a variable-rate model
-            (or a card with ``dequantization.level_scale``); the store is format version 3 and its
+            every :meth:`write` then takes ``levels=``. Needs a coded store and a model card with
+            ``dequantization.level_scale`` (``Model.model_card()`` of a variable-rate model has it; the
+            head itself is never asked); the store is format version 3 and its
             header holds the per-level dequantization steps. A store is created with or without
             levels, and every later writer must agree.
         storage_options: options of the URL's filesystem (``endpoint_url``, ``key``, ``secret``, ...;
@@ -330,12 +346,13 @@ class StoreWriter:
                              "a coded store holds the head's integer latents")
         #: dtype of a raw store's values ("float16" or "int8"); None for coded stores
         self.raw_dtype = raw_dtype if self.raw else None
-        self.codec, card = _resolve(codec_or_model, model_card, self.raw)
+        self.codec, card, model_steps = _resolve(codec_or_model, model_card, self.raw)
         level_scale = None
         if levels:
             if self.raw:
                 raise StoreError(f"{self.url}: per-frame rate levels are for coded stores; a raw store has none")
-            level_scale = level_scales(codec_or_model, card, int(self.codec.channels), f"StoreWriter {self.url}")
+            level_scale = level_scales(card, int(self.codec.channels), f"StoreWriter {self.url}",
+                                       model_steps)
         if chunk_frames is not None and int(chunk_frames) < 1:
             raise StoreError(f"chunk_frames must be >= 1, got {chunk_frames}")
         self.chunk_frames = None if chunk_frames is None else int(chunk_frames)

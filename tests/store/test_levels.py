@@ -260,3 +260,45 @@ def test_level_stores_read_without_torch_and_info_shows_the_levels(capsys):
     assert cli_main(["info", str(golden)]) == 0
     out = capsys.readouterr().out
     assert "featcomp.store v3" in out and "rate levels      3" in out
+
+
+def test_steps_come_from_the_model_card_only(tmp_path, model, rng):
+    """Model.model_card() carries every level's step; the writer takes them from the card alone (never the
+    head) and records the card without the table (it lives in the header), as stores were written before."""
+    card = model.model_card()
+    want = np.stack([model.head.scale_at(lv).numpy() for lv in range(L)])
+    np.testing.assert_array_equal(np.asarray(card["dequantization"]["level_scale"], np.float32), want)
+
+    class NoHead:  # a model whose head cannot be asked anything: only .codec and .model_card()
+        codec = model.codec
+
+        @property
+        def head(self):
+            raise AssertionError("the writer asked the head")
+
+        def model_card(self):
+            return card
+
+    k, lv = laplace_latents(rng, 9, C), (np.arange(9) % L).astype(np.uint8)
+    with StoreWriter(tmp_path / "s", NoHead(), levels=True, writer_id="w") as w:
+        w.write("v", k, np.arange(9) / 5.0, levels=lv)
+    st = open_store(tmp_path / "s")
+    np.testing.assert_array_equal(st.level_scale, want)
+    recorded = st.header["model_card"]
+    assert "level_scale" not in recorded["dequantization"]
+    assert recorded == json.loads(json.dumps({**card, "dequantization": {
+        k_: v for k_, v in card["dequantization"].items() if k_ != "level_scale"}}))
+    np.testing.assert_array_equal(st["v"].features(), model.head.decode(k, levels=lv))
+
+    class CardWithoutSteps(NoHead):  # a variable-rate head, but a card without the table: refused
+        def model_card(self):
+            return {**card, "dequantization": {k_: v for k_, v in card["dequantization"].items()
+                                               if k_ != "level_scale"}}
+
+    with pytest.raises(StoreError, match="level_scale") as e:
+        StoreWriter(tmp_path / "t", CardWithoutSteps(), levels=True)
+    assert str(tmp_path / "t") in str(e.value) and not (tmp_path / "t").exists()
+    # a fixed-rate model's card has no table
+    fixed = Model(head=CompressibleHead(in_channels=CIN, latent_channels=C).freeze(), backbone=None, sampling=None,
+                  digest="0" * 64)
+    assert "level_scale" not in fixed.model_card()["dequantization"]

@@ -346,6 +346,12 @@ class StoreHeader:
                 if shape != (rl, len(deq.scale)):
                     raise StoreError(f"{where}: dequantization.level_scale has shape {shape}, expected "
                                      f"({rl}, {len(deq.scale)}); the store is corrupt")
+        if mode == "coded" and deq is not None and deq.offsets is not None:
+            ch = h.get("channels")
+            want = ch if isinstance(ch, int) and not isinstance(ch, bool) else len(deq.scale)
+            if len(deq.offsets) != want or len(deq.scale) != want:
+                raise StoreError(f"{where}: dequantization has {len(deq.offsets)} offsets and {len(deq.scale)} steps "
+                                 f"for {want} channels; the store is corrupt")
         model_card = h.get("model_card", {})
         if not isinstance(model_card, dict):
             raise _fail(where, f"model_card is {type(model_card).__name__}, not an object")

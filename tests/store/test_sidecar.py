@@ -153,6 +153,8 @@ def test_damaged_sidecar_is_a_store_error_naming_it_and_verify_reports_it(golden
     lambda h: h["sidecar"].__setitem__("bytes", 5),
     lambda h: h.__setitem__("format_version", 4),
     lambda h: h["sidecar"].__setitem__("sha256", "0" * 64),
+    lambda h: h["dequantization"].__setitem__("offsets", []),  # found by the store-header-v5 fuzz target
+    lambda h: h["dequantization"].__setitem__("offsets", {"$fcb": 0}),  # 20 floats for 256 channels
 ])
 def test_damaged_references_in_zarr_json_are_store_errors(golden_copy, change):
     doc = json.loads((golden_copy / "zarr.json").read_text())

@@ -83,7 +83,8 @@ def format_version_for(kind: str, levels: bool = False, raw_dtype: str | None = 
     dequantize every frame with one step. Stores without levels keep versions 1 and 2 byte for byte.
     Version 4 (``raw_dtype="int8"``): a raw store of int8 features with per-video per-channel float32
     scales (commit records ``sc``); an older reader refuses it rather than serve int8 values as features.
-    Raw float16 stores stay version 1.
+    Raw float16 stores stay version 1. Version 5 is not chosen here: the writer gives a store of any of
+    these versions a header sidecar when its header is large (:func:`featcomp.store.sidecar.pack_header`).
     """
     if raw_dtype == "int8":  # version 4: int8 raw stores only; float16 raw stores stay version 1
         return RAW_INT8_FORMAT_VERSION

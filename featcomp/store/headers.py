@@ -18,7 +18,9 @@ with this header alone, never with the head (``scale_at``) that produced them.
 Versions (:func:`featcomp.store.format.format_version_for`): 1 factorized coded stores and raw float16
 stores; 2 coded stores of another entropy-model kind (``codec.kind``); 3 coded stores with a rate level
 per frame (``rate_levels``, ``dequantization.level_scale``); 4 raw int8 stores (``dtype`` ``"int8"``,
-a per-video ``dequantization`` rule). No torch, no zarr: numpy, the standard library and the kinds registry.
+a per-video ``dequantization`` rule); 5 any of these whose header's float arrays and tables are in a
+binary sidecar file (:mod:`featcomp.store.sidecar`; ``sidecar``: the dict given here is the whole header,
+put back together by :func:`featcomp.store.index.read_store_header`). No torch, no zarr: numpy, the standard library and the kinds registry.
 """
 
 from __future__ import annotations

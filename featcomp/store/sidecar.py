@@ -51,11 +51,11 @@ from typing import Any, Callable
 import numpy as np
 
 from featcomp.errors import StoreError
+from featcomp.store.format import SIDECAR_FORMAT_VERSION  # 5
 
 __all__ = ["SIDECAR_FORMAT_VERSION", "SIDECAR_MIN_JSON_BYTES", "MIN_FLOATS", "MAGIC", "pack_header",
            "unpack_header", "encode_sidecar", "decode_sidecar", "sidecar_name", "is_sidecar_name"]
 
-from featcomp.store.format import SIDECAR_FORMAT_VERSION  # noqa: E402  (5)
 SIDECAR_MIN_JSON_BYTES = 16384  # headers whose JSON is smaller keep the older layout, byte for byte
 MIN_FLOATS = 16  # shorter float lists stay JSON
 MAGIC = b"FCHDR\x00"

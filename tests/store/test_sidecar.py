@@ -144,6 +144,18 @@ def test_damaged_sidecar_is_a_store_error_naming_it_and_verify_reports_it(golden
     assert not rep.ok and any(i["file"] == sc.name for i in rep.issues), rep.issues
 
 
+def test_featcomp_verify_names_a_damaged_sidecar(golden_copy, capsys):
+    from featcomp.cli import main as cli_main
+
+    assert cli_main(["verify", str(golden_copy)]) == 0
+    sc = _sidecar(golden_copy)
+    sc.write_bytes(sc.read_bytes()[:-1] + b"\x00")
+    capsys.readouterr()
+    assert cli_main(["verify", "--json", str(golden_copy)]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert [p["file"] for p in out["problems"]] == [sc.name] and "damaged" in out["problems"][0]["problem"]
+
+
 @pytest.mark.parametrize("change", [
     lambda h: h["dequantization"].__setitem__("level_scale", {"$fcb": 99}),
     lambda h: h["dequantization"].__setitem__("level_scale", {"$fcb": 4}),  # the tables entry, not floats

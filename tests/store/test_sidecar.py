@@ -214,3 +214,31 @@ def test_a_writer_refuses_no_store_over_a_leftover_sidecar(tmp_path):
     with StoreWriter(tmp_path / "s", codec, model_card=card, levels=True, fsync=False) as w:
         w.write("a", np.zeros((2, c), np.int32), np.arange(2.0), levels=np.zeros(2, np.uint8))
     assert open_store(tmp_path / "s").header["format_version"] == 5
+
+
+@pytest.mark.timeout(120)
+def test_version5_store_on_an_s3_api_server(s3_server, s3_bucket, tmp_path):
+    """The sidecar is written and read through the object-storage layer like zarr.json (moto, tests/s3.py);
+    a second writer on the bucket is not refused by the sidecar it finds, and a damaged sidecar is named."""
+    c = 300
+    codec = _codec(c, 1)
+    card, ls = _card(c, 3)
+    url = f"s3://{s3_bucket}/v5.zarr"
+    rng = np.random.default_rng(5)
+    k = np.rint(rng.laplace(0, 2, (12, c))).astype(np.int32)
+    lv = rng.integers(0, 3, 12).astype(np.uint8)
+    for wid in ("a", "b"):
+        with StoreWriter(url, codec, model_card=card, levels=True, writer_id=wid, chunk_frames=8,
+                         storage_options=s3_server.storage_options) as w:
+            w.write(f"v-{wid}", k, np.arange(12.0), levels=lv)
+    st = open_store(url, storage_options=s3_server.storage_options)
+    assert st.header["format_version"] == 5 and sorted(st) == ["v-a", "v-b"]
+    np.testing.assert_array_equal(st["v-b"].features(), (k + codec.offsets).astype(np.float32) * ls[lv])
+    assert verify_store(url, storage_options=s3_server.storage_options).ok
+    import s3fs
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False, **s3_server.storage_options)
+    name = st.header["sidecar"]["file"]
+    fs.pipe(f"{s3_bucket}/v5.zarr/{name}", fs.cat(f"{s3_bucket}/v5.zarr/{name}")[:-3])
+    rep = verify_store(url, storage_options=s3_server.storage_options)
+    assert not rep.ok and [i["file"] for i in rep.issues] == [name]

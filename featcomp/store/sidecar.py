@@ -272,19 +272,28 @@ def unpack_header(h: dict, read: Callable[[str], bytes], url: str) -> dict:
             raise StoreError(f"{where}: zarr.json refers to sidecar entry {i!r} of {len(entries)}; the store is damaged")
         return entries[i]
 
-    def walk(v: Any, tables: bool = False) -> Any:
+    def walk(v: Any) -> Any:
         if isinstance(v, dict):
             if _REF in v:
                 e = ref(v)
-                if tables != isinstance(e, bytes):
-                    raise StoreError(f"{where}: sidecar entry {v[_REF]} is not what zarr.json expects there; "
+                if isinstance(e, bytes):
+                    raise StoreError(f"{where}: sidecar entry {v[_REF]} holds tables where zarr.json expects numbers; "
                                      "the store is damaged")
-                if tables:
-                    return base64.b64encode(zlib.compress(e, 9)).decode("ascii")
                 return e.tolist()
-            return {k: walk(x, tables=k == "tables" and isinstance(x, dict)) for k, x in v.items()}
+            return {k: walk(x) for k, x in v.items()}
         if isinstance(v, list):
             return [walk(x) for x in v]
         return v
 
-    return walk(h)
+    codec = h.get("codec")
+    tables = codec.get("tables") if isinstance(codec, dict) else None
+    if not isinstance(tables, dict):  # the tables as a string (or damaged: StoreHeader says so)
+        return walk(h)
+    e = ref(tables)
+    if not isinstance(e, bytes):
+        raise StoreError(f"{where}: sidecar entry {tables[_REF]} holds numbers where zarr.json expects the coding "
+                         "tables; the store is damaged")
+    out = walk({k: v for k, v in h.items() if k != "codec"})
+    out["codec"] = {k: (base64.b64encode(zlib.compress(e, 9)).decode("ascii") if k == "tables" else walk(v))
+                    for k, v in codec.items()}
+    return {k: out[k] for k in h}  # the recorded key order

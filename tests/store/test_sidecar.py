@@ -92,7 +92,9 @@ def test_large_header_roundtrip_through_a_writer_and_a_second_writer(tmp_path):
     c, levels = 300, 5
     codec = _codec(c, 1)
     card, ls = _card(c, levels)
-    card["training"] = {"lams": [0.1 * i + 1e-9 for i in range(40)], "ints": list(range(100))}
+    card["training"] = {"lams": [0.1 * i + 1e-9 for i in range(40)], "ints": list(range(100)),
+                        "tables": {"curve": [float(i) for i in range(30)]}, "grid": [[[0.5] * 8] * 3] * 2}
+    card["tables"] = [1.25] * 20  # a card key named like the codec's: numbers, not tables
     h = build_header(codec, card, raw=False, chunk_frames=8, shard_chunks=2, raw_level=3, level_scale=ls)
     packed, blob = pack_header(h)
     assert len(json.dumps(packed)) < 2500 and len(blob) < len(json.dumps(h)) / 3

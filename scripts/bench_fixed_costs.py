@@ -204,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
              if rows["old"].get(c, 0) or rows["v5"].get(c, 0)]
     table.append([f"**total fixed bytes** (format version {rows['old']['_version']} / {rows['v5']['_version']})",
                   f"**{totals['old']:,}**", f"**{totals['v5']:,}**"])
+    per_writer = {n: sum(v for k, v in rows[n].items() if k.startswith(("parts/<writer>", "levels/<writer>",
+                                                                          "videos/<writer>")))
+                  + 150 for n in rows}  # + writers/<writer>.json
+    table.append(["of which paid again by every further writer (its part, levels and video-table metadata, "
+                  "registration)", f"{per_writer['old']:,}", f"{per_writer['v5']:,}"])
     table.append([f"share of a {REFERENCE_FRAMES:,}-frame store at {REFERENCE_BITS} data bits/frame "
                   f"({budget / 1000:,.0f} KB)", f"{100 * totals['old'] / (budget + totals['old']):.1f}%",
                   f"{100 * totals['v5'] / (budget + totals['v5']):.1f}%"])

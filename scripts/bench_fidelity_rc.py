@@ -206,7 +206,7 @@ def main() -> int:
         "set of tables (fitted to the training mix of levels) and the per-frame distortion is dominated by "
         "the projection's own error, so the rule spends fine steps on the frames the projection serves worst. "
         "Per-level tables and a criterion on the quantization error alone would address both; not done.\n\n"
-        "<details><summary>per held-out video</summary>\n\n{table}\n\n</details>\n")
+        f"<details><summary>per held-out video</summary>\n\n{table}\n\n</details>\n")
     print(body)
     if not args.no_write:
         write_section("fidelity_rc", body)

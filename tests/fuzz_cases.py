@@ -445,6 +445,70 @@ def store_header_target(tmp: Path) -> Target:
     return Target("store-header", decode, [seed], _header_forge)
 
 
+def store_header_v5_target(tmp: Path) -> Target:
+    """Opens a copy of the version-5 golden store (header sidecar) whose zarr.json is the case: the
+    sidecar reference, its ``$fcb`` entries and every other field mutated."""
+    from featcomp.store import open_store
+
+    root = tmp / "fuzz-store-v5"
+    if not root.exists():
+        shutil.copytree(FIXTURES / "store" / "golden_sidecar", root)
+    seed = (FIXTURES / "store" / "golden_sidecar" / "zarr.json").read_bytes()
+
+    def forge(rng: random.Random, b: bytes) -> bytes:
+        if rng.random() < 0.5:
+            return _header_forge(rng, b)
+        doc = json.loads(b)
+        h = doc["attributes"]["featcomp"]
+        where = rng.choice([h["codec"], h["dequantization"], h["model_card"]["dequantization"], h["sidecar"]])
+        where[rng.choice(sorted(where))] = rng.choice([{"$fcb": rng.randrange(-2, 9)}, {"$fcb": 0, "x": 1},
+                                                       rng.choice(_WEIRD)])
+        return json.dumps(doc).encode()
+
+    def decode(b: bytes) -> None:
+        (root / "zarr.json").write_bytes(b)
+        st = open_store(root)
+        for vid in st:
+            st[vid].features()
+
+    return Target("store-header-v5", decode, [seed], forge)
+
+
+def _sidecar_forge(rng: random.Random, seed: bytes) -> bytes:
+    """A sidecar whose payload has one field rewritten (entry count, kind, shape, byte count), recompressed
+    with a valid CRC, or a valid-CRC header declaring another payload size."""
+    from numcodecs.zstd import Zstd
+
+    payload = bytearray(Zstd().decode(seed[16:]))
+    if rng.random() < 0.8:
+        i = rng.choice([0] + [4 + rng.randrange(15)])  # the count, or a field of the first entry
+        payload[i : i + 4] = struct.pack("<I", rng.choice([0, 1, 2, 2**31 - 1, 2**32 - 1, _huge(rng) % 2**32]))
+        comp = bytes(Zstd(level=3).encode(bytes(payload)))
+        size = len(payload)
+    else:
+        comp, size = seed[16:], rng.choice([0, 1, _huge(rng) % 2**32])
+    return seed[:8] + struct.pack("<II", size, zlib.crc32(comp)) + comp
+
+
+def _sidecar_declared(b: bytes) -> int:
+    return struct.unpack_from("<I", b, 8)[0] if len(b) >= 12 else 0
+
+
+def sidecar_target() -> Target:
+    """``decode_sidecar`` of the version-5 golden store's header sidecar (featcomp.store.sidecar); its
+    float arrays then rebuilt as the reader does."""
+    from featcomp.store.sidecar import decode_sidecar, is_sidecar_name
+
+    (path,) = [p for p in (FIXTURES / "store" / "golden_sidecar").iterdir() if is_sidecar_name(p.name)]
+
+    def decode(b: bytes) -> None:
+        for e in decode_sidecar(b, "fuzz.fcb"):
+            if not isinstance(e, bytes):
+                e.tolist()
+
+    return Target("header-sidecar", decode, [path.read_bytes()], _sidecar_forge, _sidecar_declared, 2)
+
+
 def _part_forge(rng: random.Random, seed: bytes) -> bytes:
     doc = json.loads(seed)
     sh = doc["codecs"][0]["configuration"]
@@ -608,4 +672,5 @@ def codec_bytes_target() -> Target:
 
 def all_targets(tmp: Path) -> list[Target]:
     return [*entropy_targets(), clip_target(), clip4_target(), index_target(), log_target(), store_header_target(tmp),
-            part_header_target(tmp), shard_target(tmp), shard_zarr_target(tmp), times_target(tmp), codec_bytes_target()]
+            part_header_target(tmp), shard_target(tmp), shard_zarr_target(tmp), times_target(tmp), codec_bytes_target(),
+            store_header_v5_target(tmp), sidecar_target()]

@@ -40,7 +40,8 @@ def targets(tmp_path_factory) -> dict[str, fc.Target]:
 
 
 NAMES = ["factorized", "temporal", "temporal-layout2", "hyperprior", "hyperprior-layout2", "clip", "clip-v4", "index-file",
-         "commit-log", "store-header", "part-header", "shard", "shard-zarr", "times", "codec-bytes"]
+         "commit-log", "store-header", "part-header", "shard", "shard-zarr", "times", "codec-bytes", "store-header-v5",
+         "header-sidecar"]
 
 
 @pytest.mark.slow
@@ -55,7 +56,8 @@ def test_seeded_mutations_end_in_featcomp_errors_within_bounds(targets, name):
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("name", ["factorized", "hyperprior", "clip", "clip-v4", "index-file", "commit-log", "store-header"])
+@pytest.mark.parametrize("name", ["factorized", "hyperprior", "clip", "clip-v4", "index-file", "commit-log", "store-header",
+                                  "store-header-v5", "header-sidecar"])
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(seed=st.integers(0, 2**32 - 1), raw=st.binary(max_size=64))
 def test_hypothesis_mutations(targets, name, seed, raw):

@@ -3,6 +3,8 @@
 Layout of a store (a directory or an fsspec URL prefix)::
 
     zarr.json                     zarr v3 group; attributes["featcomp"] = the store header (JSON)
+    header.<sha256[:16]>.fcb      format version 5 only: the header's float arrays and coding tables,
+                                  binary (featcomp.store.sidecar); zarr.json records its size and sha256
     parts/zarr.json               zarr v3 group
     parts/<writer_id>/            one append-only data array per writer session, (N, C[, H, W]),
                                   chunked along time, sharded; coded: int32 with the featcomp.ans
@@ -59,7 +61,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "featcomp.store"
-FORMAT_VERSION = 4  # the newest store format this featcomp reads and writes
+FORMAT_VERSION = 5  # the newest store format this featcomp reads and writes
+SIDECAR_FORMAT_VERSION = 5  # stores whose header bulk is in a binary sidecar (featcomp.store.sidecar)
 FACTORIZED_FORMAT_VERSION = 1  # factorized stores are still written as version 1 (older readers open them)
 KINDS_FORMAT_VERSION = 2  # stores of another entropy-model kind (temporal, hyperprior, ...)
 LEVELS_FORMAT_VERSION = 3  # stores that record a rate level per frame (any kind)
@@ -80,7 +83,8 @@ def format_version_for(kind: str, levels: bool = False, raw_dtype: str | None = 
     dequantize every frame with one step. Stores without levels keep versions 1 and 2 byte for byte.
     Version 4 (``raw_dtype="int8"``): a raw store of int8 features with per-video per-channel float32
     scales (commit records ``sc``); an older reader refuses it rather than serve int8 values as features.
-    Raw float16 stores stay version 1.
+    Raw float16 stores stay version 1. Version 5 is not chosen here: the writer gives a store of any of
+    these versions a header sidecar when its header is large (:func:`featcomp.store.sidecar.pack_header`).
     """
     if raw_dtype == "int8":  # version 4: int8 raw stores only; float16 raw stores stay version 1
         return RAW_INT8_FORMAT_VERSION

@@ -18,7 +18,9 @@ with this header alone, never with the head (``scale_at``) that produced them.
 Versions (:func:`featcomp.store.format.format_version_for`): 1 factorized coded stores and raw float16
 stores; 2 coded stores of another entropy-model kind (``codec.kind``); 3 coded stores with a rate level
 per frame (``rate_levels``, ``dequantization.level_scale``); 4 raw int8 stores (``dtype`` ``"int8"``,
-a per-video ``dequantization`` rule). No torch, no zarr: numpy, the standard library and the kinds registry.
+a per-video ``dequantization`` rule); 5 any of these whose header's float arrays and tables are in a
+binary sidecar file (:mod:`featcomp.store.sidecar`; ``sidecar``: the dict given here is the whole header,
+put back together by :func:`featcomp.store.index.read_store_header`). No torch, no zarr: numpy, the standard library and the kinds registry.
 """
 
 from __future__ import annotations
@@ -346,6 +348,12 @@ class StoreHeader:
                 if shape != (rl, len(deq.scale)):
                     raise StoreError(f"{where}: dequantization.level_scale has shape {shape}, expected "
                                      f"({rl}, {len(deq.scale)}); the store is corrupt")
+        if mode == "coded" and deq is not None and deq.offsets is not None:
+            ch = h.get("channels")
+            want = ch if isinstance(ch, int) and not isinstance(ch, bool) else len(deq.scale)
+            if len(deq.offsets) != want or len(deq.scale) != want:
+                raise StoreError(f"{where}: dequantization has {len(deq.offsets)} offsets and {len(deq.scale)} steps "
+                                 f"for {want} channels; the store is corrupt")
         model_card = h.get("model_card", {})
         if not isinstance(model_card, dict):
             raise _fail(where, f"model_card is {type(model_card).__name__}, not an object")

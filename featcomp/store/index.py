@@ -38,12 +38,15 @@ def read_header(fs: StoreFS) -> dict:
 
 
 def read_store_header(fs: StoreFS) -> tuple[dict, StoreHeader]:
-    """The store header as recorded and as a checked :class:`~featcomp.store.headers.StoreHeader`.
+    """The store header (whole: a version-5 header's sidecar file read, checked and put back in) and the
+    checked :class:`~featcomp.store.headers.StoreHeader`.
 
     Raises:
         StoreError: not a featcomp store, a newer version, or a damaged field (naming the store).
     """
-    h = read_header(fs)
+    from featcomp.store.sidecar import unpack_header
+
+    h = unpack_header(read_header(fs), fs.read, fs.url)  # format version 5: the bulk is in a sidecar file
     return h, StoreHeader.from_dict(h, fs.url, FORMAT_VERSION)
 
 

@@ -844,7 +844,8 @@ class FeatureStore(Mapping):
         Returns:
             dict with ``videos``, ``frames``, ``parts``, ``bytes`` (every file of the store),
             ``data_bytes`` (per-frame data), ``fixed_bytes`` (everything else), of which
-            ``header_bytes`` (root ``zarr.json``: format, tables, model card), ``index_bytes``,
+            ``header_bytes`` (root ``zarr.json``: format, tables, model card; with its sidecar file in format
+            version 5), ``index_bytes``,
             ``shard_index_bytes`` (the chunk index at the end of each shard file) and ``other_bytes``
             (part metadata, failures); ``bits_per_frame`` (per-frame data; the same as
             ``data_bits_per_frame``), ``total_bits_per_frame`` (every byte), ``sample_shape``,
@@ -863,7 +864,8 @@ class FeatureStore(Mapping):
         data = sum(v for k, v in sizes.items()
                    if k.startswith(("parts/", "times/", "levels/")) and not k.endswith("zarr.json"))
         index = sum(v for k, v in sizes.items() if k.startswith("index/"))
-        header = int(sizes.get("zarr.json", 0))
+        sc = self.header.get("sidecar")  # format version 5: the header's bulk is in a sidecar file
+        header = int(sizes.get("zarr.json", 0)) + (int(sizes.get(sc["file"], 0)) if isinstance(sc, dict) else 0)
         # each shard file of parts/ ends with its chunk index (16 bytes per chunk slot + a CRC-32C),
         # written whole even for a shard that holds one chunk: fixed per shard, not per frame
         shard_files = sum(1 for k in sizes if k.startswith("parts/") and not k.endswith("zarr.json"))

@@ -54,6 +54,7 @@ from featcomp.store.format import (
 )
 from featcomp.store.headers import CodedCodec, Dequantization, PartHeader, RawCodec, StoreHeader
 from featcomp.store.index import load_index, read_store_header
+from featcomp.store.sidecar import is_sidecar_name, pack_header
 
 __all__ = ["StoreWriter", "WriteRecord", "auto_chunk_frames"]
 
@@ -397,13 +398,17 @@ class StoreWriter:
             names = (os.listdir(self.fs.root) if os.path.isdir(self.fs.root) else []) if self.fs.local else self.fs.listdir("")
             foreign = [
                 n for n in names
-                if n not in ours and not (n.startswith("zarr.json.") and n.endswith(".tmp"))
+                if n not in ours and not (n.startswith("zarr.json.") and n.endswith(".tmp")) and not is_sidecar_name(n)
+                and not (n.endswith(".tmp") and is_sidecar_name(n.rsplit(".", 2)[0]))
             ]  # another writer may be creating the store right now
             if foreign:
                 raise StoreError(
                     f"{self.url} exists, is not empty and is not a featcomp store; refusing to write into it"
                 )
-            self.fs.write_new("zarr.json", group_doc({"featcomp": header}))
+            packed = pack_header(header)  # format version 5: a large header's bulk goes to a binary sidecar
+            if packed is not None:  # content-named: racing creators write the same bytes or another name
+                self.fs.write_atomic(packed[0]["sidecar"]["file"], packed[1], fsync=self.fsync)
+            self.fs.write_new("zarr.json", group_doc({"featcomp": header if packed is None else packed[0]}))
             for g in ("parts", "times") + (("levels",) if "rate_levels" in header else ()):
                 if not self.fs.exists(f"{g}/zarr.json"):
                     self.fs.write_atomic(f"{g}/zarr.json", group_doc(), fsync=self.fsync)

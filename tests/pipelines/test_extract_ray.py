@@ -114,7 +114,8 @@ def test_keep_top1_writes_per_frame_levels_that_decode_like_the_model(ray_local,
     assert (summary.done, summary.failed) == (2, 0)
 
     s = featcomp.open_store(store)
-    assert s.header["format_version"] == 3 and s.rate_levels == 4
+    # levels: version 3; this 128-latent, 4-level header (~25 KB of JSON) gets the header sidecar: version 5
+    assert s.header["format_version"] == 5 and "sidecar" in s.header and s.rate_levels == 4
     assert featcomp.verify_store(store).ok
     model = featcomp.load_model(rate_control_model)
     np.testing.assert_array_equal(s.level_scale, np.stack([model.head.scale_at(lv).numpy() for lv in range(4)]))

@@ -151,7 +151,7 @@ def _golden_header() -> dict:
 @pytest.mark.parametrize("field, value, match", [
     ("mode", "cooked", "corrupt store header in zarr.json .mode 'cooked'"),
     ("format_version", "3", "corrupt store header .format_version '3'"),
-    ("format_version", 99, "format version 99 is newer than this featcomp supports .4.; upgrade featcomp"),
+    ("format_version", 99, "format version 99 is newer than this featcomp supports .5.; upgrade featcomp"),
     ("format", "other", "not a featcomp store"),
     ("rate_levels", 300, "rate_levels 300"),
     ("rate_levels", 2, r"level_scale has shape \(3, 6\), expected \(2, 6\)"),
@@ -214,11 +214,12 @@ def _store_imports(module: str) -> set[str]:
 
 def test_store_imports_go_one_way_and_the_reader_needs_no_head():
     assert _store_imports("headers") == {"format"}
-    assert _store_imports("index") <= {"_fs", "format", "headers"}
+    assert _store_imports("index") <= {"_fs", "format", "headers", "sidecar"}
+    assert _store_imports("sidecar") == {"format"}  # the version-5 header sidecar: bytes only
     assert "writer" not in _store_imports("reader") and "reader" not in _store_imports("writer")
     assert not {"verify", "repair", "dataset"} & (_store_imports("reader") | _store_imports("writer"))
     root = Path(__file__).resolve().parents[2] / "featcomp" / "store"
-    for name in ("headers", "index", "reader", "format"):
+    for name in ("headers", "index", "reader", "format", "sidecar"):
         src = (root / f"{name}.py").read_text()
         assert "import torch" not in src and ".scale_at(" not in src, name  # steps come from the header
 

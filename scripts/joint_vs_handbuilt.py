@@ -28,6 +28,7 @@ holds the 95% target by construction). Writes the section ``joint_vs_handbuilt``
 Usage::
 
     PYTHONPATH=$PWD .venv/bin/python scripts/joint_vs_handbuilt.py [--steps 300] [--cs 1e-3 1e-2] [--lr-all 1e-4]
+    PYTHONPATH=$PWD .venv/bin/python scripts/joint_vs_handbuilt.py --diagnose --folds bikes   # how B moved the steps
 """
 
 from __future__ import annotations
@@ -183,6 +184,28 @@ def run(args) -> dict:
     return results
 
 
+def diagnose(args) -> None:
+    """How B (steps + prior, the first c) reshaped the ladder: per level the geometric-mean step and the spread
+    of log-steps across latent channels, and level 8's steps on the strongest / middle / weakest channels
+    (teacher-SVD order: channel 0 = largest singular value). Prints only."""
+    from featcomp.backbones import BackboneSpec, build_backbone
+
+    feats = load_features(args)
+    bb = build_backbone(BackboneSpec(name="efficientnet_lite1", input_size=240, batch_size=32)).eval()
+    for test in (args.folds or CLIPS):
+        train = [v for v in CLIPS if v != test]
+        cut = {v: int(feats[v]["cut"]) for v in train}
+        xtr = np.concatenate([feats[v]["x"][:cut[v]] for v in train] + [feats[v]["x_aug"] for v in train])
+        head, _ = train_variant(xtr.astype(np.float32), bb, "steps", args.cs[0], args.lr_steps, args)
+        with torch.no_grad():
+            ls = torch.stack([head.effective_scale(lv).log() for lv in range(len(LADDER))])  # (levels, latents)
+        log(f"fold {test}, steps + prior, c={args.cs[0]:g}: ladder {list(LADDER)}")
+        log(f"  trained geometric-mean step per level {[f'{v:.2f}' for v in ls.mean(1).exp().tolist()]}")
+        log(f"  std of log-step across channels {[f'{v:.2f}' for v in ls.std(1).tolist()]}")
+        log("  level 8 step on channels 0-99 / 450-549 / 900-999: "
+            f"{[round(float(ls[8, a:b].mean().exp()), 2) for a, b in ((0, 100), (450, 550), (900, 1000))]}")
+
+
 def fmt(r: dict) -> str:
     return (f"test {r['test']['bits']:.0f} bits/frame at {100 * r['test']['top1']:.1f}% "
             f"(val {r['val']['bits']:.0f} at {100 * r['val']['top1']:.1f}%) [{r['time_s']:.0f}s]")
@@ -256,11 +279,16 @@ def main(argv=None) -> int:
     p.add_argument("--folds", nargs="+", default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--diagnose", action="store_true",
+                   help="only train B (steps + prior, first --cs) per fold and print how the ladder moved")
     p.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
     args = p.parse_args(argv)
     args.out_json = args.data / "cache" / "joint_vs_handbuilt.json"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.diagnose:
+        diagnose(args)
+        return 0
     results = json.loads(args.out_json.read_text()) if args.report_only else run(args)
     body = report(results)
     print(body)

@@ -281,27 +281,38 @@ def fit_rate_control_codec(head, features: Tensor | np.ndarray, teacher: Callabl
     return cur
 
 
-def step_ladder_head(in_channels: int, latent_channels: int, steps, **head_options):
+def step_ladder_head(in_channels: int, latent_channels: int, steps, *, lams=None, **head_options):
     """A variable-rate :class:`~featcomp.head.CompressibleHead` whose level ``l`` quantizes every latent
     channel with step ``steps[l]`` (ascending), for rate control over a hand-set ladder of steps.
 
     The gains are set, not learned: ``scale = 1``, ``log_gains[l] = -log(steps[l])``. The head's
     ``rate_lams`` are nominal (``steps[l] ** 2``, the lambda a step corresponds to at high rate up to a
-    constant); they only label the levels. ``head_options`` go to :class:`~featcomp.head.HeadConfig`
+    constant); they only label the levels unless the head is trained further. ``lams`` (ascending, one per
+    step) replaces them with real training lambdas, so that :func:`featcomp.train.train_head` can start
+    joint training from the ladder (``train_head(x, head=head, lam=lams, objective="distill", ...)``
+    needs ``lam == head.config.rate_lams``). ``head_options`` go to :class:`~featcomp.head.HeadConfig`
     (e.g. ``analysis``, ``synthesis``, ``standardize``). Initialize the transforms afterwards (e.g.
     :func:`featcomp.head.init_from_classifier`) and freeze with a codec fitted by
     :func:`fit_rate_control_codec`.
 
     Raises:
-        ConfigError: fewer than 2 steps, more than :data:`MAX_LEVELS`, or steps not positive and ascending.
+        ConfigError: fewer than 2 steps, more than :data:`MAX_LEVELS`, steps not positive and ascending, or
+            ``lams`` not one positive ascending lambda per step.
     """
     from featcomp.head import CompressibleHead
 
     st = [float(v) for v in steps]
     if not 2 <= len(st) <= MAX_LEVELS or any(v <= 0 for v in st) or any(a >= b for a, b in zip(st, st[1:])):
         raise ConfigError(f"step_ladder_head: give 2..{MAX_LEVELS} positive ascending steps, got {st}")
+    if lams is None:
+        lv = tuple(v * v for v in st)
+    else:
+        lv = tuple(float(v) for v in lams)
+        if len(lv) != len(st) or any(not v > 0 for v in lv) or any(a >= b for a, b in zip(lv, lv[1:])):
+            raise ConfigError(f"step_ladder_head: lams must be {len(st)} positive ascending lambdas (one per "
+                              f"step), got {list(lv)}")
     head = CompressibleHead(in_channels=in_channels, latent_channels=latent_channels, init_scale=1.0,
-                            rate_lams=tuple(v * v for v in st), **head_options)
+                            rate_lams=lv, **head_options)
     with torch.no_grad():
         head.log_scale.zero_()
         head.log_gains.copy_(-torch.log(torch.tensor(st, dtype=torch.float64))[:, None].expand_as(head.log_gains))

@@ -76,6 +76,32 @@ def test_step_ladder_sets_the_steps():
             step_ladder_head(8, 8, bad, analysis="identity")
 
 
+def test_step_ladder_lams_are_training_lambdas_and_train_head_starts_from_the_ladder():
+    """``lams`` replaces the nominal lambdas (steps ** 2) so train_head can continue the ladder head; the
+    steps (gains) are unchanged by it, and training moves them away from the ladder."""
+    from featcomp.train import train_head
+
+    steps = (0.5, 1.0, 2.0)
+    nominal = step_ladder_head(8, 8, steps, analysis="linear", synthesis="linear")
+    assert nominal.config.rate_lams == (0.25, 1.0, 4.0)
+    lams = (1e-3, 4e-3, 1.6e-2)
+    head = step_ladder_head(8, 8, steps, lams=lams, analysis="linear", synthesis="linear")
+    assert head.config.rate_lams == lams
+    for lv, st in enumerate(steps):
+        np.testing.assert_allclose(head.effective_scale(lv).detach().numpy(), st, rtol=1e-6)
+    for bad in ((1.0, 2.0), (1.0, 0.5, 2.0), (0.0, 1.0, 2.0)):
+        with pytest.raises(ConfigError, match="lams"):
+            step_ladder_head(8, 8, steps, lams=bad, analysis="identity")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(256, 8)).astype(np.float32)
+    with pytest.raises(ConfigError, match="rate_lams"):  # the nominal head cannot train at other lambdas
+        train_head(x, None, head=nominal, objective="reconstruct", lam=lams, steps=2, progress=False)
+    before = head.log_gains.detach().clone()
+    res = train_head(x, None, head=head, objective="reconstruct", lam=lams, steps=20, lr=1e-2, progress=False)
+    assert res.head is head and res.options["lam"] == list(lams)
+    assert not torch.allclose(head.log_gains.detach(), before)
+
+
 def test_each_frame_gets_the_coarsest_level_that_keeps_the_teachers_top1(setup):
     head, teacher, _, test = setup
     ch = choose_levels(head, test, teacher.classify, RateControl())

@@ -109,7 +109,7 @@ def main() -> int:
 
     from featcomp.entropy import EntropyCodec
     from featcomp.store import StoreWriter, open_store
-    from featcomp.store.dataset import FeatureDataset
+    from featcomp.data import FeatureDataset
 
     rng = np.random.default_rng(0)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="featcomp-bench-read-"))

@@ -37,9 +37,8 @@ from _report import ROOT, machine, markdown_table, today, write_section  # noqa:
 
 import constriction  # noqa: E402
 
-from featcomp.entropy import EntropyCodec, bitstream  # noqa: E402
-from featcomp.entropy.indexed import TableFamily, scale_grid  # noqa: E402
-from featcomp.entropy.temporal import TemporalCodec  # noqa: E402
+from featcomp.entropy import EntropyCodec, TableFamily, TemporalCodec, bitstream  # noqa: E402
+from featcomp.entropy.indexed import scale_grid  # noqa: E402
 
 F = 12
 

@@ -36,7 +36,7 @@ Learned representations (featcomp public API only): fixed-rate heads trained lab
 (``train_head``: ``reconstruct`` (``--recon-opts``: MSE by default, or the whitened metric); ``distill`` from
 the teacher-SVD init for the backbones with a classifier, on both domains), per-frame rate control
 (``featcomp.ratecontrol``: teacher-SVD step ladder, tables refitted on training vectors), and the temporal
-codec refitted on the fixed-rate head's own integers (``featcomp.train.refit.fit_temporal_codec``) at 5 fps.
+codec refitted on the fixed-rate head's own integers (``featcomp.train.fit_temporal_codec``) at 5 fps.
 Baselines in the same units: float16+zstd, int8+zstd, PCA -> 8-bit, PCA + uniform q + ANS, FAISS PQ and OPQ.
 
 Usage::
@@ -547,7 +547,7 @@ def fm_baselines(c: int, args) -> list:
 def fm_sweep(key, xtr, ytr, xva, yva, xte, yte, args) -> dict:
     """Issue 18's third target: ``sweep_lambda(max_drop=0.5)`` (task objective, labels used) picks lambda."""
     from featcomp.train import LinearProbe
-    from featcomp.train.sweep import QualityTarget, sweep_lambda
+    from featcomp.train import QualityTarget, sweep_lambda
 
     t0 = time.time()
     with warnings.catch_warnings():
@@ -689,7 +689,7 @@ def temporal_rows(key, test, fixed, feats, train, xte, fps, rows, teach, args) -
     the training clips; early-stopped on their validation part), for the lambda chosen on validation (the
     cheapest meeting the quality rule, else the best). Same integers as the factorized head -> same quality;
     both coded as the same 5 fps sequences (every phase of the held-out clip, one stream each)."""
-    from featcomp.train.refit import fit_temporal_codec
+    from featcomp.train import fit_temporal_codec
 
     for obj, lst in fixed.items():
         def ok(o):

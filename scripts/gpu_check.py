@@ -269,7 +269,7 @@ def _frozen_heads(feats_pooled, feats_spatial, latent: int, epochs: int, tmp: Pa
     import torch
 
     import featcomp
-    from featcomp.train.loop import clip_windows
+    from featcomp.train import clip_windows
 
     paths = {}
     torch.manual_seed(0)

@@ -366,7 +366,7 @@ def refit_temporal(fr, train_seqs, test, prior: dict, T: int, val_seqs=None) -> 
     """The factorized head's own integer latents coded by a temporal prior fitted to them afterwards (on the
     training sequences' latents only): identical integers, so identical reconstruction and agreement, and
     the bits of the two entropy models compare exactly. Coded test bits/frame, and after a chunk's first."""
-    from featcomp.train.refit import fit_temporal_codec
+    from featcomp.train import fit_temporal_codec
 
     hist: list = []
     val_seqs = [v for v in (val_seqs or []) if len(v) >= T]  # as for the heads' validation clips
@@ -548,14 +548,12 @@ def run_spatial(args) -> dict:
                 assert np.array_equal(v1.decompress_symbols(d1), k)
                 ev |= {"bits_layout1": 8 * len(d1) / len(te), "decode_maps_s_layout1": decode_maps_s(v1, d1)}
                 # layout 3: the same head with a factorized fallback fitted to its training integers
-                from featcomp.entropy import bitstream
-                from featcomp.train.refit import fit_hyperprior_fallback
+                from featcomp.train import fit_hyperprior_fallback
 
                 v3 = fit_hyperprior_fallback(fr, tr).codec
                 d3 = v3.compress_symbols(k)
                 assert np.array_equal(v3.decompress_symbols(d3), k)
-                field, _ = bitstream.decode_varint(bitstream.unpack(d3, v3.digest, v3.channels).payload, 0)
-                ev |= {"bits_layout3": 8 * len(d3) / len(te), "mode_layout3": int(field % 2)}  # 1: the fallback
+                ev |= {"bits_layout3": 8 * len(d3) / len(te), "mode_layout3": v3.stream_mode(d3)}  # 1: the fallback
             curve.append(ev)
             print(f"  {kind} lam={lam:g}: {ev['bits']:.0f} bits/map, test MSE {ev['mse']:.4f}, train loss "
                   f"{ev['train_loss']}, val loss {ev['val_loss']}, {secs:.0f} s", flush=True)

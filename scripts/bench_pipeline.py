@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     import featcomp
     from featcomp.video import SamplingConfig, sample_frames
     from featcomp.pipelines import ExtractConfig, RayConfig, demo_backbone, init_ray, run_extract, synthesize_clips
-    from scripts._report import markdown_table, write_section
+    from scripts.evals.report import markdown_table, write_section
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     clips = sorted((ROOT / "data" / "clips").glob("*.mp4"))

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from featcomp.errors import WeightsNotFoundError
     from featcomp.pipelines import synthesize_clips
     from featcomp.video import SamplingConfig
-    from scripts._report import markdown_table, write_section
+    from scripts.evals.report import markdown_table, write_section
 
     torch.set_num_threads(os.cpu_count() or 1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-raw-int8-"))

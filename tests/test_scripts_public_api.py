@@ -115,6 +115,7 @@ def violations(path: Path, allowed: dict | None = None) -> list[str]:
 def test_there_are_scripts_to_check():
     names = {p.name for p in SCRIPTS}
     assert {"rd_eval.py", "temporal_eval.py", "generality_eval.py"} <= names
+    assert any(p.parent.name == "evals" for p in SCRIPTS)
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: str(p.relative_to(ROOT / "scripts")))

@@ -580,7 +580,7 @@ Bits per frame at equal agreement (log-linear interpolation along each lambda sw
 
 Same integers, exactly equal quality: each factorized head above, its test latents coded by a temporal
 prior (same options) fitted afterwards to the integer latents of the training sequences only
-(`featcomp.train.refit.fit_temporal_codec`; up to 3000 Adam steps, the parameters that code the validation
+(`featcomp.train.fit_temporal_codec`; up to 3000 Adam steps, the parameters that code the validation
 sequences (of >= T frames) in the fewest bits kept, checked every 100 steps; 1000 steps where there are no
 such validation sequences; `--refit`; the "best step" column is the step kept):
 

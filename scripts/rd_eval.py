@@ -649,7 +649,8 @@ def run_distill_rc(args) -> list[dict]:
                 with torch.no_grad():
                     top = teacher(ex.model.head.synthesize(y)).argmax(1).numpy()
                 r[f"{split}_bits"] = clip.bits_per_frame
-                r[f"{split}_level_bits"] = 8 * len(clip._packed_levels()) / len(X)
+                # the stored clip is stream + packed levels: the levels' share, in whole bytes
+                r[f"{split}_level_bits"] = (round(clip.bits_per_frame * clip.num_frames) - 8 * len(clip.data)) / len(X)
                 r[f"{split}_agree"] = float((top == L.argmax(1)).mean())
                 r[f"{split}_levels"] = np.bincount(clip.levels, minlength=len(RC_LADDER)).tolist()
             r["bits"], r["agree"] = r["test_bits"], r["test_agree"]

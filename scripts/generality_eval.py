@@ -70,7 +70,8 @@ from scripts.evals.metrics import knn_recall, summarize_video, teacher_metrics  
 from scripts.evals.report import logger, machine, markdown_table, today  # noqa: E402
 from scripts.evals.representations import (  # noqa: E402
     OPQ_NITER, RC_LADDER, FaissRep, HeadRep, baselines, rate_control_ladder)
-from scripts.evals.sources import augment, clip_fps, decode_clip, fm_images, has_teacher, read_fmnist, run_backbone  # noqa: E402
+from scripts.evals import sources  # noqa: E402
+from scripts.evals.sources import has_teacher  # noqa: E402
 from scripts.evals.splits import leave_one_video_out, phase_sequences, pick_on_validation  # noqa: E402
 
 CLIPS = ("bikes", "carphone_pristine", "bigbuckbunny")
@@ -192,81 +193,18 @@ def build(key: str, size: int):
     return spec, build_backbone(spec).eval()
 
 
-# ------------------------------------------------------------------------------------------------
-# data
-
-
 def fm_features(key: str, args) -> dict:
     """Fashion-MNIST features of one backbone: train / val / test (features, labels), cached."""
-    n_tr, n_va, n_te = args.fm_train, args.fm_val, args.fm_test
-    p = args.cache / f"generality_fm_{key}_{args.fm_size}_{n_tr}_{n_va}_{n_te}.npz"
-    if p.is_file():
-        z = np.load(p)
-        return {k: z[k] for k in z.files}
-    for q in sorted(args.cache.glob(f"generality_fm_{key}_{args.fm_size}_*_*_*.npz")):  # a larger cache, sliced
-        a, b, c = (int(v) for v in q.stem.rsplit("_", 3)[1:])
-        if a >= n_tr and b >= n_va and c >= n_te:
-            z = np.load(q)
-            return {"x_train": z["x_train"][:n_tr], "y_train": z["y_train"][:n_tr], "x_val": z["x_val"][:n_va],
-                    "y_val": z["y_val"][:n_va], "x_test": z["x_test"][:n_te], "y_test": z["y_test"][:n_te]}
-    src = args.data / "fashion-mnist"
-    tr_i, tr_l = read_fmnist(src, "train")
-    te_i, te_l = read_fmnist(src, "t10k")
-    if len(tr_i) < n_tr + n_va or len(te_i) < n_te:
-        raise SystemExit(f"Fashion-MNIST under {src} has {len(tr_i)}/{len(te_i)} images; need {n_tr + n_va}/{n_te}")
-    _, bb = build(key, args.fm_size)
-    out = {}
-    t0 = time.time()
-    for name, imgs, lab in (("train", tr_i[:n_tr], tr_l[:n_tr]), ("val", tr_i[n_tr:n_tr + n_va], tr_l[n_tr:n_tr + n_va]),
-                            ("test", te_i[:n_te], te_l[:n_te])):
-        feats = []
-        for i in range(0, len(imgs), 500):
-            feats.append(run_backbone(bb, fm_images(imgs[i:i + 500], args.fm_size), 250)[0])
-        out[f"x_{name}"] = np.concatenate(feats)
-        out[f"y_{name}"] = lab
-    log(f"{key}: Fashion-MNIST features {out['x_train'].shape} + {len(out['x_val'])} + {len(out['x_test'])} "
-        f"at {args.fm_size} px in {time.time() - t0:.0f}s")
-    args.cache.mkdir(parents=True, exist_ok=True)
-    np.savez(p, **out)
-    return out
+    return sources.fmnist_features(lambda: build(key, args.fm_size)[1], args.data, args.cache, key, args.fm_size,
+                                   args.fm_train, args.fm_val, args.fm_test, log)
 
 
 def clip_features(key: str, args) -> dict[str, dict]:
     """Per clip: every frame's features (+ teacher logits), fps, the train/val cut, and the features of
     ``n_aug`` augmentations of the training part (first 80%); cached per backbone."""
     size = args.video_size or BACKBONES[key]["video_size"]
-    out = {}
-    bb = None
-    for ci, name in enumerate(args.clips):
-        p = args.cache / f"generality_clip_{key}_{size}_{name}_aug{args.n_aug}.npz"
-        have = [q for q in [p] + sorted(args.cache.glob(f"generality_clip_{key}_{size}_{name}_aug*.npz"))
-                if q.is_file() and int(q.stem.rsplit("aug", 1)[1]) >= args.n_aug]
-        if have:  # augmentations are stored round by round: the first n_aug rounds of a larger cache
-            z = np.load(have[0], allow_pickle=False)
-            d = {k: z[k] for k in z.files}
-            m = int(d["cut"]) * args.n_aug
-            d["x_aug"] = d["x_aug"][:m]
-            if "logits_aug" in d:
-                d["logits_aug"] = d["logits_aug"][:m]
-            out[name] = d
-            continue
-        if bb is None:
-            _, bb = build(key, size)
-        t0 = time.time()
-        path = args.data / "clips" / f"{name}.mp4"
-        frames = decode_clip(path)
-        n = len(frames)
-        cut = int(round(0.8 * n))
-        x, lg = run_backbone(bb, frames)
-        xa, lga = run_backbone(bb, augment(frames[:cut], args.n_aug, np.random.default_rng(100 + ci)))
-        d = {"x": x, "fps": np.float64(clip_fps(path)), "cut": np.int64(cut), "x_aug": xa}
-        if lg is not None:
-            d["logits"], d["logits_aug"] = lg, lga
-        args.cache.mkdir(parents=True, exist_ok=True)
-        np.savez(p, **d)
-        out[name] = d
-        log(f"{key}: {name}: {n} frames + {len(xa)} augmented at {size} px in {time.time() - t0:.0f}s")
-    return out
+    return sources.clip_features(lambda: build(key, size)[1], args.data, args.cache, key, size, args.clips,
+                                 args.n_aug, log)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -252,3 +252,26 @@ def test_tables_render_every_row_and_cell():
     d = report.dict_table([{"k": 1}, {"k": 2, "v": "z"}], [("k", "K"), ("v", "V")]).split("\n")
     assert d == ["| K | V |", "|---|---|", "| 1 |  |", "| 2 | z |"]
     assert "cores" in report.machine() and len(report.today()) == 10
+
+
+def test_feature_caches_are_used_and_sliced_without_running_a_backbone(tmp_path):
+    rng = np.random.default_rng(7)
+    big = {"x_train": rng.normal(size=(20, 4)), "y_train": np.arange(20), "x_val": rng.normal(size=(6, 4)),
+           "y_val": np.arange(6), "x_test": rng.normal(size=(9, 4)), "y_test": np.arange(9)}
+    np.savez(tmp_path / "generality_fm_bb_32_20_6_9.npz", **big)
+
+    def no_backbone():
+        raise AssertionError("the cache should have been used")
+
+    d = sources.fmnist_features(no_backbone, tmp_path, tmp_path, "bb", 32, 10, 3, 4, log=lambda m: None)
+    np.testing.assert_array_equal(d["x_train"], big["x_train"][:10])
+    np.testing.assert_array_equal(d["x_test"], big["x_test"][:4])
+    assert len(d["y_val"]) == 3
+    with pytest.raises(FileNotFoundError):  # a cache too small: the data is read (and missing here)
+        sources.fmnist_features(no_backbone, tmp_path, tmp_path, "bb", 32, 30, 3, 4)
+    x = rng.normal(size=(10, 4))
+    np.savez(tmp_path / "generality_clip_bb_32_a_aug3.npz", x=x, fps=np.float64(25), cut=np.int64(8),
+             x_aug=rng.normal(size=(24, 4)), logits=x, logits_aug=rng.normal(size=(24, 4)))
+    c = sources.clip_features(no_backbone, tmp_path, tmp_path, "bb", 32, ["a"], 2, log=lambda m: None)["a"]
+    assert c["x_aug"].shape == (16, 4) and c["logits_aug"].shape == (16, 4)  # the first 2 of 3 rounds
+    np.testing.assert_array_equal(c["x"], x)

@@ -8,6 +8,7 @@ unchanged, so that their numbers stay the same.
 from __future__ import annotations
 
 import gzip
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,3 +132,83 @@ def cached_features(path: Path, frames: Callable[[], np.ndarray], bb,
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, features=f, logits=lg)
     return f, lg
+
+
+def fmnist_features(build: Callable[[], object], data: Path, cache: Path, tag: str, size: int, n_train: int,
+                    n_val: int, n_test: int, log: Callable[[str], None] = print) -> dict:
+    """Fashion-MNIST features of one backbone: ``x_train`` / ``y_train`` = the first ``n_train`` training
+    images, ``x_val`` / ``y_val`` = the next ``n_val``, ``x_test`` / ``y_test`` = the first ``n_test`` official
+    test images, upsampled to ``size`` px (:func:`fm_images`) through the backbone ``build()``. Cached as
+    ``<cache>/generality_fm_<tag>_<size>_<n_train>_<n_val>_<n_test>.npz``; a larger cache is sliced."""
+    n_tr, n_va, n_te = n_train, n_val, n_test
+    p = cache / f"generality_fm_{tag}_{size}_{n_tr}_{n_va}_{n_te}.npz"
+    if p.is_file():
+        z = np.load(p)
+        return {k: z[k] for k in z.files}
+    for q in sorted(cache.glob(f"generality_fm_{tag}_{size}_*_*_*.npz")):  # a larger cache, sliced
+        a, b, c = (int(v) for v in q.stem.rsplit("_", 3)[1:])
+        if a >= n_tr and b >= n_va and c >= n_te:
+            z = np.load(q)
+            return {"x_train": z["x_train"][:n_tr], "y_train": z["y_train"][:n_tr], "x_val": z["x_val"][:n_va],
+                    "y_val": z["y_val"][:n_va], "x_test": z["x_test"][:n_te], "y_test": z["y_test"][:n_te]}
+    src = data / "fashion-mnist"
+    tr_i, tr_l = read_fmnist(src, "train")
+    te_i, te_l = read_fmnist(src, "t10k")
+    if len(tr_i) < n_tr + n_va or len(te_i) < n_te:
+        raise SystemExit(f"Fashion-MNIST under {src} has {len(tr_i)}/{len(te_i)} images; need {n_tr + n_va}/{n_te}")
+    bb = build()
+    out = {}
+    t0 = time.time()
+    for name, imgs, lab in (("train", tr_i[:n_tr], tr_l[:n_tr]), ("val", tr_i[n_tr:n_tr + n_va], tr_l[n_tr:n_tr + n_va]),
+                            ("test", te_i[:n_te], te_l[:n_te])):
+        feats = []
+        for i in range(0, len(imgs), 500):
+            feats.append(run_backbone(bb, fm_images(imgs[i:i + 500], size), 250)[0])
+        out[f"x_{name}"] = np.concatenate(feats)
+        out[f"y_{name}"] = lab
+    log(f"{tag}: Fashion-MNIST features {out['x_train'].shape} + {len(out['x_val'])} + {len(out['x_test'])} "
+        f"at {size} px in {time.time() - t0:.0f}s")
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(p, **out)
+    return out
+
+
+def clip_features(build: Callable[[], object], data: Path, cache: Path, tag: str, size: int, clips: list[str],
+                  n_aug: int, log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Per clip of ``<data>/clips/<clip>.mp4``: every frame's features ``x`` (+ teacher ``logits``), ``fps``,
+    the train/val ``cut`` (80% of the frames), and the features ``x_aug`` (+ ``logits_aug``) of ``n_aug``
+    augmentations of the training part (:func:`augment`, seed 100 + the clip's position); the backbone is
+    ``build()``, made only when a clip is not cached in ``<cache>/generality_clip_<tag>_<size>_<clip>_aug<n>.npz``
+    (a cache with more augmentation rounds is sliced)."""
+    out = {}
+    bb = None
+    for ci, name in enumerate(clips):
+        p = cache / f"generality_clip_{tag}_{size}_{name}_aug{n_aug}.npz"
+        have = [q for q in [p] + sorted(cache.glob(f"generality_clip_{tag}_{size}_{name}_aug*.npz"))
+                if q.is_file() and int(q.stem.rsplit("aug", 1)[1]) >= n_aug]
+        if have:  # augmentations are stored round by round: the first n_aug rounds of a larger cache
+            z = np.load(have[0], allow_pickle=False)
+            d = {k: z[k] for k in z.files}
+            m = int(d["cut"]) * n_aug
+            d["x_aug"] = d["x_aug"][:m]
+            if "logits_aug" in d:
+                d["logits_aug"] = d["logits_aug"][:m]
+            out[name] = d
+            continue
+        if bb is None:
+            bb = build()
+        t0 = time.time()
+        path = data / "clips" / f"{name}.mp4"
+        frames = decode_clip(path)
+        n = len(frames)
+        cut = int(round(0.8 * n))
+        x, lg = run_backbone(bb, frames)
+        xa, lga = run_backbone(bb, augment(frames[:cut], n_aug, np.random.default_rng(100 + ci)))
+        d = {"x": x, "fps": np.float64(clip_fps(path)), "cut": np.int64(cut), "x_aug": xa}
+        if lg is not None:
+            d["logits"], d["logits_aug"] = lg, lga
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(p, **d)
+        out[name] = d
+        log(f"{tag}: {name}: {n} frames + {len(xa)} augmented at {size} px in {time.time() - t0:.0f}s")
+    return out

@@ -559,9 +559,10 @@ def choose_per_fold(rows: list[dict], rule) -> dict:
     for v in folds:
         cands = [(r, r["videos"][v]) for r in rows if v in r["videos"] and "val" in r["videos"][v]
                  and not r["family"].startswith("temporal")]
-        ok = [(r, o) for r, o in cands if rule(o)]
-        if ok:
-            out[v] = min(ok, key=lambda t: t[1]["val"]["bits"])
+        pick = pick_on_validation(cands, lambda t: rule(t[1]), bits=lambda t: t[1]["val"]["bits"], quality=None,
+                                  fallback=False)
+        if pick is not None:
+            out[v] = pick
     return out
 
 

@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from featcomp.entropy import EntropyCodec  # noqa: E402
-from scripts._report import markdown_table, write_section  # noqa: E402
+from scripts.evals.report import markdown_table, write_section  # noqa: E402
 
 C = 256
 

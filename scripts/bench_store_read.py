@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts._report import markdown_table, write_section  # noqa: E402
+from scripts.evals.report import markdown_table, write_section  # noqa: E402
 
 
 def interleaved(fns: dict, repeat: int) -> dict:
@@ -109,7 +109,7 @@ def main() -> int:
 
     from featcomp.entropy import EntropyCodec
     from featcomp.store import StoreWriter, open_store
-    from featcomp.store.dataset import FeatureDataset
+    from featcomp.data import FeatureDataset
 
     rng = np.random.default_rng(0)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="featcomp-bench-read-"))

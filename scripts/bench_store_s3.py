@@ -26,8 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts._probe import probe_epoch  # noqa: E402
-from scripts._report import markdown_table, write_section  # noqa: E402
+from scripts.evals.probe import probe_epoch  # noqa: E402
+from scripts.evals.report import markdown_table, write_section  # noqa: E402
 
 
 def _best(fn, repeat=3):

@@ -32,14 +32,13 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, machine, markdown_table, today, write_section  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts.evals.report import ROOT, machine, markdown_table, today, write_section  # noqa: E402
 
 import constriction  # noqa: E402
 
-from featcomp.entropy import EntropyCodec, bitstream  # noqa: E402
-from featcomp.entropy.indexed import TableFamily, scale_grid  # noqa: E402
-from featcomp.entropy.temporal import TemporalCodec  # noqa: E402
+from featcomp.entropy import EntropyCodec, TableFamily, TemporalCodec, bitstream  # noqa: E402
+from featcomp.entropy.indexed import scale_grid  # noqa: E402
 
 F = 12
 
@@ -134,7 +133,7 @@ def store_part(args) -> None:
 
     import torch
 
-    from _probe import probe_epoch
+    from scripts.evals.probe import probe_epoch
     from featcomp.data import FeatureDataset
     from featcomp.store import StoreWriter, open_store
 

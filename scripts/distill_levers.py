@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from featcomp.backbones import BackboneSpec, build_backbone
     from featcomp.entropy import EntropyCodec
-    from scripts._report import markdown_table, write_section
+    from scripts.evals.report import markdown_table, write_section
 
     bb = build_backbone(BackboneSpec(name="efficientnet_lite1")).eval()
     W = bb.classifier.weight.detach().double().numpy()

@@ -36,7 +36,7 @@ Learned representations (featcomp public API only): fixed-rate heads trained lab
 (``train_head``: ``reconstruct`` (``--recon-opts``: MSE by default, or the whitened metric); ``distill`` from
 the teacher-SVD init for the backbones with a classifier, on both domains), per-frame rate control
 (``featcomp.ratecontrol``: teacher-SVD step ladder, tables refitted on training vectors), and the temporal
-codec refitted on the fixed-rate head's own integers (``featcomp.train.refit.fit_temporal_codec``) at 5 fps.
+codec refitted on the fixed-rate head's own integers (``featcomp.train.fit_temporal_codec``) at 5 fps.
 Baselines in the same units: float16+zstd, int8+zstd, PCA -> 8-bit, PCA + uniform q + ANS, FAISS PQ and OPQ.
 
 Usage::
@@ -66,20 +66,23 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from scripts.evals.metrics import knn_recall, summarize_video, teacher_metrics  # noqa: E402
+from scripts.evals.report import logger, machine, markdown_table, today  # noqa: E402
+from scripts.evals.representations import (  # noqa: E402
+    OPQ_NITER, RC_LADDER, FaissRep, HeadRep, baselines, rate_control_ladder)
+from scripts.evals import sources  # noqa: E402
+from scripts.evals.sources import has_teacher  # noqa: E402
+from scripts.evals.splits import leave_one_video_out, phase_sequences, pick_on_validation  # noqa: E402
+
 CLIPS = ("bikes", "carphone_pristine", "bigbuckbunny")
-RC_LADDER = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0)
 LITE2_FILE = "efficientnet-lite2-9656183e.pth"
-TEMPORAL_FPS = 5.0
-OPQ_NITER = 4  # OPQ alternations (faiss default 50): each is a PQ fit + a 1280 x 1280 SVD
 
 COLUMNS = ["representation", "Fashion-MNIST bits/example (stored)", "probe acc (test; val)",
            "video bits/frame (stored; mean, max)", "kNN recall@10 (mean; worst video)",
            "teacher top-1 agreement (mean; worst)", "top-5 agreement (worst)", "KL nats/frame (worst)",
            "worst video (top-1, else kNN)"]
-
-
-def log(msg: str) -> None:
-    print(f"[generality {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+TEMPORAL_FPS = 5.0
+log = logger("generality")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -190,272 +193,22 @@ def build(key: str, size: int):
     return spec, build_backbone(spec).eval()
 
 
-def has_teacher(bb) -> bool:
-    h = getattr(bb, "has_classifier", None)
-    return bool(h() if callable(h) else h)
-
-
-def run_backbone(bb, frames: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
-    """uint8 frames (n, H, W, 3) -> (features float32 (n, C), teacher logits (n, K) or None)."""
-    feats = []
-    with torch.inference_mode():
-        for i in range(0, len(frames), batch):
-            feats.append(bb(bb.preprocess(frames[i:i + batch])).float())
-        f = torch.cat(feats)
-        lg = bb.classify(f).float().numpy() if has_teacher(bb) else None
-    return f.numpy(), lg
-
-
-# ------------------------------------------------------------------------------------------------
-# data
-
-
-def read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path) as f:
-        b = f.read()
-    nd = b[3]
-    shape = [int.from_bytes(b[4 + 4 * i:8 + 4 * i], "big") for i in range(nd)]
-    return np.frombuffer(b, np.uint8, offset=4 + 4 * nd).reshape(shape)
-
-
-def fm_images(imgs: np.ndarray, size: int) -> np.ndarray:
-    """28x28 grey uint8 -> (n, size, size, 3) uint8, float bilinear upsampling."""
-    x = torch.from_numpy(np.array(imgs)).float().unsqueeze(1)
-    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    return x.round().clamp(0, 255).byte().expand(-1, 3, -1, -1).permute(0, 2, 3, 1).contiguous().numpy()
-
-
 def fm_features(key: str, args) -> dict:
     """Fashion-MNIST features of one backbone: train / val / test (features, labels), cached."""
-    n_tr, n_va, n_te = args.fm_train, args.fm_val, args.fm_test
-    p = args.cache / f"generality_fm_{key}_{args.fm_size}_{n_tr}_{n_va}_{n_te}.npz"
-    if p.is_file():
-        z = np.load(p)
-        return {k: z[k] for k in z.files}
-    for q in sorted(args.cache.glob(f"generality_fm_{key}_{args.fm_size}_*_*_*.npz")):  # a larger cache, sliced
-        a, b, c = (int(v) for v in q.stem.rsplit("_", 3)[1:])
-        if a >= n_tr and b >= n_va and c >= n_te:
-            z = np.load(q)
-            return {"x_train": z["x_train"][:n_tr], "y_train": z["y_train"][:n_tr], "x_val": z["x_val"][:n_va],
-                    "y_val": z["y_val"][:n_va], "x_test": z["x_test"][:n_te], "y_test": z["y_test"][:n_te]}
-    src = args.data / "fashion-mnist"
-    tr_i = read_idx(src / "train-images-idx3-ubyte.gz")
-    tr_l = read_idx(src / "train-labels-idx1-ubyte.gz").astype(np.int64)
-    te_i = read_idx(src / "t10k-images-idx3-ubyte.gz")
-    te_l = read_idx(src / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
-    if len(tr_i) < n_tr + n_va or len(te_i) < n_te:
-        raise SystemExit(f"Fashion-MNIST under {src} has {len(tr_i)}/{len(te_i)} images; need {n_tr + n_va}/{n_te}")
-    _, bb = build(key, args.fm_size)
-    out = {}
-    t0 = time.time()
-    for name, imgs, lab in (("train", tr_i[:n_tr], tr_l[:n_tr]), ("val", tr_i[n_tr:n_tr + n_va], tr_l[n_tr:n_tr + n_va]),
-                            ("test", te_i[:n_te], te_l[:n_te])):
-        feats = []
-        for i in range(0, len(imgs), 500):
-            feats.append(run_backbone(bb, fm_images(imgs[i:i + 500], args.fm_size), 250)[0])
-        out[f"x_{name}"] = np.concatenate(feats)
-        out[f"y_{name}"] = lab
-    log(f"{key}: Fashion-MNIST features {out['x_train'].shape} + {len(out['x_val'])} + {len(out['x_test'])} "
-        f"at {args.fm_size} px in {time.time() - t0:.0f}s")
-    args.cache.mkdir(parents=True, exist_ok=True)
-    np.savez(p, **out)
-    return out
-
-
-def clip_fps(path: Path) -> float:
-    import av
-
-    with av.open(str(path)) as c:
-        r = c.streams.video[0].average_rate
-        return float(r) if r else 25.0
-
-
-def decode_clip(path: Path) -> np.ndarray:
-    from featcomp.video import SamplingConfig, SamplingMode, sample_frames
-
-    return np.concatenate([b.frames for b in sample_frames(str(path), SamplingConfig(mode=SamplingMode.ALL,
-                                                                                     batch_size=64))])
-
-
-def augment(frames: np.ndarray, n_aug: int, rng: np.random.Generator) -> np.ndarray:
-    """``n_aug`` random crops (40-100% of the area), flips and brightness/contrast jitter of each frame (uint8)."""
-    out = []
-    n, h, w, _ = frames.shape
-    for _ in range(n_aug):
-        for f in frames:
-            area = rng.uniform(0.4, 1.0) * h * w
-            ar = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-            ch, cw = int(min(h, round(np.sqrt(area / ar)))), int(min(w, round(np.sqrt(area * ar))))
-            y0, x0 = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-            c = f[y0:y0 + ch, x0:x0 + cw].astype(np.float32)
-            if rng.random() < 0.5:
-                c = c[:, ::-1]
-            c = (c - 128) * rng.uniform(0.75, 1.25) + 128 + rng.uniform(-25, 25)
-            t = torch.from_numpy(np.ascontiguousarray(np.clip(c, 0, 255))).permute(2, 0, 1)[None]
-            t = torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
-            out.append(t[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy())
-    return np.stack(out) if out else np.zeros((0, h, w, 3), np.uint8)
+    return sources.fmnist_features(lambda: build(key, args.fm_size)[1], args.data, args.cache, key, args.fm_size,
+                                   args.fm_train, args.fm_val, args.fm_test, log)
 
 
 def clip_features(key: str, args) -> dict[str, dict]:
     """Per clip: every frame's features (+ teacher logits), fps, the train/val cut, and the features of
     ``n_aug`` augmentations of the training part (first 80%); cached per backbone."""
     size = args.video_size or BACKBONES[key]["video_size"]
-    out = {}
-    bb = None
-    for ci, name in enumerate(args.clips):
-        p = args.cache / f"generality_clip_{key}_{size}_{name}_aug{args.n_aug}.npz"
-        have = [q for q in [p] + sorted(args.cache.glob(f"generality_clip_{key}_{size}_{name}_aug*.npz"))
-                if q.is_file() and int(q.stem.rsplit("aug", 1)[1]) >= args.n_aug]
-        if have:  # augmentations are stored round by round: the first n_aug rounds of a larger cache
-            z = np.load(have[0], allow_pickle=False)
-            d = {k: z[k] for k in z.files}
-            m = int(d["cut"]) * args.n_aug
-            d["x_aug"] = d["x_aug"][:m]
-            if "logits_aug" in d:
-                d["logits_aug"] = d["logits_aug"][:m]
-            out[name] = d
-            continue
-        if bb is None:
-            _, bb = build(key, size)
-        t0 = time.time()
-        path = args.data / "clips" / f"{name}.mp4"
-        frames = decode_clip(path)
-        n = len(frames)
-        cut = int(round(0.8 * n))
-        x, lg = run_backbone(bb, frames)
-        xa, lga = run_backbone(bb, augment(frames[:cut], args.n_aug, np.random.default_rng(100 + ci)))
-        d = {"x": x, "fps": np.float64(clip_fps(path)), "cut": np.int64(cut), "x_aug": xa}
-        if lg is not None:
-            d["logits"], d["logits_aug"] = lg, lga
-        args.cache.mkdir(parents=True, exist_ok=True)
-        np.savez(p, **d)
-        out[name] = d
-        log(f"{key}: {name}: {n} frames + {len(xa)} augmented at {size} px in {time.time() - t0:.0f}s")
-    return out
+    return sources.clip_features(lambda: build(key, size)[1], args.data, args.cache, key, size, args.clips,
+                                 args.n_aug, log)
 
 
 # ------------------------------------------------------------------------------------------------
-# metrics
-
-
-def knn_recall(ref: np.ndarray, dec: np.ndarray, k: int = 10) -> float:
-    """Mean overlap of the k nearest other frames (L2) found with ``dec`` vs with ``ref`` (both (n, D))."""
-    n = len(ref)
-    k = min(k, n - 1)
-
-    def nn(a):
-        a = torch.as_tensor(np.asarray(a, np.float64))
-        d = torch.cdist(a, a)
-        d.fill_diagonal_(math.inf)
-        return d.argsort(1)[:, :k].numpy()
-
-    a, b = nn(ref), nn(dec)
-    return float(np.mean([len(set(a[i]) & set(b[i])) / k for i in range(n)]))
-
-
-def teacher_metrics(teacher, ref_logits: np.ndarray, dec: np.ndarray) -> dict:
-    with torch.no_grad():
-        lg = teacher(torch.as_tensor(np.asarray(dec, np.float32))).float()
-    t = torch.as_tensor(ref_logits).float()
-    top1 = t.argmax(1)
-    kl = torch.nn.functional.kl_div(lg.log_softmax(1), t.log_softmax(1), log_target=True, reduction="none").sum(1)
-    return {"top1": float((lg.argmax(1) == top1).float().mean()),
-            "top5": float((lg.topk(5, 1).indices == top1[:, None]).any(1).float().mean()),
-            "kl": float(kl.mean())}
-
-
-# ------------------------------------------------------------------------------------------------
-# representations: each is fit(train) -> coder with encode(x) -> (bits_total, decoded features or latents)
-
-
-class BaselineRep:
-    """A ``featcomp.train`` baseline; decoded back to the feature space (PCA: through its basis)."""
-
-    def __init__(self, name: str, family: str, **opts) -> None:
-        self.name, self.family, self.opts = name, family, opts
-
-    def fit(self, x: np.ndarray) -> BaselineRep:
-        from featcomp.train import get_baseline
-
-        self.b = get_baseline(self.name)(**self.opts).fit(x)
-        self.label = self.b.label
-        return self
-
-    def code(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        data = self.b.encode(x)
-        dec = self.b.decode(data)
-        if self.name == "pca8":
-            dec = ((dec * self.b.std) @ self.b.basis.T + self.b.mean).astype(np.float32)
-        elif self.name == "pca_ec":
-            dec = (dec @ self.b.basis.T + self.b.mean).astype(np.float32)
-        return 8.0 * len(data), dec
-
-
-class FaissRep:
-    """FAISS product quantization (``PQ{m}x8``) or OPQ-rotated PQ (``OPQ{m},PQ{m}x8``): the stored bytes are
-    the ``sa_encode`` codes (m bytes per vector); the codebooks (and rotation) are side information."""
-
-    def __init__(self, m: int, opq: bool) -> None:
-        self.m, self.opq = int(m), bool(opq)
-        self.family = "opq" if opq else "pq"
-
-    def fit(self, x: np.ndarray) -> FaissRep:
-        import faiss
-
-        d = x.shape[1]
-        if d % self.m:
-            raise SystemExit(f"PQ needs {self.m} | {d}")
-        nbits = 8 if len(x) >= 256 else 4  # k-means needs at least 2**nbits training vectors (smoke runs)
-        self.label = f"FAISS {'OPQ' if self.opq else 'PQ'}, {self.m} x {nbits}-bit codes"
-        # built by hand (not index_factory) to switch off polysemous training (Hamming-order permutations of
-        # the codes: unused here, and minutes per fit); the parts are kept referenced by self
-        self.pq_index = faiss.IndexPQ(d, self.m, nbits)
-        self.pq_index.do_polysemous_training = False
-        if self.opq:
-            self.opq_matrix = faiss.OPQMatrix(d, self.m)
-            self.opq_matrix.niter = OPQ_NITER
-            self.index = faiss.IndexPreTransform(self.opq_matrix, self.pq_index)
-        else:
-            self.index = self.pq_index
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.index.train(np.ascontiguousarray(x, np.float32))
-        return self
-
-    def code(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        codes = self.index.sa_encode(np.ascontiguousarray(x, np.float32))
-        return 8.0 * codes.nbytes, self.index.sa_decode(codes)
-
-
-def model_extractor(frozen, spec, bb, tmp: Path, tag: str, rc=None):
-    """Save the frozen head as a model file, load it back and wrap it in an :class:`featcomp.Extractor`."""
-    from featcomp.model import Extractor, load_model, save_model
-
-    path = save_model(tmp / f"{tag}.safetensors", frozen, backbone=spec)
-    return Extractor(load_model(path), backbone=bb, rate_control=rc)
-
-
-class HeadRep:
-    """A frozen featcomp head coded through a saved/reloaded model file and ``Extractor.compress_features``;
-    decoded through its synthesis (feature space) when it has one."""
-
-    def __init__(self, label: str, family: str, frozen, spec, bb, tmp: Path, tag: str, rc=None, meta=None) -> None:
-        self.label, self.family = label, family
-        self.ex = model_extractor(frozen, spec, bb, tmp, tag, rc)
-        self.meta = dict(meta or {})
-
-    def code(self, x: np.ndarray, fps: float = 25.0) -> tuple[float, np.ndarray]:
-        from featcomp.model import CompressedClip
-
-        clip = self.ex.compress_features(x, np.arange(len(x)) / fps)
-        clip = CompressedClip.from_bytes(clip.to_bytes())
-        y = self.ex.decompress(clip)
-        head = self.ex.model.head
-        with torch.no_grad():
-            dec = head.synthesize(y).numpy() if head.config.synthesis != "none" else np.asarray(y, np.float32)
-        self.last_levels = None if clip.levels is None else np.asarray(clip.levels)
-        return clip.bits_per_frame * clip.num_frames, dec
+# learned heads
 
 
 def train_fixed(objective: str, x: np.ndarray, xv: np.ndarray, lam: float, args, teacher=None, latent: int = 128,
@@ -501,7 +254,7 @@ def eval_fmnist(key: str, args, tmp: Path, save=lambda rows: None) -> list[dict]
             f"(val {100 * r['fm_val_acc']:.2f}%) [{time.time() - t0:.0f}s]")
 
     probe("float32", "float32", xtr, xva, xte, 32.0 * xtr.shape[1])
-    for rep in fm_baselines(xtr.shape[1], args):
+    for rep in baselines(xtr.shape[1], args.pca8_dims, args.pca_ec, args.pq_m, args.opq_m):
         t0 = time.time()
         rep.fit(xtr)
         bits, dte = rep.code(xte)
@@ -535,19 +288,10 @@ def recon_name(args) -> str:
     return f"learned: reconstruct ({m}{', eps ' + format(args.recon_opts['eps'], 'g') if 'eps' in args.recon_opts else ''})"
 
 
-def fm_baselines(c: int, args) -> list:
-    reps = [BaselineRep("float16_zstd", "float16_zstd"), BaselineRep("int8_zstd", "int8_zstd")]
-    reps += [BaselineRep("pca8", "pca8", dims=d) for d in args.pca8_dims if d <= c]
-    reps += [BaselineRep("pca_ec", "pca_ec", dims=d, step=s) for d, s in args.pca_ec if d <= c]
-    reps += [FaissRep(m, False) for m in args.pq_m if c % m == 0]
-    reps += [FaissRep(m, True) for m in args.opq_m if c % m == 0]
-    return reps
-
-
 def fm_sweep(key, xtr, ytr, xva, yva, xte, yte, args) -> dict:
     """Issue 18's third target: ``sweep_lambda(max_drop=0.5)`` (task objective, labels used) picks lambda."""
     from featcomp.train import LinearProbe
-    from featcomp.train.sweep import QualityTarget, sweep_lambda
+    from featcomp.train import QualityTarget, sweep_lambda
 
     t0 = time.time()
     with warnings.catch_warnings():
@@ -575,12 +319,6 @@ def fm_sweep(key, xtr, ytr, xva, yva, xte, yte, args) -> dict:
 # part 2: unseen videos, leave one out
 
 
-def five_fps_sequences(x: np.ndarray, fps: float) -> list[np.ndarray]:
-    """Every sampling phase of ``x`` at 5 fps (stride round(fps / 5)): together they hold every frame once."""
-    s = max(1, int(round(fps / TEMPORAL_FPS)))
-    return [x[p::s] for p in range(s) if len(x[p::s])]
-
-
 def eval_videos(key: str, args, tmp: Path, save=lambda rows: None) -> list[dict]:
     feats = clip_features(key, args)
     spec, bb = build(key, args.video_size or BACKBONES[key]["video_size"])
@@ -588,13 +326,9 @@ def eval_videos(key: str, args, tmp: Path, save=lambda rows: None) -> list[dict]
     teacher = bb.classify if teach else None
     rows: dict[str, dict] = {}
     for test in (args.folds or args.clips):
-        train = [c for c in args.clips if c != test]
-        xtr = np.concatenate([feats[c]["x"][:int(feats[c]["cut"])] for c in train] + [feats[c]["x_aug"] for c in train])
-        xva_parts = [feats[c]["x"][int(feats[c]["cut"]):] for c in train]
-        xva = np.concatenate(xva_parts)
-        xte, fps = feats[test]["x"], float(feats[test]["fps"])
-        lva = np.concatenate([feats[c]["logits"][int(feats[c]["cut"]):] for c in train]) if teach else None
-        lte = feats[test]["logits"] if teach else None
+        fold = leave_one_video_out(feats, args.clips, test, teach)
+        train, xtr, xva_parts, xva = fold["train"], fold["x_train"], fold["x_val_parts"], fold["x_val"]
+        xte, fps, lva, lte = fold["x_test"], fold["fps"], fold["logits_val"], fold["logits_test"]
         log(f"{key} fold '{test}': train {len(xtr)} vectors ({' + '.join(train)} first 80% + augmentations), "
             f"val {len(xva)}, test {len(xte)} frames at {fps:.2f} fps")
 
@@ -620,7 +354,7 @@ def eval_videos(key: str, args, tmp: Path, save=lambda rows: None) -> list[dict]
                 + (f", top-1 {100 * out['val']['top1']:.1f}%" if teach else "") + f") [{time.time() - t0:.0f}s]")
             return out
 
-        for rep in video_baselines(xtr.shape[1], args):
+        for rep in baselines(xtr.shape[1], args.pca8_dims, args.video_pca_ec, args.pq_m, args.opq_m):
             if isinstance(rep, FaissRep) and rep.opq and len(xtr) < max(256, xtr.shape[1]):
                 # faiss 1.15.1's OPQMatrix.train corrupts the heap with fewer training vectors than dimensions
                 log(f"{key} [{test}] FAISS OPQ skipped: its rotation training needs >= max(256, {xtr.shape[1]}) "
@@ -651,29 +385,13 @@ def eval_videos(key: str, args, tmp: Path, save=lambda rows: None) -> list[dict]
     return list(rows.values())
 
 
-def video_baselines(c: int, args) -> list:
-    reps = [BaselineRep("float16_zstd", "float16_zstd"), BaselineRep("int8_zstd", "int8_zstd")]
-    reps += [BaselineRep("pca8", "pca8", dims=d) for d in args.pca8_dims if d <= c]
-    reps += [BaselineRep("pca_ec", "pca_ec", dims=d, step=s) for d, s in args.video_pca_ec if d <= c]
-    reps += [FaissRep(m, False) for m in args.pq_m if c % m == 0]
-    reps += [FaissRep(m, True) for m in args.opq_m if c % m == 0]
-    return reps
-
-
 def rate_control_reps(xtr, bb, spec, tmp, tag, args) -> list:
     """Per-frame rate control: teacher-SVD projection, ``RC_LADDER`` steps as the levels of one variable-rate
     head (``step_ladder_head``), shared tables refitted under the rule on the training vectors only."""
-    from featcomp.entropy import EntropyCodec
-    from featcomp.head import FrozenHead, init_from_classifier
-    from featcomp.ratecontrol import RateControl, fit_rate_control_codec, step_ladder_head
+    from featcomp.ratecontrol import RateControl, fit_rate_control_codec
 
     d = min(args.rc_latent, xtr.shape[1], bb.classifier.weight.shape[0])
-    head = step_ladder_head(xtr.shape[1], d, RC_LADDER, analysis="linear", synthesis="linear")
-    head.set_input_stats(torch.from_numpy(xtr))
-    init_from_classifier(head, bb.classifier.weight.detach())
-    probe = FrozenHead.from_head(head, EntropyCodec.fit(np.zeros((2, d), np.int32)))
-    pooled = FrozenHead.from_head(head, EntropyCodec.fit(np.concatenate(
-        [probe.encode(xtr, rate=lv) for lv in range(len(RC_LADDER))])))
+    pooled = rate_control_ladder(xtr, bb.classifier.weight.detach(), d)
     reps = []
     for target in args.rc_targets:
         rc = RateControl(target_agreement=target)
@@ -689,22 +407,21 @@ def temporal_rows(key, test, fixed, feats, train, xte, fps, rows, teach, args) -
     the training clips; early-stopped on their validation part), for the lambda chosen on validation (the
     cheapest meeting the quality rule, else the best). Same integers as the factorized head -> same quality;
     both coded as the same 5 fps sequences (every phase of the held-out clip, one stream each)."""
-    from featcomp.train.refit import fit_temporal_codec
+    from featcomp.train import fit_temporal_codec
 
     for obj, lst in fixed.items():
-        def ok(o):
-            return o["val"]["top1"] >= 0.95 if obj == "distill" else o["val"]["knn"] >= 0.9
-        cands = [t for t in lst if ok(t[2])]
-        lam, frozen, _ = (min(cands, key=lambda t: t[2]["val"]["bits"]) if cands
-                          else max(lst, key=lambda t: t[2]["val"]["top1" if obj == "distill" else "knn"]))
-        tr = [s for c in train for s in five_fps_sequences(feats[c]["x"][:int(feats[c]["cut"])], float(feats[c]["fps"]))]
-        va = [s for c in train for s in five_fps_sequences(feats[c]["x"][int(feats[c]["cut"]):], float(feats[c]["fps"]))]
+        metric, floor = ("top1", 0.95) if obj == "distill" else ("knn", 0.9)
+        lam, frozen, _ = pick_on_validation(lst, lambda t: t[2]["val"][metric] >= floor,
+                                            bits=lambda t: t[2]["val"]["bits"], quality=lambda t: t[2]["val"][metric])
+        cut = {c: int(feats[c]["cut"]) for c in train}
+        tr = [s for c in train for s in phase_sequences(feats[c]["x"][:cut[c]], float(feats[c]["fps"]), TEMPORAL_FPS)]
+        va = [s for c in train for s in phase_sequences(feats[c]["x"][cut[c]:], float(feats[c]["fps"]), TEMPORAL_FPS)]
         t0 = time.time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tc = fit_temporal_codec(frozen, tr, window=4, steps=args.temporal_steps, val=[v for v in va if len(v) >= 2],
                                     eval_every=max(50, args.temporal_steps // 10))
-        seqs = five_fps_sequences(xte, fps)
+        seqs = phase_sequences(xte, fps, TEMPORAL_FPS)
         fb = sum(8 * len(frozen.codec.compress_symbols(frozen.encode(s))) for s in seqs)
         tb = sum(8 * len(tc.codec.compress_symbols(tc.encode(s))) for s in seqs)
         np.testing.assert_array_equal(tc.codec.decompress_symbols(tc.codec.compress_symbols(tc.encode(seqs[0]))),
@@ -733,25 +450,6 @@ def f_bits(v):
 
 def f_pct(v):
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
-
-
-def summarize_video(r: dict) -> dict:
-    """Mean / worst over the held-out videos of one representation row."""
-    te = {v: o["test"] for v, o in r.get("videos", {}).items()}
-    if not te:
-        return {}
-    s = {"bits_mean": float(np.mean([m["bits"] for m in te.values()])),
-         "bits_max": float(max(m["bits"] for m in te.values())),
-         "knn_mean": float(np.mean([m["knn"] for m in te.values()])),
-         "knn_min": float(min(m["knn"] for m in te.values())), "n_videos": len(te)}
-    if all("top1" in m for m in te.values()):
-        worst = min(te, key=lambda v: te[v]["top1"])
-        s.update(top1_mean=float(np.mean([m["top1"] for m in te.values()])), top1_min=te[worst]["top1"],
-                 top5_min=float(min(m["top5"] for m in te.values())), kl_max=float(max(m["kl"] for m in te.values())),
-                 worst=worst)
-    else:
-        s["worst"] = min(te, key=lambda v: te[v]["knn"])
-    return s
 
 
 def table_rows(res: dict) -> list[list[str]]:
@@ -861,9 +559,10 @@ def choose_per_fold(rows: list[dict], rule) -> dict:
     for v in folds:
         cands = [(r, r["videos"][v]) for r in rows if v in r["videos"] and "val" in r["videos"][v]
                  and not r["family"].startswith("temporal")]
-        ok = [(r, o) for r, o in cands if rule(o)]
-        if ok:
-            out[v] = min(ok, key=lambda t: t[1]["val"]["bits"])
+        pick = pick_on_validation(cands, lambda t: rule(t[1]), bits=lambda t: t[1]["val"]["bits"], quality=None,
+                                  fallback=False)
+        if pick is not None:
+            out[v] = pick
     return out
 
 
@@ -884,8 +583,6 @@ def fold_summary(chosen: dict, metric: str) -> str:
 
 
 def render(results: dict, args) -> str:
-    from scripts._report import machine, markdown_table, today
-
     meta = results["meta"]
     lines = [
         "# Generality: unseen videos, an unseen task, three backbones",
@@ -1156,8 +853,6 @@ def main(argv=None) -> int:
         faiss.omp_set_num_threads(1)
     except ImportError:
         pass
-    from scripts._report import machine, today
-
     if args.report_only:
         results = json.loads(args.results.read_text()) if not args.results_in else None
         for q in args.results_in or []:

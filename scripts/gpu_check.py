@@ -180,7 +180,7 @@ def section_env(rec: dict[str, Any], dev: str) -> None:
         except Exception as e:  # noqa: BLE001 - absent or broken: reported
             pk[name] = f"unavailable ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})"
     rec["packages"] = pk
-    from scripts._report import machine
+    from scripts.evals.report import machine
 
     rec["machine"] = machine()
 
@@ -269,7 +269,7 @@ def _frozen_heads(feats_pooled, feats_spatial, latent: int, epochs: int, tmp: Pa
     import torch
 
     import featcomp
-    from featcomp.train.loop import clip_windows
+    from featcomp.train import clip_windows
 
     paths = {}
     torch.manual_seed(0)
@@ -812,7 +812,7 @@ def _f(x: Any, nd: int = 0) -> str:
 
 def render(doc: dict[str, Any]) -> str:
     """The markdown tables of a results document (the report file and the docs section)."""
-    from scripts._report import markdown_table
+    from scripts.evals.report import markdown_table
 
     S = doc.get("sections", {})
     env = S.get("env", {})
@@ -928,7 +928,7 @@ def render(doc: dict[str, Any]) -> str:
 
 def write_doc(results: Path, doc_path: Path | None = None) -> Path:
     """Write the ``gpu`` section of docs/benchmarks.md (or ``doc_path``) from a results file."""
-    from scripts._report import DOCS, write_section
+    from scripts.evals.report import DOCS, write_section
 
     doc = json.loads(Path(results).read_text())
     env = doc.get("sections", {}).get("env", {})

@@ -32,7 +32,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 import time
@@ -44,57 +43,42 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts._report import machine  # noqa: E402
+from scripts.evals import report  # noqa: E402
+from scripts.evals.report import dict_table as table  # noqa: E402
+from scripts.evals.report import logger, machine  # noqa: E402
+from scripts.evals.representations import RC_LADDER, rate_control_ladder  # noqa: E402
+from scripts.evals.splits import pick_on_validation  # noqa: E402
+from scripts.evals.sources import augment, cached_features, decode_clip, natural_images, read_fmnist  # noqa: E402
 
 DATA = ROOT / "data"
 CACHE = DATA / "cache"
 DOCS = ROOT / "docs"
 RD_MD = DOCS / "rd.md"
-
-
-def log(msg: str) -> None:
-    print(f"[rd_eval {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-# ------------------------------------------------------------------------------------------------
-# report helpers
+RD_HEADER = ("# Rate–accuracy of learned compressible features on real data\n\n"
+             "Written by `scripts/rd_eval.py` (each part rewrites its own section). Bits are measured from the\n"
+             "bytes actually produced (one stream per test set or clip, stream header and ANS flush included),\n"
+             "never from a formula or the model's estimate.\n\n")
+log = logger("rd_eval")
 
 
 def write_section(name: str, body: str) -> None:
     """Replace the ``<!-- begin:name -->`` .. ``<!-- end:name -->`` section of docs/rd.md."""
-    begin, end = f"<!-- begin:{name} -->", f"<!-- end:{name} -->"
-    text = RD_MD.read_text() if RD_MD.exists() else (
-        "# Rate–accuracy of learned compressible features on real data\n\n"
-        "Written by `scripts/rd_eval.py` (each part rewrites its own section). Bits are measured from the\n"
-        "bytes actually produced (one stream per test set or clip, stream header and ANS flush included),\n"
-        "never from a formula or the model's estimate.\n\n")
-    block = f"{begin}\n{body.rstrip()}\n{end}"
-    if begin in text and end in text:
-        pre, rest = text.split(begin, 1)
-        _, post = rest.split(end, 1)
-        text = pre + block + post
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    RD_MD.write_text(text)
+    report.write_section(name, body, RD_MD, stamp=False, header=RD_HEADER)
 
 
-def table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
-    out = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        out.append("| " + " | ".join(str(r.get(k, "")) for k, _ in cols) + " |")
-    return "\n".join(out)
+def clip_frames(name: str) -> np.ndarray:
+    return decode_clip(DATA / "clips" / f"{name}.mp4")
+
+
+def _load_images() -> list[np.ndarray]:
+    imgs = natural_images(DATA / "images", 64)
+    if not imgs:
+        raise SystemExit("no images under data/images: run scripts/fetch_data.py --only images")
+    return imgs
 
 
 # ------------------------------------------------------------------------------------------------
 # Fashion-MNIST features
-
-
-def read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path) as f:
-        b = f.read()
-    nd = b[3]
-    shape = [int.from_bytes(b[4 + 4 * i:8 + 4 * i], "big") for i in range(nd)]
-    return np.frombuffer(b, np.uint8, offset=4 + 4 * nd).reshape(shape)
 
 
 def fmnist_backbone_spec():
@@ -111,9 +95,7 @@ def fmnist_features(split: str) -> tuple[np.ndarray, np.ndarray]:
         return np.load(feat_p), np.load(lab_p)
     from featcomp.backbones import build_backbone
 
-    src = DATA / "fashion-mnist"
-    imgs = read_idx(src / f"{split}-images-idx3-ubyte.gz")
-    labels = read_idx(src / f"{split}-labels-idx1-ubyte.gz").astype(np.int64)
+    imgs, labels = read_fmnist(DATA / "fashion-mnist", split)
     bb = build_backbone(fmnist_backbone_spec()).eval()
     feats = np.zeros((len(imgs), bb.out_channels), np.float32)
     log(f"extracting {len(imgs)} Fashion-MNIST {split} images through mobilenet_v2_deepsort @96px")
@@ -140,8 +122,6 @@ def run_fmnist_seeds(args) -> None:
     """Re-run the learned sweep near the target with fresh seeds and apply both selection rules, fixed in
     advance (strict: val acc >= 87.2%; margin: val acc >= 87.7%), to check the chosen point holds."""
     from featcomp.train import train_head
-
-    from scripts._report import write_section
 
     Xall, yall = fmnist_features("train")
     Xte, yte = fmnist_features("t10k")
@@ -171,7 +151,7 @@ def run_fmnist_seeds(args) -> None:
             picks.append([seed, rule] + ([f"{pk['lam']:g}", f"{pk['bits']:.2f}", f"{100 * pk['acc']:.2f}%",
                                           "met" if pk["bits"] <= 25 and pk["acc"] >= 0.872 else "missed"]
                                          if pk else ["none", "", "", "missed"]))
-    from scripts._report import markdown_table
+    from scripts.evals.report import markdown_table
 
     body = "\n".join([
         "## Fashion-MNIST: the chosen point with fresh seeds (`scripts/rd_eval.py --part fmnist_seeds`)",
@@ -189,7 +169,7 @@ def run_fmnist_seeds(args) -> None:
         f"_{machine()}. Date: {time.strftime('%Y-%m-%d')}._",
     ])
     print(body)
-    write_section("fmnist_seeds", body, RD_MD)
+    report.write_section("fmnist_seeds", body, RD_MD)
 
 
 def run_fmnist(args) -> None:
@@ -415,70 +395,9 @@ def plot_fmnist(rows, learned) -> None:
 # part 2: distillation on real clips
 
 
-def clip_frames(name: str) -> np.ndarray:
-    from featcomp.video import SamplingConfig, SamplingMode, sample_frames
-
-    path = DATA / "clips" / f"{name}.mp4"
-    frames = [b.frames for b in sample_frames(str(path), SamplingConfig(mode=SamplingMode.ALL, batch_size=64))]
-    return np.concatenate(frames)
-
-
-def augment(frames: np.ndarray, n_aug: int, rng: np.random.Generator) -> np.ndarray:
-    """Random crops (40-100% of the area, aspect 3/4-4/3), flips and brightness/contrast jitter (uint8)."""
-    out = []
-    n, h, w, _ = frames.shape
-    for _ in range(n_aug):
-        for f in frames:
-            area = rng.uniform(0.4, 1.0) * h * w
-            ar = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-            ch = int(min(h, round(np.sqrt(area / ar))))
-            cw = int(min(w, round(np.sqrt(area * ar))))
-            y0 = rng.integers(0, h - ch + 1)
-            x0 = rng.integers(0, w - cw + 1)
-            c = f[y0:y0 + ch, x0:x0 + cw].astype(np.float32)
-            if rng.random() < 0.5:
-                c = c[:, ::-1]
-            c = (c - 128) * rng.uniform(0.75, 1.25) + 128 + rng.uniform(-25, 25)
-            c = np.clip(c, 0, 255).astype(np.uint8)
-            # back to a fixed size so frames stack (the backbone resizes to 240 anyway)
-            t = torch.from_numpy(np.ascontiguousarray(c)).permute(2, 0, 1)[None].float()
-            t = torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
-            out.append(t[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy())
-    return np.stack(out)
-
-
 def effnet_features(name: str, frames_fn, bb) -> tuple[np.ndarray, np.ndarray]:
     """(features (n, 1280), teacher logits (n, 1000)) of a frame set, cached under data/cache."""
-    p = CACHE / f"distill_effl1_{name}.npz"
-    if p.is_file():
-        z = np.load(p)
-        return z["features"], z["logits"]
-    frames = frames_fn()
-    log(f"distill: extracting {len(frames)} frames of {name} through efficientnet_lite1 @240px")
-    feats = []
-    with torch.inference_mode():
-        for i in range(0, len(frames), 32):
-            feats.append(bb(bb.preprocess(frames[i:i + 32])).float())
-        f = torch.cat(feats)
-        logits = bb.classify(f)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.savez(p, features=f.numpy(), logits=logits.numpy())
-    return f.numpy(), logits.numpy()
-
-
-def _load_images() -> list[np.ndarray]:
-    """RGB uint8 images under data/images (scikit-image's and matplotlib's bundled samples), sorted by path."""
-    from PIL import Image
-
-    imgs = []
-    for p in sorted((DATA / "images").rglob("*")):
-        if p.suffix.lower() in (".png", ".jpg", ".jpeg"):
-            im = np.asarray(Image.open(p).convert("RGB"))
-            if min(im.shape[:2]) >= 64:
-                imgs.append(im)
-    if not imgs:
-        raise SystemExit("no images under data/images: run scripts/fetch_data.py --only images")
-    return imgs
+    return cached_features(CACHE / f"distill_effl1_{name}.npz", frames_fn, bb, log=lambda m: log(f"distill: {m}"))
 
 
 def _heavy_crop(img: np.ndarray, rng: np.random.Generator, out: int = 240) -> torch.Tensor:
@@ -527,7 +446,7 @@ def varied_features(n: int, bb) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(1)
     nat = _load_images()
     bbb = clip_frames("bigbuckbunny")
-    fm = read_idx(DATA / "fashion-mnist" / "train-images-idx3-ubyte.gz")
+    fm, _ = read_fmnist(DATA / "fashion-mnist", "train")
 
     def one():
         r = rng.random()
@@ -582,7 +501,7 @@ def distill_splits(args, bb) -> tuple[np.ndarray, list[str], tuple, tuple]:
     rng = np.random.default_rng(0)
     sets = {"bigbuckbunny": effnet_features("bigbuckbunny", lambda: clip_frames("bigbuckbunny"), bb),
             "bigbuckbunny_aug": effnet_features(f"bigbuckbunny_aug{args.n_aug}",
-                                                lambda: augment(clip_frames("bigbuckbunny"), args.n_aug, rng), bb)}
+                                                lambda: augment(clip_frames("bigbuckbunny"), args.n_aug, rng, uint8_crop=True), bb)}
     if args.n_varied:
         sets["varied"] = varied_features(args.n_varied, bb)
     val = effnet_features("carphone_pristine", lambda: clip_frames("carphone_pristine"), bb)  # settings chosen here
@@ -689,18 +608,13 @@ def run_distill(args) -> None:
     report_distill(rows, learned, args, len(Xtr), len(Xva), len(Xte), train_names)
 
 
-RC_LADDER = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0)
-
-
 def run_distill_rc(args) -> list[dict]:
     """Per-frame rate control (featcomp.ratecontrol) on the distill split, through the model file and
     ``Extractor.compress_features`` (stored clip bytes, per-frame levels included); the chosen setting
     is also run end to end on the test video with ``Extractor.compress``."""
     from featcomp.backbones import BackboneSpec, build_backbone
-    from featcomp.entropy import EntropyCodec
-    from featcomp.head import FrozenHead, init_from_classifier
     from featcomp.model import Extractor, load_model, save_model
-    from featcomp.ratecontrol import RateControl, fit_rate_control_codec, step_ladder_head
+    from featcomp.ratecontrol import RateControl, fit_rate_control_codec
     from featcomp.video import SamplingConfig, SamplingMode
 
     spec = BackboneSpec(name="efficientnet_lite1")
@@ -713,12 +627,7 @@ def run_distill_rc(args) -> list[dict]:
     sampling = SamplingConfig(mode=SamplingMode.ALL, batch_size=64)
     out = []
     for d in args.rc_latents:
-        head = step_ladder_head(Xtr.shape[1], d, RC_LADDER, analysis="linear", synthesis="linear")
-        head.set_input_stats(Xtr)
-        init_from_classifier(head, W)
-        probe = FrozenHead.from_head(head, EntropyCodec.fit(np.zeros((2, d), np.int32)))
-        pooled = FrozenHead.from_head(head, EntropyCodec.fit(np.concatenate(
-            [probe.encode(Xtr, rate=lv) for lv in range(len(RC_LADDER))])))
+        pooled = rate_control_ladder(Xtr, W, d)
         for target in args.rc_targets:
             t0 = time.time()
             rc = RateControl(target_agreement=target)
@@ -736,7 +645,8 @@ def run_distill_rc(args) -> list[dict]:
                 with torch.no_grad():
                     top = teacher(ex.model.head.synthesize(y)).argmax(1).numpy()
                 r[f"{split}_bits"] = clip.bits_per_frame
-                r[f"{split}_level_bits"] = 8 * len(clip._packed_levels()) / len(X)
+                # the stored clip is stream + packed levels: the levels' share, in whole bytes
+                r[f"{split}_level_bits"] = (round(clip.bits_per_frame * clip.num_frames) - 8 * len(clip.data)) / len(X)
                 r[f"{split}_agree"] = float((top == L.argmax(1)).mean())
                 r[f"{split}_levels"] = np.bincount(clip.levels, minlength=len(RC_LADDER)).tolist()
             r["bits"], r["agree"] = r["test_bits"], r["test_agree"]
@@ -745,8 +655,8 @@ def run_distill_rc(args) -> list[dict]:
             log(f"distill rc {r['label']}: test {r['bits']:.1f} bits/frame at {r['agree']:.4f}; "
                 f"val {r['val_bits']:.1f} / {r['val_agree']:.4f} ({r['time_s']:.0f}s)")
     # end to end on the test video for the setting chosen on validation
-    ok = [r for r in out if r["val_agree"] >= 0.95]
-    pick = min(ok, key=lambda r: r["val_bits"]) if ok else max(out, key=lambda r: r["val_agree"])
+    pick = pick_on_validation(out, lambda r: r["val_agree"] >= 0.95, bits=lambda r: r["val_bits"],
+                              quality=lambda r: r["val_agree"])
     pick["picked"] = True
     ex = Extractor(ROOT / pick["model"], backbone=bb, rate_control=RateControl(target_agreement=pick["target"]))
     t0 = time.time()

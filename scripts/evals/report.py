@@ -1,8 +1,9 @@
-"""Shared helpers for scripts/: machine description and per-section updates of docs/*.md.
+"""Report rendering shared by the evaluations and benchmarks: machine + date line, markdown tables, and
+per-section updates of docs/*.md.
 
-Each benchmark script owns one section of ``docs/benchmarks.md``, delimited by
-``<!-- begin:NAME -->`` / ``<!-- end:NAME -->`` markers, and replaces only that section, so
-scripts can be rerun independently without clobbering each other's tables.
+Each script owns sections of a doc (``docs/benchmarks.md``, ``docs/rd.md``, ...), delimited by
+``<!-- begin:NAME -->`` / ``<!-- end:NAME -->`` markers, and replaces only those, so scripts can be rerun
+independently without clobbering each other's tables.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import datetime as _dt
 import os
 import platform
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 
 
@@ -46,7 +49,16 @@ def machine() -> str:
 
 
 def today() -> str:
+    """Today's date, ISO format (``2026-12-05``)."""
     return _dt.date.today().isoformat()
+
+
+def logger(name: str) -> Callable[[str], None]:
+    """A ``log(msg)`` that prints ``[name HH:MM:SS] msg`` and flushes (progress lines of a long run)."""
+    def log(msg: str) -> None:
+        print(f"[{name} {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    return log
 
 
 def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
@@ -57,21 +69,29 @@ def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
     return "\n".join(out)
 
 
+def dict_table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
+    """A markdown table of dict rows: ``cols`` is ``[(key, header), ...]``; a missing key is an empty cell."""
+    out = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(str(r.get(k, "")) for k, _ in cols) + " |")
+    return "\n".join(out)
+
+
 def write_section(name: str, body: str, path: Path | str = DOCS / "benchmarks.md", *,
-                  machine_line: str | None = None, date: str | None = None) -> Path:
+                  machine_line: str | None = None, date: str | None = None, stamp: bool = True,
+                  header: str = "# Benchmarks\n\nEach section is written by the script it names.\n") -> Path:
     """Replace (or append) the section ``name`` of ``path`` with ``body`` and return the path.
 
     The section is stamped with the machine and the date: this machine and today unless
     ``machine_line`` / ``date`` name the machine and day the numbers were measured on (results
-    brought back from another machine, e.g. scripts/gpu_check.py).
+    brought back from another machine, e.g. scripts/gpu_check.py); ``stamp=False`` writes ``body`` alone
+    (it carries its own machine line). ``header`` starts the file when it does not exist yet.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nEach section is written by the script it names.\n"
-    block = (
-        f"<!-- begin:{name} -->\n{body.rstrip()}\n\n"
-        f"_Machine: {machine_line or machine()}. Date: {date or today()}._\n<!-- end:{name} -->"
-    )
+    text = path.read_text() if path.exists() else header
+    line = f"\n\n_Machine: {machine_line or machine()}. Date: {date or today()}._" if stamp else ""
+    block = f"<!-- begin:{name} -->\n{body.rstrip()}{line}\n<!-- end:{name} -->"
     pattern = re.compile(rf"<!-- begin:{re.escape(name)} -->.*?<!-- end:{re.escape(name)} -->", re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _m: block, text)

@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts._report import markdown_table, write_section  # noqa: E402
+from scripts.evals.report import markdown_table, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ("bikes", "carphone_pristine", "bigbuckbunny")

@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts._report import markdown_table, write_section  # noqa: E402
+from scripts.evals.report import markdown_table, write_section  # noqa: E402
 
 RC_LADDER = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0)  # scripts/rd_eval.py, generality_eval.py
 REFERENCE_BITS = 759  # data bits/frame of the 1000-latent rate-controlled store (558 frames)

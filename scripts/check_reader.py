@@ -8,7 +8,12 @@ virtual environment holding only `pip install .` (what CI does, .ci/run).
 """
 
 import sys
-import featcomp
+
+if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+    print(__doc__)
+    sys.exit(0 if len(sys.argv) > 1 else 2)
+import featcomp  # noqa: E402
+
 for p in sys.argv[1:]:
     st = featcomp.open_store(p)
     n = 0

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts._report import machine, markdown_table, today, write_section  # noqa: E402
+from scripts.evals.report import machine, markdown_table, today, write_section  # noqa: E402
 
 CLIPS = ("bikes", "carphone_pristine", "bigbuckbunny")
 LADDER = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0)

@@ -24,7 +24,9 @@ Every variant codes the same integers (same quality: teacher top-1 agreement of 
 reconstruction, reported). The levels themselves cost the same in every variant (the clip format's packed
 4-bit fields for 11 levels) and are included in every bits/frame column.
 
-Writes the table to docs/benchmarks.md (section ``rc_temporal``). Needs the clips and Lite1 weights
+A fifth run option, ``--reach N``, changes the rule itself (``sticky_levels``: a frame keeps its predecessor's
+level when that level keeps the teacher's top-1 and is at most N levels finer): fewer level changes for some
+finer steps. Writes the table to docs/benchmarks.md (section ``rc_temporal``, ``rc_temporal_stickyN``). Needs the clips and Lite1 weights
 (``scripts/fetch_data.py --only weights clips --data DIR``); features are cached under ``--cache``.
 
 Usage::
@@ -209,6 +211,26 @@ def table_cost(codec, K: np.ndarray, ctx: np.ndarray | None = None, force_fresh:
 # ------------------------------------------------------------------------------------------------
 
 
+@torch.no_grad()
+def sticky_levels(head, x, teacher, levels: np.ndarray, reach: int) -> np.ndarray:
+    """Level-change-aware variant of the rule: frame t keeps frame t-1's level when that level also keeps
+    the teacher's top-1 and is at most ``reach`` levels finer than the level the rule chose (frames the
+    rule gave up, or that no level keeps, are left alone). Fewer level changes, finer steps on some frames."""
+    x = torch.as_tensor(np.asarray(x, np.float32))
+    ref = teacher(x).argmax(1).numpy()
+    L = int(head.config.rate_levels)
+    ok = np.zeros((L, len(x)), bool)
+    for lv in range(L):
+        y = torch.from_numpy(head.decode(head.encode(x, rate=lv), levels=np.full(len(x), lv)))
+        ok[lv] = teacher(head.synthesize(y)).argmax(1).numpy() == ref
+    out = np.asarray(levels, np.int64).copy()
+    for t in range(1, len(out)):
+        p = out[t - 1]
+        if p != out[t] and ok[out[t], t] and 0 < out[t] - p <= reach and ok[p, t]:
+            out[t] = p
+    return out
+
+
 def rc_head(xtr, bb, d, target):
     """generality_eval.rate_control_reps' model: teacher-SVD step-ladder head, tables refitted under the rule."""
     from featcomp.entropy import EntropyCodec
@@ -243,16 +265,20 @@ def run(args) -> dict:
         frozen, rc = rc_head(xtr, bb, d, args.target)
         O = np.round(np.asarray(frozen.codec.offsets, np.float64) * (1 << FP_OFF)).astype(np.int64)
 
-        def rc_seqs(x, fps):
+        def rc_seqs(x, fps, reach=0):
             out = []
             for s in five_fps_sequences(x, fps):
                 ch = choose_levels(frozen, s, bb.classify, rc)
-                out.append((ch.k.astype(np.int64), ch.levels.astype(np.int64), ch.kept))
+                k, lv, kept = ch.k.astype(np.int64), ch.levels.astype(np.int64), ch.kept
+                if reach:
+                    lv = sticky_levels(frozen, s, bb.classify, lv, reach)
+                    k = np.stack([frozen.encode(s[i:i + 1], rate=int(v))[0] for i, v in enumerate(lv)]).astype(np.int64)
+                out.append((k, lv, kept))
             return out
 
-        tr = [s for c in train for s in rc_seqs(feats[c]["x"][:int(feats[c]["cut"])], float(feats[c]["fps"]))]
-        va = [s for c in train for s in rc_seqs(feats[c]["x"][int(feats[c]["cut"]):], float(feats[c]["fps"]))]
-        te = rc_seqs(feats[test]["x"], float(feats[test]["fps"]))
+        tr = [s for c in train for s in rc_seqs(feats[c]["x"][:int(feats[c]["cut"])], float(feats[c]["fps"]), args.reach)]
+        va = [s for c in train for s in rc_seqs(feats[c]["x"][int(feats[c]["cut"]):], float(feats[c]["fps"]), args.reach)]
+        te = rc_seqs(feats[test]["x"], float(feats[test]["fps"]), args.reach)
         offsets = np.asarray(frozen.codec.offsets, np.float32)
         kw = dict(window=args.window, steps=args.steps, lr=args.lr, seed=0)
         with warnings.catch_warnings():
@@ -314,6 +340,9 @@ def report(results: dict, args) -> str:
     def sav(a, b):
         return f"{100 * (1 - a / b):+.1f}%"
 
+    reach = getattr(args, "reach", 0)
+    sticky = (f" with the level-change-aware rule (sticky_levels, reach {reach}: a frame keeps its predecessor's "
+              f"level when that keeps the top-1 and is at most {reach} levels finer)") if reach else ""
     rows = []
     for v, r in results.items():
         rows.append([v, r["frames"], f"{100 * r['top1']:.1f}%", f"{100 * r['level_changes']:.0f}%", f(r["factorized"]),
@@ -331,7 +360,7 @@ def report(results: dict, args) -> str:
     return "\n".join([
         f"Rate control + temporal coding (scripts/bench_rc_temporal.py; issue 18 item 6). {BACKBONES[args.backbone]['label']} "
         f"as the teacher, teacher-SVD {args.rc_latent}-d step ladder ({len(RC_LADDER)} levels {RC_LADDER[0]:g}..{RC_LADDER[-1]:g}), "
-        f"target {100 * args.target:g}%, leave one video out; held-out clip coded as its 5 fps sequences (every "
+        f"target {100 * args.target:g}%{sticky}, leave one video out; held-out clip coded as its 5 fps sequences (every "
         f"phase, one stream each, levels chosen per sequence). Temporal priors: {args.steps} steps, window "
         f"{args.window}, lr {args.lr:g}, scales started at the data's ({'init_from_data' if args.init else 'TemporalPrior defaults'}), "
         "early-stopped on the training clips' last 20%. Bits/frame include the 4-bit level field; "
@@ -369,6 +398,9 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=3e-2)
     p.add_argument("--init", action=argparse.BooleanOptionalAction, default=True,
                    help="start the priors' scales at the data's (init_from_data); --no-init: TemporalPrior's defaults")
+    p.add_argument("--reach", type=int, default=0,
+                   help="> 0: level-change-aware rule (sticky_levels): keep the previous frame's level when it keeps the "
+                        "top-1 and is at most this many levels finer than the rule's choice (same agreement, fewer changes)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-write", action="store_true", help="print the table, leave docs/benchmarks.md alone")
     p.add_argument("--results", type=Path, default=None, help="results JSON (default <cache>/rc_temporal_results.json)")
@@ -392,13 +424,14 @@ def main(argv=None) -> None:
             setattr(args, k, v)
     else:
         res = run(args)
-        meta = {k: getattr(args, k) for k in ("backbone", "rc_latent", "target", "steps", "window", "lr", "n_aug", "init")}
+        meta = {k: getattr(args, k) for k in ("backbone", "rc_latent", "target", "steps", "window", "lr", "n_aug", "init",
+                                             "reach")}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"meta": meta, "videos": res}, indent=1))
     body = report(res, args)
     print(body)
     if not args.no_write:
-        write_section("rc_temporal", body)
+        write_section("rc_temporal" + (f"_sticky{args.reach}" if getattr(args, "reach", 0) else ""), body)
 
 
 if __name__ == "__main__":

@@ -100,3 +100,33 @@ def test_quick_run_reports_every_variant_for_every_held_out_video(tmp_path):
         for key in ("factorized", "naive", "naive_est", "aware", "restart", "restart_segfit"):
             assert np.isfinite(r[key]) and r[key] >= r["level_bits"], key
     assert "(3) temporal, level-aware context" in p.stdout
+
+
+def test_sticky_levels_keep_the_top1_never_coarsen_and_never_add_level_changes():
+    import torch
+
+    from featcomp.entropy import EntropyCodec
+    from featcomp.head import FrozenHead
+    from featcomp.ratecontrol import RateControl, choose_levels, step_ladder_head
+
+    torch.manual_seed(0)
+    steps = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+    head = step_ladder_head(12, 12, steps, analysis="linear", synthesis="linear")
+    frozen = FrozenHead.from_head(head, EntropyCodec.fit(np.zeros((2, 12), np.int32)))
+    teacher = torch.nn.Linear(12, 6)
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.normal(0, 0.3, size=(200, 12)), 0).astype(np.float32)  # a slowly moving "video"
+    moved = False
+    with torch.no_grad():
+        ch = choose_levels(frozen, x, teacher, RateControl(target_agreement=1.0))
+        for reach in (1, 3, 6):
+            lv = b.sticky_levels(frozen, x, teacher, ch.levels, reach)
+            assert (lv <= ch.levels).all() and (ch.levels - lv <= reach).all()
+            assert np.count_nonzero(np.diff(lv)) <= np.count_nonzero(np.diff(ch.levels.astype(np.int64)))
+            moved |= bool((lv != ch.levels).any())
+            ref = teacher(torch.from_numpy(x)).argmax(1).numpy()
+            for t in np.flatnonzero(lv != ch.levels):
+                v = int(lv[t])
+                y = torch.from_numpy(frozen.decode(frozen.encode(x[t:t + 1], rate=v), levels=np.array([v])))
+                assert teacher(frozen.synthesize(y)).argmax(1).item() == ref[t]
+        assert np.count_nonzero(np.diff(ch.levels.astype(np.int64))) > 0 and moved  # the case is not vacuous

@@ -51,14 +51,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scripts.evals.report import markdown_table, write_section  # noqa: E402
+from scripts.evals.representations import RC_LADDER  # noqa: E402
+from scripts.evals.splits import phase_sequences  # noqa: E402
 from scripts.generality_eval import (  # noqa: E402
     BACKBONES,
     CLIPS,
-    RC_LADDER,
     build,
     clip_features,
-    five_fps_sequences,
 )
+
+
+def five_fps_sequences(x: np.ndarray, fps: float) -> list[np.ndarray]:
+    """Every sampling phase of ``x`` at 5 fps: together they hold every frame once."""
+    return phase_sequences(x, fps, 5.0)
 
 ANS_FLUSH_BYTES = 4  # the ANS state flushed at the end of a stream (one extra word), added to estimated costs
 FP_OFF = 8  # offsets in 2**-8 units
@@ -248,7 +253,8 @@ def rc_head(xtr, bb, d, target):
 
 
 def run(args) -> dict:
-    from featcomp.entropy.temporal_prior import TemporalPrior, fit_temporal_prior
+    from featcomp.entropy import TemporalPrior
+    from featcomp.entropy.temporal_prior import fit_temporal_prior
     from featcomp.ratecontrol import choose_levels
 
     feats = clip_features(args.backbone, args)

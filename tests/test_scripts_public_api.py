@@ -51,6 +51,11 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("bench_fixed_costs.py", "featcomp.store.sidecar", "pack_header"): "the old layout vs format 5",
     ("bench_fixed_costs.py", "featcomp.store.writer", "build_header"): "the header a version-4 writer records",
     ("bench_fixed_costs.py", "featcomp.store", "sidecar"): "the sidecar module itself (import)",
+    # bench_rc_temporal prototypes a temporal codec variant that does not exist yet (a level-aware context):
+    # it prices streams with the layout's flag costs and fits the prior directly
+    ("bench_rc_temporal.py", "featcomp.entropy.layouts", "RESTART_FLAG_BITS"): "restart flag costs of layout 3",
+    ("bench_rc_temporal.py", "featcomp.entropy", "bitstream"): "the stream header's size",
+    ("bench_rc_temporal.py", "featcomp.entropy.temporal_prior", "fit_temporal_prior"): "fits a prototype's prior",
 }
 
 
@@ -155,7 +160,7 @@ def test_the_check_catches_private_and_deep_imports(tmp_path):
 
 
 def test_the_allow_list_is_short_and_names_only_benchmarks():
-    assert len(ALLOWED) <= 16  # 4 benchmarks that measure formats and decoders from the inside
+    assert len(ALLOWED) <= 20  # 5 benchmarks that measure formats and decoders from the inside
     assert all(script.startswith("bench_") and reason for (script, _, _), reason in ALLOWED.items())
     used = set()
     for path in SCRIPTS:

@@ -116,3 +116,42 @@ def test_one_frame_validation_sequences_do_not_drive_early_stopping():
     assert hist == []  # only the fresh context would have been measured: no checks, the full fit is kept
     fit_temporal_prior(TemporalPrior(3), train, steps=40, val=[train[0][:1], train[1][:2]], eval_every=10, history=hist)
     assert [s for s, _ in hist] == [10, 20, 30, 40]
+
+
+def test_scales_start_at_the_datas_own():
+    """Latents far from unit scale: the data-initialized prior codes them in far fewer bits after a short fit,
+    and init_scales_from puts each channel's fresh scale at its mean |k| (on the scale grid)."""
+    from featcomp.entropy import EntropyCodec
+    from featcomp.entropy.temporal_prior import TemporalPrior
+    from featcomp.head import CompressibleHead, FrozenHead
+
+    rng = np.random.default_rng(3)
+    c, T = 8, 40
+    scales = np.array([0.15, 0.2, 0.3, 0.5, 6.0, 10.0, 15.0, 25.0], np.float32)
+
+    def seq():
+        z = np.zeros((T, c), np.float32)
+        for t in range(T):
+            z[t] = 0.9 * z[t - 1] + rng.laplace(0, 1, c) * scales if t else rng.laplace(0, 1, c) * scales
+        return z
+
+    train, test = [seq() for _ in range(12)], [seq() for _ in range(4)]
+    head = CompressibleHead(in_channels=c, latent_channels=c, analysis="identity", synthesis="none", init_scale=1.0)
+    frozen = FrozenHead.from_head(head, EntropyCodec.fit(np.concatenate([head.freeze().encode(s) for s in train])))
+    ks = [frozen.encode(s) for s in train]
+    p = TemporalPrior(c)
+    p.init_scales_from(ks)
+    want = np.clip(np.abs(np.concatenate(ks)).mean(0), p.scale_min, p.scale_max)
+    got = p.scale_min * np.exp(p.step * p.fresh_scale.detach().numpy())
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+    def bits(h):
+        return sum(8 * len(h.codec.compress_symbols(h.encode(s))) for s in test)
+
+    torch.manual_seed(0)
+    unit = bits(fit_temporal_codec(frozen, train, steps=60, init_scales="unit"))
+    torch.manual_seed(0)
+    data = bits(fit_temporal_codec(frozen, train, steps=60, init_scales="data"))
+    assert data < 0.9 * unit, (data, unit)
+    with pytest.raises(ConfigError, match="init_scales"):
+        fit_temporal_codec(frozen, train, steps=1, init_scales="ones")

@@ -49,26 +49,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _rate_control(args: argparse.Namespace):
-    """The ``RateControl`` that --keep-top1 / --max-distortion / --max-kl (+ --keep-fraction) ask for, or None."""
-    from featcomp.errors import ConfigError
+    """The ``RateControl`` that --keep-top1 / --max-distortion / --max-kl (+ --keep-fraction) ask for, or None.
 
-    given = [f for f, v in (("--keep-top1", args.keep_top1), ("--max-distortion", args.max_distortion),
-                            ("--max-kl", args.max_kl)) if v is not None]
-    if len(given) > 1:
-        raise ConfigError(f"featcomp compress: {' and '.join(given)} are rate control targets that exclude each "
-                          "other; give one")
-    if args.keep_fraction is not None and not (args.max_distortion is not None or args.max_kl is not None):
-        raise ConfigError("featcomp compress: --keep-fraction goes with --max-distortion or --max-kl")
-    if not given:
+    The flags mean what the job's ``inference`` options of the same names mean, so they are checked (which
+    exclude each other, --keep-fraction only with a budget, --rate) by the same ``InferenceConfig``."""
+    from featcomp.pipelines.config import InferenceConfig
+
+    rc = InferenceConfig(rate=args.rate, keep_top1=args.keep_top1, max_distortion=args.max_distortion,
+                         max_kl=args.max_kl, keep_fraction=args.keep_fraction).rate_control
+    if rc is None:
         return None
     from featcomp.ratecontrol import RateControl
 
-    if args.keep_top1 is not None:
-        return RateControl(target_agreement=args.keep_top1)
-    frac = 1.0 if args.keep_fraction is None else args.keep_fraction
-    if args.max_distortion is not None:
-        return RateControl(criterion="distortion", budget=args.max_distortion, target_agreement=frac)
-    return RateControl(criterion="kl", budget=args.max_kl, target_agreement=frac)
+    return RateControl(**rc)
 
 
 def main(args: argparse.Namespace) -> int:

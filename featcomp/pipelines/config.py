@@ -183,6 +183,11 @@ class InferenceConfig(Config):
     keep_fraction: float | None = None
 
     @property
+    def rate_control_options(self) -> list[str]:
+        """The names of the per-frame rate control targets that are set (at most one in a valid config)."""
+        return [n for n in ("keep_top1", "max_distortion", "max_kl") if getattr(self, n) is not None]
+
+    @property
     def rate_control(self) -> dict[str, Any] | None:
         """The :class:`featcomp.ratecontrol.RateControl` fields these settings ask for, or None."""
         if self.keep_top1 is not None:
@@ -194,7 +199,7 @@ class InferenceConfig(Config):
         return None
 
     def __post_init__(self) -> None:
-        targets = [n for n in ("keep_top1", "max_distortion", "max_kl") if getattr(self, n) is not None]
+        targets = self.rate_control_options
         require(len(targets) <= 1, f"inference.{' and inference.'.join(targets)} are per-frame rate control targets "
                                    "that exclude each other; set one of them")
         for n in ("max_distortion", "max_kl"):

@@ -133,7 +133,7 @@ class ExtractPlan:
 
                 rate_control = RateControl(**cfg.inference.rate_control)
                 check_rate_control(model, str(model_path), needs_teacher=rate_control.needs_teacher,
-                                   option=_rc_option(cfg.inference))
+                                   option=f"inference.{cfg.inference.rate_control_options[0]}")
             sampling = (model.sampling if isinstance(model.sampling, SamplingConfig)
                         else SamplingConfig.from_dict(model.sampling or {}))
             raw = cfg.output.raw
@@ -200,14 +200,6 @@ class ExtractPlan:
                 return 8.0 * latents.size + 32.0 * latents.shape[1]
             return 16.0 * latents.size
         return float(self.model.codec.estimate_bits(latents))
-
-
-def _rc_option(inference: Any) -> str:
-    """The name of the rate-control option a job config sets (for error messages)."""
-    for n in ("keep_top1", "max_distortion", "max_kl"):
-        if getattr(inference, n, None) is not None:
-            return f"inference.{n}"
-    return "rate control"
 
 
 def check_rate_control(model: Any, model_path: str, *, needs_teacher: bool = True,

@@ -26,21 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=None, help="override the model's sampling rate (frames per second)")
     parser.add_argument("--rate", type=float, default=None,
                         help="variable-rate models: rate level to encode at (0 = most bits; floats interpolate)")
-    parser.add_argument("--keep-top1", type=float, default=None, metavar="TARGET",
-                        help="per-frame rate control (variable-rate models with a synthesis): give each frame the "
-                             "coarsest level at which the backbone's own classifier keeps its top-1 on the decoded "
-                             "features; TARGET in (0, 1] is the fraction of frames to keep (below 1 the most "
-                             "expensive frames are given up). Excludes --rate")
-    parser.add_argument("--max-distortion", type=float, default=None, metavar="D",
-                        help="per-frame rate control by a fidelity target, for any backbone (no classifier needed): "
-                             "each frame gets the coarsest level whose decoded features are within relative squared "
-                             "error D (||x_hat - x||^2 / ||x||^2). Excludes --rate and --keep-top1")
-    parser.add_argument("--max-kl", type=float, default=None, metavar="B",
-                        help="per-frame rate control by a KL budget: KL of the backbone classifier's softmax on the "
-                             "original vs decoded features <= B nats per frame")
-    parser.add_argument("--keep-fraction", type=float, default=None, metavar="T",
-                        help="with --max-distortion/--max-kl: the fraction of frames that must meet the budget "
-                             "(default 1; below 1 the most expensive frames get the coarsest level)")
+    add_rate_control_arguments(parser, excludes_rate=True)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     from featcomp.storage import add_storage_option_argument
 
@@ -48,14 +34,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress line on stderr")
 
 
-def _rate_control(args: argparse.Namespace):
+def add_rate_control_arguments(parser: argparse.ArgumentParser, *, excludes_rate: bool = False) -> None:
+    """--keep-top1 / --max-distortion / --max-kl / --keep-fraction: per-frame rate control, meaning what the
+    job's ``inference`` options of the same names mean (``featcomp compress``, ``featcomp refit-temporal``)."""
+    rate = " Excludes --rate." if excludes_rate else ""
+    parser.add_argument("--keep-top1", type=float, default=None, metavar="TARGET",
+                        help="per-frame rate control (variable-rate models with a synthesis): give each frame the "
+                             "coarsest level at which the backbone's own classifier keeps its top-1 on the decoded "
+                             "features; TARGET in (0, 1] is the fraction of frames to keep (below 1 the most "
+                             "expensive frames are given up)." + rate)
+    parser.add_argument("--max-distortion", type=float, default=None, metavar="D",
+                        help="per-frame rate control by a fidelity target, for any backbone (no classifier needed): "
+                             "each frame gets the coarsest level whose decoded features are within relative squared "
+                             "error D (||x_hat - x||^2 / ||x||^2). Excludes --keep-top1" + (" and --rate." if excludes_rate else "."))
+    parser.add_argument("--max-kl", type=float, default=None, metavar="B",
+                        help="per-frame rate control by a KL budget: KL of the backbone classifier's softmax on the "
+                             "original vs decoded features <= B nats per frame")
+    parser.add_argument("--keep-fraction", type=float, default=None, metavar="T",
+                        help="with --max-distortion/--max-kl: the fraction of frames that must meet the budget "
+                             "(default 1; below 1 the most expensive frames get the coarsest level)")
+
+
+def rate_control_from_args(args: argparse.Namespace):
     """The ``RateControl`` that --keep-top1 / --max-distortion / --max-kl (+ --keep-fraction) ask for, or None.
 
     The flags mean what the job's ``inference`` options of the same names mean, so they are checked (which
     exclude each other, --keep-fraction only with a budget, --rate) by the same ``InferenceConfig``."""
     from featcomp.pipelines.config import InferenceConfig
 
-    rc = InferenceConfig(rate=args.rate, keep_top1=args.keep_top1, max_distortion=args.max_distortion,
+    rc = InferenceConfig(rate=getattr(args, "rate", None), keep_top1=args.keep_top1, max_distortion=args.max_distortion,
                          max_kl=args.max_kl, keep_fraction=args.keep_fraction).rate_control
     if rc is None:
         return None
@@ -97,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
             base = sampling if not isinstance(sampling, dict) and sampling is not None else None
             sampling = (base.replace(mode=SamplingMode.FPS, fps=args.fps) if base is not None
                         else SamplingConfig(mode=SamplingMode.FPS, fps=args.fps))
-        rc = _rate_control(args)
+        rc = rate_control_from_args(args)
         if not args.quiet:
             name = getattr(model.backbone, "name", None) or (model.backbone or {}).get("name", "?")
             print(f"featcomp compress: building backbone {name} on {args.device}...", file=sys.stderr, flush=True)

@@ -30,6 +30,11 @@ The quota applies per call: per clip in :meth:`featcomp.Extractor.compress`, per
 other callers. Decoding needs no teacher, no backbone and no float context: the levels are stored
 integers (clip format version 3, :class:`featcomp.model.CompressedClip`).
 
+**With a temporal codec** (``entropy_model="temporal"``, :func:`featcomp.train.fit_temporal_codec` with
+``rate_control=``): the levels still only set the step, so the same rule applies; frame t's integers are
+coded given frame t-1's integers as they were coded, whatever its level (the context does not know the
+levels, docs/decisions.md). The give-up ranking prices frames in sequence (:func:`frame_bits`).
+
 The shared tables should match what the rate control produces (mostly coarse levels, a few fine ones):
 :func:`fit_rate_control_codec` refits them on **training** features run through the same rule. This
 module needs torch (the head and the teacher) and numpy.
@@ -49,7 +54,7 @@ from featcomp.config import Config, require
 from featcomp.errors import ConfigError
 
 __all__ = ["RateControl", "LevelChoice", "choose_levels", "fit_rate_control_codec", "step_ladder_head",
-           "check_rate_controllable", "MAX_LEVELS", "CRITERIA"]
+           "check_rate_controllable", "frame_bits", "MAX_LEVELS", "CRITERIA"]
 
 MAX_LEVELS = 256  # levels are stored as unsigned bytes / packed bit fields
 CRITERIA = ("top1", "distortion", "kl")
@@ -135,8 +140,8 @@ def check_rate_controllable(head) -> tuple[int, ...]:
     from featcomp.entropy.kinds import codec_kind, entropy_kind
 
     if not entropy_kind(codec_kind(head)).rate_control:
-        raise ConfigError(f"per-frame rate control needs an entropy model that codes frames independently (such as "
-                          f"'factorized'); this head's entropy model is {codec_kind(head)!r}")
+        raise ConfigError(f"per-frame rate control needs an entropy model whose frames may change level (such as "
+                          f"'factorized' or 'temporal'); this head's entropy model is {codec_kind(head)!r}")
     if head.config.synthesis == "none":
         raise ConfigError("per-frame rate control checks the teacher on the decoded features, so the head needs a "
                           "synthesis transform (HeadConfig.synthesis)")
@@ -159,7 +164,7 @@ def choose_levels(head, features: Tensor | np.ndarray, teacher: Callable[[Tensor
         :class:`LevelChoice`.
 
     Raises:
-        ConfigError: a fixed-rate or non-factorized head, no synthesis, a candidate level the head lacks,
+        ConfigError: a fixed-rate head or a hyperprior one, no synthesis, a candidate level the head lacks,
             or no teacher for a criterion that needs one.
     """
     control = control or RateControl()
@@ -196,15 +201,23 @@ def choose_levels(head, features: Tensor | np.ndarray, teacher: Callable[[Tensor
     quota = math.floor((1.0 - float(control.target_agreement)) * n + 1e-9) - int((~any_ok).sum())
     coarse = len(cands) - 1
     if quota > 0:
-        chosen_bits = head.codec.example_bits(kstack[pick, idx])
-        coarse_bits = head.codec.example_bits(ks[coarse])
+        chosen_bits = frame_bits(head.codec, kstack[pick, idx])
+        coarse_bits = frame_bits(head.codec, ks[coarse])
         saving = np.where(any_ok & (pick != coarse), chosen_bits - coarse_bits, -np.inf)
         order = np.argsort(-saving, kind="stable")[:quota]
         pick[order[np.isfinite(saving[order])]] = coarse
     k = kstack[pick, idx]
     kept = okm[pick, idx]
     levels = np.asarray(cands, np.uint8)[pick]
-    return LevelChoice(k=np.ascontiguousarray(k, np.int32), levels=levels, kept=kept, bits=head.codec.example_bits(k))
+    return LevelChoice(k=np.ascontiguousarray(k, np.int32), levels=levels, kept=kept, bits=frame_bits(head.codec, k))
+
+
+def frame_bits(codec, k: np.ndarray) -> np.ndarray:
+    """float64 (n,) the codec's ideal cost of each frame of ``k`` (n, C'): independent frames for a
+    factorized codec (``example_bits``), frames coded in sequence, each given its predecessor, for a
+    temporal one (``frame_bits``: the frames of one call are one time-ordered sequence)."""
+    per_frame = getattr(codec, "frame_bits", None)
+    return per_frame(k) if callable(per_frame) else codec.example_bits(k)
 
 
 def _criterion(control: RateControl, x: Tensor, teacher) -> Callable[[int, Tensor], np.ndarray]:
@@ -266,6 +279,12 @@ def fit_rate_control_codec(head, features: Tensor | np.ndarray, teacher: Callabl
     from featcomp.head import FrozenHead
 
     check_rate_controllable(head)
+    from featcomp.entropy.kinds import codec_kind
+
+    if codec_kind(head) != "factorized":
+        raise ConfigError(f"fit_rate_control_codec refits factorized tables; this head's entropy model is "
+                          f"{codec_kind(head)!r} (fit a temporal codec under rate control with "
+                          "featcomp.train.fit_temporal_codec(head, sequences, rate_control=...))")
     if rounds < 1:
         raise ConfigError(f"fit_rate_control_codec: rounds must be >= 1, got {rounds}")
     x = torch.as_tensor(np.asarray(features) if not isinstance(features, Tensor) else features).float()

@@ -102,6 +102,27 @@ def test_quick_run_reports_every_variant_for_every_held_out_video(tmp_path):
     assert "(3) temporal, level-aware context" in p.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.video
+@pytest.mark.timeout(600)
+def test_library_quick_run_codes_every_held_out_video_with_both_codecs(tmp_path):
+    """scripts/bench_rc_temporal_lib.py: the library path (fit_temporal_codec under rate control, clips by
+    the Extractor) reports stored bits and decoded agreement for both codecs on every held-out video."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_rc_temporal_lib.py"), "--quick", "--data",
+                        str(tmp_path / "data")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    res = json.loads((tmp_path / "data" / "cache" / "rc_temporal_lib_results.json").read_text())
+    assert sorted(res) == sorted(["bikes", "carphone_pristine", "bigbuckbunny"])
+    for r in res.values():
+        for name in ("factorized", "temporal"):
+            c = r[name]
+            assert c["frames"] > 0 and 0.0 <= c["top1"] <= 1.0
+            assert c["bits_per_frame"] > 8  # at least the clips' headers, spread over their frames
+        assert r["factorized"]["frames"] == r["temporal"]["frames"]
+    assert "temporal bits/frame" in p.stdout
+
+
 def test_sticky_levels_keep_the_top1_never_coarsen_and_never_add_level_changes():
     import torch
 

@@ -70,8 +70,9 @@ class EntropyKind:
             ``"clips"`` (N, C, T) with axis 2 in time order, ``"maps"`` (N, C, H, W).
         time_chunks: frozen streams code consecutive frames together in chunks that decode alone
             (:meth:`compress_chunks`); a clip records the chunks' byte lengths.
-        rate_control: per-frame rate control is supported: frames are coded independently, so a
-            variable-rate head may change its level from frame to frame (:mod:`featcomp.ratecontrol`).
+        rate_control: per-frame rate control is supported: a variable-rate head may change its level from
+            frame to frame (:mod:`featcomp.ratecontrol`), the codec coding the integers whatever their
+            level (factorized: frames independent; temporal: each frame given its predecessor's integers).
         implicit: the kind that formats written before kinds existed mean (no ``kind`` key; version-1
             model files, clips and stores). Exactly one registered kind is implicit.
     """
@@ -250,6 +251,6 @@ def codec_from_dict(d: dict[str, Any]) -> FrozenCodec:
 register_entropy_kind(EntropyKind("factorized", EntropyCodec, "featcomp.entropy.trainable:FactorizedPrior",
                                   layout="vectors", rate_control=True, implicit=True))
 register_entropy_kind(EntropyKind("temporal", TemporalCodec, "featcomp.entropy.trainable:TemporalPriorAdapter",
-                                  layout="clips", time_chunks=True))
+                                  layout="clips", time_chunks=True, rate_control=True))
 register_entropy_kind(EntropyKind("hyperprior", HyperpriorCodec, "featcomp.entropy.trainable:HyperpriorAdapter",
                                   layout="maps"))

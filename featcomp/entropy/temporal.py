@@ -537,6 +537,29 @@ class TemporalCodec(FrozenCodecBase):
             bits += layouts.escape_bits(K[esc], m - R, m + R)
         return bits
 
+    def frame_bits(self, k: Any) -> np.ndarray:
+        """float64 (T,) the ideal cost of each frame of ``k`` (T, C, *) coded as one chunk (version 2 and 3
+        codecs; each frame with the context it is coded with, a layout-3 frame with its restart flag).
+
+        Splits :meth:`estimate_bits`' total by frame (up to float rounding). Per-frame rate control ranks
+        frames by it (:func:`featcomp.ratecontrol.choose_levels`, the give-up quota).
+
+        Raises:
+            CodecError: a version 1 codec (its full-row layout is priced whole only), or a wrong shape.
+        """
+        if self.version < 2:
+            raise CodecError("TemporalCodec.frame_bits needs a version 2 or 3 codec; refit this version 1 codec")
+        K, _ = self._symbols(k)
+        T = K.shape[0]
+        if K.size == 0:
+            return np.zeros(T)
+        K = K.astype(np.int64)
+        mu, tab, restart = self._coding_tables(K)
+        bits = np.asarray(self._estimate_bits_v2(K, mu, tab, K - mu, per_frame=True), np.float64)
+        if restart is not None and T > 1:
+            bits[1:] += np.where(restart[1:], RESTART_FLAG_BITS[1], RESTART_FLAG_BITS[0])
+        return bits
+
     def _estimate_bits_v2(self, K: np.ndarray, mu: np.ndarray, tab: np.ndarray, r: np.ndarray, *,
                           per_frame: bool = False) -> float | np.ndarray:
         """Layout 2's ideal cost: truncated rows, tail symbols, exact escapes beyond R (per frame: (T,))."""

@@ -43,8 +43,8 @@ class Extractor:
         rate_control: a :class:`featcomp.ratecontrol.RateControl`: choose each frame's rate level so
             that the decoded features keep its criterion: by default the backbone's own classifier keeps
             its top-1 (the backbone must have a classifier); ``criterion="distortion"`` bounds the
-            features' relative squared error and needs no classifier (variable-rate factorized heads
-            with a synthesis). Clips then record
+            features' relative squared error and needs no classifier (variable-rate factorized or
+            temporal heads with a synthesis). Clips then record
             their per-frame levels (clip format 3). Excludes ``rate``.
         prefetch: batches :meth:`compress` decodes ahead in a background thread, overlapping decoding
             with the backbone (0 decodes inline).

@@ -148,8 +148,8 @@ class InferenceConfig(Config):
         keep_top1: Per-frame rate control (:class:`featcomp.ratecontrol.RateControl`
             ``target_agreement``, in (0, 1]): each frame gets the coarsest rate level whose decoded
             features keep the backbone classifier's top-1, and the store records every frame's level
-            (store format version 3). Needs a variable-rate factorized model with a synthesis transform
-            and a backbone with a classifier. The give-up quota ``floor((1 - keep_top1) * n)`` applies
+            (store format version 3). Needs a variable-rate factorized or temporal model with a synthesis
+            transform and a backbone with a classifier. The give-up quota ``floor((1 - keep_top1) * n)`` applies
             per decoded chunk (``n`` <= ``batch_size`` frames of one video, whatever ``chunks_per_call``),
             so the guarantee holds per video and the levels do not depend on how Ray groups chunks.
             Excludes ``rate`` and ``output.raw``. ``None``: off.

@@ -205,8 +205,9 @@ class ExtractPlan:
 def check_rate_control(model: Any, model_path: str, *, needs_teacher: bool = True,
                        option: str = "inference.keep_top1") -> None:
     """Refuse per-frame rate control (``option``) on the driver, before Ray starts, when the model cannot
-    drive it: a fixed-rate / non-factorized head or one without synthesis, or (``needs_teacher``: the
-    top-1 and KL criteria) a backbone without its own classifier.
+    drive it: a fixed-rate head, one whose entropy model cannot change level per frame (hyperprior) or
+    one without synthesis, or (``needs_teacher``: the top-1 and KL criteria) a backbone without its own
+    classifier.
 
     The classifier check builds the backbone's architecture without its weights (cheap, nothing
     downloaded); a backbone that cannot be built here is left for the actors to report.

@@ -16,7 +16,7 @@ and the frozen temporal codec on the same quantization grid.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,8 @@ __all__ = ["fit_hyperprior_fallback", "fit_temporal_codec"]
 def fit_temporal_codec(head: Any, sequences: Sequence[Any], *, window: int = 4, steps: int = 1000,
                        batch: int = 64, lr: float = 3e-2, prior: dict | None = None, seed: int = 0,
                        val: Sequence[Any] | None = None, eval_every: int = 100, history: list | None = None,
-                       init_scales: str = "data") -> Any:
+                       init_scales: str = "data", rate_control: Any = None,
+                       teacher: Callable[[Any], Any] | None = None) -> Any:
     """A copy of ``head`` whose codec is a temporal codec fitted to ``head``'s integer latents.
 
     Args:
@@ -53,6 +54,14 @@ def fit_temporal_codec(head: Any, sequences: Sequence[Any], *, window: int = 4, 
         init_scales: ``"data"`` (default): the prior's scales start at the training latents' own
             (:meth:`~featcomp.entropy.temporal_prior.TemporalPrior.init_scales_from`); ``"unit"``: at
             sigma = 1 (before 2026-12: mostly-zero latents then cost 1.6-3.3x more after 400 steps).
+        rate_control: with a **variable-rate** head, the per-frame rate control the codec will serve
+            (:class:`~featcomp.ratecontrol.RateControl` or its dict): every training and validation
+            sequence is encoded the way extraction will encode it (:func:`~featcomp.ratecontrol.choose_levels`
+            over the whole sequence, its give-up quota per sequence, as per clip at extraction), and the
+            prior is fitted on those integers. Sequences are pooled features (T, C). Required for a
+            variable-rate head, refused for a fixed-rate one.
+        teacher: features (n, C) -> logits, e.g. ``backbone.classify``: the teacher ``rate_control``'s
+            criterion needs (None for ``criterion="distortion"``).
 
     Returns:
         a :class:`~featcomp.head.FrozenHead` with the same weights and config (``entropy_model`` set to
@@ -60,25 +69,28 @@ def fit_temporal_codec(head: Any, sequences: Sequence[Any], *, window: int = 4, 
         them as time chunks (``codec.compress_symbols(k)`` with k (T, C', *)).
 
     Raises:
-        ConfigError: a variable-rate or non-factorized head, or no sequence of at least ``window`` frames.
+        ConfigError: a non-factorized head; a variable-rate head without ``rate_control`` (or a fixed-rate
+            one with it); a criterion that needs a teacher without one; no sequence of at least
+            ``window`` frames.
     """
     from featcomp.head import FrozenHead
 
     if not isinstance(head, FrozenHead) and hasattr(head, "freeze"):
         head = head.freeze()
-    if not isinstance(getattr(head, "codec", None), EntropyCodec) or head.config.rate_levels:
-        raise ConfigError("fit_temporal_codec: give a fixed-rate head with the factorized codec "
-                          f"(got kind {getattr(head, 'kind', None)!r}, {head.config.rate_levels} rate levels)")
+    if not isinstance(getattr(head, "codec", None), EntropyCodec):
+        raise ConfigError("fit_temporal_codec: give a head with the factorized codec "
+                          f"(got kind {getattr(head, 'kind', None)!r})")
+    encode = _sequence_encoder(head, rate_control, teacher)
     opts = dict(prior or {})
     ks = []
     with torch.no_grad():
         for s in sequences:
             if len(s) >= window:
-                ks.append(head.encode(torch.as_tensor(np.asarray(s, np.float32))))
+                ks.append(encode(s))
     if not ks:
         raise ConfigError(f"fit_temporal_codec: no training sequence has {window} or more frames")
     with torch.no_grad():
-        vks = [head.encode(torch.as_tensor(np.asarray(s, np.float32))) for s in (val or []) if len(s) >= 2]
+        vks = [encode(s) for s in (val or []) if len(s) >= 2]
     offsets = np.asarray(head.codec.offsets, np.float32)
     if init_scales not in ("data", "unit"):
         raise ConfigError(f"fit_temporal_codec: init_scales must be 'data' or 'unit', got {init_scales!r}")
@@ -90,6 +102,38 @@ def fit_temporal_codec(head: Any, sequences: Sequence[Any], *, window: int = 4, 
     codec = p.freeze(offsets)
     config = dataclasses.replace(head.config, entropy_model=codec_kind(codec), prior=opts)
     return FrozenHead(config, head.state_tensors(), codec, rate=head.rate)
+
+
+def _sequence_encoder(head: Any, rate_control: Any, teacher: Any) -> Callable[[Any], np.ndarray]:
+    """``encode(sequence) -> int latents``: the head's own integers at its rate (fixed-rate head), or the
+    rate-controlled ones (variable-rate head with ``rate_control``), as extraction will code them."""
+    if not head.config.rate_levels:
+        if rate_control is not None:
+            raise ConfigError("fit_temporal_codec: rate_control is for a variable-rate head (HeadConfig.rate_lams); "
+                              "this head has a fixed rate")
+        return lambda s: head.encode(torch.as_tensor(np.asarray(s, np.float32)))
+    from featcomp.ratecontrol import RateControl, check_rate_controllable, choose_levels
+
+    if rate_control is None:
+        raise ConfigError(f"fit_temporal_codec: this head has {head.config.rate_levels} rate levels; give "
+                          "rate_control= (the per-frame rate control extraction will use), so the codec is fitted "
+                          "on the integers it will code")
+    control = RateControl.from_dict(rate_control) if isinstance(rate_control, dict) else rate_control
+    if not isinstance(control, RateControl):
+        raise ConfigError(f"fit_temporal_codec: rate_control must be a RateControl, got {type(control).__name__}")
+    check_rate_controllable(head)
+    if control.needs_teacher and teacher is None:
+        raise ConfigError(f"fit_temporal_codec: rate-control criterion {control.criterion!r} needs teacher= (the "
+                          "backbone's classifier); criterion 'distortion' needs none")
+
+    def encode(s: Any) -> np.ndarray:
+        x = np.asarray(s, np.float32)
+        if x.ndim != 2:
+            raise ConfigError(f"fit_temporal_codec: rate control codes pooled features (T, C); got a sequence of "
+                              f"shape {x.shape}")
+        return choose_levels(head, x, teacher, control).k
+
+    return encode
 
 
 def fit_hyperprior_fallback(head: Any, maps: Any, *, batch: int = 256) -> Any:

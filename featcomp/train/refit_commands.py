@@ -17,9 +17,16 @@ Sequences:
 there are two or more) and keeps the fit that codes them in the fewest bits (early stopping, checked
 every ``--eval-every`` steps); the summary line compares them under both codecs.
 
-Example::
+**Variable-rate heads** (per-frame rate control): give the rate control extraction will use
+(``--keep-top1``, ``--max-distortion`` or ``--max-kl``, with ``--keep-fraction``; the flags of
+``featcomp compress``). Each sequence is then encoded the way extraction encodes a clip (a level per
+frame, the give-up quota per sequence) and the temporal codec is fitted on those integers; the top-1 and
+KL targets build the model's backbone (its classifier is the teacher). Sequences are pooled features.
+
+Examples::
 
     featcomp refit-temporal head.safetensors raw_5fps.zarr -o head_temporal.safetensors
+    featcomp refit-temporal ladder.safetensors raw_5fps.zarr --keep-top1 0.95 -o ladder_temporal.safetensors
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ from featcomp.errors import ConfigError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model file of a head trained with the factorized codec (featcomp train)")
+    parser.add_argument("model", help="model file of a head trained with the factorized codec (featcomp train); "
+                                      "a variable-rate one with a rate-control flag")
     parser.add_argument("sequences", help="a --raw store (one sequence per video) or an .npz of (T_i, C) arrays")
     parser.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
     parser.add_argument("--val", type=float, default=0.1,
@@ -46,6 +54,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=3e-2)
     parser.add_argument("--prior", help='TemporalPrior options as JSON (default {"context": "diagonal"})')
     parser.add_argument("--seed", type=int, default=0)
+    from featcomp.model_commands import add_rate_control_arguments
+
+    add_rate_control_arguments(parser)
 
 
 def load_sequences(path: str) -> list[tuple[str, Any]]:
@@ -74,8 +85,24 @@ def load_sequences(path: str) -> list[tuple[str, Any]]:
     return seqs
 
 
+def _teacher(model: Any, path: str):
+    """The model's backbone classifier (``classify``), the teacher of the top-1 and KL rate-control targets."""
+    if model.backbone is None:
+        raise ConfigError(f"{path}: the model names no backbone, so there is no classifier to keep the top-1 (or KL) "
+                          "of; --max-distortion needs none")
+    from featcomp.backbones import build_backbone
+
+    bb = build_backbone(model.backbone, device="cpu", amp="none").eval()
+    if not getattr(bb, "has_classifier", True):
+        raise ConfigError(f"{path}: backbone {getattr(model.backbone, 'name', model.backbone)!r} has no classifier; "
+                          "--max-distortion needs none")
+    return bb.classify
+
+
 def main(args: argparse.Namespace) -> int:
     import torch
+
+    from featcomp.model_commands import rate_control_from_args
 
     from featcomp.model import load_model, save_model
     from featcomp.train.refit import fit_temporal_codec
@@ -90,17 +117,30 @@ def main(args: argparse.Namespace) -> int:
                           "(lower --val, or 0 for none)")
     train, val = seqs[: len(seqs) - n_val], seqs[len(seqs) - n_val :]
     prior = json.loads(args.prior) if args.prior else None
+    rc = rate_control_from_args(args)
+    if rc is None and m.head.config.rate_levels:
+        raise ConfigError(f"{args.model} is a variable-rate model ({m.head.config.rate_levels} levels): give the per-frame "
+                          "rate control extraction will use (--keep-top1, --max-distortion or --max-kl), so the "
+                          "codec is fitted on the integers it will code")
+    teacher = _teacher(m, args.model) if rc is not None and rc.needs_teacher else None
     hist: list = []
     steps = args.steps or (3000 if val else 1000)
     head = fit_temporal_codec(m.head, [s for _, s in train], window=args.window, steps=steps, lr=args.lr,
                               prior=prior, seed=args.seed, val=[s for _, s in val] or None,
-                              eval_every=args.eval_every, history=hist)
+                              eval_every=args.eval_every, history=hist, rate_control=rc, teacher=teacher)
     summary: dict[str, Any] = {"output": args.output, "train_sequences": len(train), "val_sequences": len(val)}
+    if rc is not None:
+        summary["rate_control"] = rc.to_dict()
     if val:
         frames = fac = tem = 0
         with torch.no_grad():
             for _, s in val:
-                k = m.head.encode(torch.as_tensor(s))
+                if rc is None:
+                    k = m.head.encode(torch.as_tensor(s))
+                else:
+                    from featcomp.ratecontrol import choose_levels
+
+                    k = choose_levels(m.head, s, teacher, rc).k
                 frames += len(k)
                 fac += 8 * len(m.head.codec.compress_symbols(k))
                 tem += 8 * len(head.codec.compress_symbols(k))
@@ -109,6 +149,7 @@ def main(args: argparse.Namespace) -> int:
                     "val_bits_per_frame_temporal": round(tem / frames, 2), "val_ratio": round(fac / tem, 3)}
     training = dict(m.training or {})
     training["refit_temporal"] = {"source": str(args.sequences), "window": args.window, "steps": steps,
+                                  "rate_control": None if rc is None else rc.to_dict(),
                                   "lr": args.lr, "prior": prior, "seed": args.seed,
                                   "val": [name for name, _ in val], **{k: v for k, v in summary.items() if k != "output"}}
     save_model(args.output, head, backbone=m.backbone, sampling=m.sampling, training=training,

@@ -192,6 +192,40 @@ def test_max_distortion_job_keeps_every_frame_within_its_budget(ray_local, clip_
     assert np.concatenate(levels).max() > 0  # coarser levels where the budget allows
 
 
+@pytest.mark.timeout(240)
+def test_rate_control_with_a_temporal_codec_through_the_job(ray_local, clip_dir, rate_control_model, tmp_path):
+    """Per-frame levels and temporal chunks in one store (issue 18 item 6): the ladder's temporal codec is
+    fitted under the job's rate control; the job's integers and levels are the library's, chunk by chunk."""
+    import featcomp
+    from featcomp.ratecontrol import RateControl
+    from featcomp.train import fit_temporal_codec
+    from featcomp.video import sample_frames
+
+    model = featcomp.load_model(rate_control_model)
+    videos = [str(clip_dir / "b.mp4"), str(clip_dir / "sub" / "deep" / "e.mp4")]
+    sampling = model.sampling.replace(batch_size=16)
+    ex = featcomp.Extractor(model)
+    batches = {Path(p).name: list(sample_frames(p, sampling)) for p in videos}
+    feats = [ex.frame_features(np.concatenate([b.frames for b in bs])).numpy() for bs in batches.values()]
+    rc = {"criterion": "distortion", "budget": 0.05, "target_agreement": 1.0}
+    head = fit_temporal_codec(model.head, feats, rate_control=rc, steps=100)  # (a plumbing test: fitted on them)
+    path = featcomp.save_model(tmp_path / "ladder_temporal.safetensors", head, backbone=model.backbone,
+                               sampling=model.sampling)
+    store = tmp_path / "rct.zarr"
+    cfg = _cfg().with_overrides(inference={"batch_size": 16, "max_distortion": 0.05})
+    summary = run_extract(videos, str(store), str(path), config=cfg)
+    assert (summary.done, summary.failed) == (2, 0)
+    s = featcomp.open_store(store)
+    assert s.rate_levels == 4 and s.codec.kind == "temporal" and featcomp.verify_store(store).ok
+    lib = featcomp.Extractor(featcomp.load_model(path), rate_control=RateControl(**rc))
+    for vid, bs in batches.items():
+        v = s[vid]
+        want = [lib.encode_frames_with_levels(b.frames) for b in bs]
+        np.testing.assert_array_equal(v.latents(), np.concatenate([w[0] for w in want]))
+        np.testing.assert_array_equal(v.levels, np.concatenate([w[1] for w in want]))
+        np.testing.assert_array_equal(v.features(), head.decode(v.latents(), levels=v.levels))
+
+
 def _spawn_job(clip_dir, store, model, address) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "featcomp.pipelines.extract", str(clip_dir), "--store", str(store), "--model", str(model),
            "--address", address, "--batch-size", "4", "--no-progress", "-v"]

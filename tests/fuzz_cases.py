@@ -251,14 +251,15 @@ def clip_target() -> Target:
 
 
 def _clip4_declared(b: bytes) -> int:
-    """Frames and elements a format-4 clip declares (its shape), parsed without trusting anything else."""
+    """Frames and elements a format-4/5 clip declares (its shape), parsed without trusting anything else."""
     from featcomp.entropy.bitstream import decode_varint
 
     try:
         pos = 7
         if b[6] == 255:
             pos += 1 + b[7]
-        pos += 8 + (8 if b[5] & 8 else 0)
+        plen = 4 if b[4] == 5 else 8  # digest prefix bytes: format 5 keeps 4
+        pos += plen + (plen if b[5] & 8 else 0)
         shape = []
         for _ in range(min(b[pos], 15)):
             v, pos2 = decode_varint(b, pos + 1 if not shape else pos)
@@ -270,7 +271,7 @@ def _clip4_declared(b: bytes) -> int:
 
 
 def _clip4_forge(rng: random.Random, seed: bytes) -> bytes:
-    """Rewrite header bytes of a format-4 clip and recompute its CRC, so the structural checks (not the CRC)
+    """Rewrite header bytes of a format-4/5 clip and recompute its CRC, so the structural checks (not the CRC)
     must refuse what is impossible: widths, kind codes, counts, huge shapes, cut fields."""
     import zlib
 
@@ -295,7 +296,9 @@ def clip4_target() -> Target:
         for s in clip.streams:
             codec.decompress_symbols(s)
 
-    seeds = [(FIXTURES / "model" / f).read_bytes() for f in ("clip_v4.bin", "clip_v4_rate.bin")]
+    # the compact formats: 4, and 5 (4-byte digests, rational timestamp steps)
+    seeds = [(FIXTURES / "model" / f).read_bytes()
+             for f in ("clip_v4.bin", "clip_v4_rate.bin", "clip_v5.bin", "clip_v5_rate.bin")]
     return Target("clip-v4", decode, seeds, _clip4_forge, _clip4_declared)
 
 

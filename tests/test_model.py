@@ -111,16 +111,21 @@ def test_compressed_clip_bytes_roundtrip():
     for ts in (np.arange(10) * 0.04, np.cumsum(np.random.default_rng(0).uniform(0.01, 0.1, 10))):
         clip = CompressedClip(data=b"xyz", shape=k.shape, timestamps=ts, frame_indices=np.arange(0, 20, 2),
                               codec_digest="ab" * 32, model_digest="cd" * 32)
-        for version in (2, 4):  # format 2 keeps whole digests; format 4 (the default) their 16-char prefixes
-            clip = dataclasses.replace(clip, format_version=None if version == 4 else version)
-            back = CompressedClip.from_bytes(clip.to_bytes())
-            assert back.format_version == version
+        sizes = {}
+        # format 2 keeps whole digests; format 4 their 16-char prefixes, format 5 (the default) 8-char ones
+        for version, keep in ((2, 64), (4, 16), (5, 8)):
+            clip = dataclasses.replace(clip, format_version=None if version == 5 else version)
+            blob = clip.to_bytes()
+            sizes[version] = len(blob)
+            back = CompressedClip.from_bytes(blob)
+            assert back.format_version == version and back.to_bytes() == blob
             assert back.data == clip.data and back.shape == clip.shape
-            assert back.codec_digest == (clip.codec_digest if version == 2 else clip.codec_digest[:16])
-            assert back.model_digest == (clip.model_digest if version == 2 else clip.model_digest[:16])
+            assert back.codec_digest == clip.codec_digest[:keep] and back.model_digest == clip.model_digest[:keep]
             assert back.made_by(clip.codec_digest) and not back.made_by("ba" * 32)
             np.testing.assert_array_equal(back.timestamps, ts)
             np.testing.assert_array_equal(back.frame_indices, np.arange(0, 20, 2))
+        # format 5: 8 digest bytes fewer, and (regular 25 fps timestamps: step 1/25) 6 more for the step
+        assert sizes[4] - sizes[5] == (14 if ts[1] == 0.04 else 8)
     with pytest.raises(CodecError):
         CompressedClip.from_bytes(b"FCCX" + struct.pack("<BI", 1, 0))
 
@@ -181,7 +186,7 @@ def test_extractor_builds_backbone_from_the_model_file_and_cli(tiny_model, tmp_p
     err = capsys.readouterr().err
     assert "building backbone mobilenet_v2_deepsort" in err and "200frame" in err.replace(" ", "")
     blob = CompressedClip.from_bytes(out.read_bytes())
-    assert blob.codec_digest == ex.codec.digest[:16] and blob.made_by(ex.codec.digest) and blob.num_frames == 200
+    assert blob.codec_digest == ex.codec.digest[:8] and blob.made_by(ex.codec.digest) and blob.num_frames == 200
     feats = tmp_path / "f.npy"
     assert cli(["compress", str(out), "--model", str(path), "--decompress", "-o", str(feats)]) == 0
     assert np.load(feats).shape == (200, 16)

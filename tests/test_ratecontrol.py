@@ -186,7 +186,7 @@ def test_extractor_clip_carries_levels_and_decodes_exactly(setup, model_path):
     ch = choose_levels(ex.model.head, test, teacher.classify, rc)
     np.testing.assert_array_equal(clip.levels, ch.levels)
     back = CompressedClip.from_bytes(clip.to_bytes())
-    assert back.to_bytes()[4] == 4  # clip format 4 (the default) with its per-frame levels flag
+    assert back.to_bytes()[4] == 5  # clip format 5 (the default) with its per-frame levels flag
     assert back.to_bytes()[5] & 32
     np.testing.assert_array_equal(back.levels, ch.levels)
     assert back.rate is None and back.level_bits == 3  # 6 levels -> 3-bit fields

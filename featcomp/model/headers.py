@@ -209,17 +209,22 @@ class ModelFileHeader:
 CLIP_MAGIC = b"FCCL"
 CLIP_VERSION_JSON = 2  # the JSON layout with kind, chunks and rate (version 1 omits them)
 CLIP_VERSION_LEVELS = 3  # version 2 + per-frame rate levels (packed bit fields after the side arrays)
-CLIP_VERSION_COMPACT = 4  # the same fields as a compact binary header with a CRC-32 (the default)
-CLIP_READ_VERSIONS = (1, 2, 3, 4)
-CLIP_FORMAT_VERSION = CLIP_VERSION_COMPACT  # what CompressedClip.to_bytes writes unless a clip says otherwise
+CLIP_VERSION_COMPACT = 4  # the same fields as a compact binary header with a CRC-32
+CLIP_VERSION_SHORT = 5  # version 4 with 4-byte digest prefixes and a rational timestamp step (the default)
+CLIP_COMPACT_VERSIONS = (CLIP_VERSION_COMPACT, CLIP_VERSION_SHORT)
+CLIP_READ_VERSIONS = (1, 2, 3, 4, 5)
+CLIP_FORMAT_VERSION = CLIP_VERSION_SHORT  # what CompressedClip.to_bytes writes unless a clip says otherwise
 #: version 4: kinds with a one-byte code (a kind outside this tuple is stored by name); never reorder
 CLIP_KIND_CODES = ("factorized", "temporal", "hyperprior")
 CLIP_DIGEST_PREFIX = 8  # bytes of the codec / model sha256 kept by version 4 (16 hex characters)
+CLIP_DIGEST_PREFIX_SHORT = 4  # ... by version 5 (8 hex characters: a wrong model is caught but by 2**-32 chance)
+_MAX_STEP_DEN = 1 << 20  # version 5: the largest denominator of a rational timestamp step
 #: frames in one clip (the side arrays are allocated from the header's count; docs/reliability.md)
 MAX_CLIP_FRAMES = 1 << 22
 #: version 4: a wider residual is stored as the plain 64-bit array instead
 MAX_RESIDUAL_BITS = 48
-_CLIP_FLAG_BITS = 0x7F  # flags 1..64; 0x80 is unknown (damaged, or a newer featcomp)
+_CLIP_FLAG_BITS = 0x7F  # version 4: flags 1..64; 0x80 is unknown (damaged, or a newer featcomp)
+_FLAG_RATIONAL_STEP = 0x80  # version 5: the timestamp step is zigzag varint num / varint den, not a float64
 
 
 @dataclass(frozen=True)
@@ -238,20 +243,21 @@ class ClipSeries:
 
 @dataclass(frozen=True)
 class ClipHeader:
-    """The header of a compressed clip (``.fcc``), versions 1 to 4: everything before the side arrays.
+    """The header of a compressed clip (``.fcc``), versions 1 to 5: everything before the side arrays.
 
     One class for every version this featcomp reads: versions 1-3 hold the fields as a JSON object (1:
-    no ``kind``/``chunks``/``rate``; 3: ``levels`` = the level field width), version 4 as the compact
+    no ``kind``/``chunks``/``rate``; 3: ``levels`` = the level field width), versions 4 and 5 as the compact
     binary layout of :meth:`featcomp.model.CompressedClip._to_bytes_compact` (digests cut to 16 hex
-    characters; the CRC-32 that closes it also covers the side arrays, so the clip checks it).
+    characters in version 4, 8 in version 5, which also stores a timestamp step that is a small rational
+    as two varints; the CRC-32 that closes it also covers the side arrays, so the clip checks it).
     :meth:`to_bytes` writes the header of its ``version``; :meth:`from_bytes` parses and checks it
     (bounded: nothing is allocated from a declared size) and returns the position of the side arrays.
 
     Attributes:
-        version: 1, 2, 3 or 4.
+        version: 1 to 5.
         shape: the latents' shape (frames first).
-        codec_digest: sha256 hex of the codec (16 hex characters in version 4).
-        model_digest: the model file's digest (16 hex characters in version 4), or "".
+        codec_digest: sha256 hex of the codec (16 hex characters in version 4, 8 in version 5).
+        model_digest: the model file's digest (16 / 8 hex characters in versions 4 / 5), or "".
         kind: the codec kind.
         chunks: byte lengths of the independent streams, or None for one stream.
         rate: the rate level of a variable-rate model, or None.
@@ -279,7 +285,7 @@ class ClipHeader:
     # ------------------------------------------------------------------ writing
     def to_bytes(self) -> bytes:
         """Magic, version byte and the header of that version (the side arrays follow it)."""
-        if self.version == CLIP_VERSION_COMPACT:
+        if self.version in CLIP_COMPACT_VERSIONS:
             return self._compact_bytes()
         import json
         import struct
@@ -311,10 +317,11 @@ class ClipHeader:
             if not 0 < len(name) < 256:
                 raise CodecError(f"compressed clip: kind name {kind!r} must be 1..255 ASCII characters")
             body += bytes([255, len(name)]) + name
-        body += _digest_prefix(self.codec_digest, "codec_digest")
+        plen = _prefix_len(self.version)
+        body += _digest_prefix(self.codec_digest, "codec_digest", plen)
         if self.model_digest:
             flags |= 8
-            body += _digest_prefix(self.model_digest, "model_digest")
+            body += _digest_prefix(self.model_digest, "model_digest", plen)
         body.append(len(self.shape))
         for v in self.shape:
             body += encode_varint(int(v))
@@ -324,7 +331,13 @@ class ClipHeader:
             if start != 0.0 or math.copysign(1.0, start) < 0:
                 flags |= 2
                 body += struct.pack("<d", start)
-            body += struct.pack("<d", float(self.ts.step)) + bytes([int(self.ts.bits or 0)])
+            ratio = _rational(float(self.ts.step)) if self.version == CLIP_VERSION_SHORT else None
+            if ratio is not None and _rational_bytes(*ratio) < 8:
+                flags |= _FLAG_RATIONAL_STEP
+                body += encode_varint(_zigzag(ratio[0])) + encode_varint(ratio[1])
+            else:
+                body += struct.pack("<d", float(self.ts.step))
+            body.append(int(self.ts.bits or 0))
         if self.fi is not None:
             flags |= 4
             body += (encode_varint(_zigzag(int(self.fi.start))) + encode_varint(_zigzag(int(self.fi.step)))
@@ -340,7 +353,7 @@ class ClipHeader:
             body += encode_varint(len(self.chunks))
             for c in self.chunks:
                 body += encode_varint(int(c))
-        return CLIP_MAGIC + bytes([CLIP_VERSION_COMPACT, flags]) + bytes(body)
+        return CLIP_MAGIC + bytes([self.version, flags]) + bytes(body)
 
     # ------------------------------------------------------------------ reading
     @classmethod
@@ -357,7 +370,7 @@ class ClipHeader:
         if version not in CLIP_READ_VERSIONS:
             raise CodecError(f"compressed clip format version {version}, this featcomp reads {CLIP_READ_VERSIONS}; "
                              "upgrade featcomp to read it")
-        if version == CLIP_VERSION_COMPACT:
+        if version in CLIP_COMPACT_VERSIONS:
             return cls._from_compact(b)
         import json
         import struct
@@ -433,7 +446,7 @@ class ClipHeader:
 
     @classmethod
     def _from_compact(cls, b: bytes) -> tuple[ClipHeader, int]:
-        """Parse a version 4 header; every count is checked against the bytes present and
+        """Parse a version 4 or 5 header; every count is checked against the bytes present and
         :data:`MAX_CLIP_FRAMES` before anything is allocated."""
         import struct
 
@@ -446,8 +459,9 @@ class ClipHeader:
                 raise CodecError(f"compressed clip: truncated {part} ({len(b)} bytes in all)")
 
         need(0, 7, "header")
-        flags = b[5]
-        if flags & ~_CLIP_FLAG_BITS:
+        version, flags = b[4], b[5]
+        known = _CLIP_FLAG_BITS | (_FLAG_RATIONAL_STEP if version == CLIP_VERSION_SHORT else 0)
+        if flags & ~known:
             raise CodecError(f"compressed clip: unknown header flags 0x{flags:02x} (damaged, or a newer featcomp)")
         pos = 6
         code = b[pos]
@@ -465,14 +479,15 @@ class ClipHeader:
             pos += 1 + ln
         else:
             raise CodecError(f"compressed clip: unknown kind code {code} in the header (damaged clip)")
-        need(pos, CLIP_DIGEST_PREFIX, "header")
-        codec_digest = b[pos:pos + CLIP_DIGEST_PREFIX].hex()
-        pos += CLIP_DIGEST_PREFIX
+        plen = _prefix_len(version)
+        need(pos, plen, "header")
+        codec_digest = b[pos:pos + plen].hex()
+        pos += plen
         model_digest = ""
         if flags & 8:
-            need(pos, CLIP_DIGEST_PREFIX, "header")
-            model_digest = b[pos:pos + CLIP_DIGEST_PREFIX].hex()
-            pos += CLIP_DIGEST_PREFIX
+            need(pos, plen, "header")
+            model_digest = b[pos:pos + plen].hex()
+            pos += plen
         need(pos, 1, "header")
         ndim = b[pos]
         pos += 1
@@ -505,12 +520,20 @@ class ClipHeader:
         ts = fi = None
         if flags & 1:
             start = f64() if flags & 2 else 0.0
-            step = f64()
+            if flags & _FLAG_RATIONAL_STEP:
+                num = zz()
+                den, pos = decode_varint(b, pos, what=what)
+                if not 1 <= den <= _MAX_STEP_DEN or abs(num) > 1 << 62:
+                    raise CodecError(f"compressed clip: corrupt header (timestamp step {num}/{den})")
+                step = num / den
+            else:
+                step = f64()
             need(pos, 1, "header")
             ts = ClipSeries(start, step, b[pos])
             pos += 1
-        elif flags & 2:
-            raise CodecError("compressed clip: corrupt header flags (a timestamp start without predicted timestamps)")
+        elif flags & (2 | _FLAG_RATIONAL_STEP):
+            raise CodecError("compressed clip: corrupt header flags (a timestamp start or step without predicted "
+                             "timestamps)")
         if flags & 4:
             start_i, step_i = zz(), zz()
             need(pos, 1, "header")
@@ -539,20 +562,49 @@ class ClipHeader:
                 c, pos = decode_varint(b, pos, what=what)
                 lens.append(c)
             chunks = tuple(lens)
-        return cls(version=CLIP_VERSION_COMPACT, shape=tuple(shape), codec_digest=codec_digest,
+        return cls(version=version, shape=tuple(shape), codec_digest=codec_digest,
                    model_digest=model_digest, kind=kind, chunks=chunks, rate=rate, level_bits=level_bits,
                    ts=ts, fi=fi), pos
 
 
-def _digest_prefix(digest: str, what: str) -> bytes:
-    """The first 8 bytes of a sha256 hex digest (or of a 16-character prefix read from a version 4 clip)."""
+def _prefix_len(version: int) -> int:
+    """Bytes of each digest a compact clip header keeps: 8 in version 4, 4 in version 5."""
+    return CLIP_DIGEST_PREFIX_SHORT if version == CLIP_VERSION_SHORT else CLIP_DIGEST_PREFIX
+
+
+def _digest_prefix(digest: str, what: str, n: int = CLIP_DIGEST_PREFIX) -> bytes:
+    """The first ``n`` bytes of a sha256 hex digest (or of a prefix read from a version 4 or 5 clip)."""
     try:
-        raw = bytes.fromhex(str(digest)[: 2 * CLIP_DIGEST_PREFIX])
+        raw = bytes.fromhex(str(digest)[: 2 * n])
     except ValueError:
         raw = b""
-    if len(raw) != CLIP_DIGEST_PREFIX:
-        raise CodecError(f"compressed clip: {what} must be a hex digest of at least 16 characters, got {digest!r}")
+    if len(raw) != n:
+        raise CodecError(f"compressed clip: {what} must be a hex digest of at least {2 * n} characters, got {digest!r}")
     return raw
+
+
+def _rational(step: float) -> tuple[int, int] | None:
+    """``(num, den)`` with ``num / den == step`` exactly in float64 and ``1 <= den <= 2**20``, or None.
+
+    Version 5 stores a timestamp step this way when it can (``1/5``, ``1001/30000``: 2-6 bytes instead
+    of 8); reading divides the two integers, which IEEE 754 rounds the same way on every machine."""
+    from fractions import Fraction
+
+    if not math.isfinite(step):
+        return None
+    f = Fraction(step).limit_denominator(_MAX_STEP_DEN)
+    num, den = f.numerator, f.denominator
+    if abs(num) > 1 << 62 or num / den != step:
+        return None
+    return num, den
+
+
+def _rational_bytes(num: int, den: int) -> int:
+    """Bytes of a version-5 rational timestamp step: the zigzag varint ``num`` and the varint ``den``."""
+    def varint_len(v: int) -> int:
+        return max(1, (v.bit_length() + 6) // 7)
+
+    return varint_len(_zigzag(num)) + varint_len(den)
 
 
 def _zigzag(v: int) -> int:

@@ -54,10 +54,13 @@ from featcomp.config import Config, require
 from featcomp.errors import ConfigError
 
 __all__ = ["RateControl", "LevelChoice", "choose_levels", "fit_rate_control_codec", "step_ladder_head",
-           "check_rate_controllable", "frame_bits", "MAX_LEVELS", "CRITERIA"]
+           "teacher_ladder_head", "check_rate_controllable", "frame_bits", "MAX_LEVELS", "CRITERIA", "DEFAULT_LADDER"]
 
 MAX_LEVELS = 256  # levels are stored as unsigned bytes / packed bit fields
 CRITERIA = ("top1", "distortion", "kl")
+#: the 11-step ladder of docs/rd.md and docs/generality.md (steps of the teacher-SVD latents, finest first)
+DEFAULT_LADDER = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0)
+_POOLED_FIT_ROWS = 4096  # rows per level for the shared tables' first fit (the rule's refit then sees every row)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,3 +339,75 @@ def step_ladder_head(in_channels: int, latent_channels: int, steps, *, lams=None
         head.log_scale.zero_()
         head.log_gains.copy_(-torch.log(torch.tensor(st, dtype=torch.float64))[:, None].expand_as(head.log_gains))
     return head
+
+
+def _linear_weight(teacher) -> Tensor:
+    """The (K, C) weight of a linear teacher: an ``nn.Linear``, or a Sequential of dropout/identity layers
+    around one (torchvision's ``classifier`` blocks)."""
+    w = getattr(teacher, "weight", None)
+    if isinstance(w, Tensor) and w.ndim == 2:
+        return w
+    if isinstance(teacher, torch.nn.Sequential):
+        lins = [m for m in teacher if isinstance(m, torch.nn.Linear)]
+        rest = [m for m in teacher if not isinstance(m, (torch.nn.Linear, torch.nn.Dropout, torch.nn.Identity))]
+        if len(lins) == 1 and not rest:
+            return lins[0].weight
+    raise ConfigError(f"the teacher-SVD ladder needs a linear teacher (an nn.Linear, or dropout + one Linear); got "
+                      f"{type(teacher).__name__}")
+
+
+@torch.no_grad()
+def teacher_ladder_head(features: Tensor | np.ndarray, teacher, *, latent_channels: int = 1000,
+                        steps=DEFAULT_LADDER, control: RateControl | None = None, rounds: int = 2):
+    """The hand-built rate-control head of docs/rd.md: a teacher-SVD projection quantized on a step ladder.
+
+    The analysis is the projection onto the ``d`` right singular directions of the teacher's weight
+    (:func:`featcomp.head.init_from_classifier`, no training, so nothing is fitted to the training
+    videos but the input mean and the tables), ``d = min(latent_channels, rank)``; level ``l`` quantizes
+    every latent with step ``steps[l]`` (:func:`step_ladder_head`); the shared tables are fitted on every
+    level's symbols, then refitted under ``control`` on the training features
+    (:func:`fit_rate_control_codec`). On unseen clips this head beat every jointly trained one
+    (docs/decisions.md, issue 18 item 4). CLI: ``featcomp train --objective distill --teacher ... --ladder``.
+
+    Args:
+        features: float (N, C) training features (pooled, the teacher's input).
+        teacher: the linear classifier (``nn.Linear`` or dropout + ``nn.Linear``): features -> logits.
+        latent_channels: the most latents (the teacher's rank bounds it).
+        steps: the ladder, ascending (default :data:`DEFAULT_LADDER`).
+        control: the rate control the tables are fitted for (default ``RateControl(0.95)``), the one to
+            extract with.
+        rounds: :func:`fit_rate_control_codec` passes.
+
+    Returns:
+        a variable-rate factorized :class:`~featcomp.head.FrozenHead` with a linear synthesis.
+
+    Raises:
+        ConfigError: a teacher that is not linear, features of the wrong shape, a bad ladder.
+    """
+    from featcomp.entropy import EntropyCodec
+    from featcomp.head import FrozenHead, init_from_classifier
+
+    control = control or RateControl(target_agreement=0.95)
+    w = _linear_weight(teacher).detach().float().cpu()
+    x = torch.as_tensor(np.asarray(features) if not isinstance(features, Tensor) else features).float().cpu()
+    if x.ndim != 2 or x.shape[1] != w.shape[1] or x.shape[0] < 2:
+        raise ConfigError(f"teacher_ladder_head: expected pooled features (N >= 2, {w.shape[1]}) for a teacher of "
+                          f"{w.shape[1]} inputs, got {tuple(x.shape)}")
+    if int(latent_channels) < 1:
+        raise ConfigError(f"teacher_ladder_head: latent_channels must be >= 1, got {latent_channels}")
+    d = min(int(latent_channels), *w.shape)
+    head = step_ladder_head(x.shape[1], d, steps, analysis="linear", synthesis="linear")
+    head.set_input_stats(x)
+    init_from_classifier(head, w)
+    probe = FrozenHead.from_head(head, EntropyCodec.fit(np.zeros((2, d), np.int32)))
+    rows = x[torch.from_numpy(np.random.default_rng(0).permutation(len(x))[:_POOLED_FIT_ROWS])]
+    pooled = np.concatenate([probe.encode(rows, rate=lv) for lv in range(head.config.rate_levels)])
+    frozen = FrozenHead.from_head(head, EntropyCodec.fit(pooled))
+    was = getattr(teacher, "training", None)
+    if was is not None:
+        teacher.eval()
+    try:
+        return fit_rate_control_codec(frozen, x, teacher if control.needs_teacher else None, control, rounds=rounds)
+    finally:
+        if was is not None:
+            teacher.train(was)

@@ -35,6 +35,13 @@ Examples::
 
     featcomp train feats.npz --objective task --lam 0.01 --latent 64 --steps 3000 -o head.safetensors
     featcomp train raw.zarr --objective distill --teacher backbone --init-analysis teacher_svd --tau 2 -o d.safetensors
+    featcomp train raw.zarr --objective distill --teacher backbone --ladder default --keep-top1 0.95 -o ladder.safetensors
+
+``--ladder`` builds instead the hand-built head of docs/rd.md for per-frame rate control (no training): the
+teacher-SVD projection quantized on a ladder of steps, its tables fitted for ``--keep-top1``
+(:func:`featcomp.ratecontrol.teacher_ladder_head`); with a store of 2+ videos ``--temporal auto`` also fits a
+temporal codec on the rate-controlled integers and keeps it when it wins on held-out videos. Extract with the
+same target: ``featcomp extract ... --keep-top1 0.95`` / ``featcomp compress ... --keep-top1 0.95``.
 """
 
 from __future__ import annotations
@@ -54,7 +61,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
     parser.add_argument("--objective", default="task", help="task | distill | reconstruct (default task)")
     parser.add_argument("--lam", type=float, default=1e-2, help="lambda: objective units per bit per vector")
-    parser.add_argument("--latent", type=int, default=64, help="latent channels C' (default 64)")
+    parser.add_argument("--latent", type=int, default=None,
+                        help="latent channels C' (default 64; with --ladder: 1000, bounded by the teacher's rank)")
     parser.add_argument("--analysis", default="linear", help="identity | linear | linear_gdn")
     parser.add_argument("--synthesis", default=None, help="none | linear | igdn_linear (default: by objective)")
     parser.add_argument("--metric", default=None, help="reconstruct objective: mse | cosine")
@@ -80,6 +88,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="distill: teacher top-1 agreement on the decoded features (e.g. 0.95)")
     target.add_argument("--max-distortion", type=float, default=None, help="reconstruct: mean squared error")
     target.add_argument("--lams", default=None, help="comma-separated lambda grid (default 1e-4 .. 1, 9 values)")
+    ladder = parser.add_argument_group(
+        "rate-control ladder (instead of training): the hand-built head of docs/rd.md, for per-frame rate control")
+    ladder.add_argument("--ladder", default=None, metavar="STEPS",
+                        help="'default' (11 steps 0.25..8) or comma-separated ascending steps: build the teacher-SVD "
+                             "projection quantized on this step ladder (no training; needs --objective distill and "
+                             "--teacher), its tables fitted for per-frame rate control; extract with the same "
+                             "--keep-top1")
+    ladder.add_argument("--keep-top1", type=float, default=None, metavar="TARGET",
+                        help="with --ladder: the fraction of frames whose teacher top-1 the rate control keeps, which "
+                             "the tables are fitted for (default 0.95)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--val", type=float, default=0.1, help="fraction held out for validation (0 for none)")
@@ -140,11 +158,13 @@ def _sweep(args: argparse.Namespace, x: Any, y: Any, cfg: Any, teacher: Any):
 
 
 def choose_temporal(head: Any, x: Any, info: dict[str, Any], *, val: float = 0.2, steps: int = 2000, seed: int = 0,
-                    window: int = 4, min_gain: float = 0.02, progress: bool = True) -> tuple[Any, dict[str, Any] | None]:
+                    window: int = 4, min_gain: float = 0.02, progress: bool = True, rate_control: Any = None,
+                    teacher: Any = None) -> tuple[Any, dict[str, Any] | None]:
     """Keep a temporal codec fitted to ``head``'s latents when it codes held-out videos in fewer bits.
 
     Args:
-        head: the trained head (fixed-rate, factorized; anything else is returned unchanged).
+        head: the trained head (factorized; fixed-rate, or variable-rate with ``rate_control``; anything
+            else is returned unchanged).
         x: the training rows, float (N, C, *), videos one after another in time order.
         info: :func:`load_training_data`'s info; ``info["sequences"]`` (name, frames) splits ``x`` into videos.
         val: fraction of the videos (the last ones in name order, at least one) held out to choose.
@@ -152,6 +172,8 @@ def choose_temporal(head: Any, x: Any, info: dict[str, Any], *, val: float = 0.2
         min_gain: the temporal codec is kept only when it saves at least this fraction of the held-out bits:
             it decodes frame after frame (slower than the factorized codec), so a gain within noise is not
             worth it.
+        rate_control, teacher: a variable-rate head's per-frame rate control (and its teacher): both codecs
+            are judged on the rate-controlled integers, and the temporal one is fitted on them.
 
     Returns:
         ``(head, record)``: the head to save (the temporal one when it won) and what was measured (None when
@@ -167,8 +189,16 @@ def choose_temporal(head: Any, x: Any, info: dict[str, Any], *, val: float = 0.2
     if not 0 < val < 1:
         raise ConfigError(f"--temporal-val must be in (0, 1), got {val}")
     frozen = head.freeze() if hasattr(head, "freeze") else head
-    if getattr(frozen, "kind", None) != "factorized" or frozen.config.rate_levels:
+    if getattr(frozen, "kind", None) != "factorized" or (frozen.config.rate_levels and rate_control is None):
         return head, None
+    if rate_control is not None:
+        from featcomp.ratecontrol import choose_levels
+
+        def encode(s: Any) -> Any:
+            return choose_levels(frozen, s, teacher, rate_control).k
+    else:
+        def encode(s: Any) -> Any:
+            return frozen.encode(torch.as_tensor(s))
     seqs, pos = [], 0
     for name, n in runs:
         seqs.append((name, x[pos:pos + n]))
@@ -179,11 +209,11 @@ def choose_temporal(head: Any, x: Any, info: dict[str, Any], *, val: float = 0.2
     n_val = min(len(seqs) - 1, max(1, round(len(seqs) * val)))
     train, held = seqs[: len(seqs) - n_val], seqs[len(seqs) - n_val:]
     temporal = fit_temporal_codec(frozen, [s for _, s in train], window=window, steps=steps, seed=seed,
-                                  val=[s for _, s in held])
+                                  val=[s for _, s in held], rate_control=rate_control, teacher=teacher)
     frames = fac = tem = 0
     with torch.no_grad():
         for _, s in held:
-            k = frozen.encode(torch.as_tensor(s))
+            k = encode(s)
             frames += len(k)
             fac += 8 * len(frozen.codec.compress_symbols(k))
             tem += 8 * len(temporal.codec.compress_symbols(k))
@@ -195,6 +225,57 @@ def choose_temporal(head: Any, x: Any, info: dict[str, Any], *, val: float = 0.2
         print(f"temporal codec: {tem / frames:.1f} bits/frame on {len(held)} held-out video(s) against "
               f"{fac / frames:.1f} factorized: keeping the {record['chosen']} codec", file=sys.stderr)
     return (temporal if won else head), record
+
+
+def _ladder_main(args: argparse.Namespace, x: Any, info: dict[str, Any], teacher: Any, backbone: Any,
+                 sampling: Any) -> int:
+    """``featcomp train --ladder``: the teacher-SVD step-ladder head for per-frame rate control (no training)."""
+    import math
+    import sys
+
+    from featcomp.model import save_model
+    from featcomp.ratecontrol import DEFAULT_LADDER, RateControl, choose_levels, teacher_ladder_head
+
+    if args.objective != "distill" or teacher is None:
+        raise ConfigError("--ladder builds the distill recipe's head: give --objective distill and --teacher "
+                          "(backbone or a linear classifier file)")
+    if any(v is not None for v in (args.max_drop, args.min_agreement, args.max_distortion)):
+        raise ConfigError("--ladder is not trained over lambdas: drop --max-drop / --min-agreement / --max-distortion")
+    if x.ndim != 2:
+        raise ConfigError(f"--ladder needs pooled features (N, C); got shape {x.shape}")
+    if args.ladder == "default":
+        steps = DEFAULT_LADDER
+    else:
+        try:
+            steps = tuple(float(v) for v in args.ladder.split(",") if v.strip())
+        except ValueError:
+            raise ConfigError(f"--ladder: expected 'default' or comma-separated steps, got {args.ladder!r}") from None
+    rc = RateControl(target_agreement=0.95 if args.keep_top1 is None else args.keep_top1)
+    n_val = math.floor(args.val * len(x)) if args.val and 0 < args.val < 1 else 0
+    x_tr, x_val = x[: len(x) - n_val], x[len(x) - n_val:]  # a store's videos are contiguous: the last ones held out
+    head = teacher_ladder_head(x_tr, teacher, latent_channels=1000 if args.latent is None else args.latent, steps=steps, control=rc)
+    record: dict[str, Any] = {"steps": list(steps), "latent": head.latent_channels, "rate_control": rc.to_dict(),
+                              "train_rows": int(len(x_tr))}
+    if n_val:
+        ch = choose_levels(head, x_val, teacher, rc)
+        level_bits = max(1, math.ceil(math.log2(len(steps))))
+        record["val"] = {"rows": int(n_val), "top1_agreement": round(ch.agreement, 4),
+                         "bits_per_frame": round(8 * len(head.codec.compress_symbols(ch.k)) / n_val + level_bits, 2)}
+    temporal = None
+    if args.temporal == "auto":
+        head, temporal = choose_temporal(head, x, info, val=args.temporal_val, steps=args.temporal_steps,
+                                         seed=args.seed, progress=not args.no_progress, rate_control=rc, teacher=teacher)
+    if not args.no_progress:
+        print(f"ladder head: {head.latent_channels} latents, {len(steps)} levels, tables fitted for "
+              f"--keep-top1 {rc.target_agreement:g}" + (f"; held-out rows: {record['val']}" if n_val else ""),
+              file=sys.stderr)
+    save_model(args.output, head, backbone=backbone, sampling=sampling,
+               training={"ladder": record, **({} if temporal is None else {"temporal": temporal}),
+                         "source": info.get("source")})
+    print(json.dumps({"output": args.output, "examples": int(len(x)), "ladder": record,
+                      **({} if temporal is None else {"codec": temporal["chosen"],
+                                                      "val_bits_per_frame": temporal["val_bits_per_frame"]})}))
+    return 0
 
 
 def load_teacher(value: str, backbone: Any):
@@ -335,7 +416,11 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--patience needs a validation split (--val > 0)")
     from featcomp.train.config import TrainConfig
 
-    cfg = TrainConfig(objective=args.objective, lam=args.lam, latent_channels=args.latent, analysis=args.analysis,
+    if args.ladder is not None:
+        return _ladder_main(args, x, info, teacher, backbone, sampling)
+    if args.keep_top1 is not None:
+        raise ConfigError("--keep-top1 goes with --ladder (the rate control a ladder's tables are fitted for)")
+    cfg = TrainConfig(objective=args.objective, lam=args.lam, latent_channels=64 if args.latent is None else args.latent, analysis=args.analysis,
                       synthesis=args.synthesis, objective_options=opts, init_analysis=args.init_analysis,
                       epochs=args.epochs, steps=args.steps, min_steps=args.min_steps, patience=args.patience,
                       batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed,

@@ -105,6 +105,9 @@ def main(args: argparse.Namespace) -> int:
             sampling = (base.replace(mode=SamplingMode.FPS, fps=args.fps) if base is not None
                         else SamplingConfig(mode=SamplingMode.FPS, fps=args.fps))
         rc = rate_control_from_args(args)
+        hint = model.rate_control_hint(args.model) if rc is None and args.rate is None else None
+        if hint:  # a warning, shown even with --quiet
+            print(f"featcomp compress: warning: {hint}", file=sys.stderr, flush=True)
         if not args.quiet:
             name = getattr(model.backbone, "name", None) or (model.backbone or {}).get("name", "?")
             print(f"featcomp compress: building backbone {name} on {args.device}...", file=sys.stderr, flush=True)

@@ -212,6 +212,32 @@ class Model:
             return self
         return dataclasses.replace(self, head=self.head.at_rate(rate))
 
+    def recorded_rate_control(self) -> dict[str, Any] | None:
+        """The per-frame rate control this model was built or refitted for, as recorded in ``training``
+        (``featcomp train --ladder``: ``training["ladder"]["rate_control"]``; ``featcomp refit-temporal``
+        under rate control: ``training["refit_temporal"]["rate_control"]``, which wins), or None.
+        Extraction should use the same (:class:`featcomp.ratecontrol.RateControl` fields)."""
+        rc = None
+        for key in ("ladder", "refit_temporal"):
+            rec = self.training.get(key) if isinstance(self.training, dict) else None
+            if isinstance(rec, dict) and isinstance(rec.get("rate_control"), dict):
+                rc = rec["rate_control"]
+        return None if not self.head.config.rate_levels else rc
+
+    def rate_control_hint(self, where: str) -> str | None:
+        """A warning for a model built for per-frame rate control but used without it (every frame would be
+        coded at level 0, the finest and most expensive), naming the options to give; None otherwise."""
+        rc = self.recorded_rate_control()
+        if rc is None:
+            return None
+        crit = rc.get("criterion", "top1")
+        t = rc.get("target_agreement", 1.0)
+        flag = (f"--keep-top1 {t:g}" if crit == "top1" else
+                f"--max-{'distortion' if crit == 'distortion' else 'kl'} {rc.get('budget')}"
+                + ("" if t == 1.0 else f" --keep-fraction {t:g}"))
+        return (f"{where} was built for per-frame rate control ({flag}); without a rate-control option every frame "
+                f"is coded at level 0, the finest and most expensive: add {flag} (or --rate L for one level)")
+
     def rate_card(self) -> dict[str, Any] | None:
         """``{"level", "levels", "lams", "lam"}`` of a variable-rate model, None at fixed rate."""
         if self.head.rate is None:

@@ -134,6 +134,12 @@ class ExtractPlan:
                 rate_control = RateControl(**cfg.inference.rate_control)
                 check_rate_control(model, str(model_path), needs_teacher=rate_control.needs_teacher,
                                    option=f"inference.{cfg.inference.rate_control_options[0]}")
+            hint = (model.rate_control_hint(str(model_path))
+                    if rate_control is None and cfg.inference.rate is None else None)
+            if hint:
+                import logging
+
+                logging.getLogger("featcomp.pipelines.extract").warning(hint)
             sampling = (model.sampling if isinstance(model.sampling, SamplingConfig)
                         else SamplingConfig.from_dict(model.sampling or {}))
             raw = cfg.output.raw

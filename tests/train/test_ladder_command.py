@@ -110,3 +110,35 @@ def test_ladder_on_a_store_keeps_a_temporal_codec_fitted_under_rate_control(file
     ch = choose_levels(m.head, seqs[-1], teacher.classify, rc)
     np.testing.assert_array_equal(m.head.codec.decompress_symbols(m.head.codec.compress_symbols(ch.k)), ch.k)
     assert ch.agreement >= 0.95
+
+
+def test_a_model_built_for_rate_control_warns_when_used_without_it(files, tmp_path, caplog):
+    """A ladder model coded without rate control puts every frame at level 0 (3-4x the bits): the job and
+    `featcomp compress` say which option to add; a rate or a rate control silences it."""
+    import logging
+
+    from featcomp.model import save_model
+    from featcomp.pipelines.config import ExtractConfig
+    from featcomp.pipelines.plan import ExtractPlan
+
+    _, x, teacher = files
+    head = teacher_ladder_head(x[:200], teacher.fc, latent_channels=8, steps=(1.0, 2.0, 4.0), control=RateControl(0.9))
+    p = save_model(tmp_path / "l.safetensors", head, training={"ladder": {"rate_control": RateControl(0.9).to_dict()}})
+    m = load_model(p)
+    assert m.recorded_rate_control() == RateControl(0.9).to_dict()
+    assert "--keep-top1 0.9" in m.rate_control_hint("l.safetensors")
+    with caplog.at_level(logging.WARNING, logger="featcomp.pipelines.extract"):
+        ExtractPlan.build(ExtractConfig(progress=False), str(p))
+    assert any("--keep-top1 0.9" in r.getMessage() and "level 0" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="featcomp.pipelines.extract"):
+        ExtractPlan.build(ExtractConfig(progress=False).with_overrides(inference={"rate": 0}), str(p))
+    assert not caplog.records
+    # a temporal refit under a distortion target records that one (it wins over the ladder's)
+    rc = {"criterion": "distortion", "budget": 0.05, "target_agreement": 0.9}
+    p2 = save_model(tmp_path / "t.safetensors", head, training={"ladder": {"rate_control": RateControl(0.9).to_dict()},
+                                                                "refit_temporal": {"rate_control": rc}})
+    assert "--max-distortion 0.05 --keep-fraction 0.9" in load_model(p2).rate_control_hint("t")
+    # models without a recorded rate control (or fixed-rate ones) give no hint
+    plain = save_model(tmp_path / "p.safetensors", head)
+    assert load_model(plain).recorded_rate_control() is None and load_model(plain).rate_control_hint("p") is None

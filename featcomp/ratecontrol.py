@@ -33,7 +33,10 @@ integers (clip format version 3, :class:`featcomp.model.CompressedClip`).
 **With a temporal codec** (``entropy_model="temporal"``, :func:`featcomp.train.fit_temporal_codec` with
 ``rate_control=``): the levels still only set the step, so the same rule applies; frame t's integers are
 coded given frame t-1's integers as they were coded, whatever its level (the context does not know the
-levels, docs/decisions.md). The give-up ranking prices frames in sequence (:func:`frame_bits`).
+levels, docs/decisions.md). The give-up ranking prices frames in sequence (:func:`frame_bits`): each
+frame's cost at its chosen level within the chosen sequence against its cost within the all-coarse
+sequence, the call's frames as one chunk. That is an approximation (moving a frame also changes its
+successor's context, and clips restart every 256 frames); the agreement guarantee does not depend on it.
 
 The shared tables should match what the rate control produces (mostly coarse levels, a few fine ones):
 :func:`fit_rate_control_codec` refits them on **training** features run through the same rule. This
@@ -324,7 +327,8 @@ def step_ladder_head(in_channels: int, latent_channels: int, steps, *, lams=None
     from featcomp.head import CompressibleHead
 
     st = [float(v) for v in steps]
-    if not 2 <= len(st) <= MAX_LEVELS or any(v <= 0 for v in st) or any(a >= b for a, b in zip(st, st[1:])):
+    if (not 2 <= len(st) <= MAX_LEVELS or not all(math.isfinite(v) and v > 0 for v in st)
+            or any(a >= b for a, b in zip(st, st[1:]))):
         raise ConfigError(f"step_ladder_head: give 2..{MAX_LEVELS} positive ascending steps, got {st}")
     if lams is None:
         lv = tuple(v * v for v in st)

@@ -154,6 +154,21 @@ def test_compact_clip_forged_fields_with_a_valid_crc_are_refused(version):
             CompressedClip.from_bytes(forge(den_at, 0))  # a zero denominator
         with pytest.raises(CodecError, match="flags"):  # a rational step without predicted timestamps
             CompressedClip.from_bytes(forge(5, b[5] & ~1))
+        # one form per step, so that a read clip writes back the same bytes: 2/8 for 1/4, or a float64 step that
+        # fits a short rational, are refused (another writer's clip would otherwise not round-trip)
+        q = CompressedClip(data=b"", shape=(4, 3), timestamps=0.25 * np.arange(4), frame_indices=np.arange(4),
+                           codec_digest="ab" * 32).to_bytes()
+        at = 4 + 1 + 1 + 1 + 4 + 3  # magic, version, flags, kind, digest, ndim + shape: then zz(num), den
+        assert q[5] & 0x80 and q[at:at + 2] == bytes([2, 4])  # 1/4
+        assert CompressedClip.from_bytes(q).timestamps.tolist() == [0.0, 0.25, 0.5, 0.75]
+        with pytest.raises(CodecError, match="canonical"):
+            CompressedClip.from_bytes(forge(at + 1, 8, forge(at, 4, q)))  # 2/8
+        body = bytearray(q[:at]) + struct.pack("<d", 0.25) + q[at + 2:-4]
+        body[5] &= ~0x80
+        with pytest.raises(CodecError, match="float64"):
+            CompressedClip.from_bytes(bytes(body) + struct.pack("<I", zlib.crc32(bytes(body))))
+        with pytest.raises(CodecError, match="cannot be written as format 4"):
+            CompressedClip(**{**CompressedClip.from_bytes(q).__dict__, "format_version": 4}).to_bytes()
 
 
 @pytest.mark.parametrize("step", [0.2, 1 / 25, 1001 / 30000, 1 / 3, 0.1 + 0.2, np.pi / 10, 1e-9, 123.456])
@@ -163,7 +178,6 @@ def test_format_5_stores_a_rational_step_only_when_it_is_exact(step):
     every machine), and common frame steps (1/5, 1/25, 1001/30000 s) get that form."""
     from fractions import Fraction
 
-    from featcomp.entropy.bitstream import encode_varint
     from featcomp.model.headers import ClipHeader, _rational
 
     ts = 2.0 + step * np.arange(30)
@@ -172,16 +186,26 @@ def test_format_5_stores_a_rational_step_only_when_it_is_exact(step):
     b = clip.to_bytes()
     back = CompressedClip.from_bytes(b)
     assert np.array_equal(back.timestamps.view(np.int64), ts.view(np.int64))
+    from featcomp.entropy.bitstream import decode_varint
+
     h, _ = ClipHeader.from_bytes(b)
-    r = _rational(h.ts.step)
-    if b[5] & 0x80:
-        assert r is not None and r[0] / r[1] == h.ts.step and 1 <= r[1] <= 1 << 20
-        assert Fraction(r[0], r[1]) == Fraction(h.ts.step).limit_denominator(1 << 20)
-        step_bytes = len(encode_varint(2 * r[0] if r[0] >= 0 else -2 * r[0] - 1)) + len(encode_varint(r[1]))
+    at = 4 + 1 + 1 + 1 + 4 + 3 + 8  # magic, version, flags, kind, digest, ndim + shape, f64 start 2.0
+    if b[5] & 0x80:  # the bytes themselves: zigzag num, den
+        zz, p = decode_varint(b, at)
+        den, p = decode_varint(b, p)
+        num = zz >> 1 if not zz & 1 else -((zz + 1) >> 1)
+        assert num / den == h.ts.step and 1 <= den <= 1 << 20 and Fraction(num, den).denominator == den
+        assert _rational(h.ts.step) == (num, den)
+        step_bytes = p - at
     else:
+        import struct
+
+        assert struct.unpack_from("<d", b, at)[0] == h.ts.step
         step_bytes = 8
-    if step in (0.2, 1 / 25, 1001 / 30000, 1 / 3):
-        assert b[5] & 0x80 and step_bytes <= 6
+    # a simple frame step is a rational; a step with no short rational (pi/10, 1e-9: den > 2**20) is not
+    want = {0.2: True, 1 / 25: True, 1001 / 30000: True, 1 / 3: True, np.pi / 10: False, 1e-9: False}
+    if step in want:
+        assert bool(b[5] & 0x80) == want[step] and (step_bytes <= 6 or not want[step])
     v4 = CompressedClip(**{**clip.__dict__, "format_version": 4}).to_bytes()
     assert CompressedClip.from_bytes(v4).timestamps.tobytes() == back.timestamps.tobytes()
     assert len(b) <= len(v4) - 4  # the codec digest prefix at least

@@ -108,6 +108,14 @@ def test_the_give_up_quota_holds_with_a_temporal_codec(heads):
         full = choose_levels(temporal, test[1], teacher.classify, RateControl())
         moved = ch.levels != full.levels
         assert moved.any() and (ch.levels[moved] == len(STEPS) - 1).all()  # given-up frames go to the coarsest
+        # the ones given up are those whose chosen level costs the most over the coarsest, priced in sequence
+        coarse = len(STEPS) - 1
+        k_coarse = temporal.encode(test[1], rate=coarse)
+        saving = temporal.codec.frame_bits(full.k) - temporal.codec.frame_bits(k_coarse)
+        cand = np.flatnonzero(full.kept & (full.levels != coarse))
+        quota = int(np.floor((1 - target) * len(full.k) + 1e-9)) - int((~full.kept).sum())
+        want = set(cand[np.argsort(-saving[cand], kind="stable")[:quota]].tolist())
+        assert set(np.flatnonzero(moved).tolist()) == want
         np.testing.assert_allclose(ch.bits, temporal.codec.frame_bits(ch.k))
 
 

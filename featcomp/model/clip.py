@@ -186,10 +186,11 @@ class CompressedClip:
 
     def to_bytes(self) -> bytes:
         """Serialize: the :class:`~featcomp.model.headers.ClipHeader` of the clip's version, the side
-        arrays, (version 4) a CRC-32 of both, then the stream(s).
+        arrays, (versions 4 and 5) a CRC-32 of both, then the stream(s).
 
         Timestamps and frame indices that form arithmetic sequences (constant-rate sampling) are stored
-        as (start, step) (version 4: a line and small per-frame residuals); others as raw little-endian arrays.
+        as (start, step) (versions 4 and 5: a line and small per-frame residuals); others as raw little-endian
+        arrays.
         """
         if (self.format_version or CLIP_FORMAT_VERSION) in CLIP_COMPACT_VERSIONS:
             return self._to_bytes_compact(self.format_version or CLIP_FORMAT_VERSION)

@@ -45,7 +45,7 @@ class Extractor:
             its top-1 (the backbone must have a classifier); ``criterion="distortion"`` bounds the
             features' relative squared error and needs no classifier (variable-rate factorized or
             temporal heads with a synthesis). Clips then record
-            their per-frame levels (clip format 3). Excludes ``rate``.
+            their per-frame levels (clip format 3 and later). Excludes ``rate``.
         prefetch: batches :meth:`compress` decodes ahead in a background thread, overlapping decoding
             with the backbone (0 decodes inline).
 
@@ -252,7 +252,7 @@ class Extractor:
         One stream for frame-independent kinds; a temporal clip is cut into chunks of ``chunk_frames``
         frames, each an independent stream starting from the codec's fresh context
         (``TemporalCodec.compress_chunks``). ``levels``: uint8 (T,) per-frame rate levels (from rate
-        control; factorized variable-rate models only), stored in the clip (format 3).
+        control; variable-rate factorized or temporal models), stored in the clip (format 3 and later).
         """
         k = np.asarray(k, np.int32)
         kind = self.model.kind

@@ -526,8 +526,15 @@ class ClipHeader:
                 if not 1 <= den <= _MAX_STEP_DEN or abs(num) > 1 << 62:
                     raise CodecError(f"compressed clip: corrupt header (timestamp step {num}/{den})")
                 step = num / den
+                if _rational(step) != (num, den):  # the writer's one form, so the clip re-serializes exactly
+                    raise CodecError(f"compressed clip: corrupt header (timestamp step {num}/{den} is not in its "
+                                     "canonical form)")
             else:
                 step = f64()
+                r = _rational(step) if version == CLIP_VERSION_SHORT else None
+                if r is not None and _rational_bytes(*r) < 8:
+                    raise CodecError("compressed clip: corrupt header (a float64 timestamp step that format 5 "
+                                     "writes as a rational)")
             need(pos, 1, "header")
             ts = ClipSeries(start, step, b[pos])
             pos += 1
@@ -579,7 +586,10 @@ def _digest_prefix(digest: str, what: str, n: int = CLIP_DIGEST_PREFIX) -> bytes
     except ValueError:
         raw = b""
     if len(raw) != n:
-        raise CodecError(f"compressed clip: {what} must be a hex digest of at least {2 * n} characters, got {digest!r}")
+        hint = (" (a clip read from format 5 keeps 8; it cannot be written as format 4)"
+                if len(str(digest)) == 2 * CLIP_DIGEST_PREFIX_SHORT else "")
+        raise CodecError(f"compressed clip: {what} must be a hex digest of at least {2 * n} characters, got "
+                         f"{digest!r}{hint}")
     return raw
 
 

@@ -94,7 +94,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="'default' (11 steps 0.25..8) or comma-separated ascending steps: build the teacher-SVD "
                              "projection quantized on this step ladder (no training; needs --objective distill and "
                              "--teacher), its tables fitted for per-frame rate control; extract with the same "
-                             "--keep-top1")
+                             "--keep-top1. Uses --latent, --val (rows held out; a store with --temporal auto holds "
+                             "out the --temporal-val videos instead), --temporal*, --seed; the training options (--lam, "
+                             "--steps, --epochs, --analysis, --synthesis, --init-analysis, --tau, ...) do not apply")
     ladder.add_argument("--keep-top1", type=float, default=None, metavar="TARGET",
                         help="with --ladder: the fraction of frames whose teacher top-1 the rate control keeps, which "
                              "the tables are fitted for (default 0.95)")
@@ -157,6 +159,21 @@ def _sweep(args: argparse.Namespace, x: Any, y: Any, cfg: Any, teacher: Any):
     return res
 
 
+def temporal_split(x: Any, runs: list, val: float, window: int = 4) -> tuple[list, list] | None:
+    """The videos :func:`choose_temporal` trains on and judges on: ``(train, held)`` lists of ``(name, rows)``,
+    the last ``val`` fraction in name order held out (at least one), videos shorter than ``window`` left
+    out; None with fewer than two usable videos. ``runs``: ``info["sequences"]`` (name, frames) in row order."""
+    seqs, pos = [], 0
+    for name, n in runs:
+        seqs.append((name, x[pos:pos + n]))
+        pos += n
+    seqs = sorted((s for s in seqs if len(s[1]) >= window), key=lambda s: s[0])
+    if len(seqs) < 2:
+        return None
+    n_val = min(len(seqs) - 1, max(1, round(len(seqs) * val)))
+    return seqs[: len(seqs) - n_val], seqs[len(seqs) - n_val:]
+
+
 def choose_temporal(head: Any, x: Any, info: dict[str, Any], *, val: float = 0.2, steps: int = 2000, seed: int = 0,
                     window: int = 4, min_gain: float = 0.02, progress: bool = True, rate_control: Any = None,
                     teacher: Any = None) -> tuple[Any, dict[str, Any] | None]:
@@ -199,15 +216,10 @@ def choose_temporal(head: Any, x: Any, info: dict[str, Any], *, val: float = 0.2
     else:
         def encode(s: Any) -> Any:
             return frozen.encode(torch.as_tensor(s))
-    seqs, pos = [], 0
-    for name, n in runs:
-        seqs.append((name, x[pos:pos + n]))
-        pos += n
-    seqs = sorted((s for s in seqs if len(s[1]) >= window), key=lambda s: s[0])
-    if len(seqs) < 2:
+    split = temporal_split(x, runs, val, window)
+    if split is None:
         return head, None
-    n_val = min(len(seqs) - 1, max(1, round(len(seqs) * val)))
-    train, held = seqs[: len(seqs) - n_val], seqs[len(seqs) - n_val:]
+    train, held = split
     temporal = fit_temporal_codec(frozen, [s for _, s in train], window=window, steps=steps, seed=seed,
                                   val=[s for _, s in held], rate_control=rate_control, teacher=teacher)
     frames = fac = tem = 0
@@ -250,9 +262,19 @@ def _ladder_main(args: argparse.Namespace, x: Any, info: dict[str, Any], teacher
             steps = tuple(float(v) for v in args.ladder.split(",") if v.strip())
         except ValueError:
             raise ConfigError(f"--ladder: expected 'default' or comma-separated steps, got {args.ladder!r}") from None
+    if args.keep_top1 is not None and not 0.0 < args.keep_top1 <= 1.0:
+        raise ConfigError(f"--keep-top1 must be in (0, 1], got {args.keep_top1}")
     rc = RateControl(target_agreement=0.95 if args.keep_top1 is None else args.keep_top1)
-    n_val = math.floor(args.val * len(x)) if args.val and 0 < args.val < 1 else 0
-    x_tr, x_val = x[: len(x) - n_val], x[len(x) - n_val:]  # a store's videos are contiguous: the last ones held out
+    split = (temporal_split(x, info.get("sequences") or [], args.temporal_val)
+             if args.temporal == "auto" and 0 < args.temporal_val < 1 else None)
+    if split is not None:  # a store: hold out the videos choose_temporal judges the codecs on, so neither has seen them
+        import numpy as np
+
+        x_tr, x_val = np.concatenate([r for _, r in split[0]]), np.concatenate([r for _, r in split[1]])
+        n_val = len(x_val)
+    else:
+        n_val = math.floor(args.val * len(x)) if args.val and 0 < args.val < 1 else 0
+        x_tr, x_val = x[: len(x) - n_val], x[len(x) - n_val:]
     head = teacher_ladder_head(x_tr, teacher, latent_channels=1000 if args.latent is None else args.latent, steps=steps, control=rc)
     record: dict[str, Any] = {"steps": list(steps), "latent": head.latent_channels, "rate_control": rc.to_dict(),
                               "train_rows": int(len(x_tr))}

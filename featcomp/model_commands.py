@@ -60,10 +60,17 @@ def rate_control_from_args(args: argparse.Namespace):
 
     The flags mean what the job's ``inference`` options of the same names mean, so they are checked (which
     exclude each other, --keep-fraction only with a budget, --rate) by the same ``InferenceConfig``."""
+    import re
+
+    from featcomp.errors import ConfigError
     from featcomp.pipelines.config import InferenceConfig
 
-    rc = InferenceConfig(rate=getattr(args, "rate", None), keep_top1=args.keep_top1, max_distortion=args.max_distortion,
-                         max_kl=args.max_kl, keep_fraction=args.keep_fraction).rate_control
+    try:
+        rc = InferenceConfig(rate=getattr(args, "rate", None), keep_top1=args.keep_top1,
+                             max_distortion=args.max_distortion, max_kl=args.max_kl,
+                             keep_fraction=args.keep_fraction).rate_control
+    except ConfigError as e:  # the same rules, said in the command line's words
+        raise ConfigError(re.sub(r"inference\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from None
     if rc is None:
         return None
     from featcomp.ratecontrol import RateControl

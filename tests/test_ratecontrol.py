@@ -273,7 +273,7 @@ def test_version_3_header_is_checked():
 
 
 @pytest.mark.timeout(300)
-def test_compress_cli_keep_top1_on_a_video(tmp_path):
+def test_compress_cli_keep_top1_on_a_video(tmp_path, capsys):
     """End to end: a video, a torchvision backbone with its own classifier (random init, 32 px), the CLI."""
     from featcomp.backbones import BackboneSpec, build_backbone
     from featcomp.cli import main as cli
@@ -329,8 +329,12 @@ def test_compress_cli_keep_top1_on_a_video(tmp_path):
     assert (err <= budget * (1 + 1e-5)).all()
     clip2 = CompressedClip.from_bytes(out2.read_bytes())
     assert clip2.levels is not None and clip2.levels.max() > 0
-    for bad in (["--max-distortion", "0.1", "--keep-top1", "0.9"], ["--keep-fraction", "0.9"]):
+    capsys.readouterr()
+    for bad, msg in ((["--max-distortion", "0.1", "--keep-top1", "0.9"], "--keep-top1 and --max-distortion"),
+                     (["--keep-fraction", "0.9"], "--keep-fraction goes with --max-distortion or --max-kl")):
         assert cli(["compress", str(clip_path), "--model", str(path), *bad, "-o", str(tmp_path / "y.fcc")]) != 0
+        err = capsys.readouterr().err
+        assert msg in err and "inference." not in err, err  # the flags' names, not the job config's
     assert not (tmp_path / "y.fcc").exists()
 
 

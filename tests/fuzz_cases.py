@@ -648,7 +648,8 @@ def codec_bytes_target() -> Target:
     """``from_bytes`` of the three codec kinds (the tables a store header and a model file carry), then
     a round trip of a small array through the rebuilt codec (which builds its coding tables)."""
     kinds = {b"FCEC": EntropyCodec, b"FCTC": TemporalCodec, b"FCHP": HyperpriorCodec}
-    seeds = [(G / f).read_bytes() for f in ("codec.bin", "temporal_codec_layout3.bin", "hyperprior_codec_layout3.bin")]
+    seeds = [(G / f).read_bytes() for f in ("codec.bin", "temporal_codec_layout3.bin", "hyperprior_codec_layout3.bin",
+                                            "temporal_codec_diagonal.bin")]
     by_magic = {}
     for b in seeds:
         for cls in (EntropyCodec, TemporalCodec, HyperpriorCodec):

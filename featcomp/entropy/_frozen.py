@@ -59,7 +59,8 @@ class FrozenCodecBase:
     """Base of every frozen dataclass codec (declare them with ``eq=False``).
 
     Subclasses set ``kind`` (the registry name), ``_MAGIC`` (4 bytes) and ``_VERSION`` (the version
-    they write; ``_READ_VERSIONS``, when set, every version ``from_bytes`` accepts), optionally
+    they write; ``_READ_VERSIONS``, when set, every stream layout version it reads, which is also what
+    ``from_bytes`` accepts in the version byte unless ``_BYTE_VERSIONS`` says otherwise), optionally
     ``_STREAM_NAME`` (how stream errors name the codec) and ``_MAX_ELEMENTS`` (the most integers one
     stream may hold), have fields ``channels``, ``offsets`` (float32 (C,)) and ``digest``, and implement
     ``_body()``, ``from_bytes()``, ``_check_shape(shape, what)``, ``compress_symbols``,
@@ -109,7 +110,8 @@ class FrozenCodecBase:
         if hashlib.sha256(body).digest() != dig:
             raise CodecError(f"corrupt {name} bytes: sha256 mismatch")
         version, *fields = struct.unpack_from(fixed_header, body, len(cls._MAGIC))
-        if version not in getattr(cls, "_READ_VERSIONS", (cls._VERSION,)):
+        accepted = getattr(cls, "_BYTE_VERSIONS", None) or getattr(cls, "_READ_VERSIONS", (cls._VERSION,))
+        if version not in accepted:
             raise CodecError(f"unknown {name} version {version}; upgrade featcomp")
         return body, tuple(fields)
 

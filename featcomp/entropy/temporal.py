@@ -85,11 +85,18 @@ from featcomp.entropy.temporal_context import MU_LIMIT, WEIGHT_LIMIT, TemporalCo
 from featcomp.entropy.temporal_context import locations_and_tables as _locations_and_tables
 from featcomp.errors import CodecError
 
-__all__ = ["MU_LIMIT", "RESTART_FLAG_BITS", "WEIGHT_LIMIT", "TemporalCodec", "integer_context"]
+__all__ = ["DIAGONAL_BODY_MAX_CHANNELS", "MU_LIMIT", "RESTART_FLAG_BITS", "WEIGHT_LIMIT", "TemporalCodec",
+           "integer_context"]
 
 _MAGIC = b"FCTC"
 _VERSION = 3  # codec bytes version = stream layout it writes and reads (1: full-width rows, 2: + width classes,
 _READ_VERSIONS = (1, 2, 3)  # 3: + restart flags)
+_DIAGONAL_BODY = 0x80  # version byte flag: the context weights are stored as their diagonals (C values each)
+_BYTE_VERSIONS = _READ_VERSIONS + tuple(v | _DIAGONAL_BODY for v in _READ_VERSIONS)
+# The most channels a diagonal body may declare: the codec holds its weights as C x C matrices (and int64 /
+# float copies for the context), so a short diagonal body must not declare more than this ~50 MB bound
+# allows (a dense body's own C x C bytes pay for its matrices).
+DIAGONAL_BODY_MAX_CHANNELS = 1024
 _TAIL_SHIFT = 8  # layout 2: a row is truncated where its folded outer mass is <= 2**precision >> 8
 _SORT_MIN = 256  # layout 2: frames of >= this many symbols are coded sorted by (class, table)
 _RUN_MIN = 8  # decode speed only: mean run length from which fixed per-table models beat per-symbol rows
@@ -128,6 +135,12 @@ class TemporalCodec(FrozenCodecBase):
         clip: clamp of the context input (``<= 2**15``).
         version: 3 (default), 2 or 1: the codec format version, which fixes the stream payload layout
             (see the module docstring); part of the canonical bytes and the digest.
+        diagonal_body: the canonical bytes store each context weight matrix as its diagonal (C values
+            instead of C x C; flag 0x80 of the version byte). Needs diagonal weights; the decoded codec is
+            the same, only its bytes and digest differ. ``TemporalPrior.freeze`` sets it for a diagonal
+            context of at most :data:`DIAGONAL_BODY_MAX_CHANNELS` channels (a 1000-latent codec: 8 MB ->
+            ~90 KB of bytes, most of it the table family); codecs read from bytes keep the form
+            they were written in, so they re-serialize identically.
         kind: ``"temporal"``. channels: C. digest: sha256 hex of the canonical bytes.
     """
 
@@ -142,10 +155,12 @@ class TemporalCodec(FrozenCodecBase):
     frac_bits: int = 12
     clip: int = 32767
     version: int = _VERSION
+    diagonal_body: bool = False
     kind: str = dataclasses.field(default="temporal", init=False)
     _MAGIC: ClassVar[bytes] = _MAGIC
     _VERSION: ClassVar[int] = _VERSION
-    _READ_VERSIONS: ClassVar[tuple[int, ...]] = _READ_VERSIONS
+    _READ_VERSIONS: ClassVar[tuple[int, ...]] = _READ_VERSIONS  # the stream layouts
+    _BYTE_VERSIONS: ClassVar[tuple[int, ...]] = _BYTE_VERSIONS  # the version bytes from_bytes accepts
     _STREAM_NAME: ClassVar[str] = "temporal codec"
     _MAX_ELEMENTS: ClassVar[int] = _MAX_ELEMENTS
     channels: int = dataclasses.field(init=False)
@@ -174,6 +189,13 @@ class TemporalCodec(FrozenCodecBase):
             arrays[name] = _readonly(a, dtype)
         if (arrays["fresh_scale"] < 0).any():
             raise CodecError("fresh_scale indices must be >= 0")
+        set_("diagonal_body", bool(self.diagonal_body))
+        if self.diagonal_body and C > DIAGONAL_BODY_MAX_CHANNELS:
+            raise CodecError(f"TemporalCodec(diagonal_body=True) holds at most {DIAGONAL_BODY_MAX_CHANNELS} "
+                             f"channels, got {C}")
+        if self.diagonal_body and any(np.count_nonzero(arrays[n] - np.diag(np.diagonal(arrays[n]))) for n in
+                                      ("w_loc", "w_scale")):
+            raise CodecError("TemporalCodec(diagonal_body=True) needs diagonal context weights")
         set_("offsets", _readonly(off, np.float32))
         for name, a in arrays.items():
             set_(name, a)
@@ -192,11 +214,14 @@ class TemporalCodec(FrozenCodecBase):
 
     def _body(self) -> bytes:
         fam = self.family.to_bytes()
-        head = _MAGIC + struct.pack("<BIBHI", self.version, self.channels, self.frac_bits, self.clip, len(fam))
+        vbyte = self.version | (_DIAGONAL_BODY if self.diagonal_body else 0)
+        head = _MAGIC + struct.pack("<BIBHI", vbyte, self.channels, self.frac_bits, self.clip, len(fam))
+        w_loc, w_scale = ((np.diagonal(self.w_loc), np.diagonal(self.w_scale)) if self.diagonal_body
+                          else (self.w_loc, self.w_scale))
         return b"".join([
             head, fam, self.offsets.astype("<f4").tobytes(),
-            self.w_loc.astype("<i4").tobytes(), self.b_loc.astype("<i8").tobytes(),
-            self.w_scale.astype("<i4").tobytes(), self.b_scale.astype("<i8").tobytes(),
+            w_loc.astype("<i4").tobytes(), self.b_loc.astype("<i8").tobytes(),
+            w_scale.astype("<i4").tobytes(), self.b_scale.astype("<i8").tobytes(),
             self.fresh_loc.astype("<i8").tobytes(), self.fresh_scale.astype("<i4").tobytes(),
         ])
 
@@ -204,14 +229,19 @@ class TemporalCodec(FrozenCodecBase):
     def from_bytes(cls, data: bytes) -> TemporalCodec:
         """Inverse of :meth:`to_bytes`. Raises :class:`CodecError` on corruption or a bad version."""
         body, (C, F, clip, flen) = cls._checked_body(data, "<BIBHI")
-        version = body[len(_MAGIC)]
+        vbyte = body[len(_MAGIC)]
+        diag = bool(vbyte & _DIAGONAL_BODY)
+        if not 1 <= C <= (DIAGONAL_BODY_MAX_CHANNELS if diag else 1 << 16):  # before anything C x C is allocated
+            raise CodecError(f"corrupt TemporalCodec bytes: {C} channels" + (" in a diagonal body" if diag else ""))
         pos = len(_MAGIC) + struct.calcsize("<BIBHI")
         fam = TableFamily.from_bytes(body[pos : pos + flen])
         pos += flen
-        out = cls._read_arrays(body, pos, [("<f4", C), ("<i4", C * C), ("<i8", C), ("<i4", C * C), ("<i8", C),
+        nw = C if diag else C * C
+        out = cls._read_arrays(body, pos, [("<f4", C), ("<i4", nw), ("<i8", C), ("<i4", nw), ("<i8", C),
                                             ("<i8", C), ("<i4", C)])
         off, wl, bl, ws, bs, fl, fs = out
-        return cls(off, fam, wl.reshape(C, C), bl, ws.reshape(C, C), bs, fl, fs, F, clip, version)
+        wl, ws = (np.diag(wl), np.diag(ws)) if diag else (wl.reshape(C, C), ws.reshape(C, C))
+        return cls(off, fam, wl, bl, ws, bs, fl, fs, F, clip, vbyte & ~_DIAGONAL_BODY, diag)
 
     # ------------------------------------------------------------------ quantization
     def _check_shape(self, shape: tuple[int, ...], what: str) -> None:

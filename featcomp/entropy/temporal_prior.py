@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from featcomp.entropy.indexed import TableFamily, scale_grid
-from featcomp.entropy.temporal import RESTART_FLAG_BITS, TemporalCodec
+from featcomp.entropy.temporal import DIAGONAL_BODY_MAX_CHANNELS, RESTART_FLAG_BITS, TemporalCodec
 from featcomp.errors import ConfigError
 
 __all__ = ["TemporalPrior", "laplace_bits", "fit_temporal_head", "fit_temporal_prior", "ste_round"]
@@ -218,19 +218,24 @@ class TemporalPrior(nn.Module):
             return np.clip(np.round(p.detach().cpu().double().numpy() * scale), -limit, limit).astype(np.int64)
 
         w_loc, w_scale = self.context_weights()
+        wl, ws = fx(w_loc, 2.0**F, lim).astype(np.int32), fx(w_scale, 2.0**F, lim).astype(np.int32)
+        diagonal = (wl.shape[0] <= DIAGONAL_BODY_MAX_CHANNELS
+                    and not np.count_nonzero(wl - np.diag(np.diagonal(wl)))
+                    and not np.count_nonzero(ws - np.diag(np.diagonal(ws))))
         fam = TableFamily.build(scale_grid(self.scale_min, self.scale_max, self.levels), Q=self.Q,
                                 radius=self.radius, precision=precision, shape="laplace")
         return TemporalCodec(
             np.asarray(offsets.detach().cpu().numpy() if hasattr(offsets, "detach") else offsets, np.float32),
             fam,
-            fx(w_loc, 2.0**F, lim).astype(np.int32),
+            wl,
             fx(self.b_loc, 2.0**F, (1 << 40) - 1),
-            fx(w_scale, 2.0**F, lim).astype(np.int32),
+            ws,
             fx(self.b_scale, 2.0**F, (1 << 40) - 1),
             fx(self.fresh_loc, float(self.Q), (1 << 30) - 1),
             np.clip(np.round(self.fresh_scale.detach().cpu().numpy()), 0, self.levels - 1).astype(np.int32),
             frac_bits=F,
             version=3 if self.restarts else 2,  # the stream layout whose cost the prior was trained on
+            diagonal_body=diagonal,  # C values per weight matrix in the codec's bytes instead of C x C
         )
 
 

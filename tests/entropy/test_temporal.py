@@ -601,3 +601,51 @@ def test_layout_3_goldens_decode_and_reencode_byte_for_byte():
     c3, k3, s3, _, bs3 = golden.make_layout3()
     np.testing.assert_array_equal(k3, k)
     assert_regenerated(codec, c3, [(k, s, s3), (big, big_s, bs3)])
+
+
+# ------------------------------------------------------------------ diagonal body (issue 18, item 5)
+def test_golden_diagonal_body_codec_reads_rewrites_and_codes_like_the_dense_one():
+    """The diagonal body stores each weight matrix as its diagonal; the decoded codec is the dense one with
+    another digest: same contexts, same payload bytes for the same symbols, the golden stream decodes."""
+    import hashlib
+
+    b = (GOLDEN / "temporal_codec_diagonal.bin").read_bytes()
+    codec = TemporalCodec.from_bytes(b)
+    assert codec.diagonal_body and codec.version == 3 and b[4] == 0x83 and codec.to_bytes() == b
+    k3 = np.load(GOLDEN / "temporal_layout3_symbols.npy")
+    np.testing.assert_array_equal(codec.decompress_symbols((GOLDEN / "temporal_diagonal_stream.bin").read_bytes()), k3)
+    dense = TemporalCodec(codec.offsets, codec.family, codec.w_loc, codec.b_loc, codec.w_scale, codec.b_scale,
+                          codec.fresh_loc, codec.fresh_scale, frac_bits=codec.frac_bits, clip=codec.clip, version=3)
+    assert not dense.diagonal_body and dense.digest != codec.digest
+    C = codec.channels
+    assert len(dense.to_bytes()) - len(b) == 2 * 4 * (C * C - C)  # two int32 C x C matrices -> two diagonals
+    p_diag = bitstream.unpack(codec.compress_symbols(k3), codec.digest, C).payload
+    p_dense = bitstream.unpack(dense.compress_symbols(k3), dense.digest, C).payload
+    assert p_diag == p_dense
+    # refusals: off-diagonal weights, too many channels for a diagonal body (before anything C x C is made)
+    w = codec.w_loc.copy()
+    w[0, 1] = 5
+    with pytest.raises(CodecError, match="diagonal context weights"):
+        TemporalCodec(codec.offsets, codec.family, w, codec.b_loc, codec.w_scale, codec.b_scale, codec.fresh_loc,
+                      codec.fresh_scale, frac_bits=codec.frac_bits, version=3, diagonal_body=True)
+    body = bytearray(b[:-32])
+    body[5:9] = (temporal.DIAGONAL_BODY_MAX_CHANNELS + 1).to_bytes(4, "little")  # the channel count field
+    with pytest.raises(CodecError, match="channels in a diagonal body"):
+        TemporalCodec.from_bytes(bytes(body) + hashlib.sha256(bytes(body)).digest())
+    body = bytearray(b[:-32])
+    body[4] = 0x84  # layout 4 does not exist, diagonal or not
+    with pytest.raises(CodecError, match="version"):
+        TemporalCodec.from_bytes(bytes(body) + hashlib.sha256(bytes(body)).digest())
+
+
+def test_freeze_writes_the_diagonal_body_for_a_diagonal_context_only():
+    from featcomp.entropy.temporal_prior import TemporalPrior
+
+    off = np.zeros(6, np.float32)
+    diag = TemporalPrior(6, context="diagonal").freeze(off)
+    full = TemporalPrior(6, context="full")
+    with torch.no_grad():
+        full.w_loc.add_(0.01)  # off-diagonal terms
+    back = TemporalCodec.from_bytes(diag.to_bytes())
+    assert diag.diagonal_body and back.diagonal_body and back.digest == diag.digest
+    assert not full.freeze(off).diagonal_body

@@ -200,7 +200,7 @@ def choose_temporal(head: Any, x: Any, info: dict[str, Any], *, val: float = 0.2
 
     import torch
 
-    from featcomp.train.refit import fit_temporal_codec
+    from featcomp.train.refit import fit_temporal_codec, sequence_encoder
 
     runs = info.get("sequences") or []
     if not 0 < val < 1:
@@ -208,14 +208,7 @@ def choose_temporal(head: Any, x: Any, info: dict[str, Any], *, val: float = 0.2
     frozen = head.freeze() if hasattr(head, "freeze") else head
     if getattr(frozen, "kind", None) != "factorized" or (frozen.config.rate_levels and rate_control is None):
         return head, None
-    if rate_control is not None:
-        from featcomp.ratecontrol import choose_levels
-
-        def encode(s: Any) -> Any:
-            return choose_levels(frozen, s, teacher, rate_control).k
-    else:
-        def encode(s: Any) -> Any:
-            return frozen.encode(torch.as_tensor(s))
+    encode = sequence_encoder(frozen, rate_control, teacher)
     split = temporal_split(x, runs, val, window)
     if split is None:
         return head, None

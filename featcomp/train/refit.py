@@ -80,7 +80,7 @@ def fit_temporal_codec(head: Any, sequences: Sequence[Any], *, window: int = 4, 
     if not isinstance(getattr(head, "codec", None), EntropyCodec):
         raise ConfigError("fit_temporal_codec: give a head with the factorized codec "
                           f"(got kind {getattr(head, 'kind', None)!r})")
-    encode = _sequence_encoder(head, rate_control, teacher)
+    encode = sequence_encoder(head, rate_control, teacher)
     opts = dict(prior or {})
     ks = []
     with torch.no_grad():
@@ -104,9 +104,11 @@ def fit_temporal_codec(head: Any, sequences: Sequence[Any], *, window: int = 4, 
     return FrozenHead(config, head.state_tensors(), codec, rate=head.rate)
 
 
-def _sequence_encoder(head: Any, rate_control: Any, teacher: Any) -> Callable[[Any], np.ndarray]:
+def sequence_encoder(head: Any, rate_control: Any, teacher: Any) -> Callable[[Any], np.ndarray]:
     """``encode(sequence) -> int latents``: the head's own integers at its rate (fixed-rate head), or the
-    rate-controlled ones (variable-rate head with ``rate_control``), as extraction will code them."""
+    rate-controlled ones (variable-rate head with ``rate_control``), as extraction will code them. The one
+    rule for every caller that fits or judges a temporal codec (:func:`fit_temporal_codec`, ``featcomp train
+    --temporal auto``, ``featcomp refit-temporal``'s summary)."""
     if not head.config.rate_levels:
         if rate_control is not None:
             raise ConfigError("fit_temporal_codec: rate_control is for a variable-rate head (HeadConfig.rate_lams); "

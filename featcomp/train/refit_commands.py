@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
     from featcomp.model_commands import rate_control_from_args
 
     from featcomp.model import load_model, save_model
-    from featcomp.train.refit import fit_temporal_codec
+    from featcomp.train.refit import fit_temporal_codec, sequence_encoder
 
     if not 0 <= args.val < 1:
         raise ConfigError(f"--val must be in [0, 1), got {args.val}")
@@ -133,14 +133,10 @@ def main(args: argparse.Namespace) -> int:
         summary["rate_control"] = rc.to_dict()
     if val:
         frames = fac = tem = 0
+        encode = sequence_encoder(m.head, rc, teacher)
         with torch.no_grad():
             for _, s in val:
-                if rc is None:
-                    k = m.head.encode(torch.as_tensor(s))
-                else:
-                    from featcomp.ratecontrol import choose_levels
-
-                    k = choose_levels(m.head, s, teacher, rc).k
+                k = encode(s)
                 frames += len(k)
                 fac += 8 * len(m.head.codec.compress_symbols(k))
                 tem += 8 * len(head.codec.compress_symbols(k))

@@ -388,8 +388,8 @@ def report(results: dict, args) -> str:
     ])
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """The data, fold and rate-control-model options this script shares with bench_rc_temporal_lib.py."""
     p.add_argument("--data", type=Path, default=ROOT / "data")
     p.add_argument("--cache", type=Path, default=None)
     p.add_argument("--clips", nargs="+", default=list(CLIPS))
@@ -399,6 +399,21 @@ def main(argv=None) -> None:
     p.add_argument("--video-size", type=int, default=None)
     p.add_argument("--rc-latent", type=int, default=1000)
     p.add_argument("--target", type=float, default=0.95)
+
+
+def quick_setup(args: argparse.Namespace, steps: int) -> None:
+    """--quick: synthetic clips (made under --data if missing), the tiny backbone, 16 latents, at most
+    ``steps`` fit steps, docs left alone."""
+    from scripts.generality_eval import make_synthetic_data
+
+    if not (args.data / "clips").is_dir():
+        make_synthetic_data(args.data)
+    args.backbone, args.rc_latent, args.steps, args.no_write = "tinyB", min(args.rc_latent, 16), min(args.steps, steps), True
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(p)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--window", type=int, default=4)
     p.add_argument("--lr", type=float, default=3e-2)
@@ -415,11 +430,7 @@ def main(argv=None) -> None:
                    "the tiny random backbone with a classifier, 16 latents, 60 steps; never writes the docs")
     args = p.parse_args(argv)
     if args.quick:
-        from scripts.generality_eval import make_synthetic_data
-
-        if not (args.data / "clips").is_dir():
-            make_synthetic_data(args.data)
-        args.backbone, args.rc_latent, args.steps, args.no_write = "tinyB", min(args.rc_latent, 16), min(args.steps, 60), True
+        quick_setup(args, 60)
     args.cache = args.cache or args.data / "cache"
     torch.set_num_threads(args.threads)
     path = args.results or args.cache / "rc_temporal_results.json"

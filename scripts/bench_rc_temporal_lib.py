@@ -39,10 +39,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.bench_rc_temporal import five_fps_sequences, rc_head  # noqa: E402
+from scripts.bench_rc_temporal import add_common_arguments, five_fps_sequences, quick_setup, rc_head  # noqa: E402
 from scripts.evals.report import markdown_table, write_section  # noqa: E402
 from scripts.evals.representations import RC_LADDER  # noqa: E402
-from scripts.generality_eval import BACKBONES, CLIPS, build, clip_features  # noqa: E402
+from scripts.generality_eval import BACKBONES, build, clip_features  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -130,15 +130,7 @@ def report(results: dict, args) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=ROOT / "data")
-    p.add_argument("--cache", type=Path, default=None)
-    p.add_argument("--clips", nargs="+", default=list(CLIPS))
-    p.add_argument("--folds", nargs="+", default=None)
-    p.add_argument("--backbone", default="lite1", help="a generality_eval backbone with a classifier (tinyB: smoke)")
-    p.add_argument("--n-aug", type=int, default=1)
-    p.add_argument("--video-size", type=int, default=None)
-    p.add_argument("--rc-latent", type=int, default=1000)
-    p.add_argument("--target", type=float, default=0.95)
+    add_common_arguments(p)
     p.add_argument("--steps", type=int, default=1000, help="most Adam steps of the temporal fit (early-stopped)")
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--window", type=int, default=4)
@@ -148,11 +140,7 @@ def main(argv=None) -> None:
                    "the tiny random backbone with a classifier, 16 latents, 40 steps; never writes the docs")
     args = p.parse_args(argv)
     if args.quick:
-        from scripts.generality_eval import make_synthetic_data
-
-        if not (args.data / "clips").is_dir():
-            make_synthetic_data(args.data)
-        args.backbone, args.rc_latent, args.steps, args.no_write = "tinyB", min(args.rc_latent, 16), min(args.steps, 40), True
+        quick_setup(args, 40)
         args.eval_every = min(args.eval_every, 20)
     args.cache = args.cache or args.data / "cache"
     torch.set_num_threads(args.threads)
